@@ -1,0 +1,23 @@
+//! Configuration the controller hands to the data plane at load time (a read-only global).
+
+/// Flag: translate IPv4 destinations that are not globally reachable under 64:ff9b::/96.
+pub const CFG_ALLOW_NON_GLOBAL: u8 = 1;
+/// Flag: endpoint-independent filtering (default is address-dependent).
+pub const CFG_ENDPOINT_INDEPENDENT_FILTERING: u8 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// The NAT64 prefix, host bits zero.
+    pub prefix: [u8; 16],
+    /// 32, 40, 48, 56, 64 or 96.
+    pub prefix_len: u8,
+    /// `CFG_*` flags.
+    pub flags: u8,
+    /// Port blocks a client may hold per protocol (1..=MAX_BLOCKS_PER_CLIENT).
+    pub max_blocks: u8,
+    pub _pad: u8,
+    /// Ports per block, a power of two.
+    pub block_size: u16,
+    pub _pad2: u16,
+}

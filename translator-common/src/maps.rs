@@ -1,0 +1,235 @@
+//! Map names, keys and values.
+//!
+//! Byte order: addresses are byte arrays as on the wire; fields named `*_be` are 16-bit values in
+//! network byte order exactly as read from the packet (so the data plane never swaps them);
+//! everything else is host order.
+
+/// Sessions looked up by IPv6-side packets: [`SessionKey6`] -> [`SessionValue6`].
+pub const SESSIONS6: &str = "SESSIONS6";
+/// Sessions looked up by IPv4-side packets: [`SessionKey4`] -> [`SessionValue4`].
+pub const SESSIONS4: &str = "SESSIONS4";
+/// Bindings by client transport address: [`BindingKey6`] -> [`BindingValue6`].
+pub const BINDINGS6: &str = "BINDINGS6";
+/// Bindings by pool transport address: [`BindingKey4`] -> [`BindingValue4`].
+pub const BINDINGS4: &str = "BINDINGS4";
+/// Address-dependent filtering permits: [`FilterKey`] -> last use (ns, u64).
+pub const FILTERS: &str = "FILTERS";
+/// Port blocks held by clients: [`BlockSlotKey`] -> [`BlockSlot`].
+pub const BLOCK_SLOTS: &str = "BLOCK_SLOTS";
+/// Free port blocks, one queue per protocol, of [`BlockId`].
+pub const FREE_BLOCKS_TCP: &str = "FREE_TCP";
+pub const FREE_BLOCKS_UDP: &str = "FREE_UDP";
+pub const FREE_BLOCKS_ICMP: &str = "FREE_ICMP";
+/// Allowed client prefixes: LPM trie of `[u8; 16]` -> u32 (unused value).
+pub const CLIENTS: &str = "CLIENTS";
+/// Pool addresses: `[u8; 4]` -> [`PoolAddress`].
+pub const POOL: &str = "POOL";
+/// Per-CPU u64 counters indexed by [`crate::counters`].
+pub const COUNTERS: &str = "COUNTERS";
+/// The data-plane configuration global (see [`crate::config::DataplaneConfig`]).
+pub const CONFIG: &str = "CONFIG";
+
+/// Every map the program pins, for listing and removal.
+pub const ALL_MAPS: [&str; 13] = [
+    SESSIONS6,
+    SESSIONS4,
+    BINDINGS6,
+    BINDINGS4,
+    FILTERS,
+    BLOCK_SLOTS,
+    FREE_BLOCKS_TCP,
+    FREE_BLOCKS_UDP,
+    FREE_BLOCKS_ICMP,
+    CLIENTS,
+    POOL,
+    COUNTERS,
+    "AYA_LOGS",
+];
+
+/// Most blocks one client may hold per protocol (the configured limit must not exceed it).
+pub const MAX_BLOCKS_PER_CLIENT: u32 = 16;
+
+/// TCP flags remembered per direction in session values.
+pub const SEEN_SYN: u8 = 1;
+pub const SEEN_FIN: u8 = 2;
+pub const SEEN_RST: u8 = 4;
+/// Session flag: the IPv4 destination is a pool address (hairpinned flow).
+pub const SESSION_HAIRPIN: u8 = 0x10;
+/// Binding flag: installed by the operator, never expired.
+pub const BINDING_STATIC: u8 = 1;
+/// Pool-address flag: the address is configured on this host (unmatched packets go to the host).
+pub const POOL_LOCAL: u32 = 1;
+
+macro_rules! pod {
+    ($($t:ty => $size:expr),* $(,)?) => {
+        $(
+            const _: () = assert!(core::mem::size_of::<$t>() == $size);
+            #[cfg(feature = "user")]
+            // SAFETY: repr(C), only integer fields and explicit padding, no implicit padding bytes
+            // (checked by the size assertion above).
+            unsafe impl aya::Pod for $t {}
+        )*
+    };
+}
+
+/// Key of [`SESSIONS6`]: what an IPv6 packet from a client carries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SessionKey6 {
+    pub client: [u8; 16],
+    /// The IPv4 address embedded in the destination.
+    pub remote: [u8; 4],
+    pub client_port_be: u16,
+    pub remote_port_be: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of [`SESSIONS6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionValue6 {
+    pub pool: [u8; 4],
+    pub pool_port_be: u16,
+    /// `SEEN_*` TCP flags sent by the client, `SESSION_HAIRPIN`.
+    pub flags: u8,
+    pub _pad: u8,
+    /// CLOCK_MONOTONIC ns of the last client packet (coarse, refreshed at most once a second).
+    pub last_seen: u64,
+}
+
+/// Key of [`SESSIONS4`]: what an IPv4 packet from a remote host carries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SessionKey4 {
+    pub pool: [u8; 4],
+    pub remote: [u8; 4],
+    pub pool_port_be: u16,
+    pub remote_port_be: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of [`SESSIONS4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionValue4 {
+    pub client: [u8; 16],
+    pub client_port_be: u16,
+    /// `SEEN_*` TCP flags sent by the remote host.
+    pub flags: u8,
+    pub _pad: [u8; 5],
+    /// CLOCK_MONOTONIC ns of the last remote packet.
+    pub last_seen: u64,
+}
+
+/// Key of [`BINDINGS6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BindingKey6 {
+    pub client: [u8; 16],
+    pub client_port_be: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of [`BINDINGS6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindingValue6 {
+    pub pool: [u8; 4],
+    pub pool_port_be: u16,
+    /// `BINDING_STATIC`.
+    pub flags: u8,
+    pub _pad: u8,
+    /// CLOCK_MONOTONIC ns when the binding last gained a session.
+    pub last_used: u64,
+}
+
+/// Key of [`BINDINGS4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BindingKey4 {
+    pub pool: [u8; 4],
+    pub pool_port_be: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of [`BINDINGS4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindingValue4 {
+    pub client: [u8; 16],
+    pub client_port_be: u16,
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// Key of [`FILTERS`]: the remote address a binding has sent to (address-dependent filtering).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FilterKey {
+    pub pool: [u8; 4],
+    pub remote: [u8; 4],
+    pub pool_port_be: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Key of [`BLOCK_SLOTS`]: slot `slot` of a client's blocks for one protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BlockSlotKey {
+    pub client: [u8; 16],
+    pub proto: u8,
+    pub slot: u8,
+    pub _pad: [u8; 2],
+}
+
+/// A port block in the free queues: ports `start .. start + block_size` of `pool`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BlockId {
+    pub pool: [u8; 4],
+    /// First port, host order.
+    pub start: u16,
+    pub _pad: u16,
+}
+
+/// Value of [`BLOCK_SLOTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockSlot {
+    pub block: BlockId,
+    /// Offset in the block where the next allocation starts probing (a hint, not a lock).
+    pub next: u16,
+    pub _pad: [u8; 6],
+    /// CLOCK_MONOTONIC ns of the last allocation from this block.
+    pub last_alloc: u64,
+}
+
+/// Value of [`POOL`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolAddress {
+    /// `POOL_LOCAL`.
+    pub flags: u32,
+}
+
+pod!(
+    SessionKey6 => 28,
+    SessionValue6 => 16,
+    SessionKey4 => 16,
+    SessionValue4 => 32,
+    BindingKey6 => 20,
+    BindingValue6 => 16,
+    BindingKey4 => 8,
+    BindingValue4 => 20,
+    FilterKey => 12,
+    BlockSlotKey => 20,
+    BlockId => 8,
+    BlockSlot => 24,
+    PoolAddress => 4,
+    crate::config::DataplaneConfig => 24,
+);
