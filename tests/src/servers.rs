@@ -1,0 +1,261 @@
+//! Small servers that run inside a namespace and stop with their guard: an HTTP server
+//! (busybox httpd) and UDP/TCP echo servers on threads that entered the namespace.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::cmd::{Proc, TempDir, wait_until};
+use crate::netns::NetNs;
+
+/// `busybox httpd` serving a scratch folder on `0.0.0.0:PORT` inside a namespace; stopped and its
+/// folder removed on drop.
+#[derive(Debug)]
+pub struct HttpServer {
+    proc: Proc,
+    dir: TempDir,
+    port: u16,
+}
+
+impl HttpServer {
+    /// Starts the server and waits until it listens.
+    pub fn start(ns: &NetNs, port: u16) -> Result<Self> {
+        let dir = TempDir::new("http")?;
+        let root = dir.join("www");
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
+        let root_str = root
+            .to_str()
+            .ok_or_else(|| anyhow!("temp path {} is not UTF-8", root.display()))?
+            .to_owned();
+        let listen = format!("0.0.0.0:{port}");
+        let mut proc = ns.spawn(
+            &[
+                "busybox", "httpd", "-f", "-v", "-p", &listen, "-h", &root_str,
+            ],
+            &dir.join("httpd.log"),
+        )?;
+        let filter = format!("sport = :{port}");
+        let listening = wait_until(Duration::from_secs(10), || {
+            ns.try_run(&["ss", "-Hltn", &filter], Duration::from_secs(5))
+                .is_ok_and(|o| !o.stdout.is_empty())
+        });
+        if !listening {
+            let exited = proc.exited();
+            bail!(
+                "busybox httpd in {} is not listening on port {port} after 10 s (exit status: {exited:?}); log:\n{}",
+                ns.name(),
+                proc.log()
+            );
+        }
+        Ok(Self { proc, dir, port })
+    }
+
+    /// Serves `bytes` at `/name`.
+    pub fn add_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.dir.join("www").join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+}
+
+/// What an echo server saw: one entry per datagram or connection.
+pub type Seen = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+
+/// A UDP echo server on a thread inside a namespace: every datagram goes back to its sender
+/// unchanged. Stopped on drop.
+#[derive(Debug)]
+pub struct UdpEcho {
+    stop: Arc<AtomicBool>,
+    seen: Seen,
+    addr: SocketAddr,
+    thread: Option<JoinHandle<Result<Result<()>>>>,
+}
+
+impl UdpEcho {
+    /// Binds `bind` inside `ns` and starts echoing.
+    pub fn start(ns: &NetNs, bind: SocketAddr) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Seen = Arc::default();
+        let (tx, rx) = mpsc::channel();
+        let (stop2, seen2) = (stop.clone(), seen.clone());
+        let thread = ns.spawn_thread(move || -> Result<()> {
+            let sock = match UdpSocket::bind(bind) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow!("UDP echo cannot bind {bind}: {e}")));
+                    return Ok(());
+                }
+            };
+            let _ = tx.send(sock.local_addr().map_err(anyhow::Error::from));
+            sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+            let mut buf = vec![0u8; 65536];
+            while !stop2.load(Ordering::SeqCst) {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, peer)) => {
+                        let data = buf.get(..n).unwrap_or_default();
+                        sock.send_to(data, peer)?;
+                        seen2
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push((peer, data.to_vec()));
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        })?;
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("UDP echo thread did not report its socket")??;
+        Ok(Self {
+            stop,
+            seen,
+            addr,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// (sender, datagram) for every datagram received so far.
+    pub fn seen(&self) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP echo server on a thread inside a namespace: each connection gets back what it sent,
+/// after the peer shuts down its sending side. Stopped on drop.
+#[derive(Debug)]
+pub struct TcpEcho {
+    stop: Arc<AtomicBool>,
+    seen: Seen,
+    addr: SocketAddr,
+    thread: Option<JoinHandle<Result<Result<()>>>>,
+}
+
+impl TcpEcho {
+    /// Listens on `bind` inside `ns`.
+    pub fn start(ns: &NetNs, bind: SocketAddr) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Seen = Arc::default();
+        let (tx, rx) = mpsc::channel();
+        let (stop2, seen2) = (stop.clone(), seen.clone());
+        let thread = ns.spawn_thread(move || -> Result<()> {
+            let listener = match TcpListener::bind(bind) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow!("TCP echo cannot listen on {bind}: {e}")));
+                    return Ok(());
+                }
+            };
+            let _ = tx.send(listener.local_addr().map_err(anyhow::Error::from));
+            listener.set_nonblocking(true)?;
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut conn, peer)) => {
+                        let seen3 = seen2.clone();
+                        thread::spawn(move || {
+                            let _ = conn.set_nonblocking(false);
+                            let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                            let mut data = Vec::new();
+                            if conn.read_to_end(&mut data).is_ok() {
+                                let _ = conn.write_all(&data);
+                                let _ = conn.shutdown(std::net::Shutdown::Write);
+                            }
+                            seen3
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push((peer, data));
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        })?;
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("TCP echo thread did not report its socket")??;
+        Ok(Self {
+            stop,
+            seen,
+            addr,
+            thread: Some(thread),
+        })
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// (peer, bytes received) for every finished connection.
+    pub fn seen(&self) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for TcpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Bytes that are not all the same (for payloads whose corruption must show): a simple
+/// xorshift stream from `seed`.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}

@@ -1,0 +1,218 @@
+//! `cargo xtask test` and `cargo xtask lint`.
+
+use std::io::{BufRead as _, BufReader, Read, Write as _};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::run::{build_debug, cargo, status};
+use crate::setup;
+
+/// One `test result:` line and the test binary it belongs to.
+struct TestResult {
+    binary: String,
+    line: String,
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+fn count(line: &str, word: &str) -> u64 {
+    line.split([';', '.'])
+        .filter_map(|part| part.trim().strip_suffix(word))
+        .find_map(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs a `cargo test` command, streaming its output, and collects the result lines.
+fn cargo_test(cmd: &mut Command) -> Result<(bool, Vec<TestResult>)> {
+    let what = translator_tests::cmd::describe(cmd);
+    println!("$ {what}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{what}`"))?;
+    let (tx, rx) = mpsc::channel::<(bool, String)>();
+    let mut readers = Vec::new();
+    for (is_err, pipe) in [
+        (
+            false,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            true,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ] {
+        if let Some(pipe) = pipe {
+            let tx = tx.clone();
+            readers.push(thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if tx.send((is_err, line)).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+    }
+    drop(tx);
+    let mut binary = String::from("?");
+    let mut results = Vec::new();
+    for (is_err, line) in rx {
+        if is_err {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("Running ") {
+            binary = rest.to_owned();
+        } else if let Some(rest) = trimmed.strip_prefix("Doc-tests ") {
+            binary = format!("doc-tests {rest}");
+        } else if trimmed.starts_with("test result:") {
+            results.push(TestResult {
+                binary: binary.clone(),
+                line: trimmed.to_owned(),
+                passed: count(trimmed, "passed"),
+                failed: count(trimmed, "failed"),
+                ignored: count(trimmed, "ignored"),
+            });
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let st = child
+        .wait()
+        .with_context(|| format!("waiting for `{what}`"))?;
+    let _ = std::io::stdout().flush();
+    Ok((st.success(), results))
+}
+
+/// `cargo fmt --all -- --check` and `cargo clippy --workspace --all-targets -- -D warnings`;
+/// returns the names of the checks that failed.
+fn lint() -> Vec<&'static str> {
+    let mut failed = Vec::new();
+    if let Err(e) = status(cargo().args(["fmt", "--all", "--", "--check"])) {
+        eprintln!("lint: {e:#}");
+        failed.push("cargo fmt --check");
+    }
+    if let Err(e) = status(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])) {
+        eprintln!("lint: {e:#}");
+        failed.push("cargo clippy");
+    }
+    failed
+}
+
+/// `cargo xtask lint`.
+pub fn lint_only() -> Result<()> {
+    let failed = lint();
+    if failed.is_empty() {
+        println!("lint: ok");
+        Ok(())
+    } else {
+        bail!("failed: {}", failed.join(", "))
+    }
+}
+
+/// `cargo xtask test`.
+pub fn test(with_lint: bool, filter: Option<&str>) -> Result<()> {
+    translator_tests::require_root()
+        .context("the end-to-end tests create network namespaces and attach XDP programs")?;
+    setup::ensure()?;
+    let mut failures: Vec<String> = Vec::new();
+    if with_lint {
+        failures.extend(lint().into_iter().map(str::to_owned));
+    }
+
+    // The e2e tests run the real binary: build it first (debug; its eBPF object is release).
+    let bin = build_debug().context("building the translator binary for the tests")?;
+
+    let mut results = Vec::new();
+    let args = |cmd: &mut Command| {
+        if let Some(f) = filter {
+            cmd.arg(f);
+        }
+    };
+    // Unit tests and everything but the integration-test crate, in parallel.
+    let mut unit = cargo();
+    unit.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "translator-tests",
+        "--no-fail-fast",
+        "--",
+    ]);
+    args(&mut unit);
+    let (ok, r) = cargo_test(&mut unit)?;
+    if !ok {
+        failures.push("cargo test (unit tests)".to_owned());
+    }
+    results.extend(r);
+    // The integration tests share kernel state (namespaces, bpffs): one at a time.
+    let mut integration = cargo();
+    integration
+        .args(["test", "-p", "translator-tests", "--no-fail-fast", "--"])
+        .arg("--test-threads=1")
+        .env("TRANSLATOR_BIN", &bin);
+    args(&mut integration);
+    let (ok, r) = cargo_test(&mut integration)?;
+    if !ok {
+        failures.push("cargo test -p translator-tests (integration tests)".to_owned());
+    }
+    results.extend(r);
+
+    println!("\n==================== test summary ====================");
+    let (mut passed, mut failed, mut ignored) = (0, 0, 0);
+    for r in &results {
+        passed += r.passed;
+        failed += r.failed;
+        ignored += r.ignored;
+        println!("{:<70} {}", short(&r.binary), r.line);
+    }
+    if !failures.is_empty() {
+        println!("failed steps: {}", failures.join("; "));
+    }
+    println!("total: {passed} passed, {failed} failed, {ignored} skipped");
+    if !failures.is_empty() || failed > 0 {
+        bail!("tests failed");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// `unittests src/lib.rs (target/debug/deps/translator_common-0123)` to
+/// `unittests src/lib.rs (translator_common)`.
+fn short(binary: &str) -> String {
+    match binary.split_once(" (") {
+        Some((what, path)) => {
+            let file = path
+                .trim_end_matches(')')
+                .rsplit('/')
+                .next()
+                .unwrap_or(path);
+            let name = file.rsplit_once('-').map_or(file, |(n, _)| n);
+            format!("{what} ({name})")
+        }
+        None => binary.to_owned(),
+    }
+}
