@@ -1,1 +1,200 @@
-//! Embedded DNS64 server (RFC 6147). Owned by the DNS64 work; see the module docs once written.
+//! Embedded DNS64 server (RFC 6147), configured by the `[dns64]` table.
+//!
+//! Behaviour: `/work/shared/spec/DNS64.md` (prefixes from the NAT64 setting, exclusion, TTL
+//! rules, DNSSEC policy, PTR and ipv4only.arpa answered locally, UDP and TCP, EDNS hop by hop,
+//! client ACL, counters).
+//!
+//! Layout:
+//! - `config`: the TOML table, its defaults and validation.
+//! - `wire`: raw reads and writes on the hot path (query header/question/OPT, answer bytes
+//!   whose TTLs age in place, per-client rendering with truncation).
+//! - `cache`: bounded sharded answer cache.
+//! - `upstream`: UDP exchange with TCP retry on TC, fail-over between upstreams.
+//! - `resolve`: the DNS64 rules, building changed answers with hickory-proto.
+//! - `server`: listeners and the per-query path.
+
+mod cache;
+mod config;
+mod resolve;
+mod server;
+mod stats;
+mod upstream;
+mod wire;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow, bail};
+use hickory_proto::op::Message;
+use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
+
+pub use config::{Dns64Config, Dns64ConfigError, Net, ValidDns64};
+/// The wire-format library used by the server, for callers and tests that build messages.
+pub use hickory_proto as proto;
+pub use stats::Dns64Stats;
+
+use resolve::Engine;
+
+/// Binds every listen address (UDP and TCP; the error names the address that failed), then
+/// serves forever. Returns at once when the configuration is not enabled.
+pub async fn serve(cfg: ValidDns64, stats: Arc<Dns64Stats>) -> anyhow::Result<()> {
+    if !cfg.enabled {
+        return Ok(());
+    }
+    let listeners = server::bind(&cfg.listen).await?;
+    log::info!(
+        "dns64: serving on {:?}, upstreams {:?}, prefixes {:?}",
+        listeners.local_addrs(),
+        cfg.upstreams,
+        cfg.prefixes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
+    server::run(listeners, Arc::new(Engine::new(cfg, stats))).await
+}
+
+/// What the server would answer to `name`/`qtype` (e.g. "AAAA", "A", "PTR"), as dig-like text.
+/// Asks the configured upstreams; a fresh cache, so the TTLs are the upstream's.
+pub async fn synthesize_once(cfg: &ValidDns64, name: &str, qtype: &str) -> anyhow::Result<String> {
+    let rtype: RecordType = qtype
+        .to_ascii_uppercase()
+        .parse()
+        .map_err(|_| anyhow!("unknown record type {qtype:?}; try AAAA, A or PTR"))?;
+    let mut qname =
+        Name::from_utf8(name).with_context(|| format!("{name:?} is not a domain name"))?;
+    qname.set_fqdn(true);
+    let mut m = Message::query();
+    m.metadata.recursion_desired = true;
+    m.add_query(proto::op::Query::query(qname, rtype));
+    let query = m.to_vec().context("encoding the query")?;
+    let q = wire::parse_query(&query).map_err(|e| anyhow!("could not build the query: {e:?}"))?;
+    let mut local = cfg.clone();
+    local.cache_size = 0;
+    let engine = Engine::new(local, Arc::new(Dns64Stats::default()));
+    let mut out = Vec::new();
+    engine.slow(&query, &q, false, &mut out).await;
+    let answer = Message::from_vec(&out).context("decoding our own answer")?;
+    Ok(dig_text(&answer))
+}
+
+/// A short dig-like rendering of a message.
+pub fn dig_text(m: &Message) -> String {
+    let h = &m.metadata;
+    let mut flags = vec!["qr"];
+    for (on, f) in [
+        (h.authoritative, "aa"),
+        (h.truncation, "tc"),
+        (h.recursion_desired, "rd"),
+        (h.recursion_available, "ra"),
+        (h.authentic_data, "ad"),
+        (h.checking_disabled, "cd"),
+    ] {
+        if on {
+            flags.push(f);
+        }
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        ";; status: {}, flags: {}",
+        h.response_code.to_str(),
+        flags.join(" ")
+    );
+    for q in &m.queries {
+        let _ = writeln!(
+            s,
+            ";; QUESTION: {} {} {}",
+            q.name(),
+            q.query_class(),
+            q.query_type()
+        );
+    }
+    for (title, recs) in [("ANSWER", &m.answers), ("AUTHORITY", &m.authorities)] {
+        if !recs.is_empty() {
+            let _ = writeln!(s, ";; {title}:");
+            for r in recs.iter() {
+                let _ = writeln!(s, "{r}");
+            }
+        }
+    }
+    s
+}
+
+impl Dns64Config {
+    /// Parses the body of a `[dns64]` table on its own (for tools and tests; the controller
+    /// reads it as part of its whole configuration file).
+    pub fn from_toml_table(text: &str) -> anyhow::Result<Self> {
+        toml::from_str(text).context("parsing the [dns64] table")
+    }
+}
+
+/// A server running on its own thread and runtime, stopped when dropped. For tests and tools
+/// that have no runtime of their own.
+pub struct Dns64Thread {
+    addrs: Vec<SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Dns64Thread {
+    /// Binds (the error names the address) and starts serving on a new thread.
+    pub fn start(cfg: ValidDns64, stats: Arc<Dns64Stats>) -> anyhow::Result<Self> {
+        if !cfg.enabled {
+            bail!("dns64.enabled is false: nothing to start");
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the dns64 runtime")?;
+        let listeners = rt.block_on(server::bind(&cfg.listen))?;
+        let addrs = listeners.local_addrs();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let engine = Arc::new(Engine::new(cfg, stats));
+        let thread = std::thread::Builder::new()
+            .name("dns64".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    tokio::select! {
+                        r = server::run(listeners, engine) => {
+                            if let Err(e) = r {
+                                log::error!("dns64: {e:#}");
+                            }
+                        }
+                        _ = rx => {}
+                    }
+                });
+                rt.shutdown_background();
+            })
+            .context("starting the dns64 thread")?;
+        Ok(Self {
+            addrs,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound addresses: UDP ones, then TCP ones (same ports).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+}
+
+impl Drop for Dns64Thread {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Encodes a hickory message (re-exported convenience for tests building raw queries).
+pub fn encode(m: &Message) -> anyhow::Result<Vec<u8>> {
+    m.to_bytes().context("encoding a DNS message")
+}

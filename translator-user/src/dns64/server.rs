@@ -1,0 +1,303 @@
+//! UDP and TCP listeners. A query is checked (ACL, format, EDNS version), answered from the
+//! cache in place when possible, and otherwise resolved in its own task.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::resolve::Engine;
+use super::stats::Dns64Stats;
+use super::wire::{
+    self, Answer, AnswerKind, EXT_BADVERS, QueryError, QueryView, RCODE_FORMERR, RCODE_REFUSED,
+};
+
+/// Most TCP client connections served at once.
+const MAX_TCP_CONNECTIONS: usize = 512;
+/// Largest UDP datagram we read.
+const UDP_BUFFER: usize = 65_535;
+
+/// What to do with a received message after the fast checks.
+pub(crate) enum Step {
+    /// `out` holds the reply.
+    Reply,
+    /// Nothing to send.
+    Drop,
+    /// Needs upstream work.
+    Resolve(Box<QueryView>),
+}
+
+impl Engine {
+    fn count_sent(&self, kind: AnswerKind, truncated: bool) {
+        let s = &self.stats;
+        match kind {
+            AnswerKind::Plain => {}
+            AnswerKind::Synthesized => Dns64Stats::bump(&s.synthesized),
+            AnswerKind::PtrSynthesized => Dns64Stats::bump(&s.ptr_synthesized),
+            AnswerKind::Ipv4Only => Dns64Stats::bump(&s.ipv4only_answered),
+            AnswerKind::ServFail => Dns64Stats::bump(&s.servfail),
+        }
+        if truncated {
+            Dns64Stats::bump(&s.truncated);
+        }
+    }
+
+    /// The most bytes a client can take.
+    fn limit(&self, q: &QueryView, udp: bool) -> usize {
+        if !udp {
+            return 65_535;
+        }
+        match q.edns {
+            Some(e) => usize::from(e.payload.min(self.cfg.max_udp_payload)),
+            None => 512,
+        }
+    }
+
+    /// Header and question with `rcode`, plus OPT when the client sent one.
+    fn question_reply(&self, query: &[u8], q: &QueryView, rcode: u8, ext: u8, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&query[..q.question_end]);
+        let f = wire::QR | wire::RA | (q.flags & (wire::RD | wire::CD)) | u16::from(rcode & 0xf);
+        out[2..4].copy_from_slice(&f.to_be_bytes());
+        out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        if let Some(e) = q.edns {
+            wire::push_opt(out, self.cfg.max_udp_payload, ext, e.dnssec_ok);
+        }
+    }
+
+    /// Everything that needs no upstream: ACL, format checks, cache hits.
+    pub(crate) fn fast(&self, query: &[u8], client: IpAddr, udp: bool, out: &mut Vec<u8>) -> Step {
+        Dns64Stats::bump(&self.stats.queries);
+        if !udp {
+            Dns64Stats::bump(&self.stats.tcp_queries);
+        }
+        let parsed = parse(query);
+        if !self.cfg.client_allowed(client) {
+            Dns64Stats::bump(&self.stats.refused);
+            return match parsed {
+                Ok(q) => {
+                    self.question_reply(query, &q, RCODE_REFUSED, 0, out);
+                    Step::Reply
+                }
+                Err(QueryError::Drop) => Step::Drop,
+                Err(QueryError::Rcode(_)) => {
+                    wire::error_reply(query, RCODE_REFUSED, out);
+                    Step::Reply
+                }
+            };
+        }
+        let q = match parsed {
+            Ok(q) => q,
+            Err(QueryError::Drop) => {
+                Dns64Stats::bump(&self.stats.dropped);
+                return Step::Drop;
+            }
+            Err(QueryError::Rcode(rc)) => {
+                if rc == RCODE_FORMERR {
+                    Dns64Stats::bump(&self.stats.formerr);
+                }
+                wire::error_reply(query, rc, out);
+                return Step::Reply;
+            }
+        };
+        if q.edns.is_some_and(|e| e.version > 0) {
+            self.question_reply(query, &q, 0, EXT_BADVERS, out);
+            return Step::Reply;
+        }
+        match self.cache.get(q.key(), Instant::now()) {
+            Some(hit) => {
+                Dns64Stats::bump(&self.stats.cache_hits);
+                self.send_answer(&hit.answer, &q, query, hit.elapsed, udp, out);
+                Step::Reply
+            }
+            None => {
+                Dns64Stats::bump(&self.stats.cache_misses);
+                Step::Resolve(Box::new(q))
+            }
+        }
+    }
+
+    pub(crate) fn send_answer(
+        &self,
+        a: &Answer,
+        q: &QueryView,
+        query: &[u8],
+        elapsed: u32,
+        udp: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let t = a.render(
+            q,
+            query,
+            elapsed,
+            self.limit(q, udp),
+            self.cfg.max_udp_payload,
+            out,
+        );
+        self.count_sent(a.kind, t);
+    }
+
+    /// Resolves a query that missed the cache and writes the reply.
+    pub(crate) async fn slow(&self, query: &[u8], q: &QueryView, udp: bool, out: &mut Vec<u8>) {
+        let a = self.resolve(query, q).await;
+        self.send_answer(&a, q, query, 0, udp, out);
+    }
+}
+
+fn parse(query: &[u8]) -> Result<QueryView, QueryError> {
+    wire::parse_query(query)
+}
+
+/// Bound sockets, ready to serve.
+pub(crate) struct Listeners {
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// Local addresses (UDP then TCP), useful when a port 0 was configured.
+    pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
+        let u = self.udp.iter().filter_map(|s| s.local_addr().ok());
+        let t = self.tcp.iter().filter_map(|s| s.local_addr().ok());
+        u.chain(t).collect()
+    }
+}
+
+/// Binds every listen address, UDP and TCP. The error names the address.
+pub(crate) async fn bind(listen: &[SocketAddr]) -> anyhow::Result<Listeners> {
+    let mut l = Listeners {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for &addr in listen {
+        let u = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("dns64.listen: cannot listen on {addr} (UDP)"))?;
+        // The TCP listener takes the same port as UDP (which matters when port 0 was given).
+        let taddr = u.local_addr().unwrap_or(addr);
+        let t = TcpListener::bind(taddr)
+            .await
+            .with_context(|| format!("dns64.listen: cannot listen on {taddr} (TCP)"))?;
+        l.udp.push(Arc::new(u));
+        l.tcp.push(t);
+    }
+    Ok(l)
+}
+
+/// Serves on bound listeners until a listener fails.
+pub(crate) async fn run(listeners: Listeners, engine: Arc<Engine>) -> anyhow::Result<()> {
+    let mut set = JoinSet::new();
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    for sock in listeners.udp {
+        for _ in 0..workers {
+            set.spawn(udp_loop(sock.clone(), engine.clone()));
+        }
+    }
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    for l in listeners.tcp {
+        set.spawn(tcp_loop(l, engine.clone(), slots.clone()));
+    }
+    while let Some(r) = set.join_next().await {
+        r.context("dns64 listener task")??;
+    }
+    Ok(())
+}
+
+async fn udp_loop(sock: Arc<UdpSocket>, engine: Arc<Engine>) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; UDP_BUFFER];
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                log::debug!("dns64: UDP receive: {e}");
+                continue;
+            }
+        };
+        let query = &buf[..n];
+        match engine.fast(query, peer.ip(), true, &mut out) {
+            Step::Reply => {
+                if let Err(e) = sock.send_to(&out, peer).await {
+                    log::debug!("dns64: UDP send to {peer}: {e}");
+                }
+            }
+            Step::Drop => {}
+            Step::Resolve(q) => {
+                let query = query.to_vec();
+                let (sock, engine) = (sock.clone(), engine.clone());
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    engine.slow(&query, &q, true, &mut out).await;
+                    if let Err(e) = sock.send_to(&out, peer).await {
+                        log::debug!("dns64: UDP send to {peer}: {e}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn tcp_loop(
+    l: TcpListener,
+    engine: Arc<Engine>,
+    slots: Arc<Semaphore>,
+) -> anyhow::Result<()> {
+    loop {
+        let (s, peer) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                log::debug!("dns64: TCP accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            log::debug!("dns64: too many TCP connections, closing one from {peer}");
+            continue;
+        };
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tcp_conn(s, peer, &engine).await {
+                log::debug!("dns64: TCP {peer}: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn tcp_conn(mut s: TcpStream, peer: SocketAddr, engine: &Engine) -> std::io::Result<()> {
+    let idle = engine.cfg.tcp_idle_timeout;
+    let mut query = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let len = match tokio::time::timeout(idle, s.read_u16()).await {
+            Err(_) => return Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(r) => r?,
+        };
+        query.resize(usize::from(len), 0);
+        match tokio::time::timeout(idle, s.read_exact(&mut query)).await {
+            Err(_) => return Ok(()),
+            Ok(r) => r?,
+        };
+        match engine.fast(&query, peer.ip(), false, &mut out) {
+            Step::Reply => {}
+            Step::Drop => continue,
+            Step::Resolve(q) => engine.slow(&query, &q, false, &mut out).await,
+        }
+        let Ok(n) = u16::try_from(out.len()) else {
+            continue;
+        };
+        let mut msg = Vec::with_capacity(out.len() + 2);
+        msg.extend_from_slice(&n.to_be_bytes());
+        msg.extend_from_slice(&out);
+        s.write_all(&msg).await?;
+    }
+}
