@@ -1,0 +1,653 @@
+//! End-to-end tests: real namespaces, the real `translator` binary, real traffic.
+//!
+//! Each test builds its own topology (removed on drop, also when the test fails) and runs its own
+//! controller instance (stopped and taken down on drop). Tests hold a lock so they run one at a
+//! time even without `--test-threads=1`. They need root.
+//!
+//! The binary is `$TRANSLATOR_BIN`, else the newer of target/{release,debug}/translator
+//! (`cargo xtask test` builds it and sets the variable).
+
+use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use translator_tests::{
+    ALT_POOL_V4, CLIENT_V6, GATEWAY_V4, Gateway, HttpServer, NetNs, SERVER_V4, Session,
+    StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, pattern, server_via_prefix, wait_until,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the one-test-at-a-time lock and checks the prerequisites.
+fn prepare() -> Result<MutexGuard<'static, ()>> {
+    let guard = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    translator_tests::require_root()?;
+    translator_tests::translator_bin()?;
+    Ok(guard)
+}
+
+/// `ping -c COUNT` from `ns` to `target`; errors unless every echo is answered.
+fn ping_all(ns: &NetNs, target: &str, count: u32) -> Result<()> {
+    let count_s = count.to_string();
+    let out = ns.try_run(
+        &["ping", "-c", &count_s, "-i", "0.2", "-W", "2", target],
+        Duration::from_secs(30),
+    )?;
+    let text = out.stdout_str();
+    let want = format!("{count} packets transmitted, {count} received");
+    ensure!(
+        out.status.success() && text.contains(&want),
+        "ping {target} from {}: expected `{want}`, got ({}):\n{text}{}",
+        ns.name(),
+        out.status,
+        out.stderr_str()
+    );
+    Ok(())
+}
+
+/// GETs `url` with curl from `ns` and returns the body.
+fn curl(ns: &NetNs, url: &str) -> Result<Vec<u8>> {
+    let out = ns.run_timeout(
+        &[
+            "curl",
+            "-g",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "20",
+            "-o",
+            "-",
+            url,
+        ],
+        Duration::from_secs(30),
+    )?;
+    Ok(out.stdout)
+}
+
+fn server_url(path: &str) -> String {
+    format!("http://[{}]:80/{path}", server_via_prefix())
+}
+
+/// Errors unless `got == want`, describing the first difference.
+fn same_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
+    if got == want {
+        return Ok(());
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    bail!(
+        "{what}: got {} bytes, expected {}; first difference at byte {first}",
+        got.len(),
+        want.len()
+    )
+}
+
+fn describe_sessions(sessions: &[Session]) -> String {
+    let mut s = format!("{} session(s):", sessions.len());
+    for x in sessions.iter().take(20) {
+        s.push_str(&format!(
+            "\n  {} [{}]:{} -> {}:{} via {}:{} {}",
+            x.protocol,
+            x.client,
+            x.client_port,
+            x.remote,
+            x.remote_port,
+            x.pool,
+            x.pool_port,
+            x.state
+        ));
+    }
+    s
+}
+
+#[test]
+fn topology_alone_connects_neighbours_but_not_through_the_prefix() -> Result<()> {
+    let _lock = prepare()?;
+    for one_armed in [false, true] {
+        let topo = Topology::builder("topo").one_armed(one_armed).build()?;
+        ping_all(&topo.client, "2001:db8:1::1", 2)?;
+        ping_all(&topo.server, "192.0.2.1", 2)?;
+        // Without a translator nothing answers inside the prefix: the later tests' successes are
+        // the gateway's doing.
+        let out = topo.client.try_run(
+            &[
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                &server_via_prefix().to_string(),
+            ],
+            Duration::from_secs(10),
+        )?;
+        ensure!(
+            !out.status.success(),
+            "the server answered through the prefix without a translator:\n{}",
+            out.stdout_str()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn ping_through_the_prefix() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("ping")?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    ping_all(&topo.client, &server_via_prefix().to_string(), 3)?;
+
+    let sessions = gw.sessions()?;
+    let icmp: Vec<&Session> = sessions.iter().filter(|s| s.protocol == "icmp").collect();
+    ensure!(
+        icmp.len() == 1
+            && icmp[0].client == CLIENT_V6
+            && icmp[0].remote == SERVER_V4
+            && icmp[0].pool == GATEWAY_V4,
+        "expected one ICMP session [{CLIENT_V6}] -> {SERVER_V4} via {GATEWAY_V4}; {}",
+        describe_sessions(&sessions)
+    );
+    let stats = gw.stats()?;
+    ensure!(
+        stats.event("translated-6to4") >= 3 && stats.event("translated-4to6") >= 3,
+        "expected at least 3 translations each way, stats: {stats:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn tcp_http_through_the_prefix() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("tcp")?;
+    let http = HttpServer::start(&topo.server, 80)?;
+    let small = b"<html>hello from 192.0.2.2 over NAT64</html>\n".to_vec();
+    let big = pattern(300_000, 7);
+    http.add_file("index.html", &small)?;
+    http.add_file("big.bin", &big)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+
+    same_bytes(
+        "index.html",
+        &curl(&topo.client, &server_url("index.html"))?,
+        &small,
+    )?;
+    same_bytes(
+        "big.bin",
+        &curl(&topo.client, &server_url("big.bin"))?,
+        &big,
+    )?;
+
+    let sessions = gw.sessions()?;
+    let tcp = sessions
+        .iter()
+        .filter(|s| s.protocol == "tcp" && s.remote == SERVER_V4 && s.remote_port == 80)
+        .count();
+    ensure!(
+        tcp >= 2,
+        "expected two TCP sessions to {SERVER_V4}:80; {}",
+        describe_sessions(&sessions)
+    );
+    Ok(())
+}
+
+#[test]
+fn udp_both_ways() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("udp")?;
+    let echo = UdpEcho::start(&topo.server, "0.0.0.0:7777".parse()?)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let server: SocketAddr = (server_via_prefix(), 7777).into();
+    let payloads: Vec<Vec<u8>> = [1usize, 100, 1000, 1400]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| pattern(n, i as u64 + 1))
+        .collect();
+
+    // Client to server and back: the echo must come back byte for byte from the server's
+    // synthesized address.
+    let sock = topo
+        .client
+        .in_ns(|| UdpSocket::bind("[::]:0"))?
+        .context("binding the client's UDP socket")?;
+    sock.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let local_port = sock.local_addr()?.port();
+    let mut buf = vec![0u8; 2048];
+    for p in &payloads {
+        sock.send_to(p, server)?;
+        let (n, from) = sock
+            .recv_from(&mut buf)
+            .with_context(|| format!("no echo of a {}-byte datagram within 3 s", p.len()))?;
+        ensure!(from == server, "echo came from {from}, expected {server}");
+        same_bytes("UDP echo", &buf[..n], p)?;
+    }
+    let seen = echo.seen();
+    let sources: BTreeSet<SocketAddr> = seen.iter().map(|(a, _)| *a).collect();
+    ensure!(
+        sources.len() == 1 && sources.iter().all(|a| a.ip() == GATEWAY_V4),
+        "the server should see every datagram from one pool address and port, saw {sources:?}"
+    );
+    let mapping = *sources
+        .iter()
+        .next()
+        .context("the server saw no datagram")?;
+
+    // Server to client, from another port of the same host: allowed by address-dependent
+    // filtering, and it must arrive from that port's synthesized address.
+    let from_server = pattern(333, 99);
+    let other = topo
+        .server
+        .in_ns(|| -> std::io::Result<u16> {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            s.send_to(&from_server, mapping)?;
+            Ok(s.local_addr()?.port())
+        })?
+        .context("sending from the server")?;
+    let (n, from) = sock
+        .recv_from(&mut buf)
+        .context("the server's datagram to the mapping did not reach the client within 3 s")?;
+    ensure!(
+        from == SocketAddr::from((server_via_prefix(), other)),
+        "server-initiated datagram came from {from}, expected [{}]:{other}",
+        server_via_prefix()
+    );
+    same_bytes("server-initiated datagram", &buf[..n], &from_server)?;
+
+    let sessions = gw.sessions()?;
+    ensure!(
+        sessions.iter().any(|s| s.protocol == "udp"
+            && s.client_port == local_port
+            && s.remote_port == 7777
+            && s.pool_port == mapping.port()),
+        "no UDP session for client port {local_port} -> 7777 via {mapping}; {}",
+        describe_sessions(&sessions)
+    );
+    Ok(())
+}
+
+#[test]
+fn two_hundred_client_ports_share_one_pool_address() -> Result<()> {
+    const N: usize = 200;
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("many")?;
+    let echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let mut config = topo.config();
+    config.block_size = Some(64);
+    config.max_blocks_per_client = Some(8);
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let server: SocketAddr = (server_via_prefix(), 7000).into();
+
+    let socks = topo
+        .client
+        .in_ns(|| {
+            (0..N)
+                .map(|_| UdpSocket::bind("[::]:0"))
+                .collect::<std::io::Result<Vec<_>>>()
+        })?
+        .context("binding 200 UDP sockets in the client")?;
+    let mut ports = BTreeSet::new();
+    for (i, s) in socks.iter().enumerate() {
+        s.set_nonblocking(true)?;
+        ports.insert(s.local_addr()?.port());
+        s.send_to(format!("client socket {i}").as_bytes(), server)?;
+    }
+    let mut answered = [false; N];
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answered.iter().any(|a| !a) && Instant::now() < deadline {
+        for (i, s) in socks.iter().enumerate() {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                ensure!(from == server, "socket {i} got a reply from {from}");
+                same_bytes("echo", &buf[..n], format!("client socket {i}").as_bytes())?;
+                answered[i] = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let missing = answered.iter().filter(|a| !**a).count();
+    ensure!(missing == 0, "{missing} of {N} client sockets got no echo");
+
+    let sources: BTreeSet<SocketAddr> = echo.seen().iter().map(|(a, _)| *a).collect();
+    ensure!(
+        sources.len() == N && sources.iter().all(|a| a.ip() == GATEWAY_V4),
+        "the server should see {N} distinct ports of {GATEWAY_V4}, saw {} sources: {:?}",
+        sources.len(),
+        sources.iter().take(5).collect::<Vec<_>>()
+    );
+
+    let sessions: Vec<Session> = gw
+        .sessions()?
+        .into_iter()
+        .filter(|s| s.protocol == "udp" && s.remote_port == 7000)
+        .collect();
+    let pool_ports: BTreeSet<u16> = sessions.iter().map(|s| s.pool_port).collect();
+    let client_ports: BTreeSet<u16> = sessions.iter().map(|s| s.client_port).collect();
+    ensure!(
+        sessions.len() == N
+            && sessions
+                .iter()
+                .all(|s| s.pool == GATEWAY_V4 && s.client == CLIENT_V6)
+            && pool_ports.len() == N
+            && client_ports == ports,
+        "expected {N} UDP sessions on pool {GATEWAY_V4} with distinct pool ports, one per client \
+         socket; got {} sessions, {} distinct pool ports, client ports match: {}; {}",
+        sessions.len(),
+        pool_ports.len(),
+        client_ports == ports,
+        describe_sessions(&sessions)
+    );
+    Ok(())
+}
+
+#[test]
+fn static_mapping_reached_from_the_ipv4_side() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("static")?;
+    let listener = TcpEcho::start(&topo.client, "[::]:8080".parse()?)?;
+    let mut config = topo.config();
+    config.pool = vec![ALT_POOL_V4.to_string()];
+    config.statics.push(StaticMapping {
+        protocol: "tcp".into(),
+        ipv6: CLIENT_V6,
+        ipv6_port: 8080,
+        ipv4: ALT_POOL_V4,
+        ipv4_port: 8080,
+    });
+    let gw = Gateway::start(&topo.gateway, config)?;
+
+    // The IPv4-only server opens the connection; the client never sent anything before.
+    let payload = pattern(50_000, 3);
+    let echoed = topo
+        .server
+        .in_ns(|| -> std::io::Result<Vec<u8>> {
+            let mut c =
+                TcpStream::connect_timeout(&(ALT_POOL_V4, 8080).into(), Duration::from_secs(5))?;
+            c.set_read_timeout(Some(Duration::from_secs(10)))?;
+            c.write_all(&payload)?;
+            c.shutdown(std::net::Shutdown::Write)?;
+            let mut back = Vec::new();
+            c.read_to_end(&mut back)?;
+            Ok(back)
+        })?
+        .with_context(|| format!("connecting from the server to {ALT_POOL_V4}:8080"))?;
+    same_bytes("echo through the static mapping", &echoed, &payload)?;
+
+    let seen = listener.seen();
+    ensure!(
+        seen.len() == 1 && seen[0].0.ip() == std::net::IpAddr::V6(server_via_prefix()),
+        "the client's listener should see one connection from {}, saw {:?}",
+        server_via_prefix(),
+        seen.iter().map(|(a, d)| (a, d.len())).collect::<Vec<_>>()
+    );
+    let sessions = gw.sessions()?;
+    ensure!(
+        sessions.iter().any(|s| s.protocol == "tcp"
+            && s.client_port == 8080
+            && s.pool == ALT_POOL_V4
+            && s.pool_port == 8080
+            && s.remote == SERVER_V4),
+        "no TCP session [{CLIENT_V6}]:8080 <- {SERVER_V4} via {ALT_POOL_V4}:8080; {}",
+        describe_sessions(&sessions)
+    );
+    Ok(())
+}
+
+/// Sends one datagram from the server to `to` and waits up to 2 s for its echo.
+fn udp_from_server(server: &NetNs, to: SocketAddr, payload: &[u8]) -> Result<Option<Vec<u8>>> {
+    server
+        .in_ns(|| -> std::io::Result<Option<Vec<u8>>> {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.send_to(payload, to)?;
+            let mut buf = [0u8; 2048];
+            match s.recv_from(&mut buf) {
+                Ok((n, _)) => Ok(Some(buf[..n].to_vec())),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        })?
+        .context("UDP from the server")
+}
+
+#[test]
+fn bib_add_and_del_at_run_time() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("bib")?;
+    let _echo = UdpEcho::start(&topo.client, "[::]:5353".parse()?)?;
+    let mut config = topo.config();
+    config.pool = vec![ALT_POOL_V4.to_string()];
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let to: SocketAddr = (ALT_POOL_V4, 5353).into();
+    let payload = pattern(200, 5);
+
+    ensure!(
+        udp_from_server(&topo.server, to, &payload)?.is_none(),
+        "{to} answered before any mapping existed"
+    );
+    let mapping = [
+        "--protocol",
+        "udp",
+        "--ipv6",
+        "2001:db8:1::2",
+        "--ipv6-port",
+        "5353",
+        "--ipv4",
+        "198.51.100.1",
+        "--ipv4-port",
+        "5353",
+    ];
+    let mut add = vec!["bib", "add"];
+    add.extend(mapping);
+    gw.cli(&add)?;
+    let list = gw.cli(&["bib", "list", "--json"])?.stdout_str();
+    ensure!(
+        list.contains("5353"),
+        "`bib list --json` does not show the new mapping:\n{list}"
+    );
+    let back = udp_from_server(&topo.server, to, &payload)?
+        .with_context(|| format!("no answer through the mapping {to} after `bib add`"))?;
+    same_bytes("echo through the run-time mapping", &back, &payload)?;
+
+    let mut del = vec!["bib", "del"];
+    del.extend(mapping);
+    gw.cli(&del)?;
+    // Sessions made through the mapping may live on until they expire (RFC 6146 keeps the
+    // binding while a session uses it), so only the mapping table is checked here.
+    let list = gw.cli(&["bib", "list", "--json"])?.stdout_str();
+    ensure!(
+        !list.contains("5353"),
+        "`bib list --json` still shows the mapping after `bib del`:\n{list}"
+    );
+    Ok(())
+}
+
+#[test]
+fn one_armed_gateway_ping_and_curl() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::one_armed("onearm")?;
+    let http = HttpServer::start(&topo.server, 80)?;
+    let page = pattern(100_000, 11);
+    http.add_file("page.bin", &page)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    ping_all(&topo.client, &server_via_prefix().to_string(), 3)?;
+    same_bytes(
+        "page.bin",
+        &curl(&topo.client, &server_url("page.bin"))?,
+        &page,
+    )?;
+    let sessions = gw.sessions()?;
+    ensure!(
+        sessions.iter().any(|s| s.protocol == "icmp")
+            && sessions.iter().any(|s| s.protocol == "tcp"),
+        "expected an ICMP and a TCP session; {}",
+        describe_sessions(&sessions)
+    );
+    Ok(())
+}
+
+#[test]
+fn sessions_expire() -> Result<()> {
+    const UDP: u32 = 2;
+    const ICMP: u32 = 2;
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("expiry")?;
+    let _echo = UdpEcho::start(&topo.server, "0.0.0.0:7001".parse()?)?;
+    let mut config = topo.config();
+    config.timeout_udp = Some(UDP);
+    config.timeout_icmp = Some(ICMP);
+    let gw = Gateway::start(&topo.gateway, config)?;
+
+    ping_all(&topo.client, &server_via_prefix().to_string(), 1)?;
+    let got = topo
+        .client
+        .in_ns(|| -> std::io::Result<usize> {
+            let s = UdpSocket::bind("[::]:0")?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.send_to(b"expire me", (server_via_prefix(), 7001))?;
+            let mut buf = [0u8; 64];
+            Ok(s.recv_from(&mut buf)?.0)
+        })?
+        .context("UDP echo before expiry")?;
+    ensure!(got == 9, "UDP echo returned {got} bytes, expected 9");
+
+    let sessions = gw.sessions()?;
+    ensure!(
+        sessions.iter().any(|s| s.protocol == "udp")
+            && sessions.iter().any(|s| s.protocol == "icmp"),
+        "expected a UDP and an ICMP session before expiry; {}",
+        describe_sessions(&sessions)
+    );
+    for s in &sessions {
+        let limit = i64::from(if s.protocol == "udp" { UDP } else { ICMP });
+        ensure!(
+            s.expires_in_secs <= limit,
+            "session expires in {} s but its timeout is {limit} s: {s:?}",
+            s.expires_in_secs
+        );
+    }
+    let started = Instant::now();
+    let mut last = Vec::new();
+    let gone = wait_until(
+        Duration::from_secs(u64::from(UDP.max(ICMP)) + 20),
+        || match gw.sessions() {
+            Ok(s) => {
+                let empty = s.is_empty();
+                last = s;
+                empty
+            }
+            Err(_) => false,
+        },
+    );
+    ensure!(
+        gone,
+        "sessions still listed {:?} after their {UDP} s / {ICMP} s timeouts; {}",
+        started.elapsed(),
+        describe_sessions(&last)
+    );
+    Ok(())
+}
+
+#[test]
+fn controller_restart_during_a_tcp_transfer() -> Result<()> {
+    const SIZE: usize = 6 * 1024 * 1024;
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("restart")?;
+    let http = HttpServer::start(&topo.server, 80)?;
+    let body = pattern(SIZE, 42);
+    http.add_file("large.bin", &body)?;
+    let mut gw = Gateway::start(&topo.gateway, topo.config())?;
+
+    let scratch = TempDir::new("restart")?;
+    let out = scratch.join("large.bin");
+    let out_s = out.to_str().context("temp path is not UTF-8")?.to_owned();
+    let url = server_url("large.bin");
+    let mut curl = topo.client.spawn(
+        &[
+            "curl",
+            "-g",
+            "-sS",
+            "--fail",
+            "--limit-rate",
+            "1M",
+            "--max-time",
+            "60",
+            "-o",
+            &out_s,
+            &url,
+        ],
+        &scratch.join("curl.log"),
+    )?;
+    let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+
+    ensure!(
+        wait_until(Duration::from_secs(10), || size() > 1024 * 1024),
+        "the transfer did not get past 1 MiB in 10 s (at {} bytes); curl: {}",
+        size(),
+        curl.log()
+    );
+    let status = gw.stop()?;
+    let at_stop = size();
+    // With the controller gone the pinned data plane keeps forwarding.
+    let grew = wait_until(Duration::from_secs(5), || size() > at_stop + 256 * 1024);
+    let down_sessions = gw.sessions();
+    ensure!(
+        grew,
+        "the transfer stalled while the controller was down ({at_stop} -> {} bytes; controller exit {status})",
+        size()
+    );
+    let down_sessions = down_sessions.context("`sessions` while the controller is down")?;
+    ensure!(
+        down_sessions
+            .iter()
+            .any(|s| s.protocol == "tcp" && s.remote_port == 80),
+        "the TCP session is not listed while the controller is down; {}",
+        describe_sessions(&down_sessions)
+    );
+
+    gw.launch()
+        .context("starting the controller again with the same config")?;
+    ensure!(
+        curl.exited().is_none(),
+        "the transfer finished before the controller came back; make the file bigger"
+    );
+    let sessions = gw.sessions()?;
+    ensure!(
+        sessions
+            .iter()
+            .any(|s| s.protocol == "tcp" && s.remote == SERVER_V4 && s.remote_port == 80),
+        "the TCP session is not listed after the restart; {}",
+        describe_sessions(&sessions)
+    );
+
+    let finished = wait_until(Duration::from_secs(30), || curl.exited().is_some());
+    let exit = curl.exited();
+    ensure!(
+        finished && exit.is_some_and(|s| s.success()),
+        "curl did not finish successfully (exit {exit:?}, {} of {SIZE} bytes): {}",
+        size(),
+        curl.log()
+    );
+    let got = std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?;
+    same_bytes("downloaded large.bin", &got, &body)?;
+
+    let sessions = gw.sessions()?;
+    ensure!(
+        sessions
+            .iter()
+            .any(|s| s.protocol == "tcp" && s.remote_port == 80),
+        "the TCP session vanished after the transfer; {}",
+        describe_sessions(&sessions)
+    );
+    Ok(())
+}
