@@ -4,12 +4,16 @@
 pub const CFG_ALLOW_NON_GLOBAL: u8 = 1;
 /// Flag: endpoint-independent filtering (default is address-dependent).
 pub const CFG_ENDPOINT_INDEPENDENT_FILTERING: u8 = 2;
+/// Flag: the prefix is the well-known prefix 64:ff9b::/96 (precomputed by the controller).
+pub const CFG_WELL_KNOWN_PREFIX: u8 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DataplaneConfig {
-    /// The NAT64 prefix, host bits zero.
-    pub prefix: [u8; 16],
+    /// The NAT64 prefix, host bits zero, as raw network-order words.
+    pub prefix: [u32; 4],
+    /// Netmask of the prefix, raw network-order words.
+    pub mask: [u32; 4],
     /// 32, 40, 48, 56, 64 or 96.
     pub prefix_len: u8,
     /// `CFG_*` flags.

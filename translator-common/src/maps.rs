@@ -1,8 +1,9 @@
 //! Map names, keys and values.
 //!
-//! Byte order: addresses are byte arrays as on the wire; fields named `*_be` are 16-bit values in
-//! network byte order exactly as read from the packet (so the data plane never swaps them);
-//! everything else is host order.
+//! Byte order: addresses and fields named `*_be` hold packet bytes exactly as they are on the
+//! wire (an IPv4 address is the `u32` whose memory is the four address bytes, an IPv6 address
+//! four such words; see [`crate::rfc6052::raw4`] and friends), so the data plane copies them
+//! without swapping. Everything else is host order.
 
 /// Sessions looked up by IPv6-side packets: [`SessionKey6`] -> [`SessionValue6`].
 pub const SESSIONS6: &str = "SESSIONS6";
@@ -76,9 +77,9 @@ macro_rules! pod {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SessionKey6 {
-    pub client: [u8; 16],
+    pub client: [u32; 4],
     /// The IPv4 address embedded in the destination.
-    pub remote: [u8; 4],
+    pub remote: u32,
     pub client_port_be: u16,
     pub remote_port_be: u16,
     pub proto: u8,
@@ -89,7 +90,7 @@ pub struct SessionKey6 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionValue6 {
-    pub pool: [u8; 4],
+    pub pool: u32,
     pub pool_port_be: u16,
     /// `SEEN_*` TCP flags sent by the client, `SESSION_HAIRPIN`.
     pub flags: u8,
@@ -102,8 +103,8 @@ pub struct SessionValue6 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SessionKey4 {
-    pub pool: [u8; 4],
-    pub remote: [u8; 4],
+    pub pool: u32,
+    pub remote: u32,
     pub pool_port_be: u16,
     pub remote_port_be: u16,
     pub proto: u8,
@@ -114,7 +115,7 @@ pub struct SessionKey4 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionValue4 {
-    pub client: [u8; 16],
+    pub client: [u32; 4],
     pub client_port_be: u16,
     /// `SEEN_*` TCP flags sent by the remote host.
     pub flags: u8,
@@ -127,7 +128,7 @@ pub struct SessionValue4 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BindingKey6 {
-    pub client: [u8; 16],
+    pub client: [u32; 4],
     pub client_port_be: u16,
     pub proto: u8,
     pub _pad: u8,
@@ -137,7 +138,7 @@ pub struct BindingKey6 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BindingValue6 {
-    pub pool: [u8; 4],
+    pub pool: u32,
     pub pool_port_be: u16,
     /// `BINDING_STATIC`.
     pub flags: u8,
@@ -150,7 +151,7 @@ pub struct BindingValue6 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BindingKey4 {
-    pub pool: [u8; 4],
+    pub pool: u32,
     pub pool_port_be: u16,
     pub proto: u8,
     pub _pad: u8,
@@ -160,7 +161,7 @@ pub struct BindingKey4 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BindingValue4 {
-    pub client: [u8; 16],
+    pub client: [u32; 4],
     pub client_port_be: u16,
     pub flags: u8,
     pub _pad: u8,
@@ -170,8 +171,8 @@ pub struct BindingValue4 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FilterKey {
-    pub pool: [u8; 4],
-    pub remote: [u8; 4],
+    pub pool: u32,
+    pub remote: u32,
     pub pool_port_be: u16,
     pub proto: u8,
     pub _pad: u8,
@@ -181,7 +182,7 @@ pub struct FilterKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BlockSlotKey {
-    pub client: [u8; 16],
+    pub client: [u32; 4],
     pub proto: u8,
     pub slot: u8,
     pub _pad: [u8; 2],
@@ -191,7 +192,7 @@ pub struct BlockSlotKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BlockId {
-    pub pool: [u8; 4],
+    pub pool: u32,
     /// First port, host order.
     pub start: u16,
     pub _pad: u16,
@@ -231,5 +232,5 @@ pod!(
     BlockId => 8,
     BlockSlot => 24,
     PoolAddress => 4,
-    crate::config::DataplaneConfig => 24,
+    crate::config::DataplaneConfig => 40,
 );

@@ -1,0 +1,102 @@
+//! Wire-format headers and the one bounds-checked packet accessor.
+//!
+//! Multi-byte fields are raw: the integer whose memory is the wire bytes (network order), so
+//! copying and checksumming them needs no byte swaps (see `translator_common::checksum`).
+//! Headers after Ethernet are only 2-byte aligned; like C XDP programs, the program reads them
+//! with natural-width loads, which the verifier allows for packet data (not strict alignment).
+
+use aya_ebpf::programs::XdpContext;
+use translator_common::counters::DropReason;
+
+pub const ETH_LEN: usize = 14;
+pub const IPV6_LEN: usize = 40;
+pub const IPV4_LEN: usize = 20;
+/// Ethertypes as raw words.
+pub const ETH_P_IPV6: u16 = 0x86dd_u16.to_be();
+pub const ETH_P_IP: u16 = 0x0800_u16.to_be();
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub proto: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Ipv6Hdr {
+    /// Version (4 bits), traffic class (8), flow label (20), raw.
+    pub vtc_flow: u32,
+    pub payload_len: u16,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Ipv4Hdr {
+    pub ver_ihl: u8,
+    pub tos: u8,
+    pub tot_len: u16,
+    pub id: u16,
+    pub frag: u16,
+    pub ttl: u8,
+    pub proto: u8,
+    pub csum: u16,
+    pub src: u32,
+    pub dst: u32,
+}
+
+/// The first 8 bytes of TCP, UDP and ICMP echo headers.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct L4Head {
+    /// Source port, or ICMP type (low byte in memory) and code.
+    pub a: u16,
+    /// Destination port, or ICMP checksum.
+    pub b: u16,
+    /// UDP length, TCP sequence (high half), or ICMP identifier.
+    pub c: u16,
+    /// UDP checksum, TCP sequence (low half), or ICMP sequence.
+    pub d: u16,
+}
+
+/// TCP bytes 12..18: data offset, flags, window, checksum.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TcpTail {
+    pub off: u8,
+    pub flags: u8,
+    pub window: u16,
+    pub csum: u16,
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+
+/// A pointer to a `T` at byte `off` of the packet, or `Truncated` when the packet is shorter.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, DropReason> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return Err(DropReason::Truncated);
+    }
+    Ok((start + off) as *mut T)
+}
+
+/// ICMP type and code from the raw first word.
+#[inline(always)]
+pub fn icmp_type(a: u16) -> u8 {
+    a.to_ne_bytes()[0]
+}
+
+/// Raw first ICMP word from type and code.
+#[inline(always)]
+pub fn icmp_word(ty: u8, code: u8) -> u16 {
+    u16::from_ne_bytes([ty, code])
+}
