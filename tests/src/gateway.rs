@@ -486,3 +486,47 @@ impl Drop for Gateway<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_set_key_and_omits_unset_ones() {
+        let mut c = GatewayConfig::new("g6", "g4");
+        c.instance = "x".into();
+        c.timeout_udp = Some(2);
+        c.block_size = Some(64);
+        c.statics.push(StaticMapping {
+            protocol: "tcp".into(),
+            ipv6: "2001:db8:1::2".parse().expect("literal"),
+            ipv6_port: 8080,
+            ipv4: GATEWAY_V4,
+            ipv4_port: 80,
+        });
+        let t = c.to_toml();
+        for want in [
+            "instance = \"x\"",
+            "[interfaces]\nipv6 = \"g6\"\nipv4 = \"g4\"\nmode = \"native\"",
+            "prefix = \"2001:db8:64::/96\"",
+            "clients = [\"2001:db8:1::/64\"]",
+            "addresses = [\"192.0.2.1\"]",
+            "block_size = 64",
+            "[timeouts]\nudp = 2\n",
+            "[[static]]\nprotocol = \"tcp\"\nipv6 = \"2001:db8:1::2\"\nipv6_port = 8080\nipv4 = \"192.0.2.1\"\nipv4_port = 80",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in:\n{t}");
+        }
+        for absent in ["icmp =", "filtering", "max_blocks_per_client", "tcp_ports"] {
+            assert!(!t.contains(absent), "unexpected {absent:?} in:\n{t}");
+        }
+    }
+
+    #[test]
+    fn instance_names_are_unique() {
+        assert_ne!(
+            GatewayConfig::new("a", "b").instance,
+            GatewayConfig::new("a", "b").instance
+        );
+    }
+}

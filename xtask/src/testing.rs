@@ -216,3 +216,30 @@ fn short(binary: &str) -> String {
         None => binary.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{count, short};
+
+    #[test]
+    fn reads_cargo_test_result_lines() {
+        let line = "test result: FAILED. 12 passed; 3 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.50s";
+        assert_eq!(count(line, "passed"), 12);
+        assert_eq!(count(line, "failed"), 3);
+        assert_eq!(count(line, "ignored"), 1);
+        assert_eq!(count("test result: ok. 0 passed; 0 failed", "ignored"), 0);
+    }
+
+    #[test]
+    fn shortens_test_binary_names() {
+        assert_eq!(
+            short("unittests src/lib.rs (target/debug/deps/translator_common-0a1b2c)"),
+            "unittests src/lib.rs (translator_common)"
+        );
+        assert_eq!(
+            short("tests/e2e.rs (target/debug/deps/e2e-77aa)"),
+            "tests/e2e.rs (e2e)"
+        );
+        assert_eq!(short("doc-tests translator"), "doc-tests translator");
+    }
+}
