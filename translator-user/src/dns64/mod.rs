@@ -97,12 +97,16 @@ pub fn dig_text(m: &Message) -> String {
         }
     }
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        ";; status: {}, flags: {}",
-        h.response_code.to_str(),
-        flags.join(" ")
-    );
+    let status = match u16::from(h.response_code) {
+        0 => "NOERROR".to_owned(),
+        1 => "FORMERR".to_owned(),
+        2 => "SERVFAIL".to_owned(),
+        3 => "NXDOMAIN".to_owned(),
+        4 => "NOTIMP".to_owned(),
+        5 => "REFUSED".to_owned(),
+        n => format!("RCODE{n}"),
+    };
+    let _ = writeln!(s, ";; status: {status}, flags: {}", flags.join(" "));
     for q in &m.queries {
         let _ = writeln!(
             s,
@@ -192,6 +196,16 @@ impl Drop for Dns64Thread {
             let _ = t.join();
         }
     }
+}
+
+/// Runs a future to completion on a small runtime of its own (for tools and tests without
+/// one, e.g. around [`synthesize_once`]).
+pub fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    Ok(rt.block_on(f))
 }
 
 /// Encodes a hickory message (re-exported convenience for tests building raw queries).
