@@ -43,11 +43,17 @@ pub struct Missing {
     pub nightly: bool,
     pub rust_src: bool,
     pub bpf_linker: bool,
+    /// rustfmt or clippy missing from the toolchain that builds the workspace.
+    pub lint_tools: bool,
 }
 
 impl Missing {
     pub fn is_empty(&self) -> bool {
-        self.packages.is_empty() && !self.nightly && !self.rust_src && !self.bpf_linker
+        self.packages.is_empty()
+            && !self.nightly
+            && !self.rust_src
+            && !self.bpf_linker
+            && !self.lint_tools
     }
 
     fn describe(&self) -> String {
@@ -63,6 +69,9 @@ impl Missing {
         }
         if self.bpf_linker {
             parts.push("bpf-linker".to_owned());
+        }
+        if self.lint_tools {
+            parts.push("rustfmt/clippy".to_owned());
         }
         parts.join("; ")
     }
@@ -95,6 +104,11 @@ fn bpf_linker_works() -> bool {
     succeeds(Command::new("bpf-linker").arg("--version"))
 }
 
+fn lint_tools_installed() -> bool {
+    succeeds(crate::run::cargo().args(["fmt", "--version"]))
+        && succeeds(crate::run::cargo().args(["clippy", "--version"]))
+}
+
 /// Checks everything; installs nothing.
 pub fn check() -> Missing {
     let packages: Vec<&'static str> = DEBIAN_PACKAGES
@@ -108,6 +122,7 @@ pub fn check() -> Missing {
         nightly,
         rust_src: nightly || !rust_src_installed(),
         bpf_linker: !bpf_linker_works(),
+        lint_tools: !lint_tools_installed(),
     }
 }
 
@@ -192,12 +207,25 @@ fn install(missing: &Missing) -> Result<()> {
     if missing.bpf_linker {
         install_bpf_linker()?;
     }
+    if missing.lint_tools {
+        // The toolchain that runs us (rustup passes it down in RUSTUP_TOOLCHAIN).
+        status(
+            Command::new("rustup")
+                .args(["component", "add", "rustfmt", "clippy"])
+                .current_dir(translator_tests::workspace_root()),
+        )?;
+    }
     Ok(())
 }
 
 /// The LLVM major version of the nightly toolchain (`LLVM version: 22.1.4` gives 22).
 fn nightly_llvm_major() -> Result<u32> {
     let info = stdout(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))?;
+    llvm_major(&info)
+}
+
+/// The major version from `rustc -vV` output.
+fn llvm_major(info: &str) -> Result<u32> {
     let version = info
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version:"))
@@ -275,4 +303,31 @@ fn install_bpf_linker() -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{find_libllvm, llvm_major};
+
+    #[test]
+    fn reads_the_llvm_major_version() {
+        let info = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nhost: x86_64-unknown-linux-gnu\nLLVM version: 22.1.4\n";
+        assert_eq!(llvm_major(info).expect("valid"), 22);
+        assert!(llvm_major("rustc 1.0\n").is_err());
+        assert!(llvm_major("LLVM version: x.1\n").is_err());
+    }
+
+    #[test]
+    fn finds_the_toolchain_libllvm() {
+        let dir = translator_tests::TempDir::new("xtask-llvm").expect("temp dir");
+        for name in [
+            "libLLVM.so.22.1-rust-1.97.0-nightly",
+            "libLLVM-22-rust-1.97.0-nightly.so",
+        ] {
+            std::fs::write(dir.join(name), b"").expect("write");
+        }
+        let found = find_libllvm(dir.path(), 22).expect("found");
+        assert_eq!(found, dir.join("libLLVM-22-rust-1.97.0-nightly.so"));
+        assert!(find_libllvm(dir.path(), 21).is_err());
+    }
 }
