@@ -87,6 +87,10 @@ pub struct GatewayConfig {
     pub timeout_icmp: Option<u32>,
     pub timeout_tcp_established: Option<u32>,
     pub timeout_tcp_transitory: Option<u32>,
+    /// `timeouts.enforce_rfc_minimums` (false lets tests use timeouts of a few seconds).
+    pub enforce_rfc_minimums: Option<bool>,
+    /// `limits.sessions`.
+    pub limit_sessions: Option<u32>,
     pub statics: Vec<StaticMapping>,
     /// Raw TOML appended at the end (for sections this type does not know, e.g. `[dns64]`).
     pub extra: String,
@@ -117,6 +121,8 @@ impl GatewayConfig {
             timeout_icmp: None,
             timeout_tcp_established: None,
             timeout_tcp_transitory: None,
+            enforce_rfc_minimums: None,
+            limit_sessions: None,
             statics: Vec::new(),
             extra: String::new(),
         }
@@ -173,13 +179,19 @@ impl GatewayConfig {
             ("tcp_established", self.timeout_tcp_established),
             ("tcp_transitory", self.timeout_tcp_transitory),
         ];
-        if timeouts.iter().any(|(_, v)| v.is_some()) {
+        if timeouts.iter().any(|(_, v)| v.is_some()) || self.enforce_rfc_minimums.is_some() {
             let _ = writeln!(t, "\n[timeouts]");
             for (key, value) in timeouts {
                 if let Some(v) = value {
                     let _ = writeln!(t, "{key} = {v}");
                 }
             }
+            if let Some(e) = self.enforce_rfc_minimums {
+                let _ = writeln!(t, "enforce_rfc_minimums = {e}");
+            }
+        }
+        if let Some(n) = self.limit_sessions {
+            let _ = writeln!(t, "\n[limits]\nsessions = {n}");
         }
         for s in &self.statics {
             let _ = writeln!(t, "\n[[static]]");

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use translator_tests::{
-    ALT_POOL_V4, CLIENT_V6, GATEWAY_V4, Gateway, HttpServer, NetNs, SERVER_V4, Session,
-    StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, pattern, server_via_prefix, wait_until,
+    ALT_POOL_V4, CLIENT_V6, GATEWAY_V4, Gateway, GatewayConfig, HttpServer, NetNs, SERVER_V4,
+    Session, StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, pattern, server_via_prefix,
+    wait_until,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -132,6 +133,71 @@ fn topology_alone_connects_neighbours_but_not_through_the_prefix() -> Result<()>
             out.stdout_str()
         );
     }
+    Ok(())
+}
+
+/// Every configuration shape the tests use passes `translator check`, so a config mistake shows
+/// here with the controller's message rather than as a failed start elsewhere.
+#[test]
+fn generated_configs_pass_translator_check() -> Result<()> {
+    let _lock = prepare()?;
+    let bin = translator_tests::translator_bin()?;
+    let scratch = TempDir::new("check")?;
+    let mut configs = vec![
+        GatewayConfig::new("g6", "g4"),
+        GatewayConfig::new("g0", "g0"),
+    ];
+    let mut c = GatewayConfig::new("g6", "g4");
+    c.pool = vec![ALT_POOL_V4.to_string()];
+    c.block_size = Some(64);
+    c.max_blocks_per_client = Some(8);
+    c.statics.push(StaticMapping {
+        protocol: "tcp".into(),
+        ipv6: CLIENT_V6,
+        ipv6_port: 8080,
+        ipv4: ALT_POOL_V4,
+        ipv4_port: 8080,
+    });
+    configs.push(c);
+    let mut c = GatewayConfig::new("g6", "g4");
+    c.timeout_udp = Some(2);
+    c.timeout_icmp = Some(2);
+    c.enforce_rfc_minimums = Some(false);
+    configs.push(c);
+    for (i, c) in configs.iter().enumerate() {
+        let path = scratch.join(&format!("c{i}.toml"));
+        std::fs::write(&path, c.to_toml())?;
+        let out = translator_tests::cmd::run(
+            std::process::Command::new(&bin)
+                .arg("check")
+                .arg("--config")
+                .arg(&path),
+            Duration::from_secs(30),
+        )?;
+        ensure!(
+            out.status.success(),
+            "`translator check` refused this config:\n{}\n{}{}",
+            c.to_toml(),
+            out.stdout_str(),
+            out.stderr_str()
+        );
+    }
+    // And it refuses a broken one (the check is real).
+    let mut broken = GatewayConfig::new("g6", "g4");
+    broken.prefix = "2001:db8:64::/95".into();
+    let path = scratch.join("broken.toml");
+    std::fs::write(&path, broken.to_toml())?;
+    let out = translator_tests::cmd::run(
+        std::process::Command::new(&bin)
+            .arg("check")
+            .arg("--config")
+            .arg(&path),
+        Duration::from_secs(30),
+    )?;
+    ensure!(
+        !out.status.success(),
+        "`translator check` accepted prefix length 95"
+    );
     Ok(())
 }
 
@@ -506,6 +572,8 @@ fn sessions_expire() -> Result<()> {
     let mut config = topo.config();
     config.timeout_udp = Some(UDP);
     config.timeout_icmp = Some(ICMP);
+    // UDP below the RFC 6146 minimum of 2 minutes needs the lab switch.
+    config.enforce_rfc_minimums = Some(false);
     let gw = Gateway::start(&topo.gateway, config)?;
 
     ping_all(&topo.client, &server_via_prefix().to_string(), 1)?;
