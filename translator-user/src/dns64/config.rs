@@ -569,7 +569,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting() {
-        let cases: [(&str, Box<dyn Fn(&mut Dns64Config)>); 9] = [
+        type Edit = Box<dyn Fn(&mut Dns64Config)>;
+        let cases: [(&str, Edit); 9] = [
             ("dns64.upstreams:", Box::new(|c| c.upstreams.clear())),
             (
                 "dns64.upstreams:",

@@ -240,7 +240,7 @@ impl Engine {
     /// Header only, for when even the question cannot be written.
     fn bare(&self, rcode: ResponseCode, kind: AnswerKind) -> Answer {
         let mut wire = vec![0u8; 12];
-        wire[3] = u8::from(rcode.low()) | 0x80;
+        wire[3] = rcode.low() | 0x80;
         Answer {
             wire: wire.into_boxed_slice(),
             question_end: 12,
@@ -437,10 +437,11 @@ impl Engine {
             }
         }
         let keep_signed = q.dnssec_ok && !self.cfg.break_dnssec;
-        if keep_signed && signed {
-            if let Some(m) = &aaaa_negative {
-                return self.encode(m, AnswerKind::Plain);
-            }
+        if keep_signed
+            && signed
+            && let Some(m) = &aaaa_negative
+        {
+            return self.encode(m, AnswerKind::Plain);
         }
         let ar = self
             .upstreams
