@@ -101,7 +101,9 @@ mod tests {
 
     #[test]
     fn raw_sums_match_bytes() {
-        let a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xc0, 0x00, 0x02, 0x21];
+        let a = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xc0, 0x00, 0x02, 0x21,
+        ];
         let raw = [
             u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
             u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),

@@ -28,7 +28,11 @@ impl BlockLayout {
         if first > last {
             return Err(LayoutError::Range);
         }
-        let layout = Self { first, last, block_size };
+        let layout = Self {
+            first,
+            last,
+            block_size,
+        };
         if layout.blocks_per_address() == 0 {
             return Err(LayoutError::TooSmall);
         }
@@ -46,7 +50,11 @@ impl BlockLayout {
         let size = u32::from(self.block_size);
         let start = self.first_block_start();
         let end = u32::from(self.last) + 1;
-        if end <= start { 0 } else { (end - start) / size }
+        if end <= start {
+            0
+        } else {
+            (end - start) / size
+        }
     }
 
     /// Start ports of every block of one address.
@@ -104,7 +112,10 @@ mod tests {
 
     #[test]
     fn bad_layouts() {
-        assert_eq!(BlockLayout::new(1024, 2047, 100), Err(LayoutError::BlockSize));
+        assert_eq!(
+            BlockLayout::new(1024, 2047, 100),
+            Err(LayoutError::BlockSize)
+        );
         assert_eq!(BlockLayout::new(1024, 2047, 4), Err(LayoutError::BlockSize));
         assert_eq!(BlockLayout::new(2000, 1000, 64), Err(LayoutError::Range));
         assert_eq!(BlockLayout::new(1025, 1100, 64), Err(LayoutError::TooSmall));

@@ -14,7 +14,13 @@ pub const fn valid_prefix_len(len: u8) -> bool {
 
 /// Netmask of a prefix length (0..=128).
 pub const fn mask(len: u8) -> u128 {
-    if len == 0 { 0 } else if len >= 128 { u128::MAX } else { u128::MAX << (128 - len as u32) }
+    if len == 0 {
+        0
+    } else if len >= 128 {
+        u128::MAX
+    } else {
+        u128::MAX << (128 - len as u32)
+    }
 }
 
 /// Embeds `v4` into `prefix`/`len` (host bits of the prefix zero). An invalid length yields the
@@ -184,7 +190,11 @@ mod tests {
             let p = v6(prefix);
             assert_eq!(check_prefix(p, len), Ok(()), "{prefix}/{len}");
             let e = embed(p, len, v4);
-            assert_eq!(Ipv6Addr::from(e), Ipv6Addr::from(v6(expected)), "{prefix}/{len}");
+            assert_eq!(
+                Ipv6Addr::from(e),
+                Ipv6Addr::from(v6(expected)),
+                "{prefix}/{len}"
+            );
             assert_eq!(e & mask(len), p);
             assert_eq!(extract(e, len), v4, "{prefix}/{len}");
             let (rp, rm) = (raw6(p), raw6(mask(len)));
@@ -209,10 +219,22 @@ mod tests {
     #[test]
     fn bad_prefixes() {
         assert_eq!(check_prefix(v6("2001:db8::"), 33), Err(PrefixError::Length));
-        assert_eq!(check_prefix(v6("2001:db8::"), 128), Err(PrefixError::Length));
-        assert_eq!(check_prefix(v6("2001:db8::1"), 96), Err(PrefixError::HostBits));
-        assert_eq!(check_prefix(v6("2001:db8:0:0:100::"), 96), Err(PrefixError::UOctet));
-        assert_eq!(check_prefix(v6("2001:db8:1::"), 32), Err(PrefixError::HostBits));
+        assert_eq!(
+            check_prefix(v6("2001:db8::"), 128),
+            Err(PrefixError::Length)
+        );
+        assert_eq!(
+            check_prefix(v6("2001:db8::1"), 96),
+            Err(PrefixError::HostBits)
+        );
+        assert_eq!(
+            check_prefix(v6("2001:db8:0:0:100::"), 96),
+            Err(PrefixError::UOctet)
+        );
+        assert_eq!(
+            check_prefix(v6("2001:db8:1::"), 32),
+            Err(PrefixError::HostBits)
+        );
     }
 
     #[test]
@@ -229,7 +251,14 @@ mod tests {
     #[test]
     fn global_ranges() {
         let g = |s: &str| is_global(s.parse::<Ipv4Addr>().expect("test address").into());
-        for a in ["1.2.3.4", "8.8.8.8", "192.0.0.170", "192.0.0.171", "172.32.0.1", "192.0.0.9"] {
+        for a in [
+            "1.2.3.4",
+            "8.8.8.8",
+            "192.0.0.170",
+            "192.0.0.171",
+            "172.32.0.1",
+            "192.0.0.9",
+        ] {
             assert!(g(a), "{a}");
         }
         for a in [

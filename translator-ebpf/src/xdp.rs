@@ -349,7 +349,7 @@ fn from_ipv6(ctx: &XdpContext) -> Result<u32, DropReason> {
                 touch(&mut (*v).flags, &mut (*v).last_seen, pkt.l4.seen, pkt.now);
                 ((*v).client, (*v).client_port_be)
             },
-            None => create_inbound(&k4, pkt.now)?.ok_or(DropReason::NoSession)?,
+            None => create_inbound(&k4, pkt.l4.seen, pkt.now)?.ok_or(DropReason::NoSession)?,
         };
         return hairpin_rewrite(ctx, pkt, &peer);
     }
@@ -804,7 +804,7 @@ fn from_ipv4(ctx: &XdpContext) -> Result<u32, DropReason> {
                 None => return pass(),
             };
             check_ipv4(ctx, &h)?;
-            match create_inbound(&key, now)? {
+            match create_inbound(&key, l4.seen, now)? {
                 Some((client, port)) => {
                     pkt.client = client;
                     pkt.client_port = port;
@@ -857,10 +857,13 @@ fn check_ipv4(ctx: &XdpContext, h: &Ipv4Hdr) -> Result<(), DropReason> {
 
 /// First packet of an inbound flow to a pool address: allowed by a static binding, by
 /// endpoint-independent filtering, or by a permit the client created (address-dependent
-/// filtering). `Ok(None)`: no binding at all. TCP flags of the first packet are not recorded
-/// here; the next packet in each direction records them.
+/// filtering). `Ok(None)`: no binding at all.
 #[inline(never)]
-fn create_inbound(key: &SessionKey4, now: u64) -> Result<Option<([u32; 4], u16)>, DropReason> {
+fn create_inbound(
+    key: &SessionKey4,
+    seen: u8,
+    now: u64,
+) -> Result<Option<([u32; 4], u16)>, DropReason> {
     let cfg = config();
     let bk = BindingKey4 { pool: key.pool, pool_port_be: key.pool_port_be, proto: key.proto, _pad: 0 };
     // SAFETY: read-only lookup, copied out at once.
@@ -884,7 +887,7 @@ fn create_inbound(key: &SessionKey4, now: u64) -> Result<Option<([u32; 4], u16)>
     let v4 = SessionValue4 {
         client: b.client,
         client_port_be: b.client_port_be,
-        flags: 0,
+        flags: seen,
         _pad: [0; 5],
         last_seen: now,
     };

@@ -25,7 +25,10 @@ pub struct ConfigError {
 }
 
 fn err(setting: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError { setting: setting.into(), message: message.into() }
+    ConfigError {
+        setting: setting.into(),
+        message: message.into(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +190,9 @@ fn default_sessions() -> u32 {
 
 impl Default for RawLimits {
     fn default() -> Self {
-        Self { sessions: default_sessions() }
+        Self {
+            sessions: default_sessions(),
+        }
     }
 }
 
@@ -341,7 +346,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub sessions: u32,
     pub statics: Vec<StaticMapping>,
-    pub dns64: Option<crate::dns64::Dns64Config>,
+    /// The validated `[dns64]` table, when present.
+    pub dns64: Option<crate::dns64::ValidDns64>,
     /// The file as read, kept for `status` and for checks on restart.
     pub raw: RawConfig,
 }
@@ -367,24 +373,33 @@ impl Config {
         let instance = raw.instance.clone();
         if instance.is_empty()
             || instance.len() > 64
-            || !instance.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !instance
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(err(
                 "instance",
                 format!("{instance:?} is not valid; use 1 to 64 letters, digits, '-' or '_'"),
             ));
         }
-        for (setting, name) in
-            [("interfaces.ipv6", &raw.interfaces.ipv6), ("interfaces.ipv4", &raw.interfaces.ipv4)]
-        {
+        for (setting, name) in [
+            ("interfaces.ipv6", &raw.interfaces.ipv6),
+            ("interfaces.ipv4", &raw.interfaces.ipv4),
+        ] {
             if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
                 return Err(err(
                     setting,
-                    format!("{name:?} is not an interface name (1 to 15 characters, no '/' or space)"),
+                    format!(
+                        "{name:?} is not an interface name (1 to 15 characters, no '/' or space)"
+                    ),
                 ));
             }
         }
-        let mode = raw.interfaces.mode.parse().map_err(|e| err("interfaces.mode", e))?;
+        let mode = raw
+            .interfaces
+            .mode
+            .parse()
+            .map_err(|e| err("interfaces.mode", e))?;
 
         let prefix = parse_prefix6(&raw.nat64.prefix).map_err(|e| err("nat64.prefix", e))?;
         rfc6052::check_prefix(u128::from(prefix.addr), prefix.len).map_err(|e| {
@@ -395,9 +410,9 @@ impl Config {
                         "{prefix} has length {}; RFC 6052 allows 32, 40, 48, 56, 64 or 96",
                         prefix.len
                     ),
-                    PrefixError::UOctet => format!(
-                        "{prefix}: bits 64 to 71 must be zero (RFC 6052 section 2.2)"
-                    ),
+                    PrefixError::UOctet => {
+                        format!("{prefix}: bits 64 to 71 must be zero (RFC 6052 section 2.2)")
+                    }
                     PrefixError::HostBits => {
                         format!("{prefix}: bits after the prefix length must be zero")
                     }
@@ -420,7 +435,8 @@ impl Config {
                     format!("{c}: bits after the prefix length must be zero"),
                 ));
             }
-            if p.len < 128 && prefix.contains(p.addr) || p.contains(prefix.addr) && p.len <= prefix.len
+            if p.len < 128 && prefix.contains(p.addr)
+                || p.contains(prefix.addr) && p.len <= prefix.len
             {
                 return Err(err(
                     format!("nat64.clients[{i}]"),
@@ -441,7 +457,10 @@ impl Config {
         };
 
         if raw.pool.addresses.is_empty() {
-            return Err(err("pool.addresses", "is empty; give at least one IPv4 address"));
+            return Err(err(
+                "pool.addresses",
+                "is empty; give at least one IPv4 address",
+            ));
         }
         let mut pool = BTreeSet::new();
         for (i, a) in raw.pool.addresses.iter().enumerate() {
@@ -455,7 +474,10 @@ impl Config {
         if pool.len() > MAX_POOL_ADDRESSES {
             return Err(err(
                 "pool.addresses",
-                format!("{} addresses; at most {MAX_POOL_ADDRESSES} are supported", pool.len()),
+                format!(
+                    "{} addresses; at most {MAX_POOL_ADDRESSES} are supported",
+                    pool.len()
+                ),
             ));
         }
         let pool: Vec<Ipv4Addr> = pool.into_iter().collect();
@@ -519,7 +541,10 @@ impl Config {
         };
         let sessions = raw.limits.sessions;
         if !(16..=16_777_216).contains(&sessions) {
-            return Err(err("limits.sessions", format!("{sessions}; valid: 16 to 16777216")));
+            return Err(err(
+                "limits.sessions",
+                format!("{sessions}; valid: 16 to 16777216"),
+            ));
         }
 
         let mut statics = Vec::new();
@@ -537,11 +562,28 @@ impl Config {
             if !seen6.insert((m.protocol, m.ipv6, m.ipv6_port)) {
                 return Err(err(
                     &setting,
-                    format!("{} [{}]:{} is mapped twice", m.protocol, m.ipv6, m.ipv6_port),
+                    format!(
+                        "{} [{}]:{} is mapped twice",
+                        m.protocol, m.ipv6, m.ipv6_port
+                    ),
                 ));
             }
             statics.push(m);
         }
+
+        let dns64 = match &raw.dns64 {
+            Some(d) => {
+                let clients: Vec<(std::net::IpAddr, u8)> = clients
+                    .iter()
+                    .map(|c| (std::net::IpAddr::V6(c.addr), c.len))
+                    .collect();
+                Some(
+                    d.validate((prefix.addr, prefix.len), &clients)
+                        .map_err(|e| err("dns64", e.to_string()))?,
+                )
+            }
+            None => None,
+        };
 
         Ok(Config {
             instance,
@@ -559,7 +601,7 @@ impl Config {
             timeouts,
             sessions,
             statics,
-            dns64: raw.dns64.clone(),
+            dns64,
             raw,
         })
     }
@@ -584,8 +626,10 @@ impl Config {
 /// Parses "addr/len" (an address alone means /128).
 pub fn parse_prefix6(s: &str) -> Result<Prefix6, String> {
     let (a, l) = s.split_once('/').unwrap_or((s, "128"));
-    let addr: Ipv6Addr =
-        a.trim().parse().map_err(|_| format!("{s:?} is not an IPv6 prefix like 2001:db8::/64"))?;
+    let addr: Ipv6Addr = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv6 prefix like 2001:db8::/64"))?;
     let len: u8 = l
         .trim()
         .parse()
@@ -634,20 +678,34 @@ pub fn parse_static(
     clients: &[Prefix6],
 ) -> Result<StaticMapping, String> {
     let protocol: Protocol = s.protocol.parse()?;
-    let ipv6: Ipv6Addr =
-        s.ipv6.parse().map_err(|_| format!("ipv6 = {:?} is not an IPv6 address", s.ipv6))?;
-    let ipv4: Ipv4Addr =
-        s.ipv4.parse().map_err(|_| format!("ipv4 = {:?} is not an IPv4 address", s.ipv4))?;
+    let ipv6: Ipv6Addr = s
+        .ipv6
+        .parse()
+        .map_err(|_| format!("ipv6 = {:?} is not an IPv6 address", s.ipv6))?;
+    let ipv4: Ipv4Addr = s
+        .ipv4
+        .parse()
+        .map_err(|_| format!("ipv4 = {:?} is not an IPv4 address", s.ipv4))?;
     if !pool.contains(&ipv4) {
-        return Err(format!("ipv4 = {ipv4} is not a pool address (pool.addresses)"));
+        return Err(format!(
+            "ipv4 = {ipv4} is not a pool address (pool.addresses)"
+        ));
     }
     if !clients.iter().any(|c| c.contains(ipv6)) {
-        return Err(format!("ipv6 = {ipv6} is not inside any nat64.clients prefix"));
+        return Err(format!(
+            "ipv6 = {ipv6} is not inside any nat64.clients prefix"
+        ));
     }
     if s.ipv4_port == 0 || s.ipv6_port == 0 {
         return Err("ports must be 1 to 65535".into());
     }
-    Ok(StaticMapping { protocol, ipv6, ipv6_port: s.ipv6_port, ipv4, ipv4_port: s.ipv4_port })
+    Ok(StaticMapping {
+        protocol,
+        ipv6,
+        ipv6_port: s.ipv6_port,
+        ipv4,
+        ipv4_port: s.ipv4_port,
+    })
 }
 
 #[cfg(test)]
@@ -691,7 +749,10 @@ ipv4_port = 8080
         assert_ne!(text, GOOD, "test edit {replace:?} did not apply");
         let e = Config::parse(&text).expect_err("config should be refused");
         let msg = e.to_string();
-        assert!(msg.starts_with(setting) || msg.contains(setting), "{msg:?} should name {setting}");
+        assert!(
+            msg.starts_with(setting) || msg.contains(setting),
+            "{msg:?} should name {setting}"
+        );
     }
 
     #[test]
@@ -700,21 +761,65 @@ ipv4_port = 8080
         bad("2001:db8:64::/96", "2001:db8:64::1/96", "nat64.prefix");
         bad("2001:db8:64::/96", "2001:db8:0:0:100::/96", "nat64.prefix");
         bad("2001:db8:64::/96", "not-an-address", "nat64.prefix");
-        bad("clients = [\"2001:db8:1::/64\"]", "clients = []", "nat64.clients");
-        bad("clients = [\"2001:db8:1::/64\"]", "clients = [\"2001:db8:64::/112\"]", "nat64.clients[0]");
+        bad(
+            "clients = [\"2001:db8:1::/64\"]",
+            "clients = []",
+            "nat64.clients",
+        );
+        bad(
+            "clients = [\"2001:db8:1::/64\"]",
+            "clients = [\"2001:db8:64::/112\"]",
+            "nat64.clients[0]",
+        );
         bad("block_size = 64", "block_size = 100", "pool.block_size");
-        bad("[\"192.0.2.1\", \"198.51.100.0/30\"]", "[]", "pool.addresses");
+        bad(
+            "[\"192.0.2.1\", \"198.51.100.0/30\"]",
+            "[]",
+            "pool.addresses",
+        );
         bad("198.51.100.0/30", "198.51.100.1/30", "pool.addresses[1]");
         bad("198.51.100.0/30", "192.0.2.1", "pool.addresses[1]");
-        bad("ipv4 = \"eth1\"", "ipv4 = \"eth1\"\nmode = \"fast\"", "interfaces.mode");
-        bad("ipv4_port = 8080", "ipv4_port = 8080\nextra = 1", "unknown field");
-        bad("ipv4 = \"192.0.2.1\"\nipv4_port", "ipv4 = \"203.0.113.1\"\nipv4_port", "static[0]");
-        bad("ipv6 = \"2001:db8:1::10\"", "ipv6 = \"2001:db8:2::10\"", "static[0]");
+        bad(
+            "ipv4 = \"eth1\"",
+            "ipv4 = \"eth1\"\nmode = \"fast\"",
+            "interfaces.mode",
+        );
+        bad(
+            "ipv4_port = 8080",
+            "ipv4_port = 8080\nextra = 1",
+            "unknown field",
+        );
+        bad(
+            "ipv4 = \"192.0.2.1\"\nipv4_port",
+            "ipv4 = \"203.0.113.1\"\nipv4_port",
+            "static[0]",
+        );
+        bad(
+            "ipv6 = \"2001:db8:1::10\"",
+            "ipv6 = \"2001:db8:2::10\"",
+            "static[0]",
+        );
         bad("protocol = \"tcp\"", "protocol = \"sctp\"", "static[0]");
-        bad("block_size = 64", "block_size = 64\nmax_blocks_per_client = 17", "pool.max_blocks_per_client");
-        bad("block_size = 64", "block_size = 64\nudp_ports = \"1025-1030\"", "pool.udp_ports");
-        bad("[[static]]", "[timeouts]\nudp = 30\n[[static]]", "timeouts.udp");
-        bad("[nat64]", "[nat64]\nfiltering = \"strict\"", "nat64.filtering");
+        bad(
+            "block_size = 64",
+            "block_size = 64\nmax_blocks_per_client = 17",
+            "pool.max_blocks_per_client",
+        );
+        bad(
+            "block_size = 64",
+            "block_size = 64\nudp_ports = \"1025-1030\"",
+            "pool.udp_ports",
+        );
+        bad(
+            "[[static]]",
+            "[timeouts]\nudp = 30\n[[static]]",
+            "timeouts.udp",
+        );
+        bad(
+            "[nat64]",
+            "[nat64]\nfiltering = \"strict\"",
+            "nat64.filtering",
+        );
     }
 
     #[test]

@@ -1,4 +1,10 @@
 //! The translator controller as a library: configuration, data-plane loading and maps, session
 //! expiry, the DNS64 server and the CLI commands. `main.rs` only parses arguments.
 
+pub mod cli;
+pub mod config;
+pub mod dataplane;
 pub mod dns64;
+pub mod netns;
+pub mod sessions;
+pub mod testrun;

@@ -1,0 +1,41 @@
+use std::path::PathBuf;
+
+use crate::config::{Config, Protocol};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let cfg = Config::load(&a.config)?;
+    println!("{}: valid", a.config.display());
+    println!("  instance  {}", cfg.instance);
+    println!("  ipv6      {} ({:?})", cfg.ipv6_interface, cfg.mode);
+    println!("  ipv4      {}", cfg.ipv4_interface);
+    println!("  prefix    {}", cfg.prefix);
+    let clients: Vec<String> = cfg.clients.iter().map(ToString::to_string).collect();
+    println!("  clients   {}", clients.join(", "));
+    let pool: Vec<String> = cfg.pool.iter().map(ToString::to_string).collect();
+    println!("  pool      {}", pool.join(", "));
+    for p in Protocol::ALL {
+        println!(
+            "  {p:<4}      {} blocks of {} ports, at most {} per client",
+            cfg.total_blocks(p),
+            cfg.block_size,
+            cfg.max_blocks_per_client
+        );
+    }
+    println!("  statics   {}", cfg.statics.len());
+    println!(
+        "  dns64     {}",
+        if cfg.dns64.as_ref().is_some_and(|d| d.enabled) {
+            "enabled"
+        } else {
+            "disabled"
+        }
+    );
+    Ok(())
+}

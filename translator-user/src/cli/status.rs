@@ -1,0 +1,133 @@
+use serde::Serialize;
+
+use crate::{
+    config::Protocol,
+    dataplane::{Instance, Maps},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub instance: super::InstanceArgs,
+    /// Print JSON.
+    #[arg(short, long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Status {
+    instance: String,
+    controller_running: bool,
+    controller_pid: u32,
+    config: String,
+    interfaces: Interfaces,
+    mode: Vec<(String, String)>,
+    prefix: String,
+    clients: Vec<String>,
+    sessions: usize,
+    bindings: usize,
+    static_bindings: usize,
+    pool: Pool,
+}
+
+#[derive(Serialize)]
+struct Interfaces {
+    ipv6: String,
+    ipv4: String,
+}
+
+#[derive(Serialize)]
+struct Pool {
+    addresses: Vec<String>,
+    block_size: u16,
+    max_blocks_per_client: u8,
+    protocols: Vec<PoolUse>,
+}
+
+#[derive(Serialize)]
+struct PoolUse {
+    protocol: Protocol,
+    blocks_total: u32,
+    blocks_in_use: usize,
+    ports_in_use: usize,
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let inst = Instance::new(&a.instance.instance);
+    let state = inst.read_state()?;
+    let cfg = state.config()?;
+    let maps = Maps::open(&inst.pins)?;
+    let slots: Vec<_> = maps.block_slots.keys().filter_map(Result::ok).collect();
+    let b4: Vec<_> = maps.bindings4.iter().filter_map(Result::ok).collect();
+    let protocols = Protocol::ALL
+        .into_iter()
+        .map(|p| PoolUse {
+            protocol: p,
+            blocks_total: cfg.total_blocks(p),
+            blocks_in_use: slots.iter().filter(|k| k.proto == p.number()).count(),
+            ports_in_use: b4.iter().filter(|(k, _)| k.proto == p.number()).count(),
+        })
+        .collect();
+    let s = Status {
+        instance: inst.name.clone(),
+        controller_running: state.controller_running(),
+        controller_pid: state.pid,
+        config: state.config_path.clone(),
+        interfaces: Interfaces {
+            ipv6: cfg.ipv6_interface.clone(),
+            ipv4: cfg.ipv4_interface.clone(),
+        },
+        mode: state.attached.clone(),
+        prefix: cfg.prefix.to_string(),
+        clients: cfg.clients.iter().map(ToString::to_string).collect(),
+        sessions: maps.sessions6.keys().count(),
+        bindings: b4.len(),
+        static_bindings: b4
+            .iter()
+            .filter(|(_, v)| v.flags & translator_common::maps::BINDING_STATIC != 0)
+            .count(),
+        pool: Pool {
+            addresses: cfg.pool.iter().map(ToString::to_string).collect(),
+            block_size: cfg.block_size,
+            max_blocks_per_client: cfg.max_blocks_per_client,
+            protocols,
+        },
+    };
+    if a.json {
+        return super::print_json(&s);
+    }
+    println!("instance     {}", s.instance);
+    println!(
+        "controller   {} (pid {}, config {})",
+        if s.controller_running {
+            "running"
+        } else {
+            "not running; data plane still attached"
+        },
+        s.controller_pid,
+        s.config
+    );
+    for (iface, mode) in &s.mode {
+        let role = match (iface == &s.interfaces.ipv6, iface == &s.interfaces.ipv4) {
+            (true, true) => "ipv6+ipv4",
+            (true, false) => "ipv6",
+            _ => "ipv4",
+        };
+        println!("interface    {iface} ({role}, {mode})");
+    }
+    println!("prefix       {}", s.prefix);
+    println!("clients      {}", s.clients.join(", "));
+    println!("pool         {}", s.pool.addresses.join(", "));
+    println!("sessions     {}", s.sessions);
+    println!("bindings     {} ({} static)", s.bindings, s.static_bindings);
+    for p in &s.pool.protocols {
+        println!(
+            "{:<12} {} of {} blocks in use ({} ports bound)",
+            p.protocol.name(),
+            p.blocks_in_use,
+            p.blocks_total,
+            p.ports_in_use
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! The session table as the controller sees it: RFC 6146 states and timers, listing, expiry
+//! of sessions, bindings, filtering permits and port blocks.
+//!
+//! The data plane stamps `last_seen` and the TCP flags each direction has sent; the state and
+//! the timer are derived here (RFC 6146 section 3.5.2, simplified to what the flags tell):
+//! RST seen, or FIN seen in both directions: transitory; SYN seen in both directions:
+//! established; otherwise (a half-open connection): transitory.
+
+use std::{
+    collections::HashSet,
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use serde::Serialize;
+use translator_common::{
+    IPPROTO_ICMP, IPPROTO_TCP,
+    maps::{
+        BINDING_STATIC, BindingKey4, BlockSlotKey, FilterKey, SEEN_FIN, SEEN_RST, SEEN_SYN,
+        SESSION_HAIRPIN, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
+    },
+    rfc6052::{from_raw4, from_raw6},
+};
+
+use crate::{
+    config::{Config, Protocol},
+    dataplane::Maps,
+};
+
+/// Time the controller leaves a binding, permit or block alone after the data plane last used
+/// it, so it never frees something a packet on another CPU is about to use.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum SessionState {
+    #[serde(rename = "udp")]
+    Udp,
+    #[serde(rename = "icmp")]
+    Icmp,
+    #[serde(rename = "established")]
+    TcpEstablished,
+    #[serde(rename = "transitory")]
+    TcpTransitory,
+}
+
+impl SessionState {
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionState::Udp => "udp",
+            SessionState::Icmp => "icmp",
+            SessionState::TcpEstablished => "established",
+            SessionState::TcpTransitory => "transitory",
+        }
+    }
+}
+
+/// The RFC 6146 state of a session from the flags each side has sent.
+pub fn classify(proto: u8, flags6: u8, flags4: u8) -> SessionState {
+    match proto {
+        IPPROTO_TCP => {
+            let both = flags6 & flags4;
+            if (flags6 | flags4) & SEEN_RST != 0 || both & SEEN_FIN != 0 {
+                SessionState::TcpTransitory
+            } else if both & SEEN_SYN != 0 {
+                SessionState::TcpEstablished
+            } else {
+                SessionState::TcpTransitory
+            }
+        }
+        IPPROTO_ICMP => SessionState::Icmp,
+        _ => SessionState::Udp,
+    }
+}
+
+/// CLOCK_MONOTONIC in ns, the clock the data plane stamps with (its coarse variant).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One session, both directions joined.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    pub protocol: Protocol,
+    pub client: Ipv6Addr,
+    pub client_port: u16,
+    pub remote: Ipv4Addr,
+    pub remote_port: u16,
+    pub pool: Ipv4Addr,
+    pub pool_port: u16,
+    pub state: SessionState,
+    pub idle_secs: u64,
+    pub expires_in_secs: u64,
+    pub hairpin: bool,
+}
+
+/// The IPv4-side key of an IPv6-side session entry.
+pub fn reverse_key(k: &SessionKey6, v: &SessionValue6) -> SessionKey4 {
+    SessionKey4 {
+        pool: v.pool,
+        remote: k.remote,
+        pool_port_be: v.pool_port_be,
+        remote_port_be: k.remote_port_be,
+        proto: k.proto,
+        _pad: [0; 3],
+    }
+}
+
+fn info(
+    cfg: &Config,
+    k: &SessionKey6,
+    v6: &SessionValue6,
+    v4: Option<&SessionValue4>,
+    now: u64,
+) -> Option<SessionInfo> {
+    let protocol = Protocol::from_number(k.proto)?;
+    let last = v6.last_seen.max(v4.map_or(0, |v| v.last_seen));
+    let state = classify(k.proto, v6.flags, v4.map_or(0, |v| v.flags));
+    let idle = Duration::from_nanos(now.saturating_sub(last));
+    let timeout = cfg.timeout(state);
+    Some(SessionInfo {
+        protocol,
+        client: Ipv6Addr::from(from_raw6(&k.client)),
+        client_port: u16::from_be(k.client_port_be),
+        remote: Ipv4Addr::from(from_raw4(k.remote)),
+        remote_port: u16::from_be(k.remote_port_be),
+        pool: Ipv4Addr::from(from_raw4(v6.pool)),
+        pool_port: u16::from_be(v6.pool_port_be),
+        state,
+        idle_secs: idle.as_secs(),
+        expires_in_secs: timeout.saturating_sub(idle).as_secs(),
+        hairpin: v6.flags & SESSION_HAIRPIN != 0,
+    })
+}
+
+/// Every session, sorted by client, port and remote.
+pub fn list(maps: &Maps, cfg: &Config) -> Vec<SessionInfo> {
+    let now = monotonic_ns();
+    let mut out: Vec<SessionInfo> = maps
+        .sessions6
+        .iter()
+        .filter_map(Result::ok)
+        .filter_map(|(k, v6)| {
+            let v4 = maps.sessions4.get(&reverse_key(&k, &v6), 0).ok();
+            info(cfg, &k, &v6, v4.as_ref(), now)
+        })
+        .collect();
+    out.sort_by_key(|s| (s.client, s.protocol, s.client_port, s.remote, s.remote_port));
+    out
+}
+
+/// What one expiry pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    pub sessions: usize,
+    pub bindings: usize,
+    pub filters: usize,
+    pub blocks: usize,
+}
+
+/// One expiry pass over the tables.
+pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
+    let now = monotonic_ns();
+    let grace = GRACE.as_nanos() as u64;
+    let mut done = Expired::default();
+
+    // Sessions: collect first, delete after (deleting while walking restarts the walk).
+    let mut doomed = Vec::new();
+    let mut live_bindings = HashSet::new();
+    let mut live_filters = HashSet::new();
+    let mut live4 = HashSet::new();
+    for (k, v6) in maps.sessions6.iter().filter_map(Result::ok) {
+        let k4 = reverse_key(&k, &v6);
+        let v4 = maps.sessions4.get(&k4, 0).ok();
+        let last = v6.last_seen.max(v4.map_or(0, |v| v.last_seen));
+        let state = classify(k.proto, v6.flags, v4.map_or(0, |v| v.flags));
+        if now.saturating_sub(last) > cfg.timeout(state).as_nanos() as u64 {
+            doomed.push((k, k4));
+        } else {
+            live_bindings.insert((k.proto, k.client, k.client_port_be));
+            live_filters.insert((k.proto, v6.pool, v6.pool_port_be, k.remote));
+            live4.insert(k4);
+        }
+    }
+    for (k6, k4) in &doomed {
+        let _ = maps.sessions6.remove(k6);
+        let _ = maps.sessions4.remove(k4);
+    }
+    done.sessions = doomed.len();
+
+    // IPv4-side entries without their IPv6 half (a create that lost a race).
+    let orphans: Vec<SessionKey4> = maps
+        .sessions4
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, v)| !live4.contains(k) && now.saturating_sub(v.last_seen) > grace)
+        .filter(|(k, v)| {
+            let k6 = SessionKey6 {
+                client: v.client,
+                remote: k.remote,
+                client_port_be: v.client_port_be,
+                remote_port_be: k.remote_port_be,
+                proto: k.proto,
+                _pad: [0; 3],
+            };
+            maps.sessions6.get(&k6, 0).is_err()
+        })
+        .map(|(k, _)| k)
+        .collect();
+    for k in &orphans {
+        let _ = maps.sessions4.remove(k);
+    }
+
+    // Dynamic bindings without sessions.
+    let idle: Vec<_> = maps
+        .bindings6
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, v)| {
+            v.flags & BINDING_STATIC == 0
+                && !live_bindings.contains(&(k.proto, k.client, k.client_port_be))
+                && now.saturating_sub(v.last_used) > grace
+        })
+        .collect();
+    for (k, v) in &idle {
+        let _ = maps.bindings6.remove(k);
+        let _ = maps.bindings4.remove(&BindingKey4 {
+            pool: v.pool,
+            pool_port_be: v.pool_port_be,
+            proto: k.proto,
+            _pad: 0,
+        });
+    }
+    done.bindings = idle.len();
+
+    // Address-dependent filtering permits without sessions.
+    let stale: Vec<FilterKey> = maps
+        .filters
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, last)| {
+            !live_filters.contains(&(k.proto, k.pool, k.pool_port_be, k.remote))
+                && now.saturating_sub(*last) > grace
+        })
+        .map(|(k, _)| k)
+        .collect();
+    for k in &stale {
+        let _ = maps.filters.remove(k);
+    }
+    done.filters = stale.len();
+
+    // Port blocks no binding uses any more go back to the free queue.
+    let mut used_blocks = HashSet::new();
+    for k in maps.bindings4.keys().filter_map(Result::ok) {
+        if let Some(p) = Protocol::from_number(k.proto)
+            && let Some(start) = cfg.layouts[p.index()].block_of(u16::from_be(k.pool_port_be))
+        {
+            used_blocks.insert((k.proto, k.pool, start));
+        }
+    }
+    let free: Vec<(BlockSlotKey, translator_common::maps::BlockId)> = maps
+        .block_slots
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, s)| {
+            !used_blocks.contains(&(k.proto, s.block.pool, s.block.start))
+                && now.saturating_sub(s.last_alloc) > grace
+        })
+        .map(|(k, s)| (k, s.block))
+        .collect();
+    for (k, block) in &free {
+        if maps.block_slots.remove(k).is_ok()
+            && let Some(p) = Protocol::from_number(k.proto)
+        {
+            if let Err(e) = maps.free[p.index()].push(block, 0) {
+                log::error!("returning a {p} port block to the free queue failed: {e}");
+            }
+        }
+    }
+    done.blocks = free.len();
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use translator_common::IPPROTO_UDP;
+
+    #[test]
+    fn tcp_states() {
+        use SessionState::*;
+        assert_eq!(classify(IPPROTO_TCP, SEEN_SYN, 0), TcpTransitory);
+        assert_eq!(classify(IPPROTO_TCP, SEEN_SYN, SEEN_SYN), TcpEstablished);
+        assert_eq!(
+            classify(IPPROTO_TCP, SEEN_SYN | SEEN_FIN, SEEN_SYN),
+            TcpEstablished
+        );
+        assert_eq!(
+            classify(IPPROTO_TCP, SEEN_SYN | SEEN_FIN, SEEN_SYN | SEEN_FIN),
+            TcpTransitory
+        );
+        assert_eq!(
+            classify(IPPROTO_TCP, SEEN_SYN, SEEN_SYN | SEEN_RST),
+            TcpTransitory
+        );
+        assert_eq!(classify(IPPROTO_UDP, 0, 0), Udp);
+        assert_eq!(classify(IPPROTO_ICMP, 0, 0), Icmp);
+    }
+}
