@@ -295,6 +295,9 @@ pub fn down(inst: &Instance) -> anyhow::Result<bool> {
     Ok(found)
 }
 
+/// Counter sums: events, then drop reasons.
+pub type Counters = (Vec<(Event, u64)>, Vec<(DropReason, u64)>);
+
 /// Typed handles on an instance's pinned maps.
 pub struct Maps {
     pub sessions6: HashMap<MapData, SessionKey6, SessionValue6>,
@@ -536,7 +539,7 @@ impl Maps {
     }
 
     /// Sums of the per-CPU counters: events, then drop reasons.
-    pub fn counters(&self) -> anyhow::Result<(Vec<(Event, u64)>, Vec<(DropReason, u64)>)> {
+    pub fn counters(&self) -> anyhow::Result<Counters> {
         let mut sums = vec![0u64; COUNTER_SLOTS as usize];
         for (i, s) in sums.iter_mut().enumerate() {
             let v = self

@@ -276,10 +276,9 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     for (k, block) in &free {
         if maps.block_slots.remove(k).is_ok()
             && let Some(p) = Protocol::from_number(k.proto)
+            && let Err(e) = maps.free[p.index()].push(block, 0)
         {
-            if let Err(e) = maps.free[p.index()].push(block, 0) {
-                log::error!("returning a {p} port block to the free queue failed: {e}");
-            }
+            log::error!("returning a {p} port block to the free queue failed: {e}");
         }
     }
     done.blocks = free.len();
