@@ -22,6 +22,7 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, PerCpuArray, Queue, lpm_trie::Key},
     programs::XdpContext,
 };
+use aya_log_ebpf::info;
 use translator_common::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     checksum::{self, raw16, sum_raw4, sum_raw6},
@@ -336,7 +337,7 @@ fn from_ipv6(ctx: &XdpContext) -> Result<u32, DropReason> {
             // Each step is its own subprogram, called from here so that the deepest call chain
             // stays within the verifier's stack limit.
             if !outbound_binding(pkt)? {
-                allocate_binding(pkt)?;
+                allocate_binding(ctx, pkt)?;
             }
             create_outbound(pkt)?
         }
@@ -443,7 +444,7 @@ fn create_outbound(pkt: &Packet6) -> Result<bool, DropReason> {
 /// free queue when they are full. Port ownership is decided by the `BPF_NOEXIST` insert into
 /// BINDINGS4, so concurrent CPUs can never hand out the same port twice.
 #[inline(never)]
-fn allocate_binding(pkt: &mut Packet6) -> Result<(), DropReason> {
+fn allocate_binding(ctx: &XdpContext, pkt: &mut Packet6) -> Result<(), DropReason> {
     let cfg = config();
     let bkey = &binding_key(&pkt.key);
     let now = pkt.now;
@@ -491,6 +492,7 @@ fn allocate_binding(pkt: &mut Packet6) -> Result<(), DropReason> {
         let _ = queue.push(&block, 0);
     } else {
         event(Event::BlockTaken);
+        log_block(ctx, bkey, &block);
     }
     match BLOCK_SLOTS.get_ptr_mut(&sk) {
         Some(s) => match try_block(s, bkey, now)? {
@@ -503,6 +505,22 @@ fn allocate_binding(pkt: &mut Packet6) -> Result<(), DropReason> {
         },
         None => Err(DropReason::TableFull),
     }
+}
+
+/// Logs a block allocation (rare: once per block) for the operator's block log.
+#[inline(never)]
+fn log_block(ctx: &XdpContext, bkey: &BindingKey6, block: &BlockId) {
+    // SAFETY: same size, and the raw words' memory is the address bytes.
+    let client: [u8; 16] = unsafe { core::mem::transmute(bkey.client) };
+    info!(
+        ctx,
+        "block {:i} ports {}+{} proto {} taken by {:i}",
+        rfc6052::from_raw4(block.pool),
+        block.start,
+        config().block_size,
+        bkey.proto,
+        client
+    );
 }
 
 #[inline(always)]

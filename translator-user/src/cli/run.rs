@@ -47,7 +47,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         // Nothing half-starts: a fresh start that failed leaves nothing behind.
         let _ = dataplane::down(&inst);
     }
-    let (ebpf, maps) = started?;
+    let (mut ebpf, maps) = started?;
     log::info!(
         "instance {:?} {}: prefix {}, pool {:?}, interfaces {}",
         cfg.instance,
@@ -65,7 +65,15 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let result = rt.block_on(serve(cfg, inst, maps));
+    // Data-plane log records (block allocations) go to this process's log.
+    let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            log::warn!("data-plane log records are not available: {e}");
+            None
+        }
+    };
+    let result = rt.block_on(serve(cfg, inst, maps, logger));
     // The program stays attached through its pinned links.
     drop(ebpf);
     log::info!(
@@ -184,7 +192,22 @@ fn enable_forwarding(cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// Expiry loop, DNS64 server and signal handling.
-async fn serve(cfg: Config, inst: Instance, mut maps: Maps) -> anyhow::Result<()> {
+async fn serve(
+    cfg: Config,
+    inst: Instance,
+    mut maps: Maps,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+) -> anyhow::Result<()> {
+    let mut logger = match logger {
+        // SAFETY: the AsyncFd owns the logger, so the ring buffer fd outlives the registration.
+        Some(l) => Some(
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE)
+            }
+            .map_err(|e| anyhow!("watching the data-plane log ring buffer: {e}"))?,
+        ),
+        None => None,
+    };
     let shortest = [
         cfg.timeouts.udp,
         cfg.timeouts.icmp,
@@ -235,6 +258,17 @@ async fn serve(cfg: Config, inst: Instance, mut maps: Maps) -> anyhow::Result<()
                     Ok(Err(e)) => Err(e.context("dns64")),
                     Err(e) => Err(anyhow!("the dns64 server failed: {e}")),
                 };
+            }
+            guard = async {
+                match logger.as_mut() {
+                    Some(l) => l.readable_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Ok(mut g) = guard {
+                    g.get_inner_mut().flush();
+                    g.clear_ready();
+                }
             }
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = term.recv() => return Ok(()),

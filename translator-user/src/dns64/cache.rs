@@ -2,7 +2,9 @@
 //! with the smallest TTL in the answer; on a hit the remaining TTL is what the client sees.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,7 +50,7 @@ impl Cache {
         Self {
             shards,
             per_shard,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 

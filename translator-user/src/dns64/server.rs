@@ -1,13 +1,16 @@
 //! UDP and TCP listeners. A query is checked (ACL, format, EDNS version), answered from the
 //! cache in place when possible, and otherwise resolved in its own task.
 
+use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -21,6 +24,8 @@ use super::wire::{
 const MAX_TCP_CONNECTIONS: usize = 512;
 /// Largest UDP datagram we read.
 const UDP_BUFFER: usize = 65_535;
+/// How often an idle UDP thread checks whether it should stop.
+const UDP_POLL: Duration = Duration::from_millis(250);
 
 /// What to do with a received message after the fast checks.
 pub(crate) enum Step {
@@ -155,17 +160,35 @@ fn parse(query: &[u8]) -> Result<QueryView, QueryError> {
 
 /// Bound sockets, ready to serve.
 pub(crate) struct Listeners {
-    udp: Vec<Arc<UdpSocket>>,
+    /// Per listen address, one SO_REUSEPORT socket per UDP worker thread.
+    udp: Vec<Vec<std::net::UdpSocket>>,
     tcp: Vec<TcpListener>,
 }
 
 impl Listeners {
     /// Local addresses (UDP then TCP), useful when a port 0 was configured.
     pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
-        let u = self.udp.iter().filter_map(|s| s.local_addr().ok());
+        let u = self.udp.iter().filter_map(|v| v.first()?.local_addr().ok());
         let t = self.tcp.iter().filter_map(|s| s.local_addr().ok());
         u.chain(t).collect()
     }
+}
+
+/// How many UDP worker threads serve each listen address.
+fn udp_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4)
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Each worker thread gets its own socket on the same port; the kernel spreads clients.
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    // Lets the worker look at the stop flag now and then.
+    s.set_read_timeout(Some(UDP_POLL))?;
+    Ok(s.into())
 }
 
 /// Binds every listen address, UDP and TCP. The error names the address.
@@ -175,31 +198,52 @@ pub(crate) async fn bind(listen: &[SocketAddr]) -> anyhow::Result<Listeners> {
         tcp: Vec::new(),
     };
     for &addr in listen {
-        let u = UdpSocket::bind(addr)
-            .await
+        let first = udp_socket(addr)
             .with_context(|| format!("dns64.listen: cannot listen on {addr} (UDP)"))?;
-        // The TCP listener takes the same port as UDP (which matters when port 0 was given).
-        let taddr = u.local_addr().unwrap_or(addr);
-        let t = TcpListener::bind(taddr)
+        // The other sockets and TCP take the port the first got (matters when port 0 was given).
+        let bound = first.local_addr().unwrap_or(addr);
+        let mut socks = vec![first];
+        for _ in 1..udp_workers() {
+            socks.push(
+                udp_socket(bound)
+                    .with_context(|| format!("dns64.listen: cannot listen on {bound} (UDP)"))?,
+            );
+        }
+        let t = TcpListener::bind(bound)
             .await
-            .with_context(|| format!("dns64.listen: cannot listen on {taddr} (TCP)"))?;
-        l.udp.push(Arc::new(u));
+            .with_context(|| format!("dns64.listen: cannot listen on {bound} (TCP)"))?;
+        l.udp.push(socks);
         l.tcp.push(t);
     }
     Ok(l)
 }
 
-/// Serves on bound listeners until a listener fails.
+/// Sets the flag when dropped: the UDP threads stop when `run` ends or is dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Serves on bound listeners until a listener fails. UDP is served by plain threads (one
+/// blocking socket each: the cached path is two system calls and no task switch); what
+/// needs upstream work goes to the runtime.
 pub(crate) async fn run(listeners: Listeners, engine: Arc<Engine>) -> anyhow::Result<()> {
-    let mut set = JoinSet::new();
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
-    for sock in listeners.udp {
-        for _ in 0..workers {
-            set.spawn(udp_loop(sock.clone(), engine.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_guard = StopOnDrop(stop.clone());
+    let rt = tokio::runtime::Handle::current();
+    for socks in listeners.udp {
+        for sock in socks {
+            let (engine, rt, stop) = (engine.clone(), rt.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("dns64-udp".into())
+                .spawn(move || udp_worker(Arc::new(sock), &engine, &rt, &stop))
+                .context("starting a dns64 UDP thread")?;
         }
     }
+    let mut set = JoinSet::new();
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     for l in listeners.tcp {
         set.spawn(tcp_loop(l, engine.clone(), slots.clone()));
@@ -210,21 +254,35 @@ pub(crate) async fn run(listeners: Listeners, engine: Arc<Engine>) -> anyhow::Re
     Ok(())
 }
 
-async fn udp_loop(sock: Arc<UdpSocket>, engine: Arc<Engine>) -> anyhow::Result<()> {
+fn udp_worker(
+    sock: Arc<std::net::UdpSocket>,
+    engine: &Arc<Engine>,
+    rt: &tokio::runtime::Handle,
+    stop: &AtomicBool,
+) {
     let mut buf = vec![0u8; UDP_BUFFER];
     let mut out = Vec::with_capacity(4096);
-    loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+    while !stop.load(Ordering::Relaxed) {
+        let (n, peer) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(e) => {
                 log::debug!("dns64: UDP receive: {e}");
+                std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
         };
         let query = &buf[..n];
         match engine.fast(query, peer.ip(), true, &mut out) {
             Step::Reply => {
-                if let Err(e) = sock.send_to(&out, peer).await {
+                if let Err(e) = sock.send_to(&out, peer) {
                     log::debug!("dns64: UDP send to {peer}: {e}");
                 }
             }
@@ -232,10 +290,10 @@ async fn udp_loop(sock: Arc<UdpSocket>, engine: Arc<Engine>) -> anyhow::Result<(
             Step::Resolve(q) => {
                 let query = query.to_vec();
                 let (sock, engine) = (sock.clone(), engine.clone());
-                tokio::spawn(async move {
+                rt.spawn(async move {
                     let mut out = Vec::new();
                     engine.slow(&query, &q, true, &mut out).await;
-                    if let Err(e) = sock.send_to(&out, peer).await {
+                    if let Err(e) = sock.send_to(&out, peer) {
                         log::debug!("dns64: UDP send to {peer}: {e}");
                     }
                 });
@@ -254,7 +312,7 @@ async fn tcp_loop(
             Ok(x) => x,
             Err(e) => {
                 log::debug!("dns64: TCP accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
