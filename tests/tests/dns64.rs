@@ -9,11 +9,13 @@ use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use translator::dns64::proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use translator::dns64::proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-use translator::dns64::proto::rr::{Name, RecordType};
+use translator::dns64::proto::rr::rdata::{A, SOA};
+use translator::dns64::proto::rr::{Name, RData, Record, RecordType};
 use translator::dns64::{Dns64Config, Dns64Stats, Dns64Thread, ValidDns64};
 
 const NAMED: &str = "/usr/sbin/named";
@@ -103,6 +105,7 @@ public           A     1.2.3.4
 mixed-global     A     1.2.3.5
 mixed-global     A     10.0.0.5
 nodata           TXT   "no address here"
+old          400 DNAME dns64.test.
 "#;
 
 const SOA_NOTTL: &str = r#"$TTL 3600
@@ -554,6 +557,19 @@ fn synthesis_rules_against_bind() {
             &[],
         ),
         case(
+            "DNAME chain kept",
+            "a-only.old.dns64.test.",
+            AAAA,
+            NoError,
+            // hickory shows DNAME data (dns64.test.) in base64.
+            &[
+                "DNAME BWRuczY0BHRlc3QA",
+                "CNAME a-only.dns64.test.",
+                "AAAA 2001:db8:64::c000:20a",
+            ],
+            &[400, 400, 300],
+        ),
+        case(
             "CNAME to NXDOMAIN returned as is",
             "chain-nx.dns64.test.",
             AAAA,
@@ -601,7 +617,7 @@ fn synthesis_rules_against_bind() {
             assert_eq!(soa, [RecordType::SOA], "NODATA keeps the SOA\n{m}");
         }
     }
-    assert_eq!(srv.counter("synthesized"), 7, "{:?}", srv.stats.snapshot());
+    assert_eq!(srv.counter("synthesized"), 8, "{:?}", srv.stats.snapshot());
     assert_eq!(
         srv.counter("excluded-removed"),
         2,
@@ -625,7 +641,12 @@ fn synthesis_rules_against_bind() {
         .filter(|c| c.rcode == NoError && !c.answers.is_empty())
     {
         let m = ask(srv.addr, c.name, c.qtype);
-        assert_eq!(canonical(&records(&m)), canonical(c.answers), "{} (cached)", c.what);
+        assert_eq!(
+            canonical(&records(&m)),
+            canonical(c.answers),
+            "{} (cached)",
+            c.what
+        );
     }
     assert_eq!(
         bind.query_log().lines().count(),
@@ -1185,4 +1206,201 @@ fn bind_error_and_synth_command() {
         text.contains("2001:db8:64::c000:20a") && text.contains("NOERROR"),
         "{text}"
     );
+}
+
+// ---------------------------------------------------------------- scripted upstream
+
+/// A scripted upstream on a loopback UDP port, for upstream behaviour BIND cannot be made to
+/// show (SERVFAIL or silence for AAAA only, forged answers). `answer` decides each reply
+/// (`None`: silence). Stopped and joined on drop.
+struct Scripted {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Script = Box<dyn Fn(&Message) -> Vec<Message> + Send>;
+
+impl Scripted {
+    fn start(answer: Script) -> Self {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind scripted upstream");
+        s.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let addr = s.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((n, from)) = s.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                for r in answer(&q) {
+                    let _ = s.send_to(&r.to_vec().expect("encode scripted answer"), from);
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn reply(
+    q: &Message,
+    rcode: ResponseCode,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+) -> Message {
+    let mut m = Message::response(q.metadata.id, OpCode::Query);
+    m.metadata.response_code = rcode;
+    m.metadata.recursion_available = true;
+    m.add_queries(q.queries.clone());
+    m.add_answers(answers);
+    m.add_authorities(authorities);
+    m
+}
+
+fn qtype(q: &Message) -> RecordType {
+    q.queries
+        .first()
+        .map_or(RecordType::NULL, |x| x.query_type())
+}
+
+fn qname(q: &Message) -> Name {
+    q.queries
+        .first()
+        .map(|x| x.name().clone())
+        .unwrap_or_default()
+}
+
+fn soa(ttl: u32, minimum: u32) -> Record {
+    let n = |s: &str| Name::from_ascii(s).expect("name");
+    Record::from_rdata(
+        n("example."),
+        ttl,
+        RData::SOA(SOA::new(
+            n("ns.example."),
+            n("h.example."),
+            1,
+            3600,
+            600,
+            86400,
+            minimum,
+        )),
+    )
+}
+
+/// Spec points 3 and 5 for upstream behaviour a zone cannot show: any AAAA error other than
+/// NXDOMAIN (SERVFAIL, REFUSED, timeout) still leads to synthesis, with the 600 s cap; the
+/// SOA negative TTL rule; an A error is returned as it is; forged answers are ignored.
+#[test]
+fn aaaa_errors_and_timeouts() {
+    #[derive(Clone, Copy)]
+    enum Aaaa {
+        ServFail,
+        Refused,
+        Silent,
+        NoData(u32, u32),
+        NxDomain,
+    }
+    let cases = [
+        ("AAAA SERVFAIL", Aaaa::ServFail, Some(600)),
+        ("AAAA REFUSED", Aaaa::Refused, Some(600)),
+        ("AAAA timeout", Aaaa::Silent, Some(600)),
+        (
+            "AAAA NODATA, SOA TTL 50 < MINIMUM 80",
+            Aaaa::NoData(50, 80),
+            Some(50),
+        ),
+        (
+            "AAAA NODATA, SOA MINIMUM 40 < TTL 500",
+            Aaaa::NoData(500, 40),
+            Some(40),
+        ),
+        ("AAAA NXDOMAIN: no A query", Aaaa::NxDomain, None),
+    ];
+    for (what, aaaa, ttl) in cases {
+        let a_queries = Arc::new(AtomicUsize::new(0));
+        let seen = a_queries.clone();
+        let up = Scripted::start(Box::new(move |q| {
+            let name = qname(q);
+            match qtype(q) {
+                RecordType::A => {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                    let a = Record::from_rdata(name, 700, RData::A(A::new(192, 0, 2, 77)));
+                    // A forged answer (wrong ID) first: it must be ignored.
+                    let mut forged = reply(q, ResponseCode::NoError, vec![], vec![]);
+                    forged.metadata.id = q.metadata.id.wrapping_add(1);
+                    vec![forged, reply(q, ResponseCode::NoError, vec![a], vec![])]
+                }
+                RecordType::AAAA => match aaaa {
+                    Aaaa::ServFail => vec![reply(q, ResponseCode::ServFail, vec![], vec![])],
+                    Aaaa::Refused => vec![reply(q, ResponseCode::Refused, vec![], vec![])],
+                    Aaaa::Silent => vec![],
+                    Aaaa::NoData(t, m) => {
+                        vec![reply(q, ResponseCode::NoError, vec![], vec![soa(t, m)])]
+                    }
+                    Aaaa::NxDomain => {
+                        vec![reply(q, ResponseCode::NXDomain, vec![], vec![soa(60, 60)])]
+                    }
+                },
+                _ => vec![reply(q, ResponseCode::NotImp, vec![], vec![])],
+            }
+        }));
+        let srv = Server::start(&[up.addr], PREFIX, "");
+        let m = ask(srv.addr, "host.example.", RecordType::AAAA);
+        match ttl {
+            Some(t) => {
+                assert_eq!(
+                    m.metadata.response_code,
+                    ResponseCode::NoError,
+                    "{what}\n{m}"
+                );
+                assert_eq!(records(&m), ["AAAA 2001:db8:64::c000:24d"], "{what}\n{m}");
+                assert_eq!(ttls(&m), [t], "{what}: TTL\n{m}");
+            }
+            None => {
+                assert_eq!(
+                    m.metadata.response_code,
+                    ResponseCode::NXDomain,
+                    "{what}\n{m}"
+                );
+                assert_eq!(
+                    a_queries.load(Ordering::Relaxed),
+                    0,
+                    "{what}: an A query was sent"
+                );
+            }
+        }
+        if matches!(aaaa, Aaaa::Silent) {
+            assert!(
+                srv.counter("upstream-timeouts") >= 1,
+                "{:?}",
+                srv.stats.snapshot()
+            );
+        }
+    }
+    // The A query fails too: its answer (SERVFAIL) is returned.
+    let up = Scripted::start(Box::new(|q| {
+        vec![reply(q, ResponseCode::ServFail, vec![], vec![])]
+    }));
+    let srv = Server::start(&[up.addr], PREFIX, "");
+    let m = ask(srv.addr, "host.example.", RecordType::AAAA);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m}");
+    assert!(m.answers.is_empty());
 }
