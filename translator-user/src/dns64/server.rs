@@ -2,7 +2,8 @@
 //! cache in place when possible, and otherwise resolved in its own task.
 
 use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,8 +23,6 @@ use super::wire::{
 
 /// Most TCP client connections served at once.
 const MAX_TCP_CONNECTIONS: usize = 512;
-/// Largest UDP datagram we read.
-const UDP_BUFFER: usize = 65_535;
 /// How often an idle UDP thread checks whether it should stop.
 const UDP_POLL: Duration = Duration::from_millis(250);
 
@@ -254,17 +253,173 @@ pub(crate) async fn run(listeners: Listeners, engine: Arc<Engine>) -> anyhow::Re
     Ok(())
 }
 
+/// Messages taken per system call: under load one `recvmmsg` and one `sendmmsg` serve a
+/// whole batch; when idle, the first message returns at once (`MSG_WAITFORONE`).
+const BATCH: usize = 32;
+/// Largest query kept; longer datagrams are dropped (queries are small).
+const SLOT: usize = 4096;
+
+fn sockaddr_to_std(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match i32::from(s.ss_family) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the kernel wrote a sockaddr_in (family AF_INET, length checked) into this
+            // storage, which is large and aligned enough for any sockaddr.
+            let a = unsafe { &*std::ptr::from_ref(s).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*std::ptr::from_ref(s).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            let port = u16::from_be(a.sin6_port);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                port,
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Buffers for one batch of received queries and their replies.
+struct Batch {
+    bufs: Vec<[u8; SLOT]>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    outs: Vec<Vec<u8>>,
+    send_iovs: Vec<libc::iovec>,
+    send_hdrs: Vec<libc::mmsghdr>,
+    replies: Vec<usize>,
+}
+
+fn zeroed_iovec() -> libc::iovec {
+    libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }
+}
+
+impl Batch {
+    fn new() -> Self {
+        // SAFETY: sockaddr_storage and mmsghdr are plain C structs for which all-zero bytes
+        // are a valid value (null pointers, zero lengths).
+        let (addr, hdr) = unsafe {
+            (
+                std::mem::zeroed::<libc::sockaddr_storage>(),
+                std::mem::zeroed::<libc::mmsghdr>(),
+            )
+        };
+        Self {
+            bufs: vec![[0u8; SLOT]; BATCH],
+            addrs: vec![addr; BATCH],
+            iovs: vec![zeroed_iovec(); BATCH],
+            hdrs: vec![hdr; BATCH],
+            outs: (0..BATCH).map(|_| Vec::with_capacity(1024)).collect(),
+            send_iovs: vec![zeroed_iovec(); BATCH],
+            send_hdrs: vec![hdr; BATCH],
+            replies: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Receives up to BATCH datagrams; returns how many.
+    fn recv(&mut self, fd: i32) -> std::io::Result<usize> {
+        for i in 0..BATCH {
+            self.iovs[i] = libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_len: SLOT,
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_len = 0;
+            h.msg_hdr.msg_name = std::ptr::from_mut(&mut self.addrs[i]).cast();
+            h.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = std::ptr::from_mut(&mut self.iovs[i]);
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+        }
+        // SAFETY: every header points at live buffers of this struct (names, iovecs, slots)
+        // with the lengths given; nothing is moved or resized during the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Sends the replies listed in `replies` (from `outs`, to the senders' addresses).
+    fn send(&mut self, fd: i32) {
+        let k = self.replies.len();
+        for (j, &i) in self.replies.iter().enumerate() {
+            self.send_iovs[j] = libc::iovec {
+                iov_base: self.outs[i].as_mut_ptr().cast(),
+                iov_len: self.outs[i].len(),
+            };
+            let h = &mut self.send_hdrs[j];
+            h.msg_len = 0;
+            h.msg_hdr.msg_name = std::ptr::from_mut(&mut self.addrs[i]).cast();
+            h.msg_hdr.msg_namelen = self.hdrs[i].msg_hdr.msg_namelen;
+            h.msg_hdr.msg_iov = std::ptr::from_mut(&mut self.send_iovs[j]);
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+        }
+        let mut sent = 0;
+        while sent < k {
+            // SAFETY: headers 0..k point at live reply buffers and addresses of this struct.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.send_hdrs.as_mut_ptr().add(sent),
+                    (k - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if r <= 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                log::debug!("dns64: UDP send: {e}");
+                // Skip the message that failed, send the rest.
+                sent += 1;
+            } else {
+                sent += r as usize;
+            }
+        }
+        self.replies.clear();
+    }
+}
+
 fn udp_worker(
     sock: Arc<std::net::UdpSocket>,
     engine: &Arc<Engine>,
     rt: &tokio::runtime::Handle,
     stop: &AtomicBool,
 ) {
-    let mut buf = vec![0u8; UDP_BUFFER];
-    let mut out = Vec::with_capacity(4096);
+    let fd = sock.as_raw_fd();
+    let mut b = Batch::new();
     while !stop.load(Ordering::Relaxed) {
-        let (n, peer) = match sock.recv_from(&mut buf) {
-            Ok(x) => x,
+        let n = match b.recv(fd) {
+            Ok(n) => n,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -279,25 +434,36 @@ fn udp_worker(
                 continue;
             }
         };
-        let query = &buf[..n];
-        match engine.fast(query, peer.ip(), true, &mut out) {
-            Step::Reply => {
-                if let Err(e) = sock.send_to(&out, peer) {
-                    log::debug!("dns64: UDP send to {peer}: {e}");
+        for i in 0..n.min(BATCH) {
+            let h = &b.hdrs[i];
+            let len = h.msg_len as usize;
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > SLOT {
+                Dns64Stats::bump(&engine.stats.queries);
+                Dns64Stats::bump(&engine.stats.dropped);
+                continue;
+            }
+            let Some(peer) = sockaddr_to_std(&b.addrs[i], h.msg_hdr.msg_namelen) else {
+                continue;
+            };
+            let query = &b.bufs[i][..len];
+            match engine.fast(query, peer.ip(), true, &mut b.outs[i]) {
+                Step::Reply => b.replies.push(i),
+                Step::Drop => {}
+                Step::Resolve(q) => {
+                    let query = query.to_vec();
+                    let (sock, engine) = (sock.clone(), engine.clone());
+                    rt.spawn(async move {
+                        let mut out = Vec::new();
+                        engine.slow(&query, &q, true, &mut out).await;
+                        if let Err(e) = sock.send_to(&out, peer) {
+                            log::debug!("dns64: UDP send to {peer}: {e}");
+                        }
+                    });
                 }
             }
-            Step::Drop => {}
-            Step::Resolve(q) => {
-                let query = query.to_vec();
-                let (sock, engine) = (sock.clone(), engine.clone());
-                rt.spawn(async move {
-                    let mut out = Vec::new();
-                    engine.slow(&query, &q, true, &mut out).await;
-                    if let Err(e) = sock.send_to(&out, peer) {
-                        log::debug!("dns64: UDP send to {peer}: {e}");
-                    }
-                });
-            }
+        }
+        if !b.replies.is_empty() {
+            b.send(fd);
         }
     }
 }
