@@ -25,6 +25,7 @@ use translator_tests::{NetNs, require_root};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 
 const MAC_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -131,6 +132,21 @@ fn icmp6_echo(src: Ipv6Addr, dst: Ipv6Addr, ty: u8, id: u16, seq: u16, data: &[u
     m.extend(id.to_be_bytes());
     m.extend(seq.to_be_bytes());
     m.extend(data);
+    let len = m.len();
+    with_checksum(m, 2, &pseudo(src.into(), dst.into(), 58, len))
+}
+
+fn icmp4_err(ty: u8, code: u8, rest: u32, inner: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, code, 0, 0];
+    m.extend(rest.to_be_bytes());
+    m.extend(inner);
+    with_checksum(m, 2, &[])
+}
+
+fn icmp6_err(src: Ipv6Addr, dst: Ipv6Addr, ty: u8, code: u8, rest: u32, inner: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, code, 0, 0];
+    m.extend(rest.to_be_bytes());
+    m.extend(inner);
     let len = m.len();
     with_checksum(m, 2, &pseudo(src.into(), dst.into(), 58, len))
 }
@@ -777,37 +793,357 @@ fn dataplane_fixtures() -> Result<()> {
         },
         None,
     );
-    // Hop limit / TTL 1.
+    // Hop limit / TTL 1: dropped, answered with Time Exceeded (RFC 4443 / RFC 792) quoting the
+    // packet, from the gateway's IPv6 address / the pool address, back out where it came from.
+    let gw6 = v6("2001:db8:1::1");
+    let ttl1_v6 = ipv6(client, server6, 17, 1, 0, &u6);
     push(
         Case {
-            name: "ipv6 hop limit 1",
+            name: "ipv6 hop limit 1: time exceeded",
+            side: Side::V6,
+            input: eth(MAC_GW6, MAC_CLIENT, 0x86dd, &ttl1_v6),
+            action: XDP_TX,
+            output: Some(eth(
+                MAC_CLIENT,
+                MAC_GW6,
+                0x86dd,
+                &ipv6(
+                    gw6,
+                    client,
+                    58,
+                    64,
+                    0,
+                    &icmp6_err(gw6, client, 3, 0, 0, &ttl1_v6),
+                ),
+            )),
+            counter: "hop-limit-exceeded",
+            random_id: false,
+        },
+        None,
+    );
+    let ttl1_v4 = ipv4(server, pool, 17, 1, 0, 14, false, &r4);
+    push(
+        Case {
+            name: "ipv4 ttl 1: time exceeded",
+            side: Side::V4,
+            input: eth(MAC_GW4, MAC_SERVER, 0x0800, &ttl1_v4),
+            action: XDP_TX,
+            output: Some(eth(
+                MAC_SERVER,
+                MAC_GW4,
+                0x0800,
+                &ipv4(
+                    pool,
+                    server,
+                    1,
+                    64,
+                    0,
+                    0,
+                    false,
+                    &icmp4_err(11, 0, 0, &ttl1_v4),
+                ),
+            )),
+            counter: "hop-limit-exceeded",
+            random_id: false,
+        },
+        None,
+    );
+    // ICMP errors translated with the packet they quote (RFC 7915 4.2/4.3, 5.2/5.3).
+    let sent4 = ipv4(
+        pool,
+        server,
+        17,
+        63,
+        0,
+        0x99,
+        false,
+        &udp(pool.into(), server.into(), pport, 53, data),
+    );
+    let quoted6 = ipv6(
+        client,
+        server6,
+        17,
+        63,
+        0,
+        &udp(client.into(), server6.into(), cport, 53, data),
+    );
+    push(
+        Case {
+            name: "icmpv4 port unreachable -> icmpv6 port unreachable",
+            side: Side::V4,
+            input: eth(
+                MAC_GW4,
+                MAC_SERVER,
+                0x0800,
+                &ipv4(
+                    server,
+                    pool,
+                    1,
+                    64,
+                    0,
+                    20,
+                    false,
+                    &icmp4_err(3, 3, 0, &sent4),
+                ),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_CLIENT,
+                MAC_GW6,
+                0x86dd,
+                &ipv6(
+                    server6,
+                    client,
+                    58,
+                    63,
+                    0,
+                    &icmp6_err(server6, client, 1, 4, 0, &quoted6),
+                ),
+            )),
+            counter: "icmp-error-translated",
+            random_id: false,
+        },
+        None,
+    );
+    let router = v4("192.0.2.254");
+    let router6 = v6("2001:db8:64::c000:2fe");
+    push(
+        Case {
+            name: "icmpv4 time exceeded from a router -> icmpv6 time exceeded (traceroute)",
+            side: Side::V4,
+            input: eth(
+                MAC_GW4,
+                MAC_SERVER,
+                0x0800,
+                &ipv4(
+                    router,
+                    pool,
+                    1,
+                    64,
+                    0,
+                    21,
+                    false,
+                    &icmp4_err(11, 0, 0, &sent4),
+                ),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_CLIENT,
+                MAC_GW6,
+                0x86dd,
+                &ipv6(
+                    router6,
+                    client,
+                    58,
+                    63,
+                    0,
+                    &icmp6_err(router6, client, 3, 0, 0, &quoted6),
+                ),
+            )),
+            counter: "icmp-error-translated",
+            random_id: false,
+        },
+        None,
+    );
+    let syn4 = ipv4(
+        pool,
+        server,
+        6,
+        63,
+        0,
+        0,
+        true,
+        &tcp(pool.into(), server.into(), 1025, 80, SYN, 1000, 0),
+    );
+    let syn6 = ipv6(
+        client,
+        server6,
+        6,
+        63,
+        0,
+        &tcp(client.into(), server6.into(), tport, 80, SYN, 1000, 0),
+    );
+    push(
+        Case {
+            name: "icmpv4 fragmentation needed (MTU 1400) -> packet too big (MTU 1420)",
+            side: Side::V4,
+            input: eth(
+                MAC_GW4,
+                MAC_SERVER,
+                0x0800,
+                &ipv4(
+                    server,
+                    pool,
+                    1,
+                    64,
+                    0,
+                    22,
+                    false,
+                    &icmp4_err(3, 4, 1400, &syn4),
+                ),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_CLIENT,
+                MAC_GW6,
+                0x86dd,
+                &ipv6(
+                    server6,
+                    client,
+                    58,
+                    63,
+                    0,
+                    &icmp6_err(server6, client, 2, 0, 1420, &syn6),
+                ),
+            )),
+            counter: "icmp-error-translated",
+            random_id: false,
+        },
+        None,
+    );
+    let got6 = ipv6(
+        server6,
+        client,
+        17,
+        63,
+        0,
+        &udp(server6.into(), client.into(), 53, cport, b"reply"),
+    );
+    let got4 = ipv4(
+        server,
+        pool,
+        17,
+        63,
+        0,
+        0,
+        false,
+        &udp(server.into(), pool.into(), 53, pport, b"reply"),
+    );
+    push(
+        Case {
+            name: "icmpv6 port unreachable from the client -> icmpv4 port unreachable",
             side: Side::V6,
             input: eth(
                 MAC_GW6,
                 MAC_CLIENT,
                 0x86dd,
-                &ipv6(client, server6, 17, 1, 0, &u6),
+                &ipv6(
+                    client,
+                    server6,
+                    58,
+                    64,
+                    0,
+                    &icmp6_err(client, server6, 1, 4, 0, &got6),
+                ),
             ),
-            action: XDP_DROP,
-            output: None,
-            counter: "hop-limit-exceeded",
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_SERVER,
+                MAC_GW4,
+                0x0800,
+                &ipv4(pool, server, 1, 63, 0, 0, false, &icmp4_err(3, 3, 0, &got4)),
+            )),
+            counter: "icmp-error-translated",
             random_id: false,
         },
         None,
     );
     push(
         Case {
-            name: "ipv4 ttl 1",
+            name: "icmpv6 parameter problem pointer 7 (hop limit) -> icmpv4 pointer 8 (ttl)",
+            side: Side::V6,
+            input: eth(
+                MAC_GW6,
+                MAC_CLIENT,
+                0x86dd,
+                &ipv6(
+                    client,
+                    server6,
+                    58,
+                    64,
+                    0,
+                    &icmp6_err(client, server6, 4, 0, 7, &got6),
+                ),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_SERVER,
+                MAC_GW4,
+                0x0800,
+                &ipv4(
+                    pool,
+                    server,
+                    1,
+                    63,
+                    0,
+                    0,
+                    false,
+                    &icmp4_err(12, 0, 8 << 24, &got4),
+                ),
+            )),
+            counter: "icmp-error-translated",
+            random_id: false,
+        },
+        None,
+    );
+    push(
+        Case {
+            name: "icmpv4 source quench is not translated",
             side: Side::V4,
             input: eth(
                 MAC_GW4,
                 MAC_SERVER,
                 0x0800,
-                &ipv4(server, pool, 17, 1, 0, 14, false, &r4),
+                &ipv4(
+                    server,
+                    pool,
+                    1,
+                    64,
+                    0,
+                    23,
+                    false,
+                    &icmp4_err(4, 0, 0, &sent4),
+                ),
             ),
             action: XDP_DROP,
             output: None,
-            counter: "hop-limit-exceeded",
+            counter: "unsupported-icmp",
+            random_id: false,
+        },
+        None,
+    );
+    let nobody4 = ipv4(
+        pool,
+        server,
+        17,
+        63,
+        0,
+        0,
+        false,
+        &udp(pool.into(), server.into(), 2000, 53, data),
+    );
+    push(
+        Case {
+            name: "icmpv4 error quoting no session",
+            side: Side::V4,
+            input: eth(
+                MAC_GW4,
+                MAC_SERVER,
+                0x0800,
+                &ipv4(
+                    server,
+                    pool,
+                    1,
+                    64,
+                    0,
+                    24,
+                    false,
+                    &icmp4_err(3, 3, 0, &nobody4),
+                ),
+            ),
+            action: XDP_DROP,
+            output: None,
+            counter: "no-session",
             random_id: false,
         },
         None,

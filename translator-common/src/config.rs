@@ -24,4 +24,9 @@ pub struct DataplaneConfig {
     /// Ports per block, a power of two.
     pub block_size: u16,
     pub _pad2: u16,
+    /// Source of ICMPv6 errors the gateway itself sends (hop limit exceeded, packet too big,
+    /// address unreachable), raw words: an address of the IPv6-side interface.
+    pub icmp_src6: [u32; 4],
+    /// Least time between two ICMP errors the gateway sends, per CPU (ns); 0: no errors.
+    pub icmp_interval_ns: u64,
 }

@@ -17,7 +17,8 @@ pub enum DropReason {
     HopLimitExceeded,
     /// Transport protocol the translator does not handle.
     UnsupportedProtocol,
-    /// ICMP type that is not translated (or not yet: errors are translated by a later release).
+    /// ICMP type or code that RFC 7915 does not translate, or an ICMP error whose quoted packet
+    /// is too short or belongs to no session.
     UnsupportedIcmp,
     /// IPv6 extension headers (not translated by this release).
     Ipv6ExtensionHeader,
@@ -125,11 +126,17 @@ pub enum Event {
     BindingCreated,
     /// Port blocks the data plane took from the free queue.
     BlockTaken,
+    /// ICMP error messages translated (either direction), with their quoted packet.
+    IcmpErrorTranslated,
+    /// ICMP errors the gateway sent itself (time exceeded, packet too big, unreachable).
+    IcmpErrorSent,
+    /// ICMP errors not sent because of the rate limit.
+    IcmpErrorRateLimited,
 }
 
 impl Event {
-    pub const COUNT: u32 = 8;
-    pub const ALL: [Event; 8] = [
+    pub const COUNT: u32 = 11;
+    pub const ALL: [Event; 11] = [
         Event::Translated6to4,
         Event::Translated4to6,
         Event::Hairpinned,
@@ -138,6 +145,9 @@ impl Event {
         Event::SessionCreated,
         Event::BindingCreated,
         Event::BlockTaken,
+        Event::IcmpErrorTranslated,
+        Event::IcmpErrorSent,
+        Event::IcmpErrorRateLimited,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -150,6 +160,9 @@ impl Event {
             Event::SessionCreated => "session-created",
             Event::BindingCreated => "binding-created",
             Event::BlockTaken => "block-taken",
+            Event::IcmpErrorTranslated => "icmp-error-translated",
+            Event::IcmpErrorSent => "icmp-error-sent",
+            Event::IcmpErrorRateLimited => "icmp-error-rate-limited",
         }
     }
 }
@@ -158,7 +171,7 @@ impl Event {
 pub const COUNTER_SLOTS: u32 = Event::COUNT + DropReason::ALL.len() as u32;
 
 const _: () = assert!(DropReason::HelperFailed as usize + 1 == DropReason::ALL.len());
-const _: () = assert!(Event::BlockTaken as u32 + 1 == Event::COUNT);
+const _: () = assert!(Event::IcmpErrorRateLimited as u32 + 1 == Event::COUNT);
 
 #[cfg(test)]
 mod tests {

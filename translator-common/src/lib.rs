@@ -11,6 +11,7 @@ extern crate std;
 pub mod checksum;
 pub mod config;
 pub mod counters;
+pub mod icmp;
 pub mod maps;
 pub mod ports;
 pub mod rfc6052;

@@ -30,6 +30,9 @@ pub const COUNTERS: &str = "COUNTERS";
 /// The data-plane configuration global (see [`crate::config::DataplaneConfig`]).
 pub const CONFIG: &str = "CONFIG";
 
+/// Per-CPU state of the ICMP error rate limit (last send, ns).
+pub const ICMP_RATE: &str = "ICMP_RATE";
+
 /// Every map the program pins, for listing and removal.
 pub const ALL_MAPS: [&str; 13] = [
     SESSIONS6,
@@ -232,5 +235,5 @@ pod!(
     BlockId => 8,
     BlockSlot => 24,
     PoolAddress => 4,
-    crate::config::DataplaneConfig => 40,
+    crate::config::DataplaneConfig => 64,
 );

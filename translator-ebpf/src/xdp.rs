@@ -57,13 +57,15 @@ static CONFIG: DataplaneConfig = DataplaneConfig {
     _pad: 0,
     block_size: 64,
     _pad2: 0,
+    icmp_src6: [0; 4],
+    icmp_interval_ns: 0,
 };
 
 // Sizes are defaults; the controller sets the real ones at load time.
 #[map]
-static SESSIONS6: HashMap<SessionKey6, SessionValue6> = HashMap::pinned(65536, 0);
+pub(crate) static SESSIONS6: HashMap<SessionKey6, SessionValue6> = HashMap::pinned(65536, 0);
 #[map]
-static SESSIONS4: HashMap<SessionKey4, SessionValue4> = HashMap::pinned(65536, 0);
+pub(crate) static SESSIONS4: HashMap<SessionKey4, SessionValue4> = HashMap::pinned(65536, 0);
 #[map]
 static BINDINGS6: HashMap<BindingKey6, BindingValue6> = HashMap::pinned(65536, 0);
 #[map]
@@ -81,9 +83,9 @@ static FREE_ICMP: Queue<BlockId> = Queue::pinned(1024, 0);
 #[map]
 static CLIENTS: LpmTrie<[u32; 4], u32> = LpmTrie::pinned(1024, 0);
 #[map]
-static POOL: HashMap<u32, PoolAddress> = HashMap::pinned(256, 0);
+pub(crate) static POOL: HashMap<u32, PoolAddress> = HashMap::pinned(256, 0);
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 /// Per-CPU scratch space for the parsed IPv6 packet (not pinned: nothing persists in it).
 #[map]
 static SCRATCH6: PerCpuArray<Packet6> = PerCpuArray::with_max_entries(1, 0);
@@ -108,13 +110,13 @@ pub fn translator(ctx: XdpContext) -> u32 {
         Ok(action) => action,
         Err(reason) => {
             count(reason.counter_index());
-            xdp_action::XDP_DROP
+            crate::icmp::answer(&ctx, reason).unwrap_or(xdp_action::XDP_DROP)
         }
     }
 }
 
 #[inline(always)]
-fn count(index: u32) {
+pub(crate) fn count(index: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *c += 1 };
@@ -122,19 +124,19 @@ fn count(index: u32) {
 }
 
 #[inline(always)]
-fn event(e: Event) {
+pub(crate) fn event(e: Event) {
     count(e as u32);
 }
 
 #[inline(always)]
-fn config() -> &'static DataplaneConfig {
+pub(crate) fn config() -> &'static DataplaneConfig {
     // SAFETY: the loader filled in the global before load; a volatile read of its address keeps
     // the compiler from folding the placeholder values above.
     unsafe { &*core::ptr::read_volatile(&&raw const CONFIG) }
 }
 
 #[inline(always)]
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     // SAFETY: helper without arguments.
     unsafe { bpf_ktime_get_coarse_ns() }
 }
@@ -149,12 +151,54 @@ fn try_translator(ctx: &XdpContext) -> Result<u32, DropReason> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: bounds checked by ptr_at.
     let proto = unsafe { (*eth).proto };
+    // ICMP errors are dispatched from here, not from from_ipv6/from_ipv4: their subprograms
+    // have large frames, and the verifier limits the whole call chain to 512 bytes of stack.
     if proto == ETH_P_IPV6 {
+        if is_icmp6_error(ctx) {
+            return crate::icmp::from_ipv6_error(ctx);
+        }
         from_ipv6(ctx)
     } else if proto == ETH_P_IP {
-        from_ipv4(ctx)
+        match icmp4_error_to_pool(ctx) {
+            Some(true) => crate::icmp::from_ipv4_error(ctx),
+            Some(false) => pass(),
+            None => from_ipv4(ctx),
+        }
     } else {
         pass()
+    }
+}
+
+/// An ICMPv6 error message sent to an address inside the prefix.
+#[inline(always)]
+fn is_icmp6_error(ctx: &XdpContext) -> bool {
+    let Ok(h) = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN) else { return false };
+    let Ok(t) = ptr_at::<u8>(ctx, ETH_LEN + IPV6_LEN) else { return false };
+    let cfg = config();
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        (*h).next_header == IPPROTO_ICMPV6
+            && translator_common::icmp::is_error_v6(*t)
+            && rfc6052::matches_raw(&(*h).dst, &cfg.prefix, &cfg.mask)
+    }
+}
+
+/// For an unfragmented ICMPv4 error message without options: whether it is addressed to a
+/// pool address. `None`: not such a message.
+#[inline(always)]
+fn icmp4_error_to_pool(ctx: &XdpContext) -> Option<bool> {
+    let h = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN).ok()?;
+    let t = ptr_at::<u8>(ctx, ETH_LEN + IPV4_LEN).ok()?;
+    // SAFETY: bounds checked by ptr_at; read-only lookup.
+    unsafe {
+        if (*h).proto != IPPROTO_ICMP
+            || (*h).ver_ihl != 0x45
+            || u16::from_be((*h).frag) & 0x3fff != 0
+            || !translator_common::icmp::is_error_v4(*t)
+        {
+            return None;
+        }
+        Some(POOL.get(&(*h).dst).is_some())
     }
 }
 
@@ -684,14 +728,14 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
 /// A UDP checksum of zero means "none" in IPv4 and is illegal in IPv6: send 0xffff instead
 /// (the same value in ones-complement arithmetic).
 #[inline(always)]
-fn udp_csum(c: u16) -> u16 {
+pub(crate) fn udp_csum(c: u16) -> u16 {
     if c == 0 { 0xffff } else { c }
 }
 
 /// The Ethernet header of the outgoing frame: addresses from the route lookup when we forward,
 /// the received ones (our own MAC as destination) when the kernel takes the packet.
 #[inline(always)]
-fn out_eth(
+pub(crate) fn out_eth(
     ctx: &XdpContext,
     verdict: u32,
     fib: &bpf_fib_lookup,
@@ -711,7 +755,7 @@ fn out_eth(
 /// Route lookup for a translated packet. `XDP_REDIRECT`: forward with the MACs in `fib`;
 /// `XDP_PASS`: let the kernel finish (neighbour unresolved, or a local destination).
 #[inline(always)]
-fn route(ctx: &XdpContext, fib: &mut bpf_fib_lookup) -> Result<u32, DropReason> {
+pub(crate) fn route(ctx: &XdpContext, fib: &mut bpf_fib_lookup) -> Result<u32, DropReason> {
     // SAFETY: `fib` is a valid, fully initialised struct of the size passed.
     let rc = unsafe {
         fib_lookup(
@@ -729,7 +773,11 @@ fn route(ctx: &XdpContext, fib: &mut bpf_fib_lookup) -> Result<u32, DropReason> 
         }
         BPF_FIB_LKUP_RET_NOT_FWDED => Ok(xdp_action::XDP_PASS),
         BPF_FIB_LKUP_RET_FWD_DISABLED => Err(DropReason::ForwardingDisabled),
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(DropReason::MtuExceeded),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => {
+            // SAFETY: on FRAG_NEEDED the kernel wrote the MTU into this union member.
+            crate::icmp::note_mtu(unsafe { fib.__bindgen_anon_1.mtu_result });
+            Err(DropReason::MtuExceeded)
+        }
         BPF_FIB_LKUP_RET_BLACKHOLE | BPF_FIB_LKUP_RET_UNREACHABLE | BPF_FIB_LKUP_RET_PROHIBIT => {
             Err(DropReason::NoRoute)
         }
@@ -740,7 +788,7 @@ fn route(ctx: &XdpContext, fib: &mut bpf_fib_lookup) -> Result<u32, DropReason> 
 /// Sends the rewritten frame: back out of the same interface (one-armed), to another
 /// interface, or up the kernel stack.
 #[inline(always)]
-fn forward(ctx: &XdpContext, verdict: u32, fib: &bpf_fib_lookup) -> Result<u32, DropReason> {
+pub(crate) fn forward(ctx: &XdpContext, verdict: u32, fib: &bpf_fib_lookup) -> Result<u32, DropReason> {
     if verdict == xdp_action::XDP_PASS {
         return Ok(xdp_action::XDP_PASS);
     }
@@ -758,7 +806,7 @@ fn forward(ctx: &XdpContext, verdict: u32, fib: &bpf_fib_lookup) -> Result<u32, 
 /// Checksum field over an IPv4 header as given: the value to store when `csum` is zero, and
 /// zero when a received header verifies.
 #[inline(always)]
-fn ipv4_header_checksum(h: &Ipv4Hdr) -> u16 {
+pub(crate) fn ipv4_header_checksum(h: &Ipv4Hdr) -> u16 {
     let s = u16::from_ne_bytes([h.ver_ihl, h.tos]) as u32
         + h.tot_len as u32
         + h.id as u32
@@ -937,7 +985,7 @@ fn create_inbound(
 
 /// Sum of `len` packet bytes from `off` as raw 16-bit words.
 #[inline(never)]
-fn sum_packet(ctx: &XdpContext, off: usize, len: usize) -> Result<u32, DropReason> {
+pub(crate) fn sum_packet(ctx: &XdpContext, off: usize, len: usize) -> Result<u32, DropReason> {
     if len > MAX_FULL_CSUM {
         return Err(DropReason::MtuExceeded);
     }

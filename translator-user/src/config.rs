@@ -89,6 +89,17 @@ pub struct RawNat64 {
     /// Translate non-global IPv4 destinations under 64:ff9b::/96 (labs only). Default false.
     #[serde(default)]
     pub allow_non_global: bool,
+    /// Source of the ICMPv6 errors the gateway sends itself (hop limit exceeded, packet too
+    /// big, address unreachable). Default: the first global address of interfaces.ipv6.
+    #[serde(default)]
+    pub icmp_source6: Option<String>,
+    /// ICMP errors the gateway sends per second and CPU at most (0: none). Default 1000.
+    #[serde(default = "default_icmp_rate")]
+    pub icmp_errors_per_second: u32,
+}
+
+fn default_icmp_rate() -> u32 {
+    1000
 }
 
 fn default_prefix() -> String {
@@ -338,6 +349,8 @@ pub struct Config {
     pub clients: Vec<Prefix6>,
     pub filtering: Filtering,
     pub allow_non_global: bool,
+    pub icmp_source6: Option<Ipv6Addr>,
+    pub icmp_errors_per_second: u32,
     pub pool: Vec<Ipv4Addr>,
     /// Port layout per protocol, indexed by [`Protocol::index`].
     pub layouts: [BlockLayout; 3],
@@ -455,6 +468,19 @@ impl Config {
                 ));
             }
         };
+
+        let icmp_source6 = match &raw.nat64.icmp_source6 {
+            Some(a) => Some(a.parse::<Ipv6Addr>().map_err(|_| {
+                err("nat64.icmp_source6", format!("{a:?} is not an IPv6 address"))
+            })?),
+            None => None,
+        };
+        if raw.nat64.icmp_errors_per_second > 1_000_000 {
+            return Err(err(
+                "nat64.icmp_errors_per_second",
+                format!("{}; valid: 0 to 1000000", raw.nat64.icmp_errors_per_second),
+            ));
+        }
 
         if raw.pool.addresses.is_empty() {
             return Err(err(
@@ -594,6 +620,8 @@ impl Config {
             clients,
             filtering,
             allow_non_global: raw.nat64.allow_non_global,
+            icmp_source6,
+            icmp_errors_per_second: raw.nat64.icmp_errors_per_second,
             pool,
             layouts,
             block_size,

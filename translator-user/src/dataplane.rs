@@ -128,8 +128,28 @@ impl State {
     }
 }
 
-/// The data-plane configuration global for a validated configuration.
+/// The data-plane configuration global for a validated configuration, on this host (the ICMP
+/// source address defaults to an address of the IPv6-side interface).
 pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
+    let icmp_src6 = cfg.icmp_source6.or_else(|| {
+        crate::netns::interface_ipv6(&cfg.ipv6_interface)
+            .into_iter()
+            .find(|a| a.segments()[0] & 0xffc0 != 0xfe80)
+    });
+    let icmp_interval_ns = match icmp_src6 {
+        Some(_) if cfg.icmp_errors_per_second > 0 => {
+            1_000_000_000 / u64::from(cfg.icmp_errors_per_second)
+        }
+        Some(_) => 0,
+        None => {
+            log::warn!(
+                "{} has no global IPv6 address and nat64.icmp_source6 is not set: the gateway \
+                 will not send ICMPv6 errors (hop limit exceeded, packet too big)",
+                cfg.ipv6_interface
+            );
+            0
+        }
+    };
     let prefix = u128::from(cfg.prefix.addr);
     let mut flags = 0;
     if cfg.allow_non_global {
@@ -150,6 +170,8 @@ pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
         _pad: 0,
         block_size: cfg.block_size,
         _pad2: 0,
+        icmp_src6: raw6(icmp_src6.map_or(0, u128::from)),
+        icmp_interval_ns,
     }
 }
 

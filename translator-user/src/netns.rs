@@ -73,6 +73,42 @@ pub fn ifindex(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
+/// IPv6 addresses of one interface (current namespace).
+pub fn interface_ipv6(name: &str) -> Vec<std::net::Ipv6Addr> {
+    let mut out = Vec::new();
+    walk_addresses(|ifname, sa| {
+        // SAFETY: the family was checked by walk_addresses' caller contract below.
+        if ifname == name && unsafe { (*sa).sa_family } as i32 == libc::AF_INET6 {
+            // SAFETY: AF_INET6 means sockaddr_in6.
+            let sin6 = unsafe { &*(sa as *const libc::sockaddr_in6) };
+            out.push(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr));
+        }
+    });
+    out
+}
+
+/// Calls `f` with the interface name and address of every configured address.
+fn walk_addresses(mut f: impl FnMut(&str, *const libc::sockaddr)) {
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we free below.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return;
+    }
+    let mut p = ifap;
+    while !p.is_null() {
+        // SAFETY: walking the list getifaddrs returned.
+        let ifa = unsafe { &*p };
+        if !ifa.ifa_addr.is_null() && !ifa.ifa_name.is_null() {
+            // SAFETY: a NUL-terminated name from getifaddrs.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+            f(&name.to_string_lossy(), ifa.ifa_addr);
+        }
+        p = ifa.ifa_next;
+    }
+    // SAFETY: freeing what getifaddrs allocated.
+    unsafe { libc::freeifaddrs(ifap) };
+}
+
 /// IPv4 addresses configured on this host (current namespace).
 pub fn local_ipv4_addresses() -> Vec<std::net::Ipv4Addr> {
     let mut out = Vec::new();
