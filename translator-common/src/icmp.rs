@@ -113,7 +113,11 @@ pub const fn plateau(total_len: u16) -> u16 {
 /// the IPv6 link MTU toward the client, and never below 1280.
 #[inline(always)]
 pub const fn mtu_4to6(mtu4: u16, inner_total_len: u16, mtu6_link: u32) -> u32 {
-    let m4 = if mtu4 == 0 { plateau(inner_total_len) } else { mtu4 };
+    let m4 = if mtu4 == 0 {
+        plateau(inner_total_len)
+    } else {
+        mtu4
+    };
     let mut m = m4 as u32 + 20;
     if mtu6_link != 0 && mtu6_link < m {
         m = mtu6_link;

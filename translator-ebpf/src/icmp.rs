@@ -26,7 +26,10 @@ use translator_common::{
 };
 
 use crate::{
-    packet::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, EthHdr, IPV4_LEN, IPV6_LEN, Ipv4Hdr, Ipv6Hdr, L4Head, icmp_type, icmp_word, ptr_at},
+    packet::{
+        ETH_LEN, ETH_P_IP, ETH_P_IPV6, EthHdr, IPV4_LEN, IPV6_LEN, Ipv4Hdr, Ipv6Hdr, L4Head,
+        icmp_type, icmp_word, ptr_at,
+    },
     xdp::{
         POOL, SESSIONS4, SESSIONS6, config, event, forward, ipv4_header_checksum, now, out_eth,
         route, sum_packet, udp_csum,
@@ -95,7 +98,8 @@ pub(crate) fn from_ipv4_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     let inner: *mut Ipv4Hdr = ptr_at(ctx, V4_INNER)?;
     let l4: *mut L4Head = ptr_at(ctx, V4_INNER_L4)?;
     // SAFETY: bounds checked by ptr_at.
-    let (outer, ty_code, rest, inn, l4h) = unsafe { (*h, (*ic).a, ((*ic).c, (*ic).d), *inner, *l4) };
+    let (outer, ty_code, rest, inn, l4h) =
+        unsafe { (*h, (*ic).a, ((*ic).c, (*ic).d), *inner, *l4) };
     let tot_len = u16::from_be(outer.tot_len) as usize;
     if tot_len < IPV4_LEN + ICMP_LEN + IPV4_LEN + size_of::<L4Head>()
         || ctx.data() + ETH_LEN + tot_len > ctx.data_end()
@@ -129,19 +133,22 @@ pub(crate) fn from_ipv4_error(ctx: &XdpContext) -> Result<u32, DropReason> {
             inn.proto,
         ),
         IPPROTO_ICMP
-            if matches!(icmp_type(l4h.a), icmp::V4_ECHO_REQUEST | icmp::V4_ECHO_REPLY) =>
+            if matches!(
+                icmp_type(l4h.a),
+                icmp::V4_ECHO_REQUEST | icmp::V4_ECHO_REPLY
+            ) =>
         {
             (
-            SessionKey4 {
-                pool: inn.src,
-                remote: inn.dst,
-                pool_port_be: l4h.c,
-                remote_port_be: 0,
-                proto: IPPROTO_ICMP,
-                _pad: [0; 3],
-            },
-            IPPROTO_ICMPV6,
-        )
+                SessionKey4 {
+                    pool: inn.src,
+                    remote: inn.dst,
+                    pool_port_be: l4h.c,
+                    remote_port_be: 0,
+                    proto: IPPROTO_ICMP,
+                    _pad: [0; 3],
+                },
+                IPPROTO_ICMPV6,
+            )
         }
         _ => return Err(DropReason::UnsupportedIcmp),
     };
@@ -152,9 +159,16 @@ pub(crate) fn from_ipv4_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     };
     let cfg = config();
     let prefix = rfc6052::from_raw6(&cfg.prefix);
-    let src6 = rfc6052::raw6(rfc6052::embed(prefix, cfg.prefix_len, rfc6052::from_raw4(outer.src)));
-    let inner_dst6 =
-        rfc6052::raw6(rfc6052::embed(prefix, cfg.prefix_len, rfc6052::from_raw4(inn.dst)));
+    let src6 = rfc6052::raw6(rfc6052::embed(
+        prefix,
+        cfg.prefix_len,
+        rfc6052::from_raw4(outer.src),
+    ));
+    let inner_dst6 = rfc6052::raw6(rfc6052::embed(
+        prefix,
+        cfg.prefix_len,
+        rfc6052::from_raw4(inn.dst),
+    ));
     let inner_len = u16::from_be(inn.tot_len).saturating_sub(IPV4_LEN as u16);
 
     let pointer = if kind == Rest::Pointer {
@@ -218,7 +232,11 @@ pub(crate) fn from_ipv4_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     fib.__bindgen_anon_4.ipv6_dst = client;
     fib.ifindex = ctx.ingress_ifindex() as u32;
     let verdict = route(ctx, &mut fib)?;
-    let hop = if verdict == xdp_action::XDP_PASS { outer.ttl } else { outer.ttl - 1 };
+    let hop = if verdict == xdp_action::XDP_PASS {
+        outer.ttl
+    } else {
+        outer.ttl - 1
+    };
 
     let mut icmp6_len = tot_len - IPV4_LEN + (IPV6_LEN - IPV4_LEN);
     let eth = out_eth(ctx, verdict, &fib, ETH_P_IPV6)?;
@@ -309,7 +327,10 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     if !rfc6052::matches_raw(&inn.src, &cfg.prefix, &cfg.mask) {
         return Err(DropReason::UnsupportedIcmp);
     }
-    let remote = rfc6052::raw4(rfc6052::extract(rfc6052::from_raw6(&inn.src), cfg.prefix_len));
+    let remote = rfc6052::raw4(rfc6052::extract(
+        rfc6052::from_raw6(&inn.src),
+        cfg.prefix_len,
+    ));
     let (key, inner_proto4) = match inn.next_header {
         IPPROTO_TCP | IPPROTO_UDP => (
             SessionKey6 {
@@ -323,19 +344,22 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
             inn.next_header,
         ),
         IPPROTO_ICMPV6
-            if matches!(icmp_type(l4h.a), icmp::V6_ECHO_REQUEST | icmp::V6_ECHO_REPLY) =>
+            if matches!(
+                icmp_type(l4h.a),
+                icmp::V6_ECHO_REQUEST | icmp::V6_ECHO_REPLY
+            ) =>
         {
             (
-            SessionKey6 {
-                client: inn.dst,
-                remote,
-                client_port_be: l4h.c,
-                remote_port_be: 0,
-                proto: IPPROTO_ICMP,
-                _pad: [0; 3],
-            },
-            IPPROTO_ICMP,
-        )
+                SessionKey6 {
+                    client: inn.dst,
+                    remote,
+                    client_port_be: l4h.c,
+                    remote_port_be: 0,
+                    proto: IPPROTO_ICMP,
+                    _pad: [0; 3],
+                },
+                IPPROTO_ICMP,
+            )
         }
         _ => return Err(DropReason::UnsupportedIcmp),
     };
@@ -344,7 +368,10 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
         Some(v) => (v.pool, v.pool_port_be),
         None => return Err(DropReason::NoSession),
     };
-    let dst4 = rfc6052::raw4(rfc6052::extract(rfc6052::from_raw6(&outer_dst), cfg.prefix_len));
+    let dst4 = rfc6052::raw4(rfc6052::extract(
+        rfc6052::from_raw6(&outer_dst),
+        cfg.prefix_len,
+    ));
 
     let pointer = if kind == Rest::Pointer {
         icmp::pointer_6to4(u32::from_be(((rest.1 as u32) << 16) | rest.0 as u32))
@@ -407,7 +434,11 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     fib.__bindgen_anon_4.ipv4_dst = dst4;
     fib.ifindex = ctx.ingress_ifindex() as u32;
     let verdict = route(ctx, &mut fib)?;
-    let ttl = if verdict == xdp_action::XDP_PASS { hop } else { hop - 1 };
+    let ttl = if verdict == xdp_action::XDP_PASS {
+        hop
+    } else {
+        hop - 1
+    };
     let tclass = (u32::from_be(inn.vtc_flow) >> 20) as u8;
 
     let mut ip4 = Ipv4Hdr {
@@ -446,7 +477,12 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     unsafe {
         *pe = eth;
         *p4 = ip4;
-        *pi = L4Head { a: icmp_word(ty4, code4), b: 0, c: rest4 as u16, d: (rest4 >> 16) as u16 };
+        *pi = L4Head {
+            a: icmp_word(ty4, code4),
+            b: 0,
+            c: rest4 as u16,
+            d: (rest4 >> 16) as u16,
+        };
         *pin = in4;
     }
     // SAFETY: the context pointer is the program's own.
@@ -484,7 +520,9 @@ fn may_send() -> bool {
     if interval == 0 {
         return false;
     }
-    let Some(last) = ICMP_RATE.get_ptr_mut(0) else { return false };
+    let Some(last) = ICMP_RATE.get_ptr_mut(0) else {
+        return false;
+    };
     let t = now();
     // SAFETY: per-CPU slot.
     unsafe {
@@ -509,9 +547,11 @@ pub(crate) fn answer(ctx: &XdpContext, reason: DropReason) -> Option<u32> {
     if proto == ETH_P_IPV6 {
         let (ty, code, rest) = match reason {
             DropReason::HopLimitExceeded => (icmp::V6_TIME_EXCEEDED, 0, 0),
-            DropReason::MtuExceeded => {
-                (icmp::V6_PACKET_TOO_BIG, 0, (last_mtu() + 20).max(icmp::IPV6_MIN_MTU))
-            }
+            DropReason::MtuExceeded => (
+                icmp::V6_PACKET_TOO_BIG,
+                0,
+                (last_mtu() + 20).max(icmp::IPV6_MIN_MTU),
+            ),
             DropReason::PoolExhausted | DropReason::ClientLimit | DropReason::TableFull => {
                 (icmp::V6_DEST_UNREACH, 3, 0)
             }
@@ -536,7 +576,11 @@ pub(crate) fn answer(ctx: &XdpContext, reason: DropReason) -> Option<u32> {
             DropReason::HopLimitExceeded => (icmp::V4_TIME_EXCEEDED, 0, 0),
             DropReason::MtuExceeded => {
                 // Next-hop MTU in the low half of the rest word (RFC 1191).
-                (icmp::V4_DEST_UNREACH, 4, last_mtu().saturating_sub(20).min(0xffff))
+                (
+                    icmp::V4_DEST_UNREACH,
+                    4,
+                    last_mtu().saturating_sub(20).min(0xffff),
+                )
             }
             _ => return None,
         };
@@ -597,7 +641,11 @@ fn send6(ctx: &XdpContext, r: &Reply) -> Result<u32, DropReason> {
     let pi: *mut L4Head = ptr_at(ctx, V6_ICMP)?;
     // SAFETY: bounds checked by ptr_at.
     unsafe {
-        *pe = EthHdr { dst: e.src, src: e.dst, proto: ETH_P_IPV6 };
+        *pe = EthHdr {
+            dst: e.src,
+            src: e.dst,
+            proto: ETH_P_IPV6,
+        };
         *p6 = Ipv6Hdr {
             vtc_flow: (6u32 << 28).to_be(),
             payload_len: (len as u16).to_be(),
@@ -606,7 +654,12 @@ fn send6(ctx: &XdpContext, r: &Reply) -> Result<u32, DropReason> {
             src,
             dst: sender,
         };
-        *pi = L4Head { a: icmp_word(ty, code), b: 0, c: (rest.to_be()) as u16, d: (rest.to_be() >> 16) as u16 };
+        *pi = L4Head {
+            a: icmp_word(ty, code),
+            b: 0,
+            c: (rest.to_be()) as u16,
+            d: (rest.to_be() >> 16) as u16,
+        };
     }
     let sum = sum_packet(ctx, V6_ICMP, len)?
         + sum_raw6(&src)
@@ -659,9 +712,18 @@ fn send4(ctx: &XdpContext, hdr: &Ipv4Hdr, r: &Reply) -> Result<u32, DropReason> 
     let pi: *mut L4Head = ptr_at(ctx, V4_ICMP)?;
     // SAFETY: bounds checked by ptr_at.
     unsafe {
-        *pe = EthHdr { dst: e.src, src: e.dst, proto: ETH_P_IP };
+        *pe = EthHdr {
+            dst: e.src,
+            src: e.dst,
+            proto: ETH_P_IP,
+        };
         *p4 = ip4;
-        *pi = L4Head { a: icmp_word(ty, code), b: 0, c: (rest.to_be()) as u16, d: (rest.to_be() >> 16) as u16 };
+        *pi = L4Head {
+            a: icmp_word(ty, code),
+            b: 0,
+            c: (rest.to_be()) as u16,
+            d: (rest.to_be() >> 16) as u16,
+        };
     }
     let sum = sum_packet(ctx, V4_ICMP, len)?;
     let pi: *mut L4Head = ptr_at(ctx, V4_ICMP)?;

@@ -32,9 +32,9 @@ use translator_common::{
     },
     counters::{COUNTER_SLOTS, DropReason, Event},
     maps::{
-        BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId,
-        BlockSlot, BlockSlotKey, FilterKey, MAX_BLOCKS_PER_CLIENT, POOL_LOCAL, PoolAddress,
-        SEEN_FIN, SEEN_RST, SEEN_SYN, SESSION_HAIRPIN, SessionKey4, SessionKey6, SessionValue4,
+        BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId, BlockSlot,
+        BlockSlotKey, FilterKey, MAX_BLOCKS_PER_CLIENT, POOL_LOCAL, PoolAddress, SEEN_FIN,
+        SEEN_RST, SEEN_SYN, SESSION_HAIRPIN, SessionKey4, SessionKey6, SessionValue4,
         SessionValue6,
     },
     ports::probe_offset,
@@ -172,8 +172,12 @@ fn try_translator(ctx: &XdpContext) -> Result<u32, DropReason> {
 /// An ICMPv6 error message sent to an address inside the prefix.
 #[inline(always)]
 fn is_icmp6_error(ctx: &XdpContext) -> bool {
-    let Ok(h) = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN) else { return false };
-    let Ok(t) = ptr_at::<u8>(ctx, ETH_LEN + IPV6_LEN) else { return false };
+    let Ok(h) = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN) else {
+        return false;
+    };
+    let Ok(t) = ptr_at::<u8>(ctx, ETH_LEN + IPV6_LEN) else {
+        return false;
+    };
     let cfg = config();
     // SAFETY: bounds checked by ptr_at.
     unsafe {
@@ -247,9 +251,19 @@ fn parse_l4(
         match proto {
             IPPROTO_TCP => {
                 let t: *mut TcpTail = ptr_at(ctx, off + 12)?;
-                Ok(L4 { proto, seen: seen_bits((*t).flags), sport: (*h).a, dport: (*h).b })
+                Ok(L4 {
+                    proto,
+                    seen: seen_bits((*t).flags),
+                    sport: (*h).a,
+                    dport: (*h).b,
+                })
             }
-            IPPROTO_UDP => Ok(L4 { proto, seen: 0, sport: (*h).a, dport: (*h).b }),
+            IPPROTO_UDP => Ok(L4 {
+                proto,
+                seen: 0,
+                sport: (*h).a,
+                dport: (*h).b,
+            }),
             _ => {
                 let ty = icmp_type((*h).a);
                 if ty != echo.0 && ty != echo.1 {
@@ -257,7 +271,12 @@ fn parse_l4(
                 }
                 let id = (*h).c;
                 let (sport, dport) = if id_is_source { (id, 0) } else { (0, id) };
-                Ok(L4 { proto: IPPROTO_ICMP, seen: 0, sport, dport })
+                Ok(L4 {
+                    proto: IPPROTO_ICMP,
+                    seen: 0,
+                    sport,
+                    dport,
+                })
             }
         }
     }
@@ -270,7 +289,11 @@ fn touch(flags: *mut u8, last_seen: *mut u64, seen: u8, now: u64) {
     unsafe {
         let old = *flags;
         // A packet without RST after an RST takes the session out of the transitory state.
-        let new = if seen & SEEN_RST == 0 { (old | seen) & !SEEN_RST } else { old | seen };
+        let new = if seen & SEEN_RST == 0 {
+            (old | seen) & !SEEN_RST
+        } else {
+            old | seen
+        };
         if new != old {
             *flags = new;
         }
@@ -432,7 +455,12 @@ fn outbound_binding(pkt: &mut Packet6) -> Result<bool, DropReason> {
 
 #[inline(always)]
 fn binding_key(key: &SessionKey6) -> BindingKey6 {
-    BindingKey6 { client: key.client, client_port_be: key.client_port_be, proto: key.proto, _pad: 0 }
+    BindingKey6 {
+        client: key.client,
+        client_port_be: key.client_port_be,
+        proto: key.proto,
+        _pad: 0,
+    }
 }
 
 /// Creates both session entries of a new outbound flow whose binding is known; returns whether
@@ -450,7 +478,9 @@ fn create_outbound(pkt: &Packet6) -> Result<bool, DropReason> {
         _pad: 0,
         last_seen: now,
     };
-    SESSIONS6.insert(key, &v6, 0).map_err(|_| DropReason::TableFull)?;
+    SESSIONS6
+        .insert(key, &v6, 0)
+        .map_err(|_| DropReason::TableFull)?;
     let k4 = SessionKey4 {
         pool,
         remote: key.remote,
@@ -530,7 +560,12 @@ fn allocate_binding(ctx: &XdpContext, pkt: &mut Packet6) -> Result<(), DropReaso
         _ => return Err(DropReason::PoolExhausted),
     };
     let sk = slot_key(bkey, free_slot);
-    let value = BlockSlot { block, next: 0, _pad: [0; 6], last_alloc: now };
+    let value = BlockSlot {
+        block,
+        next: 0,
+        _pad: [0; 6],
+        last_alloc: now,
+    };
     if BLOCK_SLOTS.insert(&sk, &value, BPF_NOEXIST as u64).is_err() {
         // Another CPU filled this slot first (or the slot table is full): give the block back.
         let _ = queue.push(&block, 0);
@@ -569,7 +604,12 @@ fn log_block(ctx: &XdpContext, bkey: &BindingKey6, block: &BlockId) {
 
 #[inline(always)]
 fn slot_key(bkey: &BindingKey6, slot: u32) -> BlockSlotKey {
-    BlockSlotKey { client: bkey.client, proto: bkey.proto, slot: slot as u8, _pad: [0; 2] }
+    BlockSlotKey {
+        client: bkey.client,
+        proto: bkey.proto,
+        slot: slot as u8,
+        _pad: [0; 2],
+    }
 }
 
 /// Probes up to [`PROBES`] ports of one block. `Ok(None)`: the block looks full.
@@ -593,7 +633,12 @@ fn try_block(
     while i < PROBES {
         let off = probe_offset(next, i, client_port, cfg.block_size);
         let port_be = block.start.wrapping_add(off).to_be();
-        let k4 = BindingKey4 { pool: block.pool, pool_port_be: port_be, proto: bkey.proto, _pad: 0 };
+        let k4 = BindingKey4 {
+            pool: block.pool,
+            pool_port_be: port_be,
+            proto: bkey.proto,
+            _pad: 0,
+        };
         match BINDINGS4.insert(&k4, &value4, BPF_NOEXIST as u64) {
             Ok(()) => {
                 // SAFETY: as above; the hint is advisory, a racing write is harmless.
@@ -633,7 +678,10 @@ fn try_block(
 fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
     let key = &pkt.key;
     let l4off = ETH_LEN + IPV6_LEN;
-    let tot_len = pkt.payload_len.checked_add(IPV4_LEN as u16).ok_or(DropReason::Malformed)?;
+    let tot_len = pkt
+        .payload_len
+        .checked_add(IPV4_LEN as u16)
+        .ok_or(DropReason::Malformed)?;
     let proto = pkt.l4.proto;
 
     // Route first: the result decides the TTL (the kernel decrements it itself when we pass).
@@ -649,7 +697,11 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
     fib.__bindgen_anon_4.ipv4_dst = key.remote;
     fib.ifindex = ctx.ingress_ifindex() as u32;
     let verdict = route(ctx, &mut fib)?;
-    let ttl = if verdict == xdp_action::XDP_PASS { pkt.hop } else { pkt.hop - 1 };
+    let ttl = if verdict == xdp_action::XDP_PASS {
+        pkt.hop
+    } else {
+        pkt.hop - 1
+    };
 
     // Transport checksum: pseudo-header addresses and the client's port change. ICMPv4 has no
     // pseudo-header, so for ICMP the whole IPv6 pseudo-header goes and nothing comes back.
@@ -679,11 +731,8 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
                 let new_type = icmp_word(if icmp_type(old_type) == 128 { 8 } else { 0 }, 0);
                 (*h).a = new_type;
                 (*h).c = pkt.pool_port;
-                (*h).b = checksum::update(
-                    (*h).b,
-                    removed + old_type as u32,
-                    added + new_type as u32,
-                );
+                (*h).b =
+                    checksum::update((*h).b, removed + old_type as u32, added + new_type as u32);
             }
         }
     }
@@ -748,7 +797,11 @@ pub(crate) fn out_eth(
         e.proto = proto;
         Ok(e)
     } else {
-        Ok(EthHdr { dst: fib.dmac, src: fib.smac, proto })
+        Ok(EthHdr {
+            dst: fib.dmac,
+            src: fib.smac,
+            proto,
+        })
     }
 }
 
@@ -788,7 +841,11 @@ pub(crate) fn route(ctx: &XdpContext, fib: &mut bpf_fib_lookup) -> Result<u32, D
 /// Sends the rewritten frame: back out of the same interface (one-armed), to another
 /// interface, or up the kernel stack.
 #[inline(always)]
-pub(crate) fn forward(ctx: &XdpContext, verdict: u32, fib: &bpf_fib_lookup) -> Result<u32, DropReason> {
+pub(crate) fn forward(
+    ctx: &XdpContext,
+    verdict: u32,
+    fib: &bpf_fib_lookup,
+) -> Result<u32, DropReason> {
     if verdict == xdp_action::XDP_PASS {
         return Ok(xdp_action::XDP_PASS);
     }
@@ -841,7 +898,13 @@ fn from_ipv4(ctx: &XdpContext) -> Result<u32, DropReason> {
         Ok(l4) => l4,
         // Not translatable: only our business when it is addressed to the pool.
         // SAFETY: read-only lookup.
-        Err(e) => return if unsafe { POOL.get(&h.dst) }.is_some() { Err(e) } else { pass() },
+        Err(e) => {
+            return if unsafe { POOL.get(&h.dst) }.is_some() {
+                Err(e)
+            } else {
+                pass()
+            };
+        }
     };
     let key = SessionKey4 {
         pool: h.dst,
@@ -852,7 +915,12 @@ fn from_ipv4(ctx: &XdpContext) -> Result<u32, DropReason> {
         _pad: [0; 3],
     };
     let now = now();
-    let mut pkt = Packet4 { h, l4, client: [0; 4], client_port: 0 };
+    let mut pkt = Packet4 {
+        h,
+        l4,
+        client: [0; 4],
+        client_port: 0,
+    };
     match SESSIONS4.get_ptr_mut(&key) {
         Some(v) => {
             check_ipv4(ctx, &h)?;
@@ -893,7 +961,11 @@ fn parse_ipv4_l4(ctx: &XdpContext, h: &Ipv4Hdr) -> Result<L4, DropReason> {
     }
     let ihl = h.ver_ihl & 0x0f;
     if ihl != 5 {
-        return Err(if ihl < 5 { DropReason::Malformed } else { DropReason::Ipv4Options });
+        return Err(if ihl < 5 {
+            DropReason::Malformed
+        } else {
+            DropReason::Ipv4Options
+        });
     }
     // MF set or a non-zero offset.
     if u16::from_be(h.frag) & 0x3fff != 0 {
@@ -931,7 +1003,12 @@ fn create_inbound(
     now: u64,
 ) -> Result<Option<([u32; 4], u16)>, DropReason> {
     let cfg = config();
-    let bk = BindingKey4 { pool: key.pool, pool_port_be: key.pool_port_be, proto: key.proto, _pad: 0 };
+    let bk = BindingKey4 {
+        pool: key.pool,
+        pool_port_be: key.pool_port_be,
+        proto: key.proto,
+        _pad: 0,
+    };
     // SAFETY: read-only lookup, copied out at once.
     let b = match unsafe { BINDINGS4.get(&bk) } {
         Some(b) => *b,
@@ -957,7 +1034,9 @@ fn create_inbound(
         _pad: [0; 5],
         last_seen: now,
     };
-    SESSIONS4.insert(key, &v4, 0).map_err(|_| DropReason::TableFull)?;
+    SESSIONS4
+        .insert(key, &v4, 0)
+        .map_err(|_| DropReason::TableFull)?;
     let k6 = SessionKey6 {
         client: b.client,
         remote: key.remote,
@@ -1019,7 +1098,11 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
         cfg.prefix_len,
         rfc6052::from_raw4(h.src),
     ));
-    let nh = if p.l4.proto == IPPROTO_ICMP { IPPROTO_ICMPV6 } else { p.l4.proto };
+    let nh = if p.l4.proto == IPPROTO_ICMP {
+        IPPROTO_ICMPV6
+    } else {
+        p.l4.proto
+    };
 
     // SAFETY: plain-old-data struct, all zeroes is valid.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
@@ -1035,7 +1118,11 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
     fib.__bindgen_anon_4.ipv6_dst = p.client;
     fib.ifindex = ctx.ingress_ifindex() as u32;
     let verdict = route(ctx, &mut fib)?;
-    let hop = if verdict == xdp_action::XDP_PASS { h.ttl } else { h.ttl - 1 };
+    let hop = if verdict == xdp_action::XDP_PASS {
+        h.ttl
+    } else {
+        h.ttl - 1
+    };
 
     rewrite_l4_4to6(ctx, p, &src6)?;
 
@@ -1081,8 +1168,7 @@ fn rewrite_l4_4to6(ctx: &XdpContext, p: &Packet4, src6: &[u32; 4]) -> Result<(),
             IPPROTO_TCP => {
                 let t: *mut TcpTail = ptr_at(ctx, l4off + 12)?;
                 (*lh).b = p.client_port;
-                (*t).csum =
-                    checksum::update((*t).csum, v4_pseudo + old_port, v6_pseudo + new_port);
+                (*t).csum = checksum::update((*t).csum, v4_pseudo + old_port, v6_pseudo + new_port);
             }
             IPPROTO_UDP => {
                 (*lh).b = p.client_port;
@@ -1166,7 +1252,11 @@ fn hairpin_rewrite(
     fib.__bindgen_anon_4.ipv6_dst = *client;
     fib.ifindex = ctx.ingress_ifindex() as u32;
     let verdict = route(ctx, &mut fib)?;
-    let hop = if verdict == xdp_action::XDP_PASS { pkt.hop } else { pkt.hop - 1 };
+    let hop = if verdict == xdp_action::XDP_PASS {
+        pkt.hop
+    } else {
+        pkt.hop - 1
+    };
 
     let removed = sum_raw6(&pkt.key.client)
         + sum_raw6(&pkt.dst)

@@ -471,7 +471,10 @@ impl Config {
 
         let icmp_source6 = match &raw.nat64.icmp_source6 {
             Some(a) => Some(a.parse::<Ipv6Addr>().map_err(|_| {
-                err("nat64.icmp_source6", format!("{a:?} is not an IPv6 address"))
+                err(
+                    "nat64.icmp_source6",
+                    format!("{a:?} is not an IPv6 address"),
+                )
             })?),
             None => None,
         };
