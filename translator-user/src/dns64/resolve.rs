@@ -152,8 +152,13 @@ pub(crate) struct Engine {
     pub(crate) cfg: ValidDns64,
     pub(crate) cache: Cache,
     pub(crate) stats: Arc<Dns64Stats>,
+    /// Resolutions in progress (each may hold an upstream socket): bounded.
+    pub(crate) inflight: Arc<tokio::sync::Semaphore>,
     upstreams: Upstreams,
 }
+
+/// Most resolutions waiting for upstreams at once; UDP queries beyond it are dropped.
+const MAX_INFLIGHT: usize = 512;
 
 impl Engine {
     pub(crate) fn new(cfg: ValidDns64, stats: Arc<Dns64Stats>) -> Self {
@@ -167,6 +172,7 @@ impl Engine {
             cache: Cache::new(cfg.cache_size),
             cfg,
             stats,
+            inflight: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT)),
             upstreams,
         }
     }

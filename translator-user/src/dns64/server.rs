@@ -22,7 +22,7 @@ use super::wire::{
 };
 
 /// Most TCP client connections served at once.
-const MAX_TCP_CONNECTIONS: usize = 512;
+const MAX_TCP_CONNECTIONS: usize = 256;
 /// How often an idle UDP thread checks whether it should stop.
 const UDP_POLL: Duration = Duration::from_millis(250);
 
@@ -450,11 +450,17 @@ fn udp_worker(
                 Step::Reply => b.replies.push(i),
                 Step::Drop => {}
                 Step::Resolve(q) => {
+                    // Bounded: each resolution holds an upstream socket for up to the timeout.
+                    let Ok(permit) = engine.inflight.clone().try_acquire_owned() else {
+                        Dns64Stats::bump(&engine.stats.overloaded);
+                        continue;
+                    };
                     let query = query.to_vec();
                     let (sock, engine) = (sock.clone(), engine.clone());
                     rt.spawn(async move {
                         let mut out = Vec::new();
                         engine.slow(&query, &q, true, &mut out).await;
+                        drop(permit);
                         if let Err(e) = sock.send_to(&out, peer) {
                             log::debug!("dns64: UDP send to {peer}: {e}");
                         }
@@ -514,7 +520,13 @@ async fn tcp_conn(mut s: TcpStream, peer: SocketAddr, engine: &Engine) -> std::i
         match engine.fast(&query, peer.ip(), false, &mut out) {
             Step::Reply => {}
             Step::Drop => continue,
-            Step::Resolve(q) => engine.slow(&query, &q, false, &mut out).await,
+            Step::Resolve(q) => {
+                let Ok(permit) = engine.inflight.clone().acquire_owned().await else {
+                    return Ok(());
+                };
+                engine.slow(&query, &q, false, &mut out).await;
+                drop(permit);
+            }
         }
         let Ok(n) = u16::try_from(out.len()) else {
             continue;

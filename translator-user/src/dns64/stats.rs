@@ -38,6 +38,8 @@ pub struct Dns64Stats {
     pub truncated: AtomicU64,
     /// Answers with SERVFAIL because no upstream gave a usable answer.
     pub servfail: AtomicU64,
+    /// UDP queries dropped because too many resolutions were already waiting for upstreams.
+    pub overloaded: AtomicU64,
 }
 
 impl Dns64Stats {
@@ -53,7 +55,7 @@ impl Dns64Stats {
 
     /// All counters by kebab-case name.
     pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        let all: [(&'static str, &AtomicU64); 16] = [
+        let all: [(&'static str, &AtomicU64); 17] = [
             ("queries", &self.queries),
             ("tcp-queries", &self.tcp_queries),
             ("synthesized", &self.synthesized),
@@ -70,6 +72,7 @@ impl Dns64Stats {
             ("dropped", &self.dropped),
             ("truncated", &self.truncated),
             ("servfail", &self.servfail),
+            ("overloaded", &self.overloaded),
         ];
         all.into_iter()
             .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
