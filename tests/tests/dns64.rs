@@ -1395,6 +1395,28 @@ fn aaaa_errors_and_timeouts() {
             );
         }
     }
+    // An upstream without EDNS(0) (FORMERR when it sees an OPT record): asked again without.
+    let up = Scripted::start(Box::new(|q| {
+        if q.edns.is_some() {
+            return vec![reply(q, ResponseCode::FormErr, vec![], vec![])];
+        }
+        let answers = match qtype(q) {
+            RecordType::A => vec![Record::from_rdata(
+                qname(q),
+                700,
+                RData::A(A::new(192, 0, 2, 77)),
+            )],
+            _ => vec![],
+        };
+        vec![reply(q, ResponseCode::NoError, answers, vec![])]
+    }));
+    let srv = Server::start(&[up.addr], PREFIX, "");
+    let m = ask(srv.addr, "host.example.", RecordType::AAAA);
+    assert_eq!(
+        records(&m),
+        ["AAAA 2001:db8:64::c000:24d"],
+        "no-EDNS upstream\n{m}"
+    );
     // The A query fails too: its answer (SERVFAIL) is returned.
     let up = Scripted::start(Box::new(|q| {
         vec![reply(q, ResponseCode::ServFail, vec![], vec![])]

@@ -13,7 +13,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
 use super::stats::Dns64Stats;
-use super::wire::{self, RCODE_REFUSED, RCODE_SERVFAIL};
+use super::wire::{self, RCODE_FORMERR, RCODE_REFUSED, RCODE_SERVFAIL};
 
 /// Why no upstream gave an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,9 +89,15 @@ impl Upstreams {
                 qclass,
                 cd,
                 dnssec_ok,
-                self.payload,
+                Some(self.payload),
             );
-            match self.exchange(addr, &q).await {
+            let mut r = self.exchange(addr, &q).await;
+            if r.as_ref().is_ok_and(|b| wire::rcode(b) == RCODE_FORMERR) {
+                // An upstream without EDNS(0): ask again without the OPT record.
+                let q = wire::upstream_query(random_id(), name, qtype, qclass, cd, false, None);
+                r = self.exchange(addr, &q).await;
+            }
+            match r {
                 Ok(r) => match wire::rcode(&r) {
                     RCODE_SERVFAIL => last = Ok(r),
                     RCODE_REFUSED => {

@@ -457,7 +457,7 @@ pub(crate) fn push_opt(out: &mut Vec<u8>, payload: u16, ext_rcode: u8, dnssec_ok
 }
 
 /// Writes an upstream query for the client's question (`name` in wire form as the client
-/// sent it) with RD set, CD and DO as given, EDNS payload `payload`.
+/// sent it) with RD set, CD and DO as given, EDNS payload `payload` (no OPT when `None`).
 pub(crate) fn upstream_query(
     id: u16,
     name: &[u8],
@@ -465,7 +465,7 @@ pub(crate) fn upstream_query(
     qclass: u16,
     cd: bool,
     dnssec_ok: bool,
-    payload: u16,
+    payload: Option<u16>,
 ) -> Vec<u8> {
     let mut v = Vec::with_capacity(12 + name.len() + 4 + 11);
     v.extend_from_slice(&id.to_be_bytes());
@@ -475,7 +475,9 @@ pub(crate) fn upstream_query(
     v.extend_from_slice(name);
     v.extend_from_slice(&qtype.to_be_bytes());
     v.extend_from_slice(&qclass.to_be_bytes());
-    push_opt(&mut v, payload, 0, dnssec_ok);
+    if let Some(p) = payload {
+        push_opt(&mut v, p, 0, dnssec_ok);
+    }
     v
 }
 
