@@ -37,8 +37,9 @@ use translator_common::{
 
 use crate::config::{AttachMode, Config, Filtering, Protocol, StaticMapping};
 
-/// The eBPF object, built by build.rs with aya-build.
-static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/translator"));
+/// The eBPF object, built by build.rs with aya-build. Besides the translator it holds the
+/// benchmark baselines `baseline_tx` and `baseline_forward` (never attached by the controller).
+pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/translator"));
 /// Name of the XDP function in the object.
 pub const PROGRAM_NAME: &str = "translator";
 
