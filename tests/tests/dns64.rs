@@ -970,6 +970,37 @@ fn transport_edns_and_truncation() {
         e.option(EdnsCode::Cookie).is_none(),
         "client options are not echoed"
     );
+    // Upstream side: a client query with DO and a cookie; ours upstream carries EDNS with DO
+    // and no cookie (BIND logs "K" for a cookie, "D" for DO, "E(0)" for EDNS version 0).
+    let mut cq = Message::from_vec(&query(
+        "public.dns64.test.",
+        RecordType::TXT,
+        Some((4096, true)),
+        false,
+        6,
+    ))
+    .expect("q");
+    if let Some(e) = cq.edns.as_mut() {
+        e.options_mut().insert(EdnsOption::Unknown(
+            u16::from(EdnsCode::Cookie),
+            vec![8, 7, 6, 5, 4, 3, 2, 1],
+        ));
+    }
+    udp(srv.addr, &cq.to_vec().expect("encode"));
+    let log = bind.query_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("public.dns64.test IN TXT"))
+        .unwrap_or_else(|| panic!("query went upstream:\n{log}"));
+    let flags = line
+        .split_whitespace()
+        .find(|w| w.contains("E("))
+        .unwrap_or("");
+    assert!(
+        flags.contains("E(0)") && flags.contains('D'),
+        "EDNS and DO upstream: {line}"
+    );
+    assert!(!flags.contains('K'), "client cookie not forwarded: {line}");
     // A small answer fits without EDNS.
     let m = udp(
         srv.addr,
