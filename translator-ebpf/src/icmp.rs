@@ -36,9 +36,11 @@ use crate::{
     },
 };
 
-/// Per-CPU: time of the last ICMP error sent (rate limit).
+/// Per-CPU token bucket of the ICMP error rate limit: [time of the last refill, tokens].
 #[map]
-static ICMP_RATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static ICMP_RATE: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+/// Errors that may go out back to back (bucket size).
+const ICMP_BURST: u64 = 32;
 /// Per-CPU: the MTU the last failed route lookup reported (for Packet Too Big).
 #[map]
 static LAST_MTU: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
@@ -513,24 +515,36 @@ fn trim_to(ctx: &XdpContext, len: usize) -> Result<(), DropReason> {
     Ok(())
 }
 
-/// Rate limit: at most one error per `icmp_interval_ns` per CPU.
+/// Rate limit: a token bucket per CPU, one token per `icmp_interval_ns`, at most
+/// [`ICMP_BURST`] saved up.
 #[inline(always)]
 fn may_send() -> bool {
     let interval = config().icmp_interval_ns;
     if interval == 0 {
         return false;
     }
-    let Some(last) = ICMP_RATE.get_ptr_mut(0) else {
+    let Some(b) = ICMP_RATE.get_ptr_mut(0) else {
         return false;
     };
     let t = now();
     // SAFETY: per-CPU slot.
     unsafe {
-        if *last != 0 && t.wrapping_sub(*last) < interval {
+        let [last, tokens] = *b;
+        let add = t.wrapping_sub(last) / interval;
+        let mut tokens = tokens;
+        if add > 0 {
+            tokens = if tokens + add > ICMP_BURST {
+                ICMP_BURST
+            } else {
+                tokens + add
+            };
+            (*b)[0] = if last == 0 { t } else { last + add * interval };
+        }
+        if tokens == 0 {
             event(Event::IcmpErrorRateLimited);
             return false;
         }
-        *last = t;
+        (*b)[1] = tokens - 1;
     }
     true
 }
