@@ -197,7 +197,9 @@ impl Engine {
                 if let Some(a) = self.local_ipv4only_ptr(q) {
                     return a;
                 }
-                if let Some(addr) = ip6_arpa_addr(q.lower)
+                // DO+CD: the client validates; nothing is synthesized (RFC 6147 5.5).
+                if !(q.dnssec_ok && q.cd)
+                    && let Some(addr) = ip6_arpa_addr(q.lower)
                     && let Some(a) = self.ptr6(q, addr).await
                 {
                     return a;
