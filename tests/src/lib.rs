@@ -10,8 +10,10 @@
 //! fresh machine before bpf-linker exists.
 
 pub mod cmd;
+pub mod fixture;
 pub mod gateway;
 pub mod netns;
+pub mod packets;
 pub mod servers;
 pub mod topology;
 

@@ -10,7 +10,7 @@
 //! The program runs in a namespace made for the test with two veth pairs, fixed MAC addresses
 //! and permanent neighbour entries, so the route lookups the program does give known answers.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result, bail};
 use translator::{
@@ -18,183 +18,12 @@ use translator::{
     dataplane::{self, Instance, Maps},
     testrun,
 };
-use translator_tests::{NetNs, require_root};
-
-// ------------------------------------------------------------------------------------------------
-// An independent packet builder (RFC 791, 8200, 768, 793, 792, 4443).
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
-
-const MAC_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const MAC_GW6: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const MAC_GW4: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
-const MAC_SERVER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x04];
-const MAC_SERVER2: [u8; 6] = [0x02, 0, 0, 0, 0, 0x05];
-const MAC_STATIC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x06];
-
-/// RFC 1071 checksum of `data`, computed from scratch.
-fn csum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn pseudo(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Vec<u8> {
-    let mut p = Vec::new();
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            p.extend(s.octets());
-            p.extend(d.octets());
-            p.extend([0, proto]);
-            p.extend((len as u16).to_be_bytes());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            p.extend(s.octets());
-            p.extend(d.octets());
-            p.extend((len as u32).to_be_bytes());
-            p.extend([0, 0, 0, proto]);
-        }
-        _ => panic!("mixed address families in a pseudo-header"),
-    }
-    p
-}
-
-fn with_checksum(mut seg: Vec<u8>, at: usize, sum_over: &[u8]) -> Vec<u8> {
-    let mut all = sum_over.to_vec();
-    all.extend(&seg);
-    let c = csum(&all);
-    seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    seg
-}
-
-fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
-    let len = 8 + data.len();
-    let mut seg = Vec::new();
-    seg.extend(sport.to_be_bytes());
-    seg.extend(dport.to_be_bytes());
-    seg.extend((len as u16).to_be_bytes());
-    seg.extend([0, 0]);
-    seg.extend(data);
-    let mut seg = with_checksum(seg, 6, &pseudo(src, dst, 17, len));
-    if seg[6..8] == [0, 0] {
-        seg[6..8].copy_from_slice(&[0xff, 0xff]);
-    }
-    seg
-}
-
-/// UDP over IPv4 without a checksum (legal in IPv4 only).
-fn udp_nocsum(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
-    let mut seg = Vec::new();
-    seg.extend(sport.to_be_bytes());
-    seg.extend(dport.to_be_bytes());
-    seg.extend(((8 + data.len()) as u16).to_be_bytes());
-    seg.extend([0, 0]);
-    seg.extend(data);
-    seg
-}
-
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-
-#[allow(clippy::too_many_arguments)]
-fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
-    let mut seg = Vec::new();
-    seg.extend(sport.to_be_bytes());
-    seg.extend(dport.to_be_bytes());
-    seg.extend(seq.to_be_bytes());
-    seg.extend(ack.to_be_bytes());
-    seg.extend([0x50, flags]);
-    seg.extend(64240u16.to_be_bytes());
-    seg.extend([0, 0, 0, 0]);
-    let len = seg.len();
-    with_checksum(seg, 16, &pseudo(src, dst, 6, len))
-}
-
-fn icmp4_echo(ty: u8, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
-    let mut m = vec![ty, 0, 0, 0];
-    m.extend(id.to_be_bytes());
-    m.extend(seq.to_be_bytes());
-    m.extend(data);
-    with_checksum(m, 2, &[])
-}
-
-fn icmp6_echo(src: Ipv6Addr, dst: Ipv6Addr, ty: u8, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
-    let mut m = vec![ty, 0, 0, 0];
-    m.extend(id.to_be_bytes());
-    m.extend(seq.to_be_bytes());
-    m.extend(data);
-    let len = m.len();
-    with_checksum(m, 2, &pseudo(src.into(), dst.into(), 58, len))
-}
-
-fn icmp4_err(ty: u8, code: u8, rest: u32, inner: &[u8]) -> Vec<u8> {
-    let mut m = vec![ty, code, 0, 0];
-    m.extend(rest.to_be_bytes());
-    m.extend(inner);
-    with_checksum(m, 2, &[])
-}
-
-fn icmp6_err(src: Ipv6Addr, dst: Ipv6Addr, ty: u8, code: u8, rest: u32, inner: &[u8]) -> Vec<u8> {
-    let mut m = vec![ty, code, 0, 0];
-    m.extend(rest.to_be_bytes());
-    m.extend(inner);
-    let len = m.len();
-    with_checksum(m, 2, &pseudo(src.into(), dst.into(), 58, len))
-}
-
-fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, nh: u8, hlim: u8, tclass: u8, payload: &[u8]) -> Vec<u8> {
-    let mut p = Vec::new();
-    let vtc: u32 = (6 << 28) | (u32::from(tclass) << 20);
-    p.extend(vtc.to_be_bytes());
-    p.extend((payload.len() as u16).to_be_bytes());
-    p.extend([nh, hlim]);
-    p.extend(src.octets());
-    p.extend(dst.octets());
-    p.extend(payload);
-    p
-}
-
-#[allow(clippy::too_many_arguments)]
-fn ipv4(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: u8,
-    ttl: u8,
-    tos: u8,
-    id: u16,
-    df: bool,
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut h = vec![0x45, tos];
-    h.extend(((20 + payload.len()) as u16).to_be_bytes());
-    h.extend(id.to_be_bytes());
-    h.extend(if df { [0x40, 0] } else { [0, 0] });
-    h.extend([ttl, proto, 0, 0]);
-    h.extend(src.octets());
-    h.extend(dst.octets());
-    let c = csum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend(payload);
-    h
-}
-
-fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend(dst);
-    f.extend(src);
-    f.extend(ethertype.to_be_bytes());
-    f.extend(payload);
-    f
-}
+use translator_tests::{
+    NetNs,
+    fixture::{MAC_CLIENT, MAC_GW4, MAC_GW6, MAC_SERVER, MAC_SERVER2, MAC_STATIC, fixture_net},
+    packets::*,
+    require_root,
+};
 
 // ------------------------------------------------------------------------------------------------
 // Addresses of the fixture network.
@@ -225,61 +54,6 @@ ipv6_port = 80
 ipv4 = "192.0.2.1"
 ipv4_port = 8080
 "#;
-
-/// The fixture namespace: v6a (gateway, IPv6 side) <-> v6b, v4a (gateway, IPv4 side) <-> v4b.
-fn fixture_net() -> Result<NetNs> {
-    let ns = NetNs::new("fx")?;
-    ns.ip(&[
-        "link",
-        "add",
-        "v6a",
-        "address",
-        "02:00:00:00:00:01",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "v6b",
-    ])?;
-    ns.ip(&[
-        "link",
-        "add",
-        "v4a",
-        "address",
-        "02:00:00:00:00:03",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "v4b",
-    ])?;
-    for dev in ["v6a", "v6b", "v4a", "v4b"] {
-        ns.ip(&["link", "set", dev, "up"])?;
-    }
-    ns.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "v6a", "nodad"])?;
-    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "v4a"])?;
-    for (addr, mac, dev) in [
-        ("2001:db8:1::2", "02:00:00:00:00:02", "v6a"),
-        ("2001:db8:1::10", "02:00:00:00:00:06", "v6a"),
-        ("192.0.2.2", "02:00:00:00:00:04", "v4a"),
-        ("192.0.2.3", "02:00:00:00:00:05", "v4a"),
-    ] {
-        ns.ip(&[
-            "neigh",
-            "replace",
-            addr,
-            "lladdr",
-            mac,
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ])?;
-    }
-    ns.sysctl("net.ipv4.ip_forward", "1")?;
-    ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
-    Ok(ns)
-}
 
 /// Which interface a frame arrives on.
 #[derive(Clone, Copy, Debug)]
