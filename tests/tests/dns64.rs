@@ -1056,6 +1056,15 @@ fn upstream_failover() {
         &[300],
     );
     check(srv.addr, &c);
+    // The dead upstreams are now tried last: the next query does not wait for them.
+    let t = Instant::now();
+    let m = ask(srv.addr, "public.dns64.test.", RecordType::A);
+    assert_eq!(records(&m), ["A 1.2.3.4"], "{m}");
+    assert!(
+        t.elapsed() < Duration::from_millis(400),
+        "held-down upstreams skipped: {:?}",
+        t.elapsed()
+    );
     assert!(
         srv.counter("upstream-timeouts") >= 1,
         "{:?}",

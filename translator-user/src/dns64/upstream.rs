@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,9 +47,15 @@ fn random_id() -> u16 {
     })
 }
 
+/// How long an upstream that timed out or failed is tried only after the others.
+const HOLD_DOWN: Duration = Duration::from_secs(30);
+
 /// The upstream resolvers.
 pub(crate) struct Upstreams {
     addrs: Vec<SocketAddr>,
+    /// Per upstream: until when (ms since `epoch`) it is tried last; 0 when healthy.
+    down_until: Vec<AtomicU64>,
+    epoch: Instant,
     timeout: Duration,
     payload: u16,
     stats: Arc<Dns64Stats>,
@@ -62,11 +69,36 @@ impl Upstreams {
         stats: Arc<Dns64Stats>,
     ) -> Self {
         Self {
+            down_until: addrs.iter().map(|_| AtomicU64::new(0)).collect(),
             addrs,
+            epoch: Instant::now(),
             timeout,
             payload,
             stats,
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Upstream indexes in the order to try: healthy ones in configured order, then the ones
+    /// held down (so a dead first upstream does not cost every query a timeout).
+    fn order(&self) -> Vec<usize> {
+        let now = self.now_ms();
+        let down = |i: &usize| self.down_until[*i].load(Ordering::Relaxed) > now;
+        let (mut up, held): (Vec<usize>, Vec<usize>) = (0..self.addrs.len()).partition(|i| !down(i));
+        up.extend(held);
+        up
+    }
+
+    fn mark(&self, i: usize, healthy: bool) {
+        let v = if healthy {
+            0
+        } else {
+            self.now_ms().saturating_add(u64::try_from(HOLD_DOWN.as_millis()).unwrap_or(u64::MAX))
+        };
+        self.down_until[i].store(v, Ordering::Relaxed);
     }
 
     /// Asks the upstreams in order for `name` (wire form) and returns the first usable
@@ -81,7 +113,8 @@ impl Upstreams {
         dnssec_ok: bool,
     ) -> Result<Vec<u8>, UpstreamError> {
         let mut last = Err(UpstreamError::Failed("no upstream configured".to_owned()));
-        for &addr in &self.addrs {
+        for i in self.order() {
+            let addr = self.addrs[i];
             let q = wire::upstream_query(
                 random_id(),
                 name,
@@ -102,11 +135,16 @@ impl Upstreams {
                     RCODE_SERVFAIL => last = Ok(r),
                     RCODE_REFUSED => {
                         Dns64Stats::bump(&self.stats.upstream_errors);
+                        self.mark(i, false);
                         last = Err(UpstreamError::Failed(format!("{addr} refused the query")));
                     }
-                    _ => return Ok(r),
+                    _ => {
+                        self.mark(i, true);
+                        return Ok(r);
+                    }
                 },
                 Err(e) => {
+                    self.mark(i, false);
                     match e {
                         UpstreamError::Timeout => Dns64Stats::bump(&self.stats.upstream_timeouts),
                         UpstreamError::Failed(_) => Dns64Stats::bump(&self.stats.upstream_errors),
