@@ -1466,3 +1466,52 @@ fn aaaa_errors_and_timeouts() {
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m}");
     assert!(m.answers.is_empty());
 }
+
+/// Identical questions that arrive while one is being resolved share its upstream queries.
+#[test]
+fn concurrent_identical_questions_share_upstream_queries() {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    let up = Scripted::start(Box::new(move |q| {
+        count.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(150));
+        let answers = match qtype(q) {
+            RecordType::A => vec![Record::from_rdata(
+                qname(q),
+                700,
+                RData::A(A::new(192, 0, 2, 77)),
+            )],
+            _ => vec![],
+        };
+        vec![reply(
+            q,
+            ResponseCode::NoError,
+            answers,
+            vec![soa(300, 300)],
+        )]
+    }));
+    let srv = Server::start(&[up.addr], PREFIX, "");
+    let q = query("same.example.", RecordType::AAAA, None, false, 77);
+    let socks: Vec<UdpSocket> = (0..10)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            s.send_to(&q, srv.addr).expect("send");
+            s
+        })
+        .collect();
+    for s in &socks {
+        let mut buf = [0u8; 512];
+        let (n, _) = s.recv_from(&mut buf).expect("answer");
+        let m = Message::from_vec(&buf[..n]).expect("decodes");
+        assert_eq!(records(&m), ["AAAA 2001:db8:64::c000:24d"], "{m}");
+    }
+    // One AAAA and one A query upstream, for ten clients.
+    assert_eq!(
+        seen.load(Ordering::Relaxed),
+        2,
+        "{:?}",
+        srv.stats.snapshot()
+    );
+}

@@ -154,8 +154,41 @@ pub(crate) struct Engine {
     pub(crate) stats: Arc<Dns64Stats>,
     /// Resolutions in progress (each may hold an upstream socket): bounded.
     pub(crate) inflight: Arc<tokio::sync::Semaphore>,
+    /// Questions being resolved, with the askers waiting for the same answer.
+    pending: std::sync::Mutex<std::collections::HashMap<Box<[u8]>, Vec<Waiter>>>,
     upstreams: Upstreams,
 }
+
+/// Removes a pending-resolution entry, also when the resolving future is dropped (its
+/// waiters then see their channel closed and resolve on their own).
+struct Pending<'a> {
+    engine: &'a Engine,
+    key: &'a [u8],
+}
+
+impl Pending<'_> {
+    fn finish(self) -> Vec<Waiter> {
+        let w = self.take();
+        std::mem::forget(self);
+        w
+    }
+    fn take(&self) -> Vec<Waiter> {
+        let mut p = self
+            .engine
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        p.remove(self.key).unwrap_or_default()
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
+}
+
+type Waiter = tokio::sync::oneshot::Sender<Arc<Answer>>;
 
 /// Most resolutions waiting for upstreams at once; UDP queries beyond it are dropped.
 const MAX_INFLIGHT: usize = 512;
@@ -173,15 +206,45 @@ impl Engine {
             cfg,
             stats,
             inflight: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT)),
+            pending: std::sync::Mutex::new(std::collections::HashMap::new()),
             upstreams,
         }
     }
 
     /// Resolves a question that was not in the cache and caches the result.
+    /// Identical questions asked while one is being resolved wait for that one.
     pub(crate) async fn resolve(&self, query: &[u8], q: &QueryView) -> Arc<Answer> {
         let question = Question::of(query, q);
+        let waiter = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match p.get_mut(q.key()) {
+                Some(waiters) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    p.insert(q.key().into(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = waiter {
+            if let Ok(a) = rx.await {
+                return a;
+            }
+            // The first asker went away: resolve on our own.
+            return Arc::new(self.resolve_question(&question).await);
+        }
+        let guard = Pending {
+            engine: self,
+            key: q.key(),
+        };
         let a = Arc::new(self.resolve_question(&question).await);
         self.cache.insert(q.key(), a.clone(), Instant::now());
+        for w in guard.finish() {
+            let _ = w.send(a.clone());
+        }
         a
     }
 

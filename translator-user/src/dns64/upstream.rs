@@ -87,7 +87,8 @@ impl Upstreams {
     fn order(&self) -> Vec<usize> {
         let now = self.now_ms();
         let down = |i: &usize| self.down_until[*i].load(Ordering::Relaxed) > now;
-        let (mut up, held): (Vec<usize>, Vec<usize>) = (0..self.addrs.len()).partition(|i| !down(i));
+        let (mut up, held): (Vec<usize>, Vec<usize>) =
+            (0..self.addrs.len()).partition(|i| !down(i));
         up.extend(held);
         up
     }
@@ -96,7 +97,8 @@ impl Upstreams {
         let v = if healthy {
             0
         } else {
-            self.now_ms().saturating_add(u64::try_from(HOLD_DOWN.as_millis()).unwrap_or(u64::MAX))
+            self.now_ms()
+                .saturating_add(u64::try_from(HOLD_DOWN.as_millis()).unwrap_or(u64::MAX))
         };
         self.down_until[i].store(v, Ordering::Relaxed);
     }
