@@ -4,6 +4,21 @@
 //! rules, DNSSEC policy, PTR and ipv4only.arpa answered locally, UDP and TCP, EDNS hop by hop,
 //! client ACL, counters).
 //!
+//! Choices where the RFCs leave room:
+//! - Answers never carry AA; RA is always set; AD only on data passed through from an
+//!   upstream to a client that set DO or AD (never on synthesized or changed data).
+//! - DO+CD queries get the upstream data as it is (also excluded AAAA records: the client
+//!   validates), and no PTR synthesis.
+//! - SERVFAIL and REFUSED from an upstream make us try the next one; a failed or silent
+//!   upstream is tried last for 30 s. An upstream answering FORMERR is asked again without
+//!   EDNS. Upstream queries carry our own EDNS (DO copied from the client, no client options).
+//! - ipv4only.arpa answers have TTL 3600 and a local SOA for negative answers; the reverse
+//!   names of 192.0.0.170/171 (in-addr.arpa, and ip6.arpa inside a prefix) give
+//!   `PTR ipv4only.arpa.`
+//! - A PTR CNAME has the TTL of the PTR behind it (or the SOA negative TTL), at most 600 s.
+//! - Queries with more than one question, answer or authority records, or compression in
+//!   the question get FORMERR; messages shorter than a header and responses are dropped.
+//!
 //! Layout:
 //! - `config`: the TOML table, its defaults and validation.
 //! - `wire`: raw reads and writes on the hot path (query header/question/OPT, answer bytes
