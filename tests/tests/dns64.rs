@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -1514,4 +1514,121 @@ fn concurrent_identical_questions_share_upstream_queries() {
         "{:?}",
         srv.stats.snapshot()
     );
+}
+
+// ---------------------------------------------------------------- benchmark
+
+/// Runs dnsperf against a server; returns (queries per second, average latency in ms).
+fn dnsperf(server: SocketAddr, file: &Path, seconds: u32) -> (f64, f64) {
+    let out = Command::new("dnsperf")
+        .args([
+            "-s",
+            &server.ip().to_string(),
+            "-p",
+            &server.port().to_string(),
+        ])
+        .arg("-d")
+        .arg(file)
+        .args(["-l", &seconds.to_string(), "-c", "4", "-T", "1", "-n", "1"])
+        .output()
+        .expect("run dnsperf");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |key: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("dnsperf output has no {key:?}:\n{text}"))
+    };
+    (
+        field("Queries per second:"),
+        field("Average Latency (s):") * 1000.0,
+    )
+}
+
+/// Our server against Unbound (one thread, dns64 module, same prefix and upstream), cached
+/// and all-miss workloads. Not part of the normal run (it takes ~40 s and wants a quiet
+/// machine): `cargo test --release -p translator-tests --test dns64 -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; run on purpose with --ignored --nocapture"]
+fn bench_against_unbound() {
+    let dir = TempDir::new("bench");
+    let d = dir.0.display().to_string();
+    let mut zone = String::from(
+        "$TTL 3600\n@ IN SOA ns.bench.test. h.bench.test. 1 3600 600 86400 300\n@ NS ns\nns A 127.0.0.1\n",
+    );
+    for i in 0..10_000 {
+        let _ = writeln!(zone, "a{i} A 1.2.{}.{}", i / 256, i % 256);
+    }
+    std::fs::write(dir.path("bench.zone"), zone).expect("zone");
+    let port = free_port();
+    std::fs::write(
+        dir.path("named.conf"),
+        format!(
+            "options {{ directory \"{d}\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n\
+             pid-file \"{d}/named.pid\"; session-keyfile \"{d}/s.key\"; recursion no; minimal-responses yes; notify no; }};\n\
+             controls {{ }};\nzone \"bench.test\" {{ type primary; file \"{d}/bench.zone\"; }};\n"
+        ),
+    )
+    .expect("named.conf");
+    let _named = Proc(
+        Command::new(NAMED)
+            .args(["-f", "-4", "-n", "1", "-c"])
+            .arg(dir.path("named.conf"))
+            .spawn()
+            .expect("start named"),
+    );
+    let upstream: SocketAddr = ([127, 0, 0, 1], port).into();
+    let uport = free_port();
+    std::fs::write(
+        dir.path("unbound.conf"),
+        format!(
+            "server:\n  interface: 127.0.0.1@{uport}\n  num-threads: 1\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n\
+             \x20 directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n\
+             \x20 access-control: 127.0.0.0/8 allow\n  module-config: \"dns64 iterator\"\n  dns64-prefix: {PREFIX}/96\n\
+             \x20 do-not-query-localhost: no\n  local-zone: \"test.\" nodefault\n  domain-insecure: \"bench.test\"\n\
+             \x20 msg-cache-size: 64m\n  rrset-cache-size: 64m\nstub-zone:\n  name: \"bench.test\"\n  stub-addr: 127.0.0.1@{port}\n"
+        ),
+    )
+    .expect("unbound.conf");
+    let _unbound = Proc(
+        Command::new("unbound")
+            .args(["-d", "-c"])
+            .arg(dir.path("unbound.conf"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start unbound"),
+    );
+    let ours = Server::start(&[upstream], PREFIX, "");
+    let unbound: SocketAddr = ([127, 0, 0, 1], uport).into();
+    std::thread::sleep(Duration::from_secs(1));
+    let names = |prefix: &str, n: usize| -> PathBuf {
+        let p = dir.path(&format!("{prefix}.txt"));
+        let text: String = (0..n)
+            .map(|i| format!("{prefix}{i}.bench.test AAAA\n"))
+            .collect();
+        std::fs::write(&p, text).expect("query file");
+        p
+    };
+    let cached = names("a", 10_000);
+    for server in [ours.addr, unbound] {
+        let m = ask(server, "a7.bench.test.", RecordType::AAAA);
+        assert_eq!(records(&m), ["AAAA 2001:db8:64::102:7"], "{server}\n{m}");
+        dnsperf(server, &cached, 3); // warm the cache
+    }
+    let mut report = String::from("workload  server   qps        avg latency ms\n");
+    for (workload, ours_file, their_file) in [
+        ("cached", cached.clone(), cached.clone()),
+        ("all-miss", names("m", 400_000), names("u", 400_000)),
+    ] {
+        let (q1, l1) = dnsperf(ours.addr, &ours_file, 10);
+        let (q2, l2) = dnsperf(unbound, &their_file, 10);
+        let _ = writeln!(report, "{workload:9} ours     {q1:10.0} {l1:.3}");
+        let _ = writeln!(
+            report,
+            "{workload:9} unbound  {q2:10.0} {l2:.3}   ratio ours/unbound {:.2}",
+            q1 / q2
+        );
+    }
+    println!("{report}");
 }
