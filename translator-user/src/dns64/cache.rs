@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use super::wire::Answer;
 
 const SHARDS: usize = 16;
+/// Larger answers are not cached, so memory stays below `capacity` x 4 KiB (plus overhead).
+const MAX_ENTRY_BYTES: usize = 4096;
 
 struct Entry {
     answer: Arc<Answer>,
@@ -78,7 +80,7 @@ impl Cache {
 
     pub(crate) fn insert(&self, key: &[u8], answer: Arc<Answer>, now: Instant) {
         let Some(ttl) = answer.cache_ttl else { return };
-        if self.per_shard == 0 || ttl == 0 {
+        if self.per_shard == 0 || ttl == 0 || answer.wire.len() > MAX_ENTRY_BYTES {
             return;
         }
         let mut s = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());

@@ -49,7 +49,8 @@ pub struct Dns64Config {
     /// Idle time after which a client TCP connection is closed, in ms. Default: 10000.
     #[serde(default = "default_tcp_idle_timeout_ms")]
     pub tcp_idle_timeout_ms: u64,
-    /// Most answers kept in the cache (entries); 0 disables the cache. Default: 65536.
+    /// Most answers kept in the cache (entries, each at most 4 KiB; larger answers are not
+    /// cached); 0 disables the cache. Default: 65536.
     #[serde(default = "default_cache_size")]
     pub cache_size: usize,
     /// Longest time an answer stays cached, in seconds. Default: 86400.
