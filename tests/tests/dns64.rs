@@ -1632,3 +1632,39 @@ fn bench_against_unbound() {
     }
     println!("{report}");
 }
+
+/// IPv6 transport on the client side: listen on [::1], ACL by IPv6 network, UDP and TCP.
+#[test]
+fn ipv6_clients() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: ipv6_clients skipped");
+        return;
+    }
+    let bind = Bind::start();
+    let mut c = config(&[bind.addr], "");
+    c.listen = vec!["[::1]:0".to_owned()];
+    c.allowed_clients = Some(vec!["::1/128".to_owned()]);
+    let stats = Arc::new(Dns64Stats::default());
+    let t = Dns64Thread::start(validate(&c, PREFIX), stats.clone()).expect("start on [::1]");
+    let addr = t.local_addrs()[0];
+    assert!(addr.is_ipv6(), "{addr}");
+    let q = query("a-only.dns64.test.", RecordType::AAAA, None, false, 3);
+    let s = UdpSocket::bind("[::1]:0").expect("bind client");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.send_to(&q, addr).expect("send");
+    let mut buf = [0u8; 512];
+    let (n, from) = s.recv_from(&mut buf).expect("answer over IPv6");
+    assert_eq!(from, addr);
+    let m = Message::from_vec(&buf[..n]).expect("decodes");
+    assert_eq!(records(&m), ["AAAA 2001:db8:64::c000:20a"], "{m}");
+    let m = tcp(addr, &q);
+    assert_eq!(records(&m), ["AAAA 2001:db8:64::c000:20a"], "{m}");
+    // 127.0.0.1 is not in the list: refused (on a separate IPv4 server).
+    let mut c4 = config(&[bind.addr], "");
+    c4.allowed_clients = Some(vec!["::1/128".to_owned()]);
+    let t4 =
+        Dns64Thread::start(validate(&c4, PREFIX), Arc::new(Dns64Stats::default())).expect("start");
+    let m = udp(t4.local_addrs()[0], &q);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{m}");
+}
