@@ -581,4 +581,76 @@ mod tests {
             Some(QueryError::Rcode(RCODE_FORMERR))
         );
     }
+
+    /// An answer with `n` A records of TTL 300 for the question of `query(b"\x01a\x00", A)`.
+    fn answer(n: usize) -> Answer {
+        let mut v = vec![0, 0, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
+        v.extend_from_slice(b"\x01a\x00\x00\x01\x00\x01");
+        for i in 0..n {
+            v.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 192, 0, 2, i as u8]);
+        }
+        let an = u16::try_from(n).expect("count");
+        put_u16(&mut v, 6, an);
+        push_opt(&mut v, 1232, 0, false);
+        let a = Answer::from_wire(&v, AnswerKind::Plain, 86_400).expect("walks");
+        assert_eq!(a.cache_ttl, Some(300));
+        assert_eq!(a.ttl_offsets.len(), n);
+        a
+    }
+
+    #[test]
+    fn renders_for_each_client() {
+        let a = answer(3);
+        let mut q = query(b"\x01A\x00", TYPE_A, false);
+        q[3] |= 0x10; // CD
+        let v = parse_query(&q).expect("query");
+        let mut out = Vec::new();
+        assert!(!a.render(&v, &q, 7, 512, 1232, &mut out));
+        assert_eq!(&out[..2], &[0x12, 0x34], "client ID");
+        assert_eq!(out[12..15], *b"\x01A\x00", "client letter case");
+        assert_eq!(u16_at(&out, 2), Some(QR | RD | RA | CD), "flags");
+        assert_eq!(
+            u16_at(&out, 10),
+            Some(0),
+            "OPT dropped for a client without EDNS"
+        );
+        for &off in a.ttl_offsets.iter() {
+            assert_eq!(u32_at(&out, off as usize), Some(293), "aged TTL");
+        }
+        // With EDNS: our OPT appended.
+        let qe = query(b"\x01a\x00", TYPE_A, true);
+        let ve = parse_query(&qe).expect("query");
+        a.render(&ve, &qe, 0, 1232, 1232, &mut out);
+        assert_eq!(u16_at(&out, 10), Some(1));
+        assert_eq!(u16_at(&out, out.len() - 8), Some(1232), "our payload size");
+        // Too big for 512 bytes: header and question, TC set.
+        let big = answer(40);
+        assert!(big.render(&v, &q, 0, 512, 1232, &mut out));
+        assert_eq!(out.len(), 12 + 7);
+        assert!(u16_at(&out, 2).is_some_and(|f| f & TC != 0));
+        assert_eq!(&out[4..12], &[0, 1, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn negative_answers_cache_for_the_soa_minimum() {
+        let mut v = vec![0, 0, 0x81, 0x83, 0, 1, 0, 0, 0, 1, 0, 0];
+        v.extend_from_slice(b"\x01a\x00\x00\x1c\x00\x01");
+        // SOA, TTL 900, MINIMUM 120: root names, serial/refresh/retry/expire/minimum.
+        v.extend_from_slice(&[0xc0, 14, 0, 6, 0, 1, 0, 0, 3, 132, 0, 22, 0, 0]);
+        for x in [1u32, 3600, 600, 86_400, 120] {
+            v.extend_from_slice(&x.to_be_bytes());
+        }
+        let a = Answer::from_wire(&v, AnswerKind::Plain, 86_400).expect("walks");
+        assert_eq!(a.cache_ttl, Some(120));
+        let capped = Answer::from_wire(&v, AnswerKind::Plain, 60).expect("walks");
+        assert_eq!(capped.cache_ttl, Some(60));
+        // SERVFAIL is never cached.
+        v[3] = 0x82;
+        assert_eq!(
+            Answer::from_wire(&v, AnswerKind::Plain, 86_400)
+                .expect("walks")
+                .cache_ttl,
+            None
+        );
+    }
 }
