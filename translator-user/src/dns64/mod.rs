@@ -43,7 +43,6 @@ use std::sync::Arc;
 use anyhow::{Context as _, anyhow, bail};
 use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RecordType};
-use hickory_proto::serialize::binary::BinEncodable;
 
 pub use config::{Dns64Config, Dns64ConfigError, Net, ValidDns64};
 /// The wire-format library used by the server, for callers and tests that build messages.
@@ -221,9 +220,4 @@ pub fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
         .build()
         .context("starting a runtime")?;
     Ok(rt.block_on(f))
-}
-
-/// Encodes a hickory message (re-exported convenience for tests building raw queries).
-pub fn encode(m: &Message) -> anyhow::Result<Vec<u8>> {
-    m.to_bytes().context("encoding a DNS message")
 }
