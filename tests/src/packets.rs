@@ -184,3 +184,44 @@ pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8
     f.extend(payload);
     f
 }
+
+/// An IPv4 fragment: `offset` in bytes (a multiple of 8), `more` the MF flag, DF clear.
+#[allow(clippy::too_many_arguments)]
+pub fn frag4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ttl: u8,
+    id: u16,
+    offset: usize,
+    more: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut h = ipv4(src, dst, proto, ttl, 0, id, false, payload);
+    let word = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+    h[6..8].copy_from_slice(&word.to_be_bytes());
+    h[10..12].copy_from_slice(&[0, 0]);
+    let c = csum(&h[..20]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h
+}
+
+/// An IPv6 packet with a fragment header (RFC 8200 section 4.5).
+#[allow(clippy::too_many_arguments)]
+pub fn frag6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    nh: u8,
+    hlim: u8,
+    id: u32,
+    offset: usize,
+    more: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = vec![nh, 0];
+    let word = ((offset / 8) as u16) << 3 | u16::from(more);
+    f.extend(word.to_be_bytes());
+    f.extend(id.to_be_bytes());
+    f.extend(payload);
+    ipv6(src, dst, 44, hlim, 0, &f)
+}

@@ -1123,22 +1123,167 @@ fn dataplane_fixtures() -> Result<()> {
         },
         None,
     );
-    let frag = {
-        let mut p = ipv4(server, pool, 17, 64, 0, 19, false, &r4);
-        p[6] = 0x20; // MF
-        let c = {
-            p[10] = 0;
-            p[11] = 0;
-            csum(&p[..20])
-        };
-        p[10..12].copy_from_slice(&c.to_be_bytes());
-        p
-    };
+    // Fragments (RFC 7915 4.1 / 5.1.1): a UDP datagram of 64 data bytes split after 32 bytes
+    // of UDP (8 header + 24 data). The UDP checksum covers the whole datagram.
+    let big: Vec<u8> = (0u8..64).collect();
+    let whole4 = udp(server.into(), pool.into(), 53, pport, &big);
+    let whole6 = udp(server6.into(), client.into(), 53, cport, &big);
+    let (split, fid4) = (32usize, 0x4321u16);
     push(
         Case {
-            name: "ipv4 fragment to the pool (not translated by this release)",
+            name: "ipv4 first fragment -> ipv6 fragment header (M=1, id copied)",
             side: Side::V4,
-            input: eth(MAC_GW4, MAC_SERVER, 0x0800, &frag),
+            input: eth(
+                MAC_GW4,
+                MAC_SERVER,
+                0x0800,
+                &frag4(server, pool, 17, 64, fid4, 0, true, &whole4[..split]),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_CLIENT,
+                MAC_GW6,
+                0x86dd,
+                &frag6(
+                    server6,
+                    client,
+                    17,
+                    63,
+                    u32::from(fid4),
+                    0,
+                    true,
+                    &whole6[..split],
+                ),
+            )),
+            counter: "fragment-translated",
+            random_id: false,
+        },
+        None,
+    );
+    push(
+        Case {
+            name: "ipv4 last fragment -> ipv6 fragment (offset, M=0)",
+            side: Side::V4,
+            input: eth(
+                MAC_GW4,
+                MAC_SERVER,
+                0x0800,
+                &frag4(server, pool, 17, 64, fid4, split, false, &whole4[split..]),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_CLIENT,
+                MAC_GW6,
+                0x86dd,
+                &frag6(
+                    server6,
+                    client,
+                    17,
+                    63,
+                    u32::from(fid4),
+                    split,
+                    false,
+                    &whole6[split..],
+                ),
+            )),
+            counter: "fragment-translated",
+            random_id: false,
+        },
+        None,
+    );
+    let out6 = udp(client.into(), server6.into(), cport, 53, &big);
+    let out4 = udp(pool.into(), server.into(), pport, 53, &big);
+    let fid6 = 0x1234_5678u32;
+    push(
+        Case {
+            name: "ipv6 first fragment -> ipv4 fragment (low 16 bits of the id, DF clear, MF)",
+            side: Side::V6,
+            input: eth(
+                MAC_GW6,
+                MAC_CLIENT,
+                0x86dd,
+                &frag6(client, server6, 17, 64, fid6, 0, true, &out6[..split]),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_SERVER,
+                MAC_GW4,
+                0x0800,
+                &frag4(pool, server, 17, 63, 0x5678, 0, true, &out4[..split]),
+            )),
+            counter: "fragment-translated",
+            random_id: false,
+        },
+        None,
+    );
+    push(
+        Case {
+            name: "ipv6 last fragment -> ipv4 fragment",
+            side: Side::V6,
+            input: eth(
+                MAC_GW6,
+                MAC_CLIENT,
+                0x86dd,
+                &frag6(client, server6, 17, 64, fid6, split, false, &out6[split..]),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_SERVER,
+                MAC_GW4,
+                0x0800,
+                &frag4(pool, server, 17, 63, 0x5678, split, false, &out4[split..]),
+            )),
+            counter: "fragment-translated",
+            random_id: false,
+        },
+        None,
+    );
+    // A later fragment whose first fragment was not seen, and fragmented ICMP, go to the slow
+    // path: ethertype 0x88b5, the packet otherwise untouched, handed to the kernel.
+    let orphan = frag4(server, pool, 17, 64, 0x7777, split, false, &whole4[split..]);
+    let mut orphan_out = eth(MAC_GW4, MAC_SERVER, 0x88b5, &orphan);
+    orphan_out.truncate(14 + orphan.len());
+    push(
+        Case {
+            name: "ipv4 fragment without its first fragment -> slow path",
+            side: Side::V4,
+            input: eth(MAC_GW4, MAC_SERVER, 0x0800, &orphan),
+            action: XDP_PASS,
+            output: Some(orphan_out),
+            counter: "slow-path",
+            random_id: false,
+        },
+        None,
+    );
+    let echo_big = icmp6_echo(client, server6, 128, icmp_id, 2, &big);
+    let icmp_frag = frag6(client, server6, 58, 64, 0x99, 0, true, &echo_big[..split]);
+    push(
+        Case {
+            name: "fragmented icmpv6 echo -> slow path",
+            side: Side::V6,
+            input: eth(MAC_GW6, MAC_CLIENT, 0x86dd, &icmp_frag),
+            action: XDP_PASS,
+            output: Some(eth(MAC_GW6, MAC_CLIENT, 0x88b5, &icmp_frag)),
+            counter: "slow-path",
+            random_id: false,
+        },
+        None,
+    );
+    let nocsum_frag = frag4(
+        server,
+        pool,
+        17,
+        64,
+        0x5555,
+        0,
+        true,
+        &udp_nocsum(53, pport, &big)[..split],
+    );
+    push(
+        Case {
+            name: "fragmented ipv4 udp without checksum is dropped",
+            side: Side::V4,
+            input: eth(MAC_GW4, MAC_SERVER, 0x0800, &nocsum_frag),
             action: XDP_DROP,
             output: None,
             counter: "fragment",

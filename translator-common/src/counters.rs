@@ -24,7 +24,8 @@ pub enum DropReason {
     Ipv6ExtensionHeader,
     /// IPv4 packet with options (not translated by this release).
     Ipv4Options,
-    /// A fragment (not translated by this release).
+    /// A fragment that cannot be translated (a fragmented IPv4 UDP datagram without
+    /// checksum, a fragment of an unsupported protocol).
     Fragment,
     /// The IPv6 source is outside the allowed client prefixes.
     ClientNotAllowed,
@@ -132,11 +133,15 @@ pub enum Event {
     IcmpErrorSent,
     /// ICMP errors not sent because of the rate limit.
     IcmpErrorRateLimited,
+    /// Fragments translated by the data plane (first, middle or last).
+    FragmentTranslated,
+    /// Packets handed to the user-space slow path (reassembly, fragmentation).
+    SlowPath,
 }
 
 impl Event {
-    pub const COUNT: u32 = 11;
-    pub const ALL: [Event; 11] = [
+    pub const COUNT: u32 = 13;
+    pub const ALL: [Event; 13] = [
         Event::Translated6to4,
         Event::Translated4to6,
         Event::Hairpinned,
@@ -148,6 +153,8 @@ impl Event {
         Event::IcmpErrorTranslated,
         Event::IcmpErrorSent,
         Event::IcmpErrorRateLimited,
+        Event::FragmentTranslated,
+        Event::SlowPath,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -163,6 +170,8 @@ impl Event {
             Event::IcmpErrorTranslated => "icmp-error-translated",
             Event::IcmpErrorSent => "icmp-error-sent",
             Event::IcmpErrorRateLimited => "icmp-error-rate-limited",
+            Event::FragmentTranslated => "fragment-translated",
+            Event::SlowPath => "slow-path",
         }
     }
 }
@@ -171,7 +180,7 @@ impl Event {
 pub const COUNTER_SLOTS: u32 = Event::COUNT + DropReason::ALL.len() as u32;
 
 const _: () = assert!(DropReason::HelperFailed as usize + 1 == DropReason::ALL.len());
-const _: () = assert!(Event::IcmpErrorRateLimited as u32 + 1 == Event::COUNT);
+const _: () = assert!(Event::SlowPath as u32 + 1 == Event::COUNT);
 
 #[cfg(test)]
 mod tests {

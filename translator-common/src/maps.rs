@@ -30,11 +30,22 @@ pub const COUNTERS: &str = "COUNTERS";
 /// The data-plane configuration global (see [`crate::config::DataplaneConfig`]).
 pub const CONFIG: &str = "CONFIG";
 
+/// IPv6 fragments: where the rest of a fragmented datagram goes, learnt from its first
+/// fragment: [`Frag6Key`] -> [`Frag6Value`] (LRU: bounded memory).
+pub const FRAGS6: &str = "FRAGS6";
+/// IPv4 fragments: [`Frag4Key`] -> [`Frag4Value`] (LRU).
+pub const FRAGS4: &str = "FRAGS4";
+/// Ethertype of frames the data plane hands to the user-space slow path (IEEE 802 local
+/// experimental); the kernel drops them quietly when no one listens.
+pub const SLOW_PATH_ETHERTYPE: u16 = 0x88b5;
+
 /// Per-CPU state of the ICMP error rate limit (last send, ns).
 pub const ICMP_RATE: &str = "ICMP_RATE";
 
 /// Every map the program pins, for listing and removal.
-pub const ALL_MAPS: [&str; 13] = [
+pub const ALL_MAPS: [&str; 15] = [
+    FRAGS6,
+    FRAGS4,
     SESSIONS6,
     SESSIONS4,
     BINDINGS6,
@@ -213,6 +224,48 @@ pub struct BlockSlot {
     pub last_alloc: u64,
 }
 
+/// Key of [`FRAGS6`]: an IPv6 datagram from a client (fragment header identification).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Frag6Key {
+    pub client: [u32; 4],
+    pub remote: u32,
+    /// Fragment identification, raw.
+    pub id: u32,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of [`FRAGS6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frag6Value {
+    pub pool: u32,
+    pub _pad: u32,
+    /// CLOCK_MONOTONIC ns when the first fragment passed.
+    pub seen: u64,
+}
+
+/// Key of [`FRAGS4`]: an IPv4 datagram to a pool address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Frag4Key {
+    pub remote: u32,
+    pub pool: u32,
+    /// IPv4 identification, raw.
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of [`FRAGS4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frag4Value {
+    pub client: [u32; 4],
+    pub seen: u64,
+}
+
 /// Value of [`POOL`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -235,5 +288,9 @@ pod!(
     BlockId => 8,
     BlockSlot => 24,
     PoolAddress => 4,
+    Frag6Key => 28,
+    Frag6Value => 16,
+    Frag4Key => 12,
+    Frag4Value => 24,
     crate::config::DataplaneConfig => 64,
 );

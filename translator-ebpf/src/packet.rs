@@ -50,6 +50,21 @@ pub struct Ipv4Hdr {
     pub dst: u32,
 }
 
+/// IPv6 fragment header (RFC 8200 section 4.5).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FragHdr {
+    pub next_header: u8,
+    pub reserved: u8,
+    /// Offset (13 bits, in 8-byte units), 2 reserved bits, M flag; raw.
+    pub off_flags: u16,
+    /// Identification, raw.
+    pub id: u32,
+}
+
+pub const FRAG_LEN: usize = 8;
+pub const IPPROTO_FRAGMENT: u8 = 44;
+
 /// The first 8 bytes of TCP, UDP and ICMP echo headers.
 #[repr(C)]
 #[derive(Clone, Copy)]

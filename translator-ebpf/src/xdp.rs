@@ -41,9 +41,10 @@ use translator_common::{
     rfc6052,
 };
 
+use crate::frag::{Rest6, punt};
 use crate::packet::{
-    ETH_LEN, ETH_P_IP, ETH_P_IPV6, EthHdr, IPV4_LEN, IPV6_LEN, Ipv4Hdr, Ipv6Hdr, L4Head, TCP_FIN,
-    TCP_RST, TCP_SYN, TcpTail, icmp_type, icmp_word, ptr_at,
+    ETH_LEN, ETH_P_IP, ETH_P_IPV6, EthHdr, FRAG_LEN, FragHdr, IPPROTO_FRAGMENT, IPV4_LEN, IPV6_LEN,
+    Ipv4Hdr, Ipv6Hdr, L4Head, TCP_FIN, TCP_RST, TCP_SYN, TcpTail, icmp_type, icmp_word, ptr_at,
 };
 
 /// Set by the controller at load time (a frozen read-only global).
@@ -318,6 +319,8 @@ struct Packet6 {
     hop: u8,
     l4: L4,
     now: u64,
+    /// Fragment header of a first fragment (raw offset/flags word, raw identification).
+    frag: Option<(u16, u32)>,
 }
 
 #[inline(never)]
@@ -345,7 +348,39 @@ fn from_ipv6(ctx: &XdpContext) -> Result<u32, DropReason> {
     if ctx.data() + ETH_LEN + IPV6_LEN + payload_len as usize > ctx.data_end() {
         return Err(DropReason::Truncated);
     }
-    let l4off = ETH_LEN + IPV6_LEN;
+    if hop <= 1 {
+        return Err(DropReason::HopLimitExceeded);
+    }
+    let remote = rfc6052::raw4(rfc6052::extract(rfc6052::from_raw6(&dst), cfg.prefix_len));
+    let (nh, l4off, frag) = if nh == IPPROTO_FRAGMENT {
+        let fh: *mut FragHdr = ptr_at(ctx, ETH_LEN + IPV6_LEN)?;
+        // SAFETY: bounds checked by ptr_at.
+        let f = unsafe { *fh };
+        if payload_len < (FRAG_LEN + 1) as u16 {
+            return Err(DropReason::Malformed);
+        }
+        if u16::from_be(f.off_flags) & 0xfff8 != 0 {
+            // A later fragment: no transport header; its first fragment told where it goes.
+            return crate::frag::rest_6to4(
+                ctx,
+                &Rest6 {
+                    src,
+                    remote,
+                    f,
+                    tclass: (vtc >> 20) as u8,
+                    hop,
+                    payload_len,
+                },
+            );
+        }
+        (
+            f.next_header,
+            ETH_LEN + IPV6_LEN + FRAG_LEN,
+            Some((f.off_flags, f.id)),
+        )
+    } else {
+        (nh, ETH_LEN + IPV6_LEN, None)
+    };
     let l4 = match nh {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6 => parse_l4(ctx, l4off, nh, (128, 129), true)?,
         // Hop-by-hop, routing, fragment, ESP, AH, destination options, mobility, HIP, shim6.
@@ -354,9 +389,6 @@ fn from_ipv6(ctx: &XdpContext) -> Result<u32, DropReason> {
         }
         _ => return Err(DropReason::UnsupportedProtocol),
     };
-    if hop <= 1 {
-        return Err(DropReason::HopLimitExceeded);
-    }
     if l4.proto == IPPROTO_UDP {
         let h: *mut L4Head = ptr_at(ctx, l4off)?;
         // SAFETY: bounds checked by ptr_at.
@@ -364,7 +396,6 @@ fn from_ipv6(ctx: &XdpContext) -> Result<u32, DropReason> {
             return Err(DropReason::ZeroUdpChecksum6);
         }
     }
-    let remote = rfc6052::raw4(rfc6052::extract(rfc6052::from_raw6(&dst), cfg.prefix_len));
     // The parsed packet lives in per-CPU scratch memory, not on the stack: the verifier allows
     // 512 bytes of stack for the whole call chain.
     let pkt = match SCRATCH6.get_ptr_mut(0) {
@@ -389,6 +420,7 @@ fn from_ipv6(ctx: &XdpContext) -> Result<u32, DropReason> {
         hop,
         l4,
         now: now(),
+        frag,
     };
     let hairpin = match SESSIONS6.get_ptr_mut(&pkt.key) {
         Some(v) => {
@@ -409,6 +441,11 @@ fn from_ipv6(ctx: &XdpContext) -> Result<u32, DropReason> {
             create_outbound(pkt)?
         }
     };
+    if pkt.frag.is_some() && (hairpin || l4.proto == IPPROTO_ICMP) {
+        // ICMP needs the whole datagram (its checksum covers a pseudo-header with the total
+        // length); hairpinned fragments are rare: both go to the slow path, session made.
+        return punt(ctx);
+    }
     if hairpin {
         let k4 = hairpin_key(pkt);
         let peer = match SESSIONS4.get_ptr_mut(&k4) {
@@ -677,11 +714,16 @@ fn try_block(
 #[inline(never)]
 fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
     let key = &pkt.key;
-    let l4off = ETH_LEN + IPV6_LEN;
-    let tot_len = pkt
-        .payload_len
-        .checked_add(IPV4_LEN as u16)
-        .ok_or(DropReason::Malformed)?;
+    // Constant offsets for the verifier (a value read back from the scratch map is unbounded).
+    let l4off = if pkt.frag.is_some() {
+        ETH_LEN + IPV6_LEN + FRAG_LEN
+    } else {
+        ETH_LEN + IPV6_LEN
+    };
+    // Bytes of IPv6 (and fragment) header that go away.
+    let shrink = l4off - ETH_LEN - IPV4_LEN;
+    // The transport bytes after the headers, plus the IPv4 header.
+    let tot_len = (pkt.payload_len as usize + ETH_LEN + IPV6_LEN - l4off + IPV4_LEN) as u16;
     let proto = pkt.l4.proto;
 
     // Route first: the result decides the TTL (the kernel decrements it itself when we pass).
@@ -696,7 +738,11 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
     fib.__bindgen_anon_3.ipv4_src = pkt.pool;
     fib.__bindgen_anon_4.ipv4_dst = key.remote;
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    let verdict = route(ctx, &mut fib)?;
+    let verdict = match route(ctx, &mut fib) {
+        // An IPv6 fragment too big for the IPv4 link: fragment further (slow path).
+        Err(DropReason::MtuExceeded) if pkt.frag.is_some() => return punt(ctx),
+        r => r?,
+    };
     let ttl = if verdict == xdp_action::XDP_PASS {
         pkt.hop
     } else {
@@ -738,7 +784,13 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
     }
 
     // IPv4 header, written over the last 20 bytes of the IPv6 header.
-    let (frag, id) = if tot_len > DF_THRESHOLD {
+    let (frag, id) = if let Some((word, fid)) = pkt.frag {
+        // RFC 7915 section 5.1.1: identification from the low 16 bits, DF clear, offset and
+        // MF copied.
+        let w = u16::from_be(word);
+        let mf = if w & 1 != 0 { 0x2000 } else { 0 };
+        (((w >> 3) | mf).to_be(), (u32::from_be(fid) as u16).to_be())
+    } else if tot_len > DF_THRESHOLD {
         (0x4000u16.to_be(), 0)
     } else {
         // RFC 7915 section 5.1: small packets go without DF and need a real identification.
@@ -759,16 +811,31 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
     };
     ip4.csum = ipv4_header_checksum(&ip4);
     let eth = out_eth(ctx, verdict, &fib, ETH_P_IP)?;
-    let p4: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN + IPV6_LEN - IPV4_LEN)?;
-    let pe: *mut EthHdr = ptr_at(ctx, IPV6_LEN - IPV4_LEN)?;
-    // SAFETY: bounds checked by ptr_at.
-    unsafe {
-        *p4 = ip4;
-        *pe = eth;
+    // The verifier needs constant offsets: one branch per header size.
+    if shrink == IPV6_LEN - IPV4_LEN {
+        let p4: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN + IPV6_LEN - IPV4_LEN)?;
+        let pe: *mut EthHdr = ptr_at(ctx, IPV6_LEN - IPV4_LEN)?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe {
+            *p4 = ip4;
+            *pe = eth;
+        }
+    } else {
+        let p4: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN + IPV6_LEN + FRAG_LEN - IPV4_LEN)?;
+        let pe: *mut EthHdr = ptr_at(ctx, IPV6_LEN + FRAG_LEN - IPV4_LEN)?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe {
+            *p4 = ip4;
+            *pe = eth;
+        }
     }
     // SAFETY: the context pointer is the program's own.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, (IPV6_LEN - IPV4_LEN) as i32) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, shrink as i32) } != 0 {
         return Err(DropReason::HelperFailed);
+    }
+    if let Some((_, fid)) = pkt.frag {
+        crate::frag::remember_6to4(key, fid, pkt.pool, pkt.now);
+        event(Event::FragmentTranslated);
     }
     event(Event::Translated6to4);
     forward(ctx, verdict, &fib)
@@ -894,6 +961,15 @@ fn from_ipv4(ctx: &XdpContext) -> Result<u32, DropReason> {
     if h.ver_ihl >> 4 != 4 {
         return pass();
     }
+    if u16::from_be(h.frag) & 0x1fff != 0 {
+        // A later fragment: no transport header; its first fragment told where it goes.
+        // SAFETY: read-only lookup.
+        return if unsafe { POOL.get(&h.dst) }.is_some() {
+            crate::frag::rest_4to6(ctx, &h)
+        } else {
+            pass()
+        };
+    }
     let l4 = match parse_ipv4_l4(ctx, &h) {
         Ok(l4) => l4,
         // Not translatable: only our business when it is addressed to the pool.
@@ -949,6 +1025,20 @@ fn from_ipv4(ctx: &XdpContext) -> Result<u32, DropReason> {
             }
         }
     }
+    if u16::from_be(h.frag) & 0x2000 != 0 {
+        // A first fragment. ICMP needs the whole datagram (the ICMPv6 checksum covers the
+        // total length); a UDP datagram without checksum cannot get one fragment by fragment.
+        if l4.proto == IPPROTO_ICMP {
+            return punt(ctx);
+        }
+        if l4.proto == IPPROTO_UDP {
+            let uh: *mut L4Head = ptr_at(ctx, ETH_LEN + IPV4_LEN)?;
+            // SAFETY: bounds checked by ptr_at.
+            if unsafe { (*uh).d } == 0 {
+                return Err(DropReason::Fragment);
+            }
+        }
+    }
     translate_4to6(ctx, &pkt)
 }
 
@@ -966,10 +1056,6 @@ fn parse_ipv4_l4(ctx: &XdpContext, h: &Ipv4Hdr) -> Result<L4, DropReason> {
         } else {
             DropReason::Ipv4Options
         });
-    }
-    // MF set or a non-zero offset.
-    if u16::from_be(h.frag) & 0x3fff != 0 {
-        return Err(DropReason::Fragment);
     }
     parse_l4(ctx, ETH_LEN + IPV4_LEN, h.proto, (8, 0), false)
 }
@@ -1093,6 +1179,12 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
     let cfg = config();
     let h = &p.h;
     let payload_len = u16::from_be(h.tot_len) - IPV4_LEN as u16;
+    let first_fragment = u16::from_be(h.frag) & 0x2000 != 0;
+    let grow = if first_fragment {
+        IPV6_LEN + FRAG_LEN - IPV4_LEN
+    } else {
+        IPV6_LEN - IPV4_LEN
+    };
     let src6 = rfc6052::raw6(rfc6052::embed(
         rfc6052::from_raw6(&cfg.prefix),
         cfg.prefix_len,
@@ -1112,12 +1204,16 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
         fib.sport = p.l4.sport;
         fib.dport = p.client_port;
     }
-    fib.__bindgen_anon_1.tot_len = payload_len + IPV6_LEN as u16;
+    fib.__bindgen_anon_1.tot_len = payload_len + (IPV4_LEN + grow) as u16;
     fib.__bindgen_anon_2.flowinfo = ((h.tos as u32) << 20).to_be();
     fib.__bindgen_anon_3.ipv6_src = src6;
     fib.__bindgen_anon_4.ipv6_dst = p.client;
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    let verdict = route(ctx, &mut fib)?;
+    let verdict = match route(ctx, &mut fib) {
+        // DF clear: the packet must be fragmented, which the slow path does (RFC 7915 4.1).
+        Err(DropReason::MtuExceeded) if u16::from_be(h.frag) & 0x4000 == 0 => return punt(ctx),
+        r => r?,
+    };
     let hop = if verdict == xdp_action::XDP_PASS {
         h.ttl
     } else {
@@ -1129,14 +1225,14 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
     let eth = out_eth(ctx, verdict, &fib, ETH_P_IPV6)?;
     let ip6 = Ipv6Hdr {
         vtc_flow: ((6u32 << 28) | ((h.tos as u32) << 20)).to_be(),
-        payload_len: payload_len.to_be(),
-        next_header: nh,
+        payload_len: (payload_len + (grow - (IPV6_LEN - IPV4_LEN)) as u16).to_be(),
+        next_header: if first_fragment { IPPROTO_FRAGMENT } else { nh },
         hop_limit: hop,
         src: src6,
         dst: p.client,
     };
     // SAFETY: the context pointer is the program's own.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((IPV6_LEN - IPV4_LEN) as i32)) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) } != 0 {
         return Err(DropReason::HelperFailed);
     }
     let pe: *mut EthHdr = ptr_at(ctx, 0)?;
@@ -1145,6 +1241,21 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
     unsafe {
         *pe = eth;
         *p6 = ip6;
+    }
+    if first_fragment {
+        // RFC 7915 section 4.1: a fragment header with the IPv4 identification; offset 0, M.
+        let pf: *mut FragHdr = ptr_at(ctx, ETH_LEN + IPV6_LEN)?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe {
+            *pf = FragHdr {
+                next_header: nh,
+                reserved: 0,
+                off_flags: 1u16.to_be(),
+                id: (u16::from_be(h.id) as u32).to_be(),
+            };
+        }
+        crate::frag::remember_4to6(h, &p.client);
+        event(Event::FragmentTranslated);
     }
     event(Event::Translated4to6);
     forward(ctx, verdict, &fib)
