@@ -16,14 +16,16 @@ pub mod netns;
 pub mod packets;
 pub mod servers;
 pub mod topology;
+pub mod xdp_pass;
 
 pub use cmd::{Output, Proc, TempDir, interrupted, request_interrupt, require_root, wait_until};
 pub use gateway::{
     Gateway, GatewayConfig, Session, StaticMapping, Stats, translator_bin, workspace_root,
 };
 pub use netns::NetNs;
-pub use servers::{HttpServer, TcpEcho, UdpEcho, pattern};
+pub use servers::{HttpServer, PacedHttp, TcpEcho, UdpEcho, pattern, udp_recv};
 pub use topology::{
     ALT_POOL_V4, CLIENT_PREFIX, CLIENT_V6, GATEWAY_V4, GATEWAY_V6, PREFIX, SERVER_V4, Topology,
     TopologyBuilder, nat64, server_via_prefix,
 };
+pub use xdp_pass::XdpPass;

@@ -115,10 +115,13 @@ impl UdpEcho {
                             .unwrap_or_else(PoisonError::into_inner)
                             .push((peer, data.to_vec()));
                     }
+                    // EINTR: a socket with SO_RCVTIMEO returns it instead of restarting.
                     Err(e)
                         if matches!(
                             e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
                         ) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -147,6 +150,20 @@ impl UdpEcho {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Errors if the server thread has stopped (with the reason it stopped).
+    pub fn check_alive(&mut self) -> Result<()> {
+        if !self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+            return Ok(());
+        }
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Ok(Ok(())))) | None => bail!("the UDP echo server on {} stopped", self.addr),
+            Some(Ok(Ok(Err(e))) | Ok(Err(e))) => {
+                bail!("the UDP echo server on {} failed: {e:#}", self.addr)
+            }
+            Some(Err(_)) => bail!("the UDP echo server on {} panicked", self.addr),
+        }
     }
 }
 
@@ -204,7 +221,12 @@ impl TcpEcho {
                                 .push((peer, data));
                         });
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) =>
+                    {
                         thread::sleep(Duration::from_millis(20));
                     }
                     Err(e) => return Err(e.into()),
@@ -242,6 +264,162 @@ impl Drop for TcpEcho {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 server on a thread inside a namespace that answers every request with the
+/// same body, paced to about `bytes_per_sec` (sent in 16 KiB chunks), so a download takes a known
+/// time and its packets really cross the gateway throughout (curl's `--limit-rate` only paces the
+/// reader, and socket buffers can swallow a whole file at once). Stopped on drop.
+#[derive(Debug)]
+pub struct PacedHttp {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+    thread: Option<JoinHandle<Result<Result<()>>>>,
+}
+
+impl PacedHttp {
+    /// Listens on `bind` inside `ns`.
+    pub fn start(
+        ns: &NetNs,
+        bind: SocketAddr,
+        body: Arc<Vec<u8>>,
+        bytes_per_sec: u64,
+    ) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let stop2 = stop.clone();
+        let thread = ns.spawn_thread(move || -> Result<()> {
+            let listener = match TcpListener::bind(bind) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow!(
+                        "paced HTTP server cannot listen on {bind}: {e}"
+                    )));
+                    return Ok(());
+                }
+            };
+            let _ = tx.send(listener.local_addr().map_err(anyhow::Error::from));
+            listener.set_nonblocking(true)?;
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (body, stop3) = (body.clone(), stop2.clone());
+                        thread::spawn(move || serve_paced(conn, &body, bytes_per_sec, &stop3));
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        })?;
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("paced HTTP thread did not report its socket")??;
+        Ok(Self {
+            stop,
+            addr,
+            thread: Some(thread),
+        })
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+fn serve_paced(
+    mut conn: std::net::TcpStream,
+    body: &[u8],
+    bytes_per_sec: u64,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = match conn.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
+    let header = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(header.as_bytes())?;
+    const CHUNK: usize = 16 * 1024;
+    let start = std::time::Instant::now();
+    let mut sent = 0usize;
+    for chunk in body.chunks(CHUNK) {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        conn.write_all(chunk)?;
+        sent += chunk.len();
+        // Sleep until `sent` bytes are due at the configured rate.
+        let due = Duration::from_secs_f64(sent as f64 / bytes_per_sec.max(1) as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            thread::sleep(wait);
+        }
+    }
+    conn.shutdown(std::net::Shutdown::Write)?;
+    // Let the client close first so the server's socket does not linger in TIME_WAIT games.
+    let _ = conn.read(&mut buf);
+    Ok(())
+}
+
+impl Drop for PacedHttp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Receives one datagram within `timeout`, retrying when the wait is interrupted (a socket with a
+/// receive timeout returns EINTR instead of restarting). Errors with `TimedOut` when nothing came.
+pub fn udp_recv(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    timeout: Duration,
+) -> std::io::Result<(usize, SocketAddr)> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no datagram within {timeout:?}"),
+            ));
+        }
+        sock.set_read_timeout(Some(left))?;
+        match sock.recv_from(buf) {
+            Ok(got) => return Ok(got),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -11,8 +11,10 @@
 //! 192.0.2.1/24 (the data plane answers with `XDP_TX`).
 //!
 //! The client and server veths get `tx off` (namespaces hand veth partially checksummed packets
-//! that XDP cannot finish; a real wire never carries them) and `gro on` (a veth receiving
-//! `XDP_REDIRECT`ed or `XDP_TX`ed frames drops them unless it has NAPI: GRO or an XDP program).
+//! that XDP cannot finish; a real wire never carries them) and GRO (a veth receiving
+//! `XDP_REDIRECT`ed frames drops them unless it has NAPI: GRO or an XDP program). In the
+//! one-armed variant the bridge port facing the gateway gets an `XDP_PASS` program, because
+//! veth forwards `XDP_TX` frames only to a peer that runs XDP itself.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -20,6 +22,7 @@ use anyhow::{Context as _, Result};
 
 use crate::gateway::GatewayConfig;
 use crate::netns::NetNs;
+use crate::xdp_pass::XdpPass;
 
 /// The client's address.
 pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
@@ -85,11 +88,12 @@ impl TopologyBuilder {
         } else {
             None
         };
-        let topo = Topology {
+        let mut topo = Topology {
             client,
             gateway,
             server,
             lan,
+            _xdp_pass: Vec::new(),
         };
         topo.wire().with_context(|| {
             format!(
@@ -116,6 +120,8 @@ pub struct Topology {
     pub server: NetNs,
     /// The bridge namespace of the one-armed variant.
     pub lan: Option<NetNs>,
+    /// `XDP_PASS` programs on the veths that receive the gateway's `XDP_TX` frames.
+    _xdp_pass: Vec<XdpPass>,
 }
 
 impl Topology {
@@ -158,8 +164,9 @@ impl Topology {
         GatewayConfig::new(self.ipv6_interface(), self.ipv4_interface())
     }
 
-    fn wire(&self) -> Result<()> {
+    fn wire(&mut self) -> Result<()> {
         let (c, g, s) = (&self.client, &self.gateway, &self.server);
+        let mut xdp_pass = Vec::new();
         match &self.lan {
             None => {
                 g.ip(&[
@@ -217,6 +224,9 @@ impl Topology {
                 gateway_interface(g, "g0")?;
                 g.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "g0", "nodad"])?;
                 g.ip(&["addr", "add", "192.0.2.1/24", "dev", "g0"])?;
+                // XDP_TX on g0 lands in lg's ring, and veth only kicks the peer's NAPI for
+                // XDP_TX when the peer runs an XDP program: give lg one that passes everything.
+                xdp_pass.push(XdpPass::attach(lan, "lg")?);
             }
         }
         g.sysctl("net.ipv4.ip_forward", "1")?;
@@ -227,9 +237,9 @@ impl Topology {
 
         // IPv6-only client.
         c.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
-        endpoint_offloads(c, "c0")?;
         c.ip(&["addr", "add", "2001:db8:1::2/64", "dev", "c0", "nodad"])?;
         c.ip(&["link", "set", "c0", "up"])?;
+        endpoint_offloads(c, "c0")?;
         c.ip(&[
             "-6",
             "route",
@@ -244,9 +254,9 @@ impl Topology {
         // IPv4-only server.
         s.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
         s.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-        endpoint_offloads(s, "s0")?;
         s.ip(&["addr", "add", "192.0.2.2/24", "dev", "s0"])?;
         s.ip(&["link", "set", "s0", "up"])?;
+        endpoint_offloads(s, "s0")?;
         s.ip(&["route", "add", "default", "via", "192.0.2.1", "dev", "s0"])?;
         s.ip(&[
             "route",
@@ -268,6 +278,7 @@ impl Topology {
             &["ping", "-4", "-c", "1", "-W", "2", "192.0.2.1"],
             crate::cmd::SHORT,
         );
+        self._xdp_pass = xdp_pass;
         Ok(())
     }
 }
@@ -279,20 +290,13 @@ fn gateway_interface(g: &NetNs, dev: &str) -> Result<()> {
     Ok(())
 }
 
-/// `ethtool -K dev tx off` and `gro on` (see the module docs).
+/// `ethtool -K dev tx off`, then GRO off and on again (see the module docs). The device must be
+/// up: veth enables NAPI for GRO when it opens or when GRO changes while it is up, and an
+/// `ethtool -K dev gro on` on a device whose GRO is already on changes nothing, so the toggle is
+/// what reliably gives it NAPI.
 fn endpoint_offloads(ns: &NetNs, dev: &str) -> Result<()> {
     ns.run(&["ethtool", "-K", dev, "tx", "off"])?;
+    ns.run(&["ethtool", "-K", dev, "gro", "off"])?;
     ns.run(&["ethtool", "-K", dev, "gro", "on"])?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_address_under_the_prefix() {
-        assert_eq!(server_via_prefix().to_string(), "2001:db8:64::c000:202");
-        assert_eq!(nat64(ALT_POOL_V4).to_string(), "2001:db8:64::c633:6401");
-    }
 }

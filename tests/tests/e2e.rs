@@ -10,14 +10,14 @@
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use translator_tests::{
-    ALT_POOL_V4, CLIENT_V6, GATEWAY_V4, Gateway, GatewayConfig, HttpServer, NetNs, SERVER_V4,
-    Session, StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, pattern, server_via_prefix,
-    wait_until,
+    ALT_POOL_V4, CLIENT_V6, GATEWAY_V4, Gateway, GatewayConfig, HttpServer, NetNs, PacedHttp,
+    SERVER_V4, Session, StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, pattern,
+    server_via_prefix, udp_recv, wait_until,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -280,13 +280,11 @@ fn udp_both_ways() -> Result<()> {
         .client
         .in_ns(|| UdpSocket::bind("[::]:0"))?
         .context("binding the client's UDP socket")?;
-    sock.set_read_timeout(Some(Duration::from_secs(3)))?;
     let local_port = sock.local_addr()?.port();
     let mut buf = vec![0u8; 2048];
     for p in &payloads {
         sock.send_to(p, server)?;
-        let (n, from) = sock
-            .recv_from(&mut buf)
+        let (n, from) = udp_recv(&sock, &mut buf, Duration::from_secs(3))
             .with_context(|| format!("no echo of a {}-byte datagram within 3 s", p.len()))?;
         ensure!(from == server, "echo came from {from}, expected {server}");
         same_bytes("UDP echo", &buf[..n], p)?;
@@ -313,8 +311,7 @@ fn udp_both_ways() -> Result<()> {
             Ok(s.local_addr()?.port())
         })?
         .context("sending from the server")?;
-    let (n, from) = sock
-        .recv_from(&mut buf)
+    let (n, from) = udp_recv(&sock, &mut buf, Duration::from_secs(3))
         .context("the server's datagram to the mapping did not reach the client within 3 s")?;
     ensure!(
         from == SocketAddr::from((server_via_prefix(), other)),
@@ -340,7 +337,7 @@ fn two_hundred_client_ports_share_one_pool_address() -> Result<()> {
     const N: usize = 200;
     let _lock = prepare()?;
     let topo = Topology::two_armed("many")?;
-    let echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let mut echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
     let mut config = topo.config();
     config.block_size = Some(64);
     config.max_blocks_per_client = Some(8);
@@ -374,6 +371,7 @@ fn two_hundred_client_ports_share_one_pool_address() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    echo.check_alive()?;
     let missing = answered.iter().filter(|a| !**a).count();
     ensure!(missing == 0, "{missing} of {N} client sockets got no echo");
 
@@ -467,19 +465,11 @@ fn udp_from_server(server: &NetNs, to: SocketAddr, payload: &[u8]) -> Result<Opt
     server
         .in_ns(|| -> std::io::Result<Option<Vec<u8>>> {
             let s = UdpSocket::bind("0.0.0.0:0")?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
             s.send_to(payload, to)?;
             let mut buf = [0u8; 2048];
-            match s.recv_from(&mut buf) {
+            match udp_recv(&s, &mut buf, Duration::from_secs(2)) {
                 Ok((n, _)) => Ok(Some(buf[..n].to_vec())),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    Ok(None)
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(None),
                 Err(e) => Err(e),
             }
         })?
@@ -581,10 +571,9 @@ fn sessions_expire() -> Result<()> {
         .client
         .in_ns(|| -> std::io::Result<usize> {
             let s = UdpSocket::bind("[::]:0")?;
-            s.set_read_timeout(Some(Duration::from_secs(3)))?;
             s.send_to(b"expire me", (server_via_prefix(), 7001))?;
             let mut buf = [0u8; 64];
-            Ok(s.recv_from(&mut buf)?.0)
+            Ok(udp_recv(&s, &mut buf, Duration::from_secs(3))?.0)
         })?
         .context("UDP echo before expiry")?;
     ensure!(got == 9, "UDP echo returned {got} bytes, expected 9");
@@ -628,26 +617,25 @@ fn sessions_expire() -> Result<()> {
 
 #[test]
 fn controller_restart_during_a_tcp_transfer() -> Result<()> {
-    const SIZE: usize = 6 * 1024 * 1024;
+    const SIZE: usize = 8 * 1024 * 1024;
+    const RATE: u64 = 1024 * 1024;
     let _lock = prepare()?;
     let topo = Topology::two_armed("restart")?;
-    let http = HttpServer::start(&topo.server, 80)?;
-    let body = pattern(SIZE, 42);
-    http.add_file("large.bin", &body)?;
+    let body = Arc::new(pattern(SIZE, 42));
+    // Paced by the server: the transfer takes about 8 s and keeps crossing the gateway.
+    let _http = PacedHttp::start(&topo.server, "0.0.0.0:8000".parse()?, body.clone(), RATE)?;
     let mut gw = Gateway::start(&topo.gateway, topo.config())?;
 
     let scratch = TempDir::new("restart")?;
     let out = scratch.join("large.bin");
     let out_s = out.to_str().context("temp path is not UTF-8")?.to_owned();
-    let url = server_url("large.bin");
+    let url = format!("http://[{}]:8000/large.bin", server_via_prefix());
     let mut curl = topo.client.spawn(
         &[
             "curl",
             "-g",
             "-sS",
             "--fail",
-            "--limit-rate",
-            "1M",
             "--max-time",
             "60",
             "-o",
@@ -678,7 +666,7 @@ fn controller_restart_during_a_tcp_transfer() -> Result<()> {
     ensure!(
         down_sessions
             .iter()
-            .any(|s| s.protocol == "tcp" && s.remote_port == 80),
+            .any(|s| s.protocol == "tcp" && s.remote_port == 8000),
         "the TCP session is not listed while the controller is down; {}",
         describe_sessions(&down_sessions)
     );
@@ -693,7 +681,7 @@ fn controller_restart_during_a_tcp_transfer() -> Result<()> {
     ensure!(
         sessions
             .iter()
-            .any(|s| s.protocol == "tcp" && s.remote == SERVER_V4 && s.remote_port == 80),
+            .any(|s| s.protocol == "tcp" && s.remote == SERVER_V4 && s.remote_port == 8000),
         "the TCP session is not listed after the restart; {}",
         describe_sessions(&sessions)
     );
@@ -713,7 +701,7 @@ fn controller_restart_during_a_tcp_transfer() -> Result<()> {
     ensure!(
         sessions
             .iter()
-            .any(|s| s.protocol == "tcp" && s.remote_port == 80),
+            .any(|s| s.protocol == "tcp" && s.remote_port == 8000),
         "the TCP session vanished after the transfer; {}",
         describe_sessions(&sessions)
     );
