@@ -1,0 +1,887 @@
+//! End-to-end tests of the RFC 7915 / RFC 6146 behaviour that ordinary tools depend on:
+//! traceroute through the gateway (its own hop-limit-exceeded and translated ICMPv4 errors),
+//! path MTU discovery across a link with a smaller IPv4 MTU (packet too big sent by the gateway
+//! or translated from a router's "fragmentation needed"), fragments both ways, and hairpinning
+//! between two IPv6 clients through a static mapping.
+//!
+//! Each test builds its own namespaces (removed on drop, also when it fails) and runs its own
+//! controller instance. A lock keeps the tests one at a time. They need root and the
+//! `translator` binary (`cargo build -p translator-user`).
+
+use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use translator_tests::{
+    CLIENT_V6, GATEWAY_V4, GATEWAY_V6, Gateway, GatewayConfig, HttpServer, NetNs, SERVER_V4,
+    Session, StaticMapping, Stats, TcpEcho, Topology, UdpEcho, nat64, pattern, server_via_prefix,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the one-test-at-a-time lock and checks the prerequisites.
+fn prepare() -> Result<MutexGuard<'static, ()>> {
+    let guard = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    translator_tests::require_root()?;
+    translator_tests::translator_bin()?;
+    for tool in ["traceroute", "tracepath", "curl", "ping", "ethtool"] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
+        ensure!(found, "`{tool}` is not installed (PATH has no {tool})");
+    }
+    Ok(guard)
+}
+
+// ------------------------------------------------------------------------------------------------
+// A topology with an IPv4 router between the gateway and the server.
+
+/// The router's address on the gateway's link.
+const ROUTER_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+/// The server behind the router.
+const FAR_SERVER_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+
+/// ```text
+///  client ns             gateway ns               router ns                  server ns
+///  c0 2001:db8:1::2 ---- g6 2001:db8:1::1
+///                        g4 192.0.2.1/24 -------- r0 192.0.2.254/24
+///                                                 r1 203.0.113.1/24 -------- s0 203.0.113.2/24
+/// ```
+/// The MTU of the gateway-router link and of the router-server link can be chosen.
+struct RouterTopology {
+    client: NetNs,
+    gateway: NetNs,
+    router: NetNs,
+    server: NetNs,
+}
+
+/// `ethtool -K dev tx off`, then GRO off and on (the device must be up): full checksums from the
+/// hosts, and NAPI on devices that receive redirected frames (see tests/src/topology.rs).
+fn offloads(ns: &NetNs, dev: &str) -> Result<()> {
+    ns.run(&["ethtool", "-K", dev, "tx", "off"])?;
+    ns.run(&["ethtool", "-K", dev, "gro", "off"])?;
+    ns.run(&["ethtool", "-K", dev, "gro", "on"])?;
+    Ok(())
+}
+
+/// No ICMP rate limit in a namespace (traceroute/tracepath probes come in bursts).
+fn no_icmp_ratelimit(ns: &NetNs) -> Result<()> {
+    ns.sysctl("net.ipv4.icmp_ratelimit", "0")?;
+    ns.sysctl("net.ipv4.icmp_msgs_per_sec", "100000")?;
+    Ok(())
+}
+
+impl RouterTopology {
+    fn build(tag: &str, gw_router_mtu: u32, router_server_mtu: u32) -> Result<Self> {
+        let t = Self {
+            client: NetNs::new(&format!("{tag}-cli"))?,
+            gateway: NetNs::new(&format!("{tag}-gw"))?,
+            router: NetNs::new(&format!("{tag}-rtr"))?,
+            server: NetNs::new(&format!("{tag}-srv"))?,
+        };
+        t.wire(gw_router_mtu, router_server_mtu)
+            .with_context(|| format!("building the router topology {tag}"))?;
+        Ok(t)
+    }
+
+    fn wire(&self, gw_router_mtu: u32, router_server_mtu: u32) -> Result<()> {
+        let (c, g, r, s) = (&self.client, &self.gateway, &self.router, &self.server);
+        let (m1, m2) = (gw_router_mtu.to_string(), router_server_mtu.to_string());
+        g.ip(&[
+            "link",
+            "add",
+            "g6",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "c0",
+            "netns",
+            c.name(),
+        ])?;
+        g.ip(&[
+            "link",
+            "add",
+            "g4",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "r0",
+            "netns",
+            r.name(),
+        ])?;
+        r.ip(&[
+            "link",
+            "add",
+            "r1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "s0",
+            "netns",
+            s.name(),
+        ])?;
+
+        g.ip(&["link", "set", "g4", "mtu", &m1])?;
+        for dev in ["g6", "g4"] {
+            g.ip(&["link", "set", dev, "up"])?;
+            g.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
+        }
+        g.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "g6", "nodad"])?;
+        g.ip(&["addr", "add", "192.0.2.1/24", "dev", "g4"])?;
+        g.ip(&["route", "add", "203.0.113.0/24", "via", "192.0.2.254"])?;
+        g.sysctl("net.ipv4.ip_forward", "1")?;
+        g.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        g.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+        g.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
+
+        c.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        c.ip(&["addr", "add", "2001:db8:1::2/64", "dev", "c0", "nodad"])?;
+        c.ip(&["link", "set", "c0", "up"])?;
+        offloads(c, "c0")?;
+        c.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::1",
+            "dev",
+            "c0",
+        ])?;
+
+        r.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        r.sysctl("net.ipv4.ip_forward", "1")?;
+        no_icmp_ratelimit(r)?;
+        r.ip(&["link", "set", "r0", "mtu", &m1])?;
+        r.ip(&["link", "set", "r1", "mtu", &m2])?;
+        r.ip(&["addr", "add", "192.0.2.254/24", "dev", "r0"])?;
+        r.ip(&["addr", "add", "203.0.113.1/24", "dev", "r1"])?;
+        for dev in ["r0", "r1"] {
+            r.ip(&["link", "set", dev, "up"])?;
+            // r0 receives the frames the gateway's XDP program redirects to g4.
+            offloads(r, dev)?;
+        }
+
+        s.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        no_icmp_ratelimit(s)?;
+        s.ip(&["link", "set", "s0", "mtu", &m2])?;
+        s.ip(&["addr", "add", "203.0.113.2/24", "dev", "s0"])?;
+        s.ip(&["link", "set", "s0", "up"])?;
+        offloads(s, "s0")?;
+        s.ip(&["route", "add", "default", "via", "203.0.113.1", "dev", "s0"])?;
+
+        // Neighbours resolved once, so the first translated packets find them.
+        let _ = c.try_run(
+            &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:1::1"],
+            Duration::from_secs(10),
+        );
+        let _ = r.try_run(
+            &["ping", "-c", "1", "-W", "2", "192.0.2.1"],
+            Duration::from_secs(10),
+        );
+        let _ = s.try_run(
+            &["ping", "-c", "1", "-W", "2", "203.0.113.1"],
+            Duration::from_secs(10),
+        );
+        Ok(())
+    }
+
+    fn config(&self) -> GatewayConfig {
+        GatewayConfig::new("g6", "g4")
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Helpers.
+
+/// Errors unless `got == want`, describing the first difference.
+fn same_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
+    if got == want {
+        return Ok(());
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    bail!(
+        "{what}: got {} bytes, expected {}; first difference at byte {first}",
+        got.len(),
+        want.len()
+    )
+}
+
+fn describe_sessions(sessions: &[Session]) -> String {
+    let mut s = format!("{} session(s):", sessions.len());
+    for x in sessions.iter().take(30) {
+        s.push_str(&format!(
+            "\n  {} [{}]:{} -> {}:{} via {}:{} {}",
+            x.protocol,
+            x.client,
+            x.client_port,
+            x.remote,
+            x.remote_port,
+            x.pool,
+            x.pool_port,
+            x.state
+        ));
+    }
+    s
+}
+
+/// The counters that changed between two snapshots, for messages.
+fn stats_delta(before: &Stats, after: &Stats) -> String {
+    let mut out = Vec::new();
+    for (kind, b, a) in [
+        ("event", &before.events, &after.events),
+        ("drop", &before.drops, &after.drops),
+    ] {
+        for (name, &n) in a {
+            let old = b.get(name).copied().unwrap_or(0);
+            if n != old {
+                out.push(format!("{kind} {name} +{}", n - old));
+            }
+        }
+    }
+    if out.is_empty() {
+        "no counter changed".to_owned()
+    } else {
+        out.join(", ")
+    }
+}
+
+/// One hop of traceroute's output: its number and the address that answered (None for `*`).
+type Hop = (u32, Option<String>);
+
+/// Parses `traceroute -n -q 1` output: ` 1  2001:db8:1::1  0.050 ms` per hop.
+fn traceroute_hops(text: &str) -> Vec<Hop> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let hop: u32 = words.next()?.parse().ok()?;
+            let addr = words.next().filter(|w| *w != "*").map(str::to_owned);
+            Some((hop, addr))
+        })
+        .collect()
+}
+
+/// Runs traceroute (`extra` selects the method) from `ns` to `target` and returns its hops.
+fn traceroute(ns: &NetNs, extra: &[&str], target: Ipv6Addr) -> Result<(Vec<Hop>, String)> {
+    let target = target.to_string();
+    let mut argv = vec!["traceroute", "-n", "-q", "1", "-w", "1", "-m", "5"];
+    argv.extend_from_slice(extra);
+    argv.push(&target);
+    let out = ns.try_run(&argv, Duration::from_secs(30))?;
+    let text = format!("{}{}", out.stdout_str(), out.stderr_str());
+    ensure!(
+        out.status.success(),
+        "`{}` failed with {}:\n{text}",
+        out.command,
+        out.status
+    );
+    Ok((traceroute_hops(&out.stdout_str()), text))
+}
+
+/// Errors unless traceroute showed exactly `want` (hop 1, 2, ... in order).
+fn expect_hops(what: &str, got: &[Hop], want: &[Ipv6Addr], text: &str) -> Result<()> {
+    let want: Vec<Hop> = want
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i as u32 + 1, Some(a.to_string())))
+        .collect();
+    ensure!(
+        got == want.as_slice(),
+        "{what}: expected hops {want:?}, got {got:?}; output:\n{text}"
+    );
+    Ok(())
+}
+
+/// `tracepath -n` from `ns` to `target`: (the pmtu of its "Resume" line, whether it said
+/// "reached", the output).
+fn tracepath(ns: &NetNs, target: Ipv6Addr) -> Result<(Option<u32>, bool, String)> {
+    let target = target.to_string();
+    let out = ns.try_run(
+        &["tracepath", "-n", "-m", "6", &target],
+        Duration::from_secs(40),
+    )?;
+    let text = format!("{}{}", out.stdout_str(), out.stderr_str());
+    let pmtu = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Resume: pmtu "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    Ok((pmtu, text.contains("reached"), text))
+}
+
+/// `ping -c COUNT` from `ns` with extra options; errors unless every echo is answered.
+fn ping_all(ns: &NetNs, extra: &[&str], target: &str, count: u32) -> Result<String> {
+    let count_s = count.to_string();
+    let mut argv = vec!["ping", "-c", &count_s, "-i", "0.2", "-W", "2"];
+    argv.extend_from_slice(extra);
+    argv.push(target);
+    let out = ns.try_run(&argv, Duration::from_secs(30))?;
+    let text = out.stdout_str();
+    let want = format!("{count} packets transmitted, {count} received");
+    ensure!(
+        out.status.success() && text.contains(&want),
+        "`{}`: expected `{want}`, got ({}):\n{text}{}",
+        out.command,
+        out.status,
+        out.stderr_str()
+    );
+    Ok(text)
+}
+
+/// Connects from `ns` to `to` (binding `from` if given), sends `payload`, shuts down the sending
+/// side and returns everything the peer sent back.
+fn tcp_exchange(
+    ns: &NetNs,
+    from: Option<SocketAddr>,
+    to: SocketAddr,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
+    ns.in_ns(|| -> std::io::Result<Vec<u8>> {
+        let mut c = match from {
+            None => TcpStream::connect_timeout(&to, Duration::from_secs(5))?,
+            Some(local) => {
+                // std has no bind-then-connect for TCP: use a raw socket for the bind.
+                connect_from(local, to)?
+            }
+        };
+        c.set_read_timeout(Some(Duration::from_secs(20)))?;
+        c.set_write_timeout(Some(Duration::from_secs(20)))?;
+        c.write_all(payload)?;
+        c.shutdown(std::net::Shutdown::Write)?;
+        let mut back = Vec::new();
+        c.read_to_end(&mut back)?;
+        Ok(back)
+    })?
+    .with_context(|| format!("TCP exchange with {to} from {}", ns.name()))
+}
+
+/// A TCP connection from `local` (IPv6) to `to`, with a 5 s connect timeout.
+fn connect_from(local: SocketAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd as _;
+    let (SocketAddr::V6(local), SocketAddr::V6(to)) = (local, to) else {
+        return Err(std::io::Error::other("connect_from handles IPv6 only"));
+    };
+    let sockaddr = |a: std::net::SocketAddrV6| libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: a.port().to_be(),
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr {
+            s6_addr: a.ip().octets(),
+        },
+        sin6_scope_id: 0,
+    };
+    // SAFETY: plain socket(2); the descriptor is owned by the TcpStream below at once.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket that nothing else owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    let l = sockaddr(local);
+    // SAFETY: `l` is a valid sockaddr_in6 of `len` bytes.
+    if unsafe { libc::bind(fd, (&raw const l).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // A blocking connect bounded by a send timeout (Linux applies SO_SNDTIMEO to connect).
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let t = sockaddr(to);
+    // SAFETY: `t` is a valid sockaddr_in6 of `len` bytes.
+    if unsafe { libc::connect(fd, (&raw const t).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
+/// Downloads `url` with curl in `ns` and returns the body.
+fn curl(ns: &NetNs, url: &str) -> Result<Vec<u8>> {
+    let out = ns.run_timeout(
+        &[
+            "curl",
+            "-g",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "25",
+            "-o",
+            "-",
+            url,
+        ],
+        Duration::from_secs(30),
+    )?;
+    Ok(out.stdout)
+}
+
+// ------------------------------------------------------------------------------------------------
+// 1. traceroute.
+
+#[test]
+fn traceroute_udp_and_icmp_show_gateway_then_server() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("trc")?;
+    no_icmp_ratelimit(&topo.server)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let server = server_via_prefix();
+
+    let before = gw.stats()?;
+    let (hops, text) = traceroute(&topo.client, &[], server)?;
+    expect_hops("traceroute (UDP)", &hops, &[GATEWAY_V6, server], &text)?;
+    let after_udp = gw.stats()?;
+    // Hop 1: the gateway's own hop-limit exceeded; hop 2: the server's port unreachable,
+    // translated with its quoted UDP probe.
+    ensure!(
+        after_udp.event("icmp-error-sent") > before.event("icmp-error-sent")
+            && after_udp.event("icmp-error-translated") > before.event("icmp-error-translated")
+            && after_udp.drop_count("hop-limit-exceeded") > before.drop_count("hop-limit-exceeded"),
+        "traceroute (UDP) should count a sent and a translated ICMP error and a hop-limit drop: {}",
+        stats_delta(&before, &after_udp)
+    );
+
+    let (hops, text) = traceroute(&topo.client, &["-I"], server)?;
+    expect_hops("traceroute -I (ICMP)", &hops, &[GATEWAY_V6, server], &text)?;
+    let after_icmp = gw.stats()?;
+    ensure!(
+        after_icmp.event("icmp-error-sent") > after_udp.event("icmp-error-sent"),
+        "traceroute -I should make the gateway send a time exceeded: {}",
+        stats_delta(&after_udp, &after_icmp)
+    );
+    let sessions = gw.sessions()?;
+    ensure!(
+        sessions
+            .iter()
+            .any(|s| s.protocol == "icmp" && s.client == CLIENT_V6 && s.remote == SERVER_V4)
+            && sessions
+                .iter()
+                .any(|s| s.protocol == "udp" && s.client == CLIENT_V6 && s.remote == SERVER_V4),
+        "expected UDP and ICMP sessions to {SERVER_V4} from the probes; {}",
+        describe_sessions(&sessions)
+    );
+    Ok(())
+}
+
+#[test]
+fn traceroute_through_an_ipv4_router_shows_its_translated_address() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = RouterTopology::build("trr", 1500, 1500)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let server = nat64(FAR_SERVER_V4);
+    // The router's ICMPv4 time exceeded comes from 192.0.2.254 and reaches the client from
+    // the prefix: 2001:db8:64::c000:2fe.
+    let router = nat64(ROUTER_V4);
+
+    for (method, extra) in [("UDP", &[][..]), ("ICMP", &["-I"][..])] {
+        let before = gw.stats()?;
+        let (hops, text) = traceroute(&topo.client, extra, server)?;
+        expect_hops(
+            &format!("traceroute ({method}) via a router"),
+            &hops,
+            &[GATEWAY_V6, router, server],
+            &text,
+        )?;
+        let after = gw.stats()?;
+        ensure!(
+            after.event("icmp-error-translated") > before.event("icmp-error-translated")
+                && after.event("icmp-error-sent") > before.event("icmp-error-sent"),
+            "traceroute ({method}) via a router should count sent and translated ICMP errors: {}",
+            stats_delta(&before, &after)
+        );
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// 2. Path MTU discovery.
+
+/// Makes the server advertise a TCP MSS of 1460 to `via_route` although its link MTU is lower,
+/// so the client's first full-size segments do not fit and path MTU discovery has to work.
+fn server_advertises_mss_1460(server: &NetNs, route: &[&str]) -> Result<()> {
+    let mut args = vec!["route", "replace"];
+    args.extend_from_slice(route);
+    args.extend_from_slice(&["advmss", "1460"]);
+    server.ip(&args)?;
+    Ok(())
+}
+
+/// A TCP upload of `size` bytes to an echo server, and the echo back, compared.
+fn upload_and_echo(client: &NetNs, to: SocketAddr, size: usize, seed: u64) -> Result<()> {
+    let payload = pattern(size, seed);
+    let back = tcp_exchange(client, None, to, &payload)?;
+    same_bytes("TCP echo across the smaller MTU", &back, &payload)
+}
+
+#[test]
+fn pmtu_gateway_sends_packet_too_big_for_its_smaller_ipv4_link() -> Result<()> {
+    const SIZE: usize = 4 * 1024 * 1024;
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("pmtu")?;
+    topo.gateway.ip(&["link", "set", "g4", "mtu", "1400"])?;
+    topo.server.ip(&["link", "set", "s0", "mtu", "1400"])?;
+    no_icmp_ratelimit(&topo.server)?;
+    server_advertises_mss_1460(
+        &topo.server,
+        &["192.0.2.0/24", "dev", "s0", "src", "192.0.2.2"],
+    )?;
+    let http = HttpServer::start(&topo.server, 80)?;
+    let body = pattern(SIZE, 21);
+    http.add_file("big.bin", &body)?;
+    let echo = TcpEcho::start(&topo.server, "0.0.0.0:9000".parse()?)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let server = server_via_prefix();
+
+    // (a) tracepath: the 1500-byte probe becomes a 1480-byte IPv4 packet that does not fit g4;
+    // the gateway answers "packet too big" with 1400 + 20.
+    let before = gw.stats()?;
+    let (pmtu, reached, text) = tracepath(&topo.client, server)?;
+    let after = gw.stats()?;
+    ensure!(
+        pmtu == Some(1420) && reached,
+        "tracepath should reach {server} with pmtu 1420, got pmtu {pmtu:?} (reached: {reached}):\n{text}"
+    );
+    ensure!(
+        text.contains(&format!("{GATEWAY_V6}")),
+        "tracepath should show the gateway {GATEWAY_V6} as a hop:\n{text}"
+    );
+    ensure!(
+        after.drop_count("mtu-exceeded") > before.drop_count("mtu-exceeded")
+            && after.event("icmp-error-sent") > before.event("icmp-error-sent"),
+        "the oversized probe should be counted as mtu-exceeded and answered: {}",
+        stats_delta(&before, &after)
+    );
+
+    // (b) A large TCP transfer each way completes intact. Forget the PMTU tracepath learnt, so
+    // the upload has to go through packet too big again.
+    let _ = topo.client.try_run(
+        &["ip", "-6", "route", "flush", "cache"],
+        Duration::from_secs(10),
+    );
+    let before = gw.stats()?;
+    upload_and_echo(
+        &topo.client,
+        SocketAddr::from((server, 9000)),
+        1024 * 1024,
+        5,
+    )?;
+    let after = gw.stats()?;
+    ensure!(
+        echo.seen().len() == 1,
+        "the echo server saw {} connections, expected 1",
+        echo.seen().len()
+    );
+    let got = curl(&topo.client, &format!("http://[{server}]:80/big.bin"))?;
+    same_bytes("big.bin across the MTU-1400 link", &got, &body)?;
+    eprintln!(
+        "upload across the smaller MTU: {}",
+        stats_delta(&before, &after)
+    );
+    Ok(())
+}
+
+#[test]
+fn pmtu_router_fragmentation_needed_is_translated_to_packet_too_big() -> Result<()> {
+    const SIZE: usize = 4 * 1024 * 1024;
+    let _lock = prepare()?;
+    let topo = RouterTopology::build("pmtr", 1500, 1400)?;
+    server_advertises_mss_1460(
+        &topo.server,
+        &["default", "via", "203.0.113.1", "dev", "s0"],
+    )?;
+    let http = HttpServer::start(&topo.server, 80)?;
+    let body = pattern(SIZE, 22);
+    http.add_file("big.bin", &body)?;
+    let _echo = TcpEcho::start(&topo.server, "0.0.0.0:9000".parse()?)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let server = nat64(FAR_SERVER_V4);
+
+    // The 1480-byte translated probe fits g4 but not the router's r1: the router's ICMPv4
+    // "fragmentation needed" (MTU 1400) comes back to the pool address and the gateway turns it
+    // into "packet too big" (MTU 1420) from 2001:db8:64::c000:2fe.
+    let before = gw.stats()?;
+    let (pmtu, reached, text) = tracepath(&topo.client, server)?;
+    let after = gw.stats()?;
+    ensure!(
+        pmtu == Some(1420) && reached,
+        "tracepath should reach {server} with pmtu 1420, got pmtu {pmtu:?} (reached: {reached}):\n{text}"
+    );
+    ensure!(
+        text.contains(&nat64(ROUTER_V4).to_string()),
+        "tracepath should show the router as {}:\n{text}",
+        nat64(ROUTER_V4)
+    );
+    ensure!(
+        after.event("icmp-error-translated") > before.event("icmp-error-translated"),
+        "the router's errors should be counted as translated: {}",
+        stats_delta(&before, &after)
+    );
+
+    // ping with DF and a full-size packet gets the translated "packet too big" back.
+    let _ = topo.client.try_run(
+        &["ip", "-6", "route", "flush", "cache"],
+        Duration::from_secs(10),
+    );
+    let out = topo.client.try_run(
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.3",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            "1452",
+            &server.to_string(),
+        ],
+        Duration::from_secs(15),
+    )?;
+    let text = format!("{}{}", out.stdout_str(), out.stderr_str());
+    ensure!(
+        text.contains("mtu=1420") || text.contains("mtu = 1420"),
+        "a 1500-byte ping with DF should report the translated MTU 1420:\n{text}"
+    );
+
+    // Large TCP transfers both ways.
+    let _ = topo.client.try_run(
+        &["ip", "-6", "route", "flush", "cache"],
+        Duration::from_secs(10),
+    );
+    upload_and_echo(
+        &topo.client,
+        SocketAddr::from((server, 9000)),
+        1024 * 1024,
+        6,
+    )?;
+    let got = curl(&topo.client, &format!("http://[{server}]:80/big.bin"))?;
+    same_bytes("big.bin across the router's MTU-1400 link", &got, &body)?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// 3. Fragments.
+
+#[test]
+fn ping_3000_bytes_fragments_both_ways() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("frgp")?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let before = gw.stats()?;
+    let text = ping_all(
+        &topo.client,
+        &["-s", "3000"],
+        &server_via_prefix().to_string(),
+        3,
+    )?;
+    ensure!(
+        text.contains("3008 bytes from"),
+        "replies should carry 3008 bytes of ICMPv6:\n{text}"
+    );
+    let after = gw.stats()?;
+    ensure!(
+        after.drop_count("fragment") == before.drop_count("fragment"),
+        "fragments were dropped: {}",
+        stats_delta(&before, &after)
+    );
+    Ok(())
+}
+
+#[test]
+fn udp_4000_byte_datagrams_both_ways() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("frgu")?;
+    let echo = UdpEcho::start(&topo.server, "0.0.0.0:7400".parse()?)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let server: SocketAddr = (server_via_prefix(), 7400).into();
+
+    let sock = topo
+        .client
+        .in_ns(|| UdpSocket::bind("[::]:0"))?
+        .context("binding the client's UDP socket")?;
+    sock.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut buf = vec![0u8; 65536];
+    for seed in 1..=3u64 {
+        let payload = pattern(4000, seed);
+        sock.send_to(&payload, server)?;
+        let (n, from) = sock
+            .recv_from(&mut buf)
+            .with_context(|| format!("no echo of 4000-byte datagram #{seed} within 3 s"))?;
+        ensure!(from == server, "echo came from {from}, expected {server}");
+        same_bytes("4000-byte UDP echo", &buf[..n], &payload)?;
+    }
+    let seen = echo.seen();
+    ensure!(
+        seen.len() == 3 && seen.iter().all(|(_, d)| d.len() == 4000),
+        "the server should receive three whole 4000-byte datagrams, got sizes {:?}",
+        seen.iter().map(|(_, d)| d.len()).collect::<Vec<_>>()
+    );
+    let mapping = seen[0].0;
+    ensure!(
+        mapping.ip() == GATEWAY_V4,
+        "the server saw {mapping}, expected the pool address {GATEWAY_V4}"
+    );
+
+    // The server sends a 4000-byte datagram of its own to the mapping (IPv4 fragments in,
+    // IPv6 fragments out).
+    let from_server = pattern(4000, 77);
+    let port = topo
+        .server
+        .in_ns(|| -> std::io::Result<u16> {
+            let s = UdpSocket::bind("0.0.0.0:7400").or_else(|_| UdpSocket::bind("0.0.0.0:0"))?;
+            s.send_to(&from_server, mapping)?;
+            Ok(s.local_addr()?.port())
+        })?
+        .context("sending 4000 bytes from the server")?;
+    let (n, from) = sock
+        .recv_from(&mut buf)
+        .context("the server's 4000-byte datagram did not reach the client within 3 s")?;
+    ensure!(
+        from == SocketAddr::from((server_via_prefix(), port)),
+        "server datagram came from {from}"
+    );
+    same_bytes(
+        "server-initiated 4000-byte datagram",
+        &buf[..n],
+        &from_server,
+    )?;
+    let _ = gw.stats()?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// 4. Hairpinning.
+
+/// Client B: the harness client 2001:db8:1::2, behind a static mapping. Client A: a second
+/// address 2001:db8:1::3 in the same namespace (inside nat64.clients), which reaches B through
+/// the prefix and the pool address: [2001:db8:64::c000:201]:8080.
+const CLIENT_A: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 3);
+
+fn hairpin_topology(tag: &str, protocol: &str) -> Result<(Topology, GatewayConfig)> {
+    let topo = Topology::two_armed(tag)?;
+    topo.client
+        .ip(&["addr", "add", "2001:db8:1::3/64", "dev", "c0", "nodad"])?;
+    let mut config = topo.config();
+    config.statics.push(StaticMapping {
+        protocol: protocol.into(),
+        ipv6: CLIENT_V6,
+        ipv6_port: 8080,
+        ipv4: GATEWAY_V4,
+        ipv4_port: 8080,
+    });
+    Ok((topo, config))
+}
+
+#[test]
+fn hairpin_tcp_between_two_ipv6_clients() -> Result<()> {
+    let _lock = prepare()?;
+    let (topo, config) = hairpin_topology("hpt", "tcp")?;
+    let listener = TcpEcho::start(&topo.client, SocketAddr::from((CLIENT_V6, 8080)))?;
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let public: SocketAddr = (nat64(GATEWAY_V4), 8080).into();
+
+    let before = gw.stats()?;
+    let payload = pattern(200_000, 31);
+    let back = tcp_exchange(
+        &topo.client,
+        Some(SocketAddr::from((CLIENT_A, 0))),
+        public,
+        &payload,
+    )?;
+    same_bytes("hairpinned TCP echo", &back, &payload)?;
+    let after = gw.stats()?;
+
+    // B sees A as the prefix + pool address, never as A's own address.
+    let seen = listener.seen();
+    ensure!(
+        seen.len() == 1 && seen[0].0.ip() == std::net::IpAddr::V6(nat64(GATEWAY_V4)),
+        "client B should see one connection from {}, saw {:?}",
+        nat64(GATEWAY_V4),
+        seen.iter().map(|(a, d)| (a, d.len())).collect::<Vec<_>>()
+    );
+    let a_pool_port = seen[0].0.port();
+    ensure!(
+        after.event("hairpinned") > before.event("hairpinned"),
+        "the hairpinned event did not count: {}",
+        stats_delta(&before, &after)
+    );
+    let sessions = gw.sessions()?;
+    ensure!(
+        sessions.iter().any(|s| s.protocol == "tcp"
+            && s.client == CLIENT_A
+            && s.remote == GATEWAY_V4
+            && s.remote_port == 8080
+            && s.pool == GATEWAY_V4
+            && s.pool_port == a_pool_port),
+        "no session [{CLIENT_A}] -> {GATEWAY_V4}:8080 via {GATEWAY_V4}:{a_pool_port}; {}",
+        describe_sessions(&sessions)
+    );
+    ensure!(
+        sessions.iter().any(|s| s.protocol == "tcp"
+            && s.client == CLIENT_V6
+            && s.client_port == 8080
+            && s.pool_port == 8080
+            && s.remote == GATEWAY_V4
+            && s.remote_port == a_pool_port),
+        "no session for client B [{CLIENT_V6}]:8080 <- {GATEWAY_V4}:{a_pool_port}; {}",
+        describe_sessions(&sessions)
+    );
+    Ok(())
+}
+
+#[test]
+fn hairpin_udp_between_two_ipv6_clients() -> Result<()> {
+    let _lock = prepare()?;
+    let (topo, config) = hairpin_topology("hpu", "udp")?;
+    let echo = UdpEcho::start(&topo.client, SocketAddr::from((CLIENT_V6, 8080)))?;
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let public: SocketAddr = (nat64(GATEWAY_V4), 8080).into();
+
+    let before = gw.stats()?;
+    let sock = topo
+        .client
+        .in_ns(|| UdpSocket::bind(SocketAddr::from((CLIENT_A, 0))))?
+        .context("binding client A's UDP socket")?;
+    sock.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut buf = vec![0u8; 2048];
+    for (i, len) in [1usize, 500, 1200].into_iter().enumerate() {
+        let payload = pattern(len, 40 + i as u64);
+        sock.send_to(&payload, public)?;
+        let (n, from) = sock
+            .recv_from(&mut buf)
+            .with_context(|| format!("no hairpinned echo of {len} bytes within 3 s"))?;
+        ensure!(from == public, "echo came from {from}, expected {public}");
+        same_bytes("hairpinned UDP echo", &buf[..n], &payload)?;
+    }
+    let after = gw.stats()?;
+    let sources: BTreeSet<SocketAddr> = echo.seen().iter().map(|(a, _)| *a).collect();
+    ensure!(
+        sources.len() == 1
+            && sources
+                .iter()
+                .all(|a| a.ip() == std::net::IpAddr::V6(nat64(GATEWAY_V4))),
+        "client B should see every datagram from one prefix+pool address and port, saw {sources:?}"
+    );
+    ensure!(
+        after.event("hairpinned") >= before.event("hairpinned") + 6,
+        "expected at least 6 hairpinned packets (3 each way): {}",
+        stats_delta(&before, &after)
+    );
+    let sessions = gw.sessions()?;
+    ensure!(
+        sessions.iter().any(|s| s.protocol == "udp"
+            && s.client == CLIENT_A
+            && s.remote == GATEWAY_V4
+            && s.remote_port == 8080),
+        "no UDP session [{CLIENT_A}] -> {GATEWAY_V4}:8080; {}",
+        describe_sessions(&sessions)
+    );
+    Ok(())
+}
