@@ -97,7 +97,7 @@ pub fn demo(keep: bool) -> Result<()> {
   ip netns exec {client} curl http://[{target}]/
   ip netns exec {client} traceroute -6 {target}
   ip netns exec {server} tcpdump -ni s0
-  ip netns exec {gateway} tcpdump -ni g4
+  ip netns exec {client} tcpdump -ni c0
   {b} --netns {gateway} status --instance {INSTANCE}
   {b} --netns {gateway} sessions --instance {INSTANCE}
   {b} --netns {gateway} stats --instance {INSTANCE}
