@@ -46,7 +46,7 @@ clients = ["2001:db8:1::/64"]
 [pool]
 addresses = ["192.0.2.1"]
 block_size = 64
-max_blocks_per_client = 2
+max_blocks_per_client = 16
 [[static]]
 protocol = "tcp"
 ipv6 = "2001:db8:1::10"

@@ -50,9 +50,7 @@ pub(crate) fn punt(ctx: &XdpContext) -> Result<u32, DropReason> {
     // and checks the verifier would otherwise have to follow through.
     let mut proto = SLOW_PATH_ETHERTYPE.to_be();
     // SAFETY: the helper checks the offset and length against the packet.
-    let rc = unsafe {
-        bpf_xdp_store_bytes(ctx.ctx, 12, (&raw mut proto).cast(), 2)
-    };
+    let rc = unsafe { bpf_xdp_store_bytes(ctx.ctx, 12, (&raw mut proto).cast(), 2) };
     if rc != 0 {
         return Err(DropReason::Truncated);
     }

@@ -564,23 +564,26 @@ fn allocate_binding(ctx: &XdpContext, pkt: &mut Packet6) -> Result<(), DropReaso
     } else {
         MAX_BLOCKS_PER_CLIENT
     };
+    // Two passes keep the verifier's work linear: states at the loop head differ only in the
+    // slot number, so it can prune (remembering "the first free slot" in the first pass would
+    // make every path distinct).
+    let mut slot = 0u32;
+    while slot < max {
+        if let Some(s) = BLOCK_SLOTS.get_ptr_mut(slot_key(bkey, slot)) {
+            if let Some((pool, port)) = try_block(s, bkey, now)? {
+                pkt.pool = pool;
+                pkt.pool_port = port;
+                return Ok(());
+            }
+        }
+        slot += 1;
+    }
     let mut free_slot = MAX_BLOCKS_PER_CLIENT;
     let mut slot = 0u32;
     while slot < max {
-        let sk = slot_key(bkey, slot);
-        match BLOCK_SLOTS.get_ptr_mut(&sk) {
-            Some(s) => {
-                if let Some((pool, port)) = try_block(s, bkey, now)? {
-                    pkt.pool = pool;
-                    pkt.pool_port = port;
-                    return Ok(());
-                }
-            }
-            None => {
-                if free_slot == MAX_BLOCKS_PER_CLIENT {
-                    free_slot = slot;
-                }
-            }
+        if BLOCK_SLOTS.get_ptr(slot_key(bkey, slot)).is_none() {
+            free_slot = slot;
+            break;
         }
         slot += 1;
     }

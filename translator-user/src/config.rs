@@ -96,6 +96,14 @@ pub struct RawNat64 {
     /// ICMP errors the gateway sends per second and CPU at most (0: none). Default 1000.
     #[serde(default = "default_icmp_rate")]
     pub icmp_errors_per_second: u32,
+    /// Largest IPv6 packet the slow path sends when it must fragment (RFC 7915 section 4.1:
+    /// the lowest MTU on the IPv6 side). Default 1280.
+    #[serde(default = "default_ipv6_mtu")]
+    pub ipv6_mtu: u16,
+}
+
+fn default_ipv6_mtu() -> u16 {
+    1280
 }
 
 fn default_icmp_rate() -> u32 {
@@ -351,6 +359,7 @@ pub struct Config {
     pub allow_non_global: bool,
     pub icmp_source6: Option<Ipv6Addr>,
     pub icmp_errors_per_second: u32,
+    pub ipv6_mtu: u16,
     pub pool: Vec<Ipv4Addr>,
     /// Port layout per protocol, indexed by [`Protocol::index`].
     pub layouts: [BlockLayout; 3],
@@ -482,6 +491,16 @@ impl Config {
             return Err(err(
                 "nat64.icmp_errors_per_second",
                 format!("{}; valid: 0 to 1000000", raw.nat64.icmp_errors_per_second),
+            ));
+        }
+
+        if raw.nat64.ipv6_mtu < 1280 {
+            return Err(err(
+                "nat64.ipv6_mtu",
+                format!(
+                    "{}; valid: 1280 (the IPv6 minimum) to 65535",
+                    raw.nat64.ipv6_mtu
+                ),
             ));
         }
 
@@ -625,6 +644,7 @@ impl Config {
             allow_non_global: raw.nat64.allow_non_global,
             icmp_source6,
             icmp_errors_per_second: raw.nat64.icmp_errors_per_second,
+            ipv6_mtu: raw.nat64.ipv6_mtu,
             pool,
             layouts,
             block_size,

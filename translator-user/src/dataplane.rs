@@ -29,8 +29,8 @@ use translator_common::{
     counters::{COUNTER_SLOTS, DropReason, Event},
     maps::{
         self as m, BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId,
-        BlockSlot, BlockSlotKey, FilterKey, POOL_LOCAL, PoolAddress, SessionKey4, SessionKey6,
-        SessionValue4, SessionValue6,
+        BlockSlot, BlockSlotKey, FilterKey, Frag4Key, Frag4Value, Frag6Key, Frag6Value, POOL_LOCAL,
+        PoolAddress, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
     },
     rfc6052::{self, raw4, raw6},
 };
@@ -333,6 +333,8 @@ pub struct Maps {
     pub clients: LpmTrie<MapData, [u32; 4], u32>,
     pub pool: HashMap<MapData, u32, PoolAddress>,
     pub counters: PerCpuArray<MapData, u64>,
+    pub frags6: HashMap<MapData, Frag6Key, Frag6Value>,
+    pub frags4: HashMap<MapData, Frag4Key, Frag4Value>,
 }
 
 fn open_map(dir: &Path, name: &str) -> anyhow::Result<Map> {
@@ -371,7 +373,52 @@ impl Maps {
             clients: typed!(dir, m::CLIENTS),
             pool: typed!(dir, m::POOL),
             counters: typed!(dir, m::COUNTERS),
+            frags6: typed!(dir, m::FRAGS6),
+            frags4: typed!(dir, m::FRAGS4),
         })
+    }
+
+    /// The client an IPv4 datagram goes to, when the data plane translated its first fragment.
+    pub fn frag_client(
+        &self,
+        src: Ipv4Addr,
+        pool: Ipv4Addr,
+        proto: u8,
+        id: u16,
+    ) -> Option<Ipv6Addr> {
+        let k = Frag4Key {
+            remote: raw4(u32::from(src)),
+            pool: raw4(u32::from(pool)),
+            id: id.to_be(),
+            proto,
+            _pad: 0,
+        };
+        self.frags4
+            .get(&k, 0)
+            .ok()
+            .map(|v| Ipv6Addr::from(rfc6052::from_raw6(&v.client)))
+    }
+
+    /// The pool address an IPv6 datagram leaves from, when the data plane translated its first
+    /// fragment.
+    pub fn frag_pool(
+        &self,
+        client: Ipv6Addr,
+        remote: Ipv4Addr,
+        proto: u8,
+        id: u32,
+    ) -> Option<Ipv4Addr> {
+        let k = Frag6Key {
+            client: raw6(u128::from(client)),
+            remote: raw4(u32::from(remote)),
+            id: id.to_be(),
+            proto,
+            _pad: [0; 3],
+        };
+        self.frags6
+            .get(&k, 0)
+            .ok()
+            .map(|v| Ipv4Addr::from(rfc6052::from_raw4(v.pool)))
     }
 
     /// Fills the free-block queues with every block of the pool (fresh start only).

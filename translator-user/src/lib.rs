@@ -7,4 +7,5 @@ pub mod dataplane;
 pub mod dns64;
 pub mod netns;
 pub mod sessions;
+pub mod slowpath;
 pub mod testrun;

@@ -234,7 +234,25 @@ async fn serve(
         }
     };
     tokio::pin!(dns_done);
-    let stats_path = inst.run.join("dns64.json");
+    let stats_path = inst.run.join("controller.json");
+    let slow_stats = Arc::new(crate::slowpath::SlowPathStats::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow = crate::slowpath::start(&cfg, &inst.pins, slow_stats.clone(), stop.clone())
+        .context("starting the slow path")?;
+    // Stops the slow-path threads however this function returns.
+    struct Stop(
+        Arc<std::sync::atomic::AtomicBool>,
+        Vec<std::thread::JoinHandle<()>>,
+    );
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            for h in self.1.drain(..) {
+                let _ = h.join();
+            }
+        }
+    }
+    let _stop = Stop(stop, slow);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -245,11 +263,15 @@ async fn serve(
                 if e != sessions::Expired::default() {
                     log::debug!("expired {e:?}");
                 }
+                let mut snap = serde_json::Map::new();
                 if dns_enabled {
-                    let snap = dns_stats.snapshot();
-                    if let Err(e) = std::fs::write(&stats_path, serde_json::to_vec(&snap)?) {
-                        log::warn!("writing {}: {e}", stats_path.display());
-                    }
+                    snap.insert("dns64".into(), serde_json::to_value(dns_stats.snapshot())?);
+                }
+                let slow: std::collections::BTreeMap<_, _> =
+                    slow_stats.snapshot().into_iter().collect();
+                snap.insert("slow_path".into(), serde_json::to_value(slow)?);
+                if let Err(e) = std::fs::write(&stats_path, serde_json::to_vec(&snap)?) {
+                    log::warn!("writing {}: {e}", stats_path.display());
                 }
             }
             r = &mut dns_done => {

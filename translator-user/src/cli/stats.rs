@@ -20,19 +20,27 @@ struct Stats {
     /// DNS64 counters, when the server is enabled (written by the controller every tick).
     #[serde(skip_serializing_if = "Option::is_none")]
     dns64: Option<BTreeMap<String, u64>>,
+    /// Slow-path counters (written by the controller every tick).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slow_path: Option<BTreeMap<String, u64>>,
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let inst = Instance::new(&a.instance.instance);
     let maps = Maps::open(&inst.pins)?;
     let (events, drops) = maps.counters()?;
-    let dns64 = std::fs::read(inst.run.join("dns64.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<BTreeMap<String, u64>>(&b).ok());
+    let controller: BTreeMap<String, BTreeMap<String, u64>> =
+        std::fs::read(inst.run.join("controller.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+    let dns64 = controller.get("dns64").cloned();
+    let slow_path = controller.get("slow_path").cloned();
     let s = Stats {
         events: events.iter().map(|(e, n)| (e.name(), *n)).collect(),
         drops: drops.iter().map(|(r, n)| (r.name(), *n)).collect(),
         dns64,
+        slow_path,
     };
     if a.json {
         return super::print_json(&s);
@@ -45,10 +53,12 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     for (r, n) in &drops {
         println!("  {:<28} {n}", r.name());
     }
-    if let Some(d) = &s.dns64 {
-        println!("dns64");
-        for (k, n) in d {
-            println!("  {k:<28} {n}");
+    for (title, section) in [("dns64", &s.dns64), ("slow path", &s.slow_path)] {
+        if let Some(d) = section {
+            println!("{title}");
+            for (k, n) in d {
+                println!("  {k:<28} {n}");
+            }
         }
     }
     Ok(())

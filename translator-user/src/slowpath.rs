@@ -1,0 +1,1127 @@
+//! The user-space slow path: what XDP cannot finish (RFC 7915 sections 4.1 and 5.1.1).
+//!
+//! The data plane hands frames over by rewriting their ethertype to
+//! [`SLOW_PATH_ETHERTYPE`] and passing them to the kernel; a packet socket per interface
+//! receives them here. Three cases arrive:
+//! - fragments of ICMP datagrams (the ICMP checksum covers the whole datagram): reassembled,
+//!   translated whole, fragmented again to fit;
+//! - fragments whose first fragment had not passed yet: held until the data plane has
+//!   translated the first one (its fragment map says where the datagram goes), then translated
+//!   one by one, or reassembled if the whole datagram ends up here;
+//! - packets that must be fragmented after translation (IPv4 with DF clear larger than the
+//!   IPv6 MTU, IPv6 fragments larger than the IPv4 link).
+//!
+//! Translated packets leave through raw sockets (header included), so the kernel routes them
+//! and resolves neighbours. The translation rules are the data plane's, on whole buffers:
+//! the same session tables, the same RFC 6052 mapping, checksums computed in full.
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use translator_common::{
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    checksum::{finish, sum_bytes},
+    maps::{SLOW_PATH_ETHERTYPE, SessionKey4, SessionKey6},
+    rfc6052,
+};
+
+use crate::{config::Config, dataplane::Maps};
+
+/// How long fragments wait for the rest of their datagram (RFC 8200 section 4.5 says 60 s;
+/// shorter keeps memory low under attack).
+const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes held for reassembly at most, all datagrams together.
+const REASSEMBLY_MEMORY: usize = 8 << 20;
+/// Largest datagram reassembled.
+const MAX_DATAGRAM: usize = 65535;
+
+/// Counters of the slow path, shown by `translator stats`.
+#[derive(Debug, Default)]
+pub struct SlowPathStats {
+    pub received: AtomicU64,
+    pub translated: AtomicU64,
+    pub fragments_sent: AtomicU64,
+    pub reassembled: AtomicU64,
+    pub timed_out: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+impl SlowPathStats {
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("slow-path-received", self.received.load(Ordering::Relaxed)),
+            (
+                "slow-path-translated",
+                self.translated.load(Ordering::Relaxed),
+            ),
+            (
+                "slow-path-fragments-sent",
+                self.fragments_sent.load(Ordering::Relaxed),
+            ),
+            (
+                "slow-path-reassembled",
+                self.reassembled.load(Ordering::Relaxed),
+            ),
+            (
+                "slow-path-timed-out",
+                self.timed_out.load(Ordering::Relaxed),
+            ),
+            ("slow-path-dropped", self.dropped.load(Ordering::Relaxed)),
+        ]
+    }
+}
+
+/// What translation needs from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Params {
+    pub prefix: u128,
+    pub prefix_len: u8,
+    /// Largest IPv6 packet sent (fragments are cut to fit).
+    pub ipv6_mtu: usize,
+    /// Largest IPv4 packet sent.
+    pub ipv4_mtu: usize,
+}
+
+/// A translated packet: the IP packet to send (or its fragments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    V4(Vec<Vec<u8>>),
+    V6(Vec<Vec<u8>>),
+}
+
+// ------------------------------------------------------------------------------------------------
+// Pure translation (unit-tested).
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    Ipv6Addr::from(a)
+}
+
+fn v4_at(b: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+/// Transport checksum over a pseudo-header and the segment (the segment's checksum field zero).
+fn l4_checksum(pseudo: &[u8], seg: &[u8]) -> u16 {
+    let s = sum_bytes(pseudo) + sum_bytes(seg);
+    // sum_bytes folds as it goes; the two partial sums still fit a u32.
+    finish(s)
+}
+
+fn pseudo4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(12);
+    p.extend(src.octets());
+    p.extend(dst.octets());
+    p.extend([0, proto]);
+    p.extend((len as u16).to_be_bytes());
+    p
+}
+
+fn pseudo6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(40);
+    p.extend(src.octets());
+    p.extend(dst.octets());
+    p.extend((len as u32).to_be_bytes());
+    p.extend([0, 0, 0, proto]);
+    p
+}
+
+/// The offset of the checksum field in a transport header.
+fn csum_at(proto: u8) -> Option<usize> {
+    match proto {
+        IPPROTO_TCP => Some(16),
+        IPPROTO_UDP => Some(6),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => Some(2),
+        _ => None,
+    }
+}
+
+/// Rewrites a whole transport segment for the other family: ports/identifier, ICMP echo type,
+/// checksum recomputed in full.
+fn rewrite_segment(
+    seg: &mut [u8],
+    proto_in: u8,
+    src_port: Option<u16>,
+    dst_port: Option<u16>,
+    pseudo_out: Option<&[u8]>,
+) -> Result<u8, &'static str> {
+    let at = csum_at(proto_in).ok_or("protocol not translated")?;
+    if seg.len() < at + 2 || seg.len() < 8 {
+        return Err("transport header truncated");
+    }
+    let proto_out = match proto_in {
+        IPPROTO_ICMP => {
+            seg[0] = match seg[0] {
+                8 => 128,
+                0 => 129,
+                _ => return Err("only ICMP echo is translated here"),
+            };
+            if let Some(p) = dst_port {
+                seg[4..6].copy_from_slice(&p.to_be_bytes());
+            }
+            IPPROTO_ICMPV6
+        }
+        IPPROTO_ICMPV6 => {
+            seg[0] = match seg[0] {
+                128 => 8,
+                129 => 0,
+                _ => return Err("only ICMPv6 echo is translated here"),
+            };
+            if let Some(p) = src_port {
+                seg[4..6].copy_from_slice(&p.to_be_bytes());
+            }
+            IPPROTO_ICMP
+        }
+        p => {
+            if let Some(sp) = src_port {
+                seg[0..2].copy_from_slice(&sp.to_be_bytes());
+            }
+            if let Some(dp) = dst_port {
+                seg[2..4].copy_from_slice(&dp.to_be_bytes());
+            }
+            p
+        }
+    };
+    seg[at..at + 2].copy_from_slice(&[0, 0]);
+    let c = l4_checksum(pseudo_out.unwrap_or(&[]), seg);
+    let c = if c == 0 && proto_out == IPPROTO_UDP {
+        0xffff
+    } else {
+        c
+    };
+    seg[at..at + 2].copy_from_slice(&c.to_ne_bytes());
+    Ok(proto_out)
+}
+
+/// IPv4 header (20 bytes) with its checksum.
+#[allow(clippy::too_many_arguments)]
+fn ipv4_header(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ttl: u8,
+    tos: u8,
+    id: u16,
+    frag_word: u16,
+    payload_len: usize,
+) -> Vec<u8> {
+    let mut h = vec![0x45, tos];
+    h.extend(((20 + payload_len) as u16).to_be_bytes());
+    h.extend(id.to_be_bytes());
+    h.extend(frag_word.to_be_bytes());
+    h.extend([ttl, proto, 0, 0]);
+    h.extend(src.octets());
+    h.extend(dst.octets());
+    let c = finish(sum_bytes(&h));
+    h[10..12].copy_from_slice(&c.to_ne_bytes());
+    h
+}
+
+fn ipv6_header(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    nh: u8,
+    hop: u8,
+    tclass: u8,
+    payload_len: usize,
+) -> Vec<u8> {
+    let mut h = Vec::with_capacity(40);
+    h.extend(((6u32 << 28) | (u32::from(tclass) << 20)).to_be_bytes());
+    h.extend((payload_len as u16).to_be_bytes());
+    h.extend([nh, hop]);
+    h.extend(src.octets());
+    h.extend(dst.octets());
+    h
+}
+
+/// Cuts a payload into IPv4 fragments no larger than `mtu` (DF clear).
+#[allow(clippy::too_many_arguments)]
+pub fn fragment4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ttl: u8,
+    tos: u8,
+    id: u16,
+    base_offset: usize,
+    more_after: bool,
+    payload: &[u8],
+    mtu: usize,
+) -> Vec<Vec<u8>> {
+    let room = ((mtu.max(68) - 20) / 8) * 8;
+    let mut out = Vec::new();
+    let mut off = 0;
+    loop {
+        let end = (off + room).min(payload.len());
+        let last = end == payload.len();
+        let word =
+            (((base_offset + off) / 8) as u16) | if !last || more_after { 0x2000 } else { 0 };
+        let mut p = ipv4_header(src, dst, proto, ttl, tos, id, word, end - off);
+        p.extend(&payload[off..end]);
+        out.push(p);
+        if last {
+            return out;
+        }
+        off = end;
+    }
+}
+
+/// Cuts a payload into IPv6 fragments no larger than `mtu` (a fragment header each).
+#[allow(clippy::too_many_arguments)]
+pub fn fragment6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    nh: u8,
+    hop: u8,
+    tclass: u8,
+    id: u32,
+    base_offset: usize,
+    more_after: bool,
+    payload: &[u8],
+    mtu: usize,
+) -> Vec<Vec<u8>> {
+    let room = ((mtu.max(1280) - 48) / 8) * 8;
+    let mut out = Vec::new();
+    let mut off = 0;
+    loop {
+        let end = (off + room).min(payload.len());
+        let last = end == payload.len();
+        let mut p = ipv6_header(src, dst, 44, hop, tclass, 8 + end - off);
+        let word = ((((base_offset + off) / 8) as u16) << 3) | u16::from(!last || more_after);
+        p.extend([nh, 0]);
+        p.extend(word.to_be_bytes());
+        p.extend(id.to_be_bytes());
+        p.extend(&payload[off..end]);
+        out.push(p);
+        if last {
+            return out;
+        }
+        off = end;
+    }
+}
+
+/// Translates a whole (reassembled or unfragmented) IPv6 datagram from a client, given its
+/// binding. `seg` is the transport segment.
+#[allow(clippy::too_many_arguments)]
+pub fn whole_6to4(
+    p: &Params,
+    client: Ipv6Addr,
+    dst6: Ipv6Addr,
+    proto6: u8,
+    hop: u8,
+    tclass: u8,
+    id: u16,
+    mut seg: Vec<u8>,
+    pool: (Ipv4Addr, u16),
+) -> Result<Output, &'static str> {
+    let remote = Ipv4Addr::from(rfc6052::extract(u128::from(dst6), p.prefix_len));
+    let proto4 = if proto6 == IPPROTO_ICMPV6 {
+        IPPROTO_ICMP
+    } else {
+        proto6
+    };
+    let pseudo = (proto4 != IPPROTO_ICMP).then(|| pseudo4(pool.0, remote, proto4, seg.len()));
+    rewrite_segment(&mut seg, proto6, Some(pool.1), None, pseudo.as_deref())?;
+    let _ = client;
+    Ok(Output::V4(fragment4(
+        pool.0,
+        remote,
+        proto4,
+        hop.saturating_sub(1),
+        tclass,
+        id,
+        0,
+        false,
+        &seg,
+        p.ipv4_mtu,
+    )))
+}
+
+/// Translates a whole IPv4 datagram to a pool address, given the session's client.
+#[allow(clippy::too_many_arguments)]
+pub fn whole_4to6(
+    p: &Params,
+    src4: Ipv4Addr,
+    proto4: u8,
+    ttl: u8,
+    tos: u8,
+    id: u16,
+    mut seg: Vec<u8>,
+    client: (Ipv6Addr, u16),
+) -> Result<Output, &'static str> {
+    let src6 = Ipv6Addr::from(rfc6052::embed(p.prefix, p.prefix_len, u32::from(src4)));
+    let proto6 = if proto4 == IPPROTO_ICMP {
+        IPPROTO_ICMPV6
+    } else {
+        proto4
+    };
+    let pseudo = pseudo6(src6, client.0, proto6, seg.len());
+    rewrite_segment(&mut seg, proto4, None, Some(client.1), Some(&pseudo))?;
+    let hop = ttl.saturating_sub(1);
+    if 40 + seg.len() <= p.ipv6_mtu {
+        let mut pkt = ipv6_header(src6, client.0, proto6, hop, tos, seg.len());
+        pkt.extend(&seg);
+        return Ok(Output::V6(vec![pkt]));
+    }
+    Ok(Output::V6(fragment6(
+        src6,
+        client.0,
+        proto6,
+        hop,
+        tos,
+        u32::from(id),
+        0,
+        false,
+        &seg,
+        p.ipv6_mtu,
+    )))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Reassembly.
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum DatagramKey {
+    V4 {
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        id: u16,
+    },
+    V6 {
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        id: u32,
+    },
+}
+
+#[derive(Debug)]
+struct Pieces {
+    first_seen: Instant,
+    /// (byte offset, data, more fragments) of each fragment as received (whole packets kept
+    /// too, to translate them one by one when the data plane knows the flow).
+    parts: Vec<(usize, Vec<u8>, bool, Vec<u8>)>,
+    /// Next header (IPv6) or protocol (IPv4) of the datagram.
+    proto: u8,
+    ttl: u8,
+    tos: u8,
+    bytes: usize,
+}
+
+impl Pieces {
+    /// The whole datagram once every byte from 0 to the end (fragment without M) is there.
+    fn complete(&self) -> Option<Vec<u8>> {
+        let total = self.parts.iter().find(|p| !p.2).map(|p| p.0 + p.1.len())?;
+        if total > MAX_DATAGRAM {
+            return None;
+        }
+        let mut parts: Vec<&(usize, Vec<u8>, bool, Vec<u8>)> = self.parts.iter().collect();
+        parts.sort_by_key(|p| p.0);
+        let mut out = Vec::with_capacity(total);
+        for (off, data, _, _) in parts {
+            if *off > out.len() {
+                return None;
+            }
+            let skip = out.len() - off;
+            if skip < data.len() {
+                out.extend(&data[skip..]);
+            }
+        }
+        (out.len() == total).then_some(out)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The running slow path.
+
+/// Raw sockets that send IPv4 and IPv6 packets with their headers included.
+struct Senders {
+    v4: OwnedFd,
+    v6: OwnedFd,
+}
+
+fn raw_socket(family: i32) -> anyhow::Result<OwnedFd> {
+    // SAFETY: plain socket call.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    };
+    if fd < 0 {
+        bail!("raw socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl Senders {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            v4: raw_socket(libc::AF_INET)?,
+            v6: raw_socket(libc::AF_INET6)?,
+        })
+    }
+
+    fn send(&self, out: &Output) -> usize {
+        let mut sent = 0;
+        match out {
+            Output::V4(pkts) => {
+                for p in pkts {
+                    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                    sa.sin_family = libc::AF_INET as u16;
+                    sa.sin_addr.s_addr = u32::from_ne_bytes([p[16], p[17], p[18], p[19]]);
+                    // SAFETY: valid buffer and address.
+                    let rc = unsafe {
+                        libc::sendto(
+                            self.v4.as_raw_fd(),
+                            p.as_ptr().cast(),
+                            p.len(),
+                            0,
+                            (&raw const sa).cast(),
+                            std::mem::size_of::<libc::sockaddr_in>() as u32,
+                        )
+                    };
+                    if rc >= 0 {
+                        sent += 1;
+                    } else {
+                        log::debug!(
+                            "slow path: sending IPv4: {}",
+                            std::io::Error::last_os_error()
+                        );
+                    }
+                }
+            }
+            Output::V6(pkts) => {
+                for p in pkts {
+                    // SAFETY: zeroed sockaddr is valid.
+                    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+                    sa.sin6_family = libc::AF_INET6 as u16;
+                    sa.sin6_addr.s6_addr.copy_from_slice(&p[24..40]);
+                    // SAFETY: valid buffer and address.
+                    let rc = unsafe {
+                        libc::sendto(
+                            self.v6.as_raw_fd(),
+                            p.as_ptr().cast(),
+                            p.len(),
+                            0,
+                            (&raw const sa).cast(),
+                            std::mem::size_of::<libc::sockaddr_in6>() as u32,
+                        )
+                    };
+                    if rc >= 0 {
+                        sent += 1;
+                    } else {
+                        log::debug!(
+                            "slow path: sending IPv6: {}",
+                            std::io::Error::last_os_error()
+                        );
+                    }
+                }
+            }
+        }
+        sent
+    }
+}
+
+/// A packet socket receiving the slow-path ethertype on one interface.
+fn packet_socket(ifindex: u32) -> anyhow::Result<OwnedFd> {
+    let proto = SLOW_PATH_ETHERTYPE.to_be();
+    // SAFETY: plain socket call.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from(proto),
+        )
+    };
+    if fd < 0 {
+        bail!("packet socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: zeroed sockaddr_ll is valid.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: valid address of the right size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const sll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "binding the packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    // SAFETY: valid option value.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+    }
+    Ok(fd)
+}
+
+/// The MTU of an interface in the current namespace.
+fn interface_mtu(name: &str) -> Option<usize> {
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: zeroed ifreq is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes().take(15)) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: valid request and struct.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &mut ifr) } != 0 {
+        return None;
+    }
+    // SAFETY: SIOCGIFMTU filled the mtu member.
+    Some(unsafe { ifr.ifr_ifru.ifru_mtu } as usize)
+}
+
+/// Starts the slow path on its own threads (one per interface). Runs until `stop` is set.
+pub fn start(
+    cfg: &Config,
+    pins: &std::path::Path,
+    stats: Arc<SlowPathStats>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    let params = Params {
+        prefix: u128::from(cfg.prefix.addr),
+        prefix_len: cfg.prefix.len,
+        ipv6_mtu: usize::from(cfg.ipv6_mtu),
+        ipv4_mtu: interface_mtu(&cfg.ipv4_interface).unwrap_or(1500),
+    };
+    let mut handles = Vec::new();
+    for iface in crate::dataplane::interfaces(cfg) {
+        let ifindex = crate::netns::ifindex(&iface)
+            .with_context(|| format!("slow path: no interface {iface}"))?;
+        let sock = packet_socket(ifindex).with_context(|| format!("slow path on {iface}"))?;
+        let senders = Senders::new().context("slow path")?;
+        let maps = Maps::open(pins)?;
+        let stats = stats.clone();
+        let stop = stop.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("slowpath-{iface}"))
+            .spawn(move || {
+                let mut sp = Worker {
+                    params,
+                    maps,
+                    senders,
+                    stats,
+                    pending: HashMap::new(),
+                    held: 0,
+                };
+                sp.run(&sock, &stop);
+            })
+            .context("starting the slow path thread")?;
+        handles.push(h);
+    }
+    Ok(handles)
+}
+
+struct Worker {
+    params: Params,
+    maps: Maps,
+    senders: Senders,
+    stats: Arc<SlowPathStats>,
+    pending: HashMap<DatagramKey, Pieces>,
+    held: usize,
+}
+
+impl Worker {
+    fn run(&mut self, sock: &OwnedFd, stop: &AtomicBool) {
+        let mut buf = vec![0u8; 65536 + 14];
+        let mut last_sweep = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            // SAFETY: valid buffer.
+            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 14 {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                let frame = &buf[14..n as usize];
+                if let Err(e) = self.packet(frame) {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("slow path: dropped a packet: {e}");
+                }
+            }
+            if last_sweep.elapsed() >= Duration::from_millis(100) {
+                self.sweep();
+                last_sweep = Instant::now();
+            }
+        }
+    }
+
+    fn emit(&self, out: &Output) {
+        let n = self.senders.send(out);
+        self.stats.translated.fetch_add(1, Ordering::Relaxed);
+        let frags = match out {
+            Output::V4(p) | Output::V6(p) => p.len(),
+        };
+        if frags > 1 {
+            self.stats
+                .fragments_sent
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn packet(&mut self, pkt: &[u8]) -> Result<(), &'static str> {
+        match pkt.first().map(|b| b >> 4) {
+            Some(4) => self.packet4(pkt),
+            Some(6) => self.packet6(pkt),
+            _ => Err("not IP"),
+        }
+    }
+
+    fn packet4(&mut self, pkt: &[u8]) -> Result<(), &'static str> {
+        if pkt.len() < 20 || pkt[0] != 0x45 {
+            return Err("IPv4 header with options or truncated");
+        }
+        let tot = usize::from(be16(pkt, 2));
+        if tot < 20 || tot > pkt.len() {
+            return Err("IPv4 length");
+        }
+        let pkt = &pkt[..tot];
+        let (src, dst, proto, ttl, tos, id) = (
+            v4_at(pkt, 12),
+            v4_at(pkt, 16),
+            pkt[9],
+            pkt[8],
+            pkt[1],
+            be16(pkt, 4),
+        );
+        let fw = be16(pkt, 6);
+        let (off, more) = (usize::from(fw & 0x1fff) * 8, fw & 0x2000 != 0);
+        if off == 0 && !more {
+            // A whole packet that must be fragmented after translation.
+            let seg = pkt[20..].to_vec();
+            let client = self.client_of(src, dst, proto, &seg)?;
+            let out = whole_4to6(&self.params, src, proto, ttl, tos, id, seg, client)?;
+            self.emit(&out);
+            return Ok(());
+        }
+        let key = DatagramKey::V4 {
+            src,
+            dst,
+            proto,
+            id,
+        };
+        self.hold(
+            key,
+            off,
+            pkt[20..].to_vec(),
+            more,
+            pkt.to_vec(),
+            proto,
+            ttl,
+            tos,
+        )
+    }
+
+    fn packet6(&mut self, pkt: &[u8]) -> Result<(), &'static str> {
+        if pkt.len() < 48 {
+            return Err("IPv6 packet truncated");
+        }
+        let plen = usize::from(be16(pkt, 4));
+        if 40 + plen > pkt.len() {
+            return Err("IPv6 length");
+        }
+        let pkt = &pkt[..40 + plen];
+        let (src, dst, hop) = (v6_at(pkt, 8), v6_at(pkt, 24), pkt[7]);
+        let tclass = ((u32::from_be_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]) >> 20) & 0xff) as u8;
+        if pkt[6] != 44 {
+            return Err("IPv6 without a fragment header");
+        }
+        let nh = pkt[40];
+        let word = be16(pkt, 42);
+        let id = u32::from_be_bytes([pkt[44], pkt[45], pkt[46], pkt[47]]);
+        let (off, more) = (usize::from(word >> 3) * 8, word & 1 != 0);
+        let key = DatagramKey::V6 { src, dst, id };
+        self.hold(
+            key,
+            off,
+            pkt[48..].to_vec(),
+            more,
+            pkt.to_vec(),
+            nh,
+            hop,
+            tclass,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn hold(
+        &mut self,
+        key: DatagramKey,
+        off: usize,
+        data: Vec<u8>,
+        more: bool,
+        whole: Vec<u8>,
+        proto: u8,
+        ttl: u8,
+        tos: u8,
+    ) -> Result<(), &'static str> {
+        if self.held + data.len() > REASSEMBLY_MEMORY {
+            return Err("reassembly memory full");
+        }
+        self.held += data.len() + whole.len();
+        let e = self.pending.entry(key.clone()).or_insert_with(|| Pieces {
+            first_seen: Instant::now(),
+            parts: Vec::new(),
+            proto,
+            ttl,
+            tos,
+            bytes: 0,
+        });
+        e.bytes += data.len() + whole.len();
+        e.parts.push((off, data, more, whole));
+        if let Some(datagram) = e.complete() {
+            let p = self.pending.remove(&key).ok_or("lost datagram")?;
+            self.held = self.held.saturating_sub(p.bytes);
+            self.stats.reassembled.fetch_add(1, Ordering::Relaxed);
+            return self.datagram(&key, &p, datagram);
+        }
+        Ok(())
+    }
+
+    /// A reassembled datagram.
+    fn datagram(
+        &mut self,
+        key: &DatagramKey,
+        p: &Pieces,
+        seg: Vec<u8>,
+    ) -> Result<(), &'static str> {
+        let out = match *key {
+            DatagramKey::V4 {
+                src,
+                dst,
+                proto,
+                id,
+            } => {
+                let client = self.client_of(src, dst, proto, &seg)?;
+                whole_4to6(&self.params, src, proto, p.ttl, p.tos, id, seg, client)?
+            }
+            DatagramKey::V6 { src, dst, id } => {
+                let pool = self.pool_of(src, dst, p.proto, &seg)?;
+                whole_6to4(
+                    &self.params,
+                    src,
+                    dst,
+                    p.proto,
+                    p.ttl,
+                    p.tos,
+                    id as u16,
+                    seg,
+                    pool,
+                )?
+            }
+        };
+        self.emit(&out);
+        Ok(())
+    }
+
+    /// The session client of an IPv4 datagram to a pool address (from its transport header).
+    fn client_of(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        seg: &[u8],
+    ) -> Result<(Ipv6Addr, u16), &'static str> {
+        if seg.len() < 8 {
+            return Err("transport header truncated");
+        }
+        let (pool_port, remote_port) = match proto {
+            IPPROTO_TCP | IPPROTO_UDP => (be16(seg, 2), be16(seg, 0)),
+            IPPROTO_ICMP => (be16(seg, 4), 0),
+            _ => return Err("protocol not translated"),
+        };
+        let k = SessionKey4 {
+            pool: rfc6052::raw4(u32::from(dst)),
+            remote: rfc6052::raw4(u32::from(src)),
+            pool_port_be: pool_port.to_be(),
+            remote_port_be: remote_port.to_be(),
+            proto,
+            _pad: [0; 3],
+        };
+        let v = self.maps.sessions4.get(&k, 0).map_err(|_| "no session")?;
+        Ok((
+            Ipv6Addr::from(rfc6052::from_raw6(&v.client)),
+            u16::from_be(v.client_port_be),
+        ))
+    }
+
+    /// The session binding of an IPv6 datagram from a client (from its transport header).
+    fn pool_of(
+        &self,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        nh: u8,
+        seg: &[u8],
+    ) -> Result<(Ipv4Addr, u16), &'static str> {
+        if seg.len() < 8 {
+            return Err("transport header truncated");
+        }
+        let (proto, cport, rport) = match nh {
+            IPPROTO_TCP | IPPROTO_UDP => (nh, be16(seg, 0), be16(seg, 2)),
+            IPPROTO_ICMPV6 => (IPPROTO_ICMP, be16(seg, 4), 0),
+            _ => return Err("protocol not translated"),
+        };
+        let remote = rfc6052::extract(u128::from(dst), self.params.prefix_len);
+        let k = SessionKey6 {
+            client: rfc6052::raw6(u128::from(src)),
+            remote: rfc6052::raw4(remote),
+            client_port_be: cport.to_be(),
+            remote_port_be: rport.to_be(),
+            proto,
+            _pad: [0; 3],
+        };
+        let v = self.maps.sessions6.get(&k, 0).map_err(|_| "no session")?;
+        Ok((
+            Ipv4Addr::from(rfc6052::from_raw4(v.pool)),
+            u16::from_be(v.pool_port_be),
+        ))
+    }
+
+    /// Fragments held because their first fragment had not passed: once the data plane knows
+    /// the datagram (its fragment map), translate them one by one. Drops what waited too long.
+    fn sweep(&mut self) {
+        let keys: Vec<DatagramKey> = self.pending.keys().cloned().collect();
+        for key in keys {
+            let Some(p) = self.pending.get(&key) else {
+                continue;
+            };
+            let out = match key {
+                DatagramKey::V4 {
+                    src,
+                    dst,
+                    proto,
+                    id,
+                } => self.maps.frag_client(src, dst, proto, id).map(|client| {
+                    let src6 = Ipv6Addr::from(rfc6052::embed(
+                        self.params.prefix,
+                        self.params.prefix_len,
+                        u32::from(src),
+                    ));
+                    let nh = if proto == IPPROTO_ICMP {
+                        IPPROTO_ICMPV6
+                    } else {
+                        proto
+                    };
+                    let mut pkts = Vec::new();
+                    for (off, data, more, _) in &p.parts {
+                        pkts.extend(fragment6(
+                            src6,
+                            client,
+                            nh,
+                            p.ttl.saturating_sub(1),
+                            p.tos,
+                            u32::from(id),
+                            *off,
+                            *more,
+                            data,
+                            self.params.ipv6_mtu,
+                        ));
+                    }
+                    Output::V6(pkts)
+                }),
+                DatagramKey::V6 { src, dst, id } => {
+                    let remote =
+                        Ipv4Addr::from(rfc6052::extract(u128::from(dst), self.params.prefix_len));
+                    self.maps.frag_pool(src, remote, p.proto, id).map(|pool| {
+                        let mut pkts = Vec::new();
+                        for (off, data, more, _) in &p.parts {
+                            pkts.extend(fragment4(
+                                pool,
+                                remote,
+                                p.proto,
+                                p.ttl.saturating_sub(1),
+                                p.tos,
+                                id as u16,
+                                *off,
+                                *more,
+                                data,
+                                self.params.ipv4_mtu,
+                            ));
+                        }
+                        Output::V4(pkts)
+                    })
+                }
+            };
+            let expired = p.first_seen.elapsed() > REASSEMBLY_TIMEOUT;
+            if (out.is_some() || expired)
+                && let Some(p) = self.pending.remove(&key)
+            {
+                self.held = self.held.saturating_sub(p.bytes);
+            }
+            match out {
+                Some(o) => self.emit(&o),
+                None if expired => {
+                    self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Params {
+        Params {
+            prefix: u128::from("2001:db8:64::".parse::<Ipv6Addr>().expect("prefix")),
+            prefix_len: 96,
+            ipv6_mtu: 1280,
+            ipv4_mtu: 1500,
+        }
+    }
+
+    fn full_checksum_ok(pseudo: &[u8], seg: &[u8]) -> bool {
+        crate::slowpath::l4_checksum(pseudo, seg) == 0
+    }
+
+    #[test]
+    fn icmp_echo_4to6_fragments_to_fit_1280() {
+        let mut seg = vec![0u8; 3008];
+        seg[0] = 0; // echo reply
+        seg[4..6].copy_from_slice(&1024u16.to_be_bytes());
+        for (i, b) in seg.iter_mut().enumerate().skip(8) {
+            *b = i as u8;
+        }
+        let c = finish(sum_bytes(&seg));
+        seg[2..4].copy_from_slice(&c.to_ne_bytes());
+        let client: Ipv6Addr = "2001:db8:1::2".parse().expect("client");
+        let out = whole_4to6(
+            &params(),
+            Ipv4Addr::new(192, 0, 2, 2),
+            IPPROTO_ICMP,
+            64,
+            0,
+            77,
+            seg.clone(),
+            (client, 4660),
+        )
+        .expect("translated");
+        let Output::V6(frags) = out else {
+            panic!("expected IPv6 output")
+        };
+        assert_eq!(frags.len(), 3);
+        let mut joined = Vec::new();
+        for (i, f) in frags.iter().enumerate() {
+            assert!(f.len() <= 1280, "fragment {i} is {} bytes", f.len());
+            assert_eq!(f[6], 44);
+            assert_eq!(u32::from_be_bytes([f[44], f[45], f[46], f[47]]), 77);
+            let word = be16(f, 42);
+            assert_eq!(usize::from(word >> 3) * 8, joined.len());
+            assert_eq!(word & 1 == 1, i < 2);
+            joined.extend(&f[48..]);
+        }
+        assert_eq!(joined.len(), 3008);
+        assert_eq!(joined[0], 129);
+        assert_eq!(be16(&joined, 4), 4660);
+        assert_eq!(&joined[8..], &seg[8..]);
+        let src6: Ipv6Addr = "2001:db8:64::c000:202".parse().expect("src");
+        assert!(full_checksum_ok(
+            &pseudo6(src6, client, IPPROTO_ICMPV6, joined.len()),
+            &joined
+        ));
+    }
+
+    #[test]
+    fn icmpv6_echo_6to4_fragments_to_fit_mtu() {
+        let client: Ipv6Addr = "2001:db8:1::2".parse().expect("client");
+        let dst6: Ipv6Addr = "2001:db8:64::c000:202".parse().expect("dst");
+        let mut seg = vec![0u8; 3008];
+        seg[0] = 128;
+        seg[4..6].copy_from_slice(&4660u16.to_be_bytes());
+        let out = whole_6to4(
+            &params(),
+            client,
+            dst6,
+            IPPROTO_ICMPV6,
+            64,
+            0,
+            9,
+            seg,
+            (Ipv4Addr::new(192, 0, 2, 1), 1024),
+        )
+        .expect("translated");
+        let Output::V4(frags) = out else {
+            panic!("expected IPv4 output")
+        };
+        assert_eq!(frags.len(), 3);
+        let mut joined = Vec::new();
+        for (i, f) in frags.iter().enumerate() {
+            assert!(f.len() <= 1500);
+            assert!(fold_ok(&f[..20]), "header checksum of fragment {i}");
+            assert_eq!(be16(f, 4), 9);
+            let fw = be16(f, 6);
+            assert_eq!(usize::from(fw & 0x1fff) * 8, joined.len());
+            assert_eq!(fw & 0x2000 != 0, i < 2);
+            assert_eq!(fw & 0x4000, 0);
+            assert_eq!(f[8], 63);
+            joined.extend(&f[20..]);
+        }
+        assert_eq!(joined[0], 8);
+        assert_eq!(be16(&joined, 4), 1024);
+        assert!(full_checksum_ok(&[], &joined));
+    }
+
+    fn fold_ok(h: &[u8]) -> bool {
+        finish(sum_bytes(h)) == 0
+    }
+
+    #[test]
+    fn reassembly_out_of_order_with_overlap() {
+        let mut p = Pieces {
+            first_seen: Instant::now(),
+            parts: Vec::new(),
+            proto: 17,
+            ttl: 64,
+            tos: 0,
+            bytes: 0,
+        };
+        let data: Vec<u8> = (0..40u8).collect();
+        p.parts.push((24, data[24..].to_vec(), false, Vec::new()));
+        assert_eq!(p.complete(), None);
+        p.parts.push((0, data[..16].to_vec(), true, Vec::new()));
+        assert_eq!(p.complete(), None);
+        p.parts.push((8, data[8..32].to_vec(), true, Vec::new()));
+        assert_eq!(p.complete(), Some(data));
+    }
+}
