@@ -17,7 +17,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail, ensure};
 use translator_tests::{
     CLIENT_V6, GATEWAY_V4, GATEWAY_V6, Gateway, GatewayConfig, HttpServer, NetNs, SERVER_V4,
-    Session, StaticMapping, Stats, TcpEcho, Topology, UdpEcho, nat64, pattern, server_via_prefix,
+    Session, StaticMapping, Stats, TcpEcho, Topology, UdpEcho, XdpPass, nat64, pattern,
+    server_via_prefix,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -51,6 +52,8 @@ const FAR_SERVER_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 /// ```
 /// The MTU of the gateway-router link and of the router-server link can be chosen.
 struct RouterTopology {
+    /// Dropped first, while the namespaces still exist.
+    _pass: Vec<XdpPass>,
     client: NetNs,
     gateway: NetNs,
     router: NetNs,
@@ -75,7 +78,8 @@ fn no_icmp_ratelimit(ns: &NetNs) -> Result<()> {
 
 impl RouterTopology {
     fn build(tag: &str, gw_router_mtu: u32, router_server_mtu: u32) -> Result<Self> {
-        let t = Self {
+        let mut t = Self {
+            _pass: Vec::new(),
             client: NetNs::new(&format!("{tag}-cli"))?,
             gateway: NetNs::new(&format!("{tag}-gw"))?,
             router: NetNs::new(&format!("{tag}-rtr"))?,
@@ -86,7 +90,7 @@ impl RouterTopology {
         Ok(t)
     }
 
-    fn wire(&self, gw_router_mtu: u32, router_server_mtu: u32) -> Result<()> {
+    fn wire(&mut self, gw_router_mtu: u32, router_server_mtu: u32) -> Result<()> {
         let (c, g, r, s) = (&self.client, &self.gateway, &self.router, &self.server);
         let (m1, m2) = (gw_router_mtu.to_string(), router_server_mtu.to_string());
         g.ip(&[
@@ -175,6 +179,11 @@ impl RouterTopology {
         offloads(s, "s0")?;
         s.ip(&["route", "add", "default", "via", "203.0.113.1", "dev", "s0"])?;
 
+        // The gateway's own ICMPv6 errors leave g6 with XDP_TX, and a veth wakes its peer for
+        // XDP_TX frames only when the peer runs an XDP program.
+        let pass = XdpPass::attach(c, "c0")?;
+        self._pass.push(pass);
+
         // Neighbours resolved once, so the first translated packets find them.
         let _ = c.try_run(
             &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:1::1"],
@@ -198,6 +207,14 @@ impl RouterTopology {
 
 // ------------------------------------------------------------------------------------------------
 // Helpers.
+
+/// An `XDP_PASS` program on the client's `c0`: the gateway sends its own ICMPv6 errors and
+/// hairpinned packets back out of g6 with `XDP_TX`, and a veth wakes its peer for `XDP_TX`
+/// frames only when the peer runs an XDP program (the two-armed harness topology gives the
+/// client none). Keep it alive for the whole test, declared after the topology.
+fn client_xdp_pass(topo: &Topology) -> Result<XdpPass> {
+    XdpPass::attach(&topo.client, "c0")
+}
 
 /// Errors unless `got == want`, describing the first difference.
 fn same_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
@@ -428,6 +445,7 @@ fn curl(ns: &NetNs, url: &str) -> Result<Vec<u8>> {
 fn traceroute_udp_and_icmp_show_gateway_then_server() -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("trc")?;
+    let _pass = client_xdp_pass(&topo)?;
     no_icmp_ratelimit(&topo.server)?;
     let gw = Gateway::start(&topo.gateway, topo.config())?;
     let server = server_via_prefix();
@@ -523,6 +541,7 @@ fn pmtu_gateway_sends_packet_too_big_for_its_smaller_ipv4_link() -> Result<()> {
     const SIZE: usize = 4 * 1024 * 1024;
     let _lock = prepare()?;
     let topo = Topology::two_armed("pmtu")?;
+    let _pass = client_xdp_pass(&topo)?;
     topo.gateway.ip(&["link", "set", "g4", "mtu", "1400"])?;
     topo.server.ip(&["link", "set", "s0", "mtu", "1400"])?;
     no_icmp_ratelimit(&topo.server)?;
@@ -673,6 +692,7 @@ fn pmtu_router_fragmentation_needed_is_translated_to_packet_too_big() -> Result<
 fn ping_3000_bytes_fragments_both_ways() -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("frgp")?;
+    let _pass = client_xdp_pass(&topo)?;
     let gw = Gateway::start(&topo.gateway, topo.config())?;
     let before = gw.stats()?;
     let text = ping_all(
@@ -698,6 +718,7 @@ fn ping_3000_bytes_fragments_both_ways() -> Result<()> {
 fn udp_4000_byte_datagrams_both_ways() -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("frgu")?;
+    let _pass = client_xdp_pass(&topo)?;
     let echo = UdpEcho::start(&topo.server, "0.0.0.0:7400".parse()?)?;
     let gw = Gateway::start(&topo.gateway, topo.config())?;
     let server: SocketAddr = (server_via_prefix(), 7400).into();
@@ -783,6 +804,7 @@ fn hairpin_topology(tag: &str, protocol: &str) -> Result<(Topology, GatewayConfi
 fn hairpin_tcp_between_two_ipv6_clients() -> Result<()> {
     let _lock = prepare()?;
     let (topo, config) = hairpin_topology("hpt", "tcp")?;
+    let _pass = client_xdp_pass(&topo)?;
     let listener = TcpEcho::start(&topo.client, SocketAddr::from((CLIENT_V6, 8080)))?;
     let gw = Gateway::start(&topo.gateway, config)?;
     let public: SocketAddr = (nat64(GATEWAY_V4), 8080).into();
@@ -840,6 +862,7 @@ fn hairpin_tcp_between_two_ipv6_clients() -> Result<()> {
 fn hairpin_udp_between_two_ipv6_clients() -> Result<()> {
     let _lock = prepare()?;
     let (topo, config) = hairpin_topology("hpu", "udp")?;
+    let _pass = client_xdp_pass(&topo)?;
     let echo = UdpEcho::start(&topo.client, SocketAddr::from((CLIENT_V6, 8080)))?;
     let gw = Gateway::start(&topo.gateway, config)?;
     let public: SocketAddr = (nat64(GATEWAY_V4), 8080).into();
