@@ -300,3 +300,14 @@ fn endpoint_offloads(ns: &NetNs, dev: &str) -> Result<()> {
     ns.run(&["ethtool", "-K", dev, "gro", "on"])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_address_under_the_prefix() {
+        assert_eq!(server_via_prefix().to_string(), "2001:db8:64::c000:202");
+        assert_eq!(nat64(ALT_POOL_V4).to_string(), "2001:db8:64::c633:6401");
+    }
+}
