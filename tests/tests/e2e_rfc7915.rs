@@ -529,6 +529,12 @@ fn server_advertises_mss_1460(server: &NetNs, route: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Forgets the path MTUs the client learnt (`ip -6 route flush cache`).
+fn forget_pmtu(client: &NetNs) -> Result<()> {
+    client.run(&["ip", "-6", "route", "flush", "cache"])?;
+    Ok(())
+}
+
 /// A TCP upload of `size` bytes to an echo server, and the echo back, compared.
 fn upload_and_echo(client: &NetNs, to: SocketAddr, size: usize, seed: u64) -> Result<()> {
     let payload = pattern(size, seed);
@@ -578,10 +584,7 @@ fn pmtu_gateway_sends_packet_too_big_for_its_smaller_ipv4_link() -> Result<()> {
 
     // (b) A large TCP transfer each way completes intact. Forget the PMTU tracepath learnt, so
     // the upload has to go through packet too big again.
-    let _ = topo.client.try_run(
-        &["ip", "-6", "route", "flush", "cache"],
-        Duration::from_secs(10),
-    );
+    forget_pmtu(&topo.client)?;
     let before = gw.stats()?;
     upload_and_echo(
         &topo.client,
@@ -597,8 +600,10 @@ fn pmtu_gateway_sends_packet_too_big_for_its_smaller_ipv4_link() -> Result<()> {
     );
     let got = curl(&topo.client, &format!("http://[{server}]:80/big.bin"))?;
     same_bytes("big.bin across the MTU-1400 link", &got, &body)?;
-    eprintln!(
-        "upload across the smaller MTU: {}",
+    ensure!(
+        after.drop_count("mtu-exceeded") > before.drop_count("mtu-exceeded")
+            && after.event("icmp-error-sent") > before.event("icmp-error-sent"),
+        "the upload's full-size segments should meet the gateway's packet too big: {}",
         stats_delta(&before, &after)
     );
     Ok(())
@@ -642,10 +647,7 @@ fn pmtu_router_fragmentation_needed_is_translated_to_packet_too_big() -> Result<
     );
 
     // ping with DF and a full-size packet gets the translated "packet too big" back.
-    let _ = topo.client.try_run(
-        &["ip", "-6", "route", "flush", "cache"],
-        Duration::from_secs(10),
-    );
+    forget_pmtu(&topo.client)?;
     let out = topo.client.try_run(
         &[
             "ping",
@@ -670,16 +672,21 @@ fn pmtu_router_fragmentation_needed_is_translated_to_packet_too_big() -> Result<
     );
 
     // Large TCP transfers both ways.
-    let _ = topo.client.try_run(
-        &["ip", "-6", "route", "flush", "cache"],
-        Duration::from_secs(10),
-    );
+    forget_pmtu(&topo.client)?;
+    let before = gw.stats()?;
     upload_and_echo(
         &topo.client,
         SocketAddr::from((server, 9000)),
         1024 * 1024,
         6,
     )?;
+    let after = gw.stats()?;
+    ensure!(
+        after.event("icmp-error-translated") > before.event("icmp-error-translated"),
+        "the upload's full-size segments should meet the router's fragmentation needed, \
+         translated: {}",
+        stats_delta(&before, &after)
+    );
     let got = curl(&topo.client, &format!("http://[{server}]:80/big.bin"))?;
     same_bytes("big.bin across the router's MTU-1400 link", &got, &body)?;
     Ok(())
@@ -687,6 +694,23 @@ fn pmtu_router_fragmentation_needed_is_translated_to_packet_too_big() -> Result<
 
 // ------------------------------------------------------------------------------------------------
 // 3. Fragments.
+
+/// Errors unless fragments went through without a `fragment` drop, handled by the data plane
+/// (`fragment-translated`) or handed to the slow path (`slow-path`).
+fn expect_fragments_handled(before: &Stats, after: &Stats) -> Result<()> {
+    let delta = stats_delta(before, after);
+    eprintln!("fragments: {delta}");
+    ensure!(
+        after.drop_count("fragment") == before.drop_count("fragment"),
+        "fragments were dropped: {delta}"
+    );
+    ensure!(
+        after.event("fragment-translated") > before.event("fragment-translated")
+            || after.event("slow-path") > before.event("slow-path"),
+        "neither fragment-translated nor slow-path counted the fragments: {delta}"
+    );
+    Ok(())
+}
 
 #[test]
 fn ping_3000_bytes_fragments_both_ways() -> Result<()> {
@@ -706,11 +730,7 @@ fn ping_3000_bytes_fragments_both_ways() -> Result<()> {
         "replies should carry 3008 bytes of ICMPv6:\n{text}"
     );
     let after = gw.stats()?;
-    ensure!(
-        after.drop_count("fragment") == before.drop_count("fragment"),
-        "fragments were dropped: {}",
-        stats_delta(&before, &after)
-    );
+    expect_fragments_handled(&before, &after)?;
     Ok(())
 }
 
@@ -722,6 +742,7 @@ fn udp_4000_byte_datagrams_both_ways() -> Result<()> {
     let echo = UdpEcho::start(&topo.server, "0.0.0.0:7400".parse()?)?;
     let gw = Gateway::start(&topo.gateway, topo.config())?;
     let server: SocketAddr = (server_via_prefix(), 7400).into();
+    let before = gw.stats()?;
 
     let sock = topo
         .client
@@ -773,7 +794,8 @@ fn udp_4000_byte_datagrams_both_ways() -> Result<()> {
         &buf[..n],
         &from_server,
     )?;
-    let _ = gw.stats()?;
+    let after = gw.stats()?;
+    expect_fragments_handled(&before, &after)?;
     Ok(())
 }
 
