@@ -734,6 +734,58 @@ fn ping_3000_bytes_fragments_both_ways() -> Result<()> {
     Ok(())
 }
 
+/// The other way round: the IPv4 server pings the client through a static ICMP mapping
+/// (identifier 2222 on the pool address, 1111 on the client), with 3000 bytes: IPv4 fragments
+/// in, IPv6 fragments out, and the client's fragmented replies back.
+#[test]
+fn ping_3000_bytes_from_the_ipv4_side_through_a_static_icmp_mapping() -> Result<()> {
+    const ID6: u16 = 1111;
+    const ID4: u16 = 2222;
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("frgs")?;
+    let _pass = client_xdp_pass(&topo)?;
+    let mut config = topo.config();
+    config.statics.push(StaticMapping {
+        protocol: "icmp".into(),
+        ipv6: CLIENT_V6,
+        ipv6_port: ID6,
+        ipv4: GATEWAY_V4,
+        ipv4_port: ID4,
+    });
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let before = gw.stats()?;
+    let text = ping_all(
+        &topo.server,
+        &["-e", &ID4.to_string(), "-s", "3000"],
+        &GATEWAY_V4.to_string(),
+        3,
+    )?;
+    // The client's replies come back with hop limit 64 - 1; the gateway's own kernel would
+    // answer an echo to its address with TTL 64.
+    let replies: Vec<&str> = text.lines().filter(|l| l.contains("bytes from")).collect();
+    ensure!(
+        replies.len() == 3
+            && replies
+                .iter()
+                .all(|l| l.starts_with("3008 bytes from 192.0.2.1") && l.contains("ttl=63")),
+        "expected three 3008-byte replies with ttl=63 (answered by the client, translated):\n{text}"
+    );
+    let after = gw.stats()?;
+    expect_fragments_handled(&before, &after)?;
+    let sessions = gw.sessions()?;
+    ensure!(
+        sessions.iter().any(|s| s.protocol == "icmp"
+            && s.client == CLIENT_V6
+            && s.client_port == ID6
+            && s.pool == GATEWAY_V4
+            && s.pool_port == ID4
+            && s.remote == SERVER_V4),
+        "no ICMP session [{CLIENT_V6}] id {ID6} <- {SERVER_V4} via {GATEWAY_V4} id {ID4}; {}",
+        describe_sessions(&sessions)
+    );
+    Ok(())
+}
+
 #[test]
 fn udp_4000_byte_datagrams_both_ways() -> Result<()> {
     let _lock = prepare()?;
