@@ -719,6 +719,52 @@ fn dataplane_fixtures() -> Result<()> {
         },
         None,
     );
+    // RFC 4884: the original datagram padded to 128 bytes (length 32 words), then an extension
+    // structure; the translated error quotes the padded datagram and drops the extension.
+    let mut padded4 = sent4.clone();
+    padded4.resize(128, 0);
+    let mut with_ext = padded4.clone();
+    with_ext.extend([0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 0, 0]);
+    let mut padded6 = quoted6.clone();
+    padded6.resize(quoted6.len() + (128 - sent4.len()), 0);
+    push(
+        Case {
+            name: "icmpv4 time exceeded with RFC 4884 extensions: extensions cut off",
+            side: Side::V4,
+            input: eth(
+                MAC_GW4,
+                MAC_SERVER,
+                0x0800,
+                &ipv4(
+                    router,
+                    pool,
+                    1,
+                    64,
+                    0,
+                    25,
+                    false,
+                    &icmp4_err(11, 0, 32 << 16, &with_ext),
+                ),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_CLIENT,
+                MAC_GW6,
+                0x86dd,
+                &ipv6(
+                    router6,
+                    client,
+                    58,
+                    63,
+                    0,
+                    &icmp6_err(router6, client, 3, 0, 0, &padded6),
+                ),
+            )),
+            counter: "icmp-error-translated",
+            random_id: false,
+        },
+        None,
+    );
     let syn4 = ipv4(
         pool,
         server,

@@ -118,6 +118,16 @@ pub(crate) fn from_ipv4_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     if inn.ver_ihl != 0x45 {
         return Err(DropReason::UnsupportedIcmp);
     }
+    // RFC 4884: a non-zero length (in 32-bit words) means an extension structure follows the
+    // original datagram. Extensions are not translated (RFC 7915 leaves that optional): they
+    // are cut off, and the translated error carries a length of zero.
+    let ext_words = rest.0.to_ne_bytes()[1] as usize;
+    let tot_len = if ext_words != 0 && IPV4_LEN + ICMP_LEN + ext_words * 4 < tot_len {
+        trim_to(ctx, ETH_LEN + IPV4_LEN + ICMP_LEN + ext_words * 4)?;
+        IPV4_LEN + ICMP_LEN + ext_words * 4
+    } else {
+        tot_len
+    };
     let [ty, code] = ty_code.to_ne_bytes();
     let (ty6, code6, kind) = icmp::error_4to6(ty, code).ok_or(DropReason::UnsupportedIcmp)?;
 
@@ -325,6 +335,19 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
     let [ty, code] = ty_code.to_ne_bytes();
     let (ty4, code4, kind) = icmp::error_6to4(ty, code).ok_or(DropReason::UnsupportedIcmp)?;
+    // RFC 4884 (destination unreachable, time exceeded): a non-zero length (in 64-bit words)
+    // means extensions follow the original datagram; they are cut off.
+    let ext_words = if ty == icmp::V6_DEST_UNREACH || ty == icmp::V6_TIME_EXCEEDED {
+        rest.0.to_ne_bytes()[0] as usize
+    } else {
+        0
+    };
+    let payload_len = if ext_words != 0 && ICMP_LEN + ext_words * 8 < payload_len {
+        trim_to(ctx, ETH_LEN + IPV6_LEN + ICMP_LEN + ext_words * 8)?;
+        ICMP_LEN + ext_words * 8
+    } else {
+        payload_len
+    };
     let cfg = config();
     if !rfc6052::matches_raw(&inn.src, &cfg.prefix, &cfg.mask) {
         return Err(DropReason::UnsupportedIcmp);

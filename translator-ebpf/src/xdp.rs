@@ -16,7 +16,7 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head,
-        generated::bpf_fib_lookup as fib_lookup,
+        generated::{bpf_fib_lookup as fib_lookup, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
     maps::{HashMap, LpmTrie, PerCpuArray, Queue, lpm_trie::Key},
@@ -102,8 +102,8 @@ const AF_INET6: u8 = 10;
 /// RFC 7915 section 5.1: DF is set on translated packets larger than this.
 const DF_THRESHOLD: u16 = 1260;
 /// Longest transport payload whose checksum the program computes in full (IPv4 UDP packets
-/// with a zero checksum); bounded for the verifier.
-const MAX_FULL_CSUM: usize = 4096;
+/// without checksum, ICMP errors); bounded for the verifier. Longer ones take the slow path.
+const MAX_FULL_CSUM: usize = 1504;
 
 #[xdp]
 pub fn translator(ctx: XdpContext) -> u32 {
@@ -1028,6 +1028,14 @@ fn from_ipv4(ctx: &XdpContext) -> Result<u32, DropReason> {
             }
         }
     }
+    if l4.proto == IPPROTO_UDP && u16::from_be(h.tot_len) as usize > IPV4_LEN + MAX_FULL_CSUM {
+        let uh: *mut L4Head = ptr_at(ctx, ETH_LEN + IPV4_LEN)?;
+        // SAFETY: bounds checked by ptr_at.
+        if unsafe { (*uh).d } == 0 && u16::from_be(h.frag) & 0x2000 == 0 {
+            // Too long to checksum here (jumbo frames): the slow path computes it.
+            return punt(ctx);
+        }
+    }
     if u16::from_be(h.frag) & 0x2000 != 0 {
         // A first fragment. ICMP needs the whole datagram (the ICMPv6 checksum covers the
         // total length); a UDP datagram without checksum cannot get one fragment by fragment.
@@ -1151,29 +1159,53 @@ fn create_inbound(
     Ok(Some((b.client, b.client_port_be)))
 }
 
-/// Sum of `len` packet bytes from `off` as raw 16-bit words.
+/// Words of the per-CPU checksum buffer (holds [`MAX_FULL_CSUM`] bytes).
+const CSUM_WORDS: usize = MAX_FULL_CSUM / 8;
+
+/// Per-CPU buffer the full checksums are computed over.
+#[map]
+static CSUM_BUF: PerCpuArray<[u64; CSUM_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Sum of `len` packet bytes from `off`, as raw 16-bit words (folded to fit a `u32`).
+///
+/// The bytes are copied into a zeroed per-CPU buffer and summed over its whole, fixed length:
+/// a loop whose trip count does not depend on the packet, which the verifier walks once per
+/// call site (a loop that stops at `len` would give it one path per possible length).
 #[inline(never)]
 pub(crate) fn sum_packet(ctx: &XdpContext, off: usize, len: usize) -> Result<u32, DropReason> {
+    if len == 0 {
+        return Ok(0);
+    }
     if len > MAX_FULL_CSUM {
         return Err(DropReason::MtuExceeded);
     }
-    let mut sum = 0u32;
-    let mut i = 0usize;
-    while i < MAX_FULL_CSUM {
-        if i + 2 > len {
-            break;
-        }
-        let p: *mut u16 = ptr_at(ctx, off + i)?;
-        // SAFETY: bounds checked by ptr_at.
-        sum += unsafe { *p } as u32;
-        i += 2;
+    let buf = CSUM_BUF.get_ptr_mut(0).ok_or(DropReason::HelperFailed)?;
+    // SAFETY: per-CPU value; XDP programs do not nest on one CPU.
+    let words = unsafe { &mut *buf };
+    let mut i = 0;
+    while i < CSUM_WORDS {
+        words[i] = 0;
+        i += 1;
     }
-    if len & 1 == 1 {
-        let p: *mut u8 = ptr_at(ctx, off + (len & !1))?;
-        // SAFETY: bounds checked by ptr_at.
-        sum += u16::from_ne_bytes([unsafe { *p }, 0]) as u32;
+    // SAFETY: the helper checks offset and length against the packet; the buffer holds
+    // MAX_FULL_CSUM bytes and len is at most that.
+    let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), len as u32) };
+    if rc != 0 {
+        return Err(DropReason::Truncated);
     }
-    Ok(sum)
+    // 32-bit halves of 64-bit words: ones-complement sums may be taken over any word size
+    // and folded afterwards (RFC 1071 section 2); the zero tail adds nothing.
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < CSUM_WORDS {
+        let w = words[i];
+        sum += (w & 0xffff_ffff) + (w >> 32);
+        i += 1;
+    }
+    let s = (sum & 0xffff_ffff) + (sum >> 32);
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    let s = s as u32;
+    Ok((s & 0xffff) + (s >> 16))
 }
 
 /// Rewrites an IPv4 packet into IPv6 in place and forwards it.
