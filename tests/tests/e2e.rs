@@ -553,6 +553,38 @@ fn one_armed_gateway_ping_and_curl() -> Result<()> {
 }
 
 #[test]
+fn generic_mode_ping_and_curl() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("generic")?;
+    let http = HttpServer::start(&topo.server, 80)?;
+    let page = pattern(100_000, 13);
+    http.add_file("page.bin", &page)?;
+    let mut config = topo.config();
+    config.mode = Some("generic".into());
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let link = topo
+        .gateway
+        .run(&["ip", "-d", "link", "show", "g6"])?
+        .stdout_str();
+    ensure!(
+        link.contains("xdpgeneric"),
+        "g6 should carry a generic-mode XDP program:\n{link}"
+    );
+    ping_all(&topo.client, &server_via_prefix().to_string(), 3)?;
+    same_bytes(
+        "page.bin",
+        &curl(&topo.client, &server_url("page.bin"))?,
+        &page,
+    )?;
+    let status = gw.status()?;
+    ensure!(
+        status.to_string().contains("generic"),
+        "`status --json` does not report generic mode: {status}"
+    );
+    Ok(())
+}
+
+#[test]
 fn sessions_expire() -> Result<()> {
     const UDP: u32 = 2;
     const ICMP: u32 = 2;
