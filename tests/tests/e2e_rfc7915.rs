@@ -851,6 +851,192 @@ fn udp_4000_byte_datagrams_both_ways() -> Result<()> {
     Ok(())
 }
 
+/// `IP_MTU_DISCOVER` on a socket: `IP_PMTUDISC_DO` (DF set) or `IP_PMTUDISC_DONT` (DF clear).
+fn set_pmtudisc(sock: &UdpSocket, value: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: setsockopt(2) with a valid descriptor and a pointer to an int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `IP_MTU` of a connected socket: the path MTU the kernel knows for its destination.
+fn path_mtu(sock: &UdpSocket) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd as _;
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) with a valid descriptor and a pointer to an int of the size given.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+            (&raw mut value).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    u32::try_from(value).map_err(std::io::Error::other)
+}
+
+/// A counter of `/proc/net/snmp6` inside `ns` (e.g. `Ip6ReasmOKs`).
+fn snmp6(ns: &NetNs, name: &str) -> Result<u64> {
+    let text = ns.run(&["cat", "/proc/net/snmp6"])?.stdout_str();
+    text.lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(name)).then(|| w.next()?.parse().ok())?
+        })
+        .with_context(|| format!("no {name} in /proc/net/snmp6 of {}", ns.name()))
+}
+
+/// Client side of the two tests below: a UDP socket on [2001:db8:1::2]:8080, reachable from
+/// the IPv4 side through the static mapping 192.0.2.1:8080.
+fn static_udp_8080(tag: &str) -> Result<(Topology, GatewayConfig)> {
+    let topo = Topology::two_armed(tag)?;
+    let mut config = topo.config();
+    config.statics.push(StaticMapping {
+        protocol: "udp".into(),
+        ipv6: CLIENT_V6,
+        ipv6_port: 8080,
+        ipv4: GATEWAY_V4,
+        ipv4_port: 8080,
+    });
+    Ok((topo, config))
+}
+
+/// RFC 7915 section 4 (and issue 4): an IPv4 packet with DF clear whose translation is larger
+/// than the configured lowest IPv6 MTU (`nat64.ipv6_mtu`, default 1280) is fragmented, so it
+/// arrives even where the IPv6 path is 1280 bytes (the IPv4 sender, not doing path MTU
+/// discovery, would never learn otherwise). The client must reassemble it.
+#[test]
+fn ipv4_df_clear_packet_over_1280_reaches_the_client_in_fragments() -> Result<()> {
+    let _lock = prepare()?;
+    let (topo, config) = static_udp_8080("dfc")?;
+    let _pass = client_xdp_pass(&topo)?;
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let sock = topo
+        .client
+        .in_ns(|| UdpSocket::bind(SocketAddr::from((CLIENT_V6, 8080))))?
+        .context("binding [2001:db8:1::2]:8080 in the client")?;
+    sock.set_read_timeout(Some(Duration::from_secs(3)))?;
+
+    let reasm_before = snmp6(&topo.client, "Ip6ReasmOKs")?;
+    let before = gw.stats()?;
+    let payload = pattern(1400, 55);
+    topo.server
+        .in_ns(|| -> std::io::Result<()> {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            set_pmtudisc(&s, libc::IP_PMTUDISC_DONT)?;
+            s.send_to(&payload, (GATEWAY_V4, 8080))?;
+            Ok(())
+        })?
+        .context("sending 1400 bytes with DF clear from the server")?;
+    let mut buf = vec![0u8; 4096];
+    let (n, from) = sock
+        .recv_from(&mut buf)
+        .context("the 1428-byte DF-clear IPv4 packet did not reach the client within 3 s")?;
+    same_bytes("DF-clear datagram", &buf[..n], &payload)?;
+    ensure!(
+        from.ip() == std::net::IpAddr::V6(server_via_prefix()),
+        "the datagram came from {from}, expected {}",
+        server_via_prefix()
+    );
+    let after = gw.stats()?;
+    let reasm_after = snmp6(&topo.client, "Ip6ReasmOKs")?;
+    ensure!(
+        reasm_after > reasm_before,
+        "the client received the 1448-byte translation in one piece (Ip6ReasmOKs {reasm_before} \
+         -> {reasm_after}): a DF-clear IPv4 packet larger than nat64.ipv6_mtu (1280) should be \
+         fragmented to fit 1280; gateway counters: {}",
+        stats_delta(&before, &after)
+    );
+    Ok(())
+}
+
+/// The gateway's own "fragmentation needed" towards the IPv4 side: the client's link is 1280
+/// bytes, a 1400-byte UDP datagram with DF from the server does not fit once translated (1448),
+/// so the server must learn a path MTU of 1260 (1280 - 20) and its smaller datagram arrives.
+#[test]
+fn gateway_sends_fragmentation_needed_when_the_ipv6_link_is_smaller() -> Result<()> {
+    let _lock = prepare()?;
+    let (topo, config) = static_udp_8080("fneed")?;
+    topo.gateway.ip(&["link", "set", "g6", "mtu", "1280"])?;
+    topo.client.ip(&["link", "set", "c0", "mtu", "1280"])?;
+    let _pass = client_xdp_pass(&topo)?;
+    // The error leaves g4 with XDP_TX: s0 needs an XDP program to be woken for it.
+    let _server_pass = XdpPass::attach(&topo.server, "s0")?;
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let sock = topo
+        .client
+        .in_ns(|| UdpSocket::bind(SocketAddr::from((CLIENT_V6, 8080))))?
+        .context("binding [2001:db8:1::2]:8080 in the client")?;
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))?;
+
+    let before = gw.stats()?;
+    let big = pattern(1400, 56);
+    let small = pattern(1232, 57);
+    let (mtu, second_send) = topo
+        .server
+        .in_ns(|| -> std::io::Result<(u32, std::io::Result<usize>)> {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            set_pmtudisc(&s, libc::IP_PMTUDISC_DO)?;
+            s.connect((GATEWAY_V4, 8080))?;
+            s.send(&big)?;
+            let mut mtu = path_mtu(&s)?;
+            for _ in 0..40 {
+                if mtu < 1500 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                mtu = path_mtu(&s)?;
+            }
+            // A connected socket also gets the error itself (EMSGSIZE) as a pending socket
+            // error: clear it, so that each send below reports only its own fate.
+            let _ = s.take_error();
+            let second = s.send(&big);
+            let _ = s.take_error();
+            s.send(&small)?;
+            Ok((mtu, second))
+        })?
+        .context("sending from the server")?;
+    let after = gw.stats()?;
+    ensure!(
+        mtu == 1260,
+        "the server's path MTU to {GATEWAY_V4} should become 1260 after the gateway's \
+         fragmentation needed, it is {mtu}; gateway counters: {}",
+        stats_delta(&before, &after)
+    );
+    ensure!(
+        second_send.is_err(),
+        "a second 1400-byte datagram with DF should be refused locally (EMSGSIZE), got {second_send:?}"
+    );
+    ensure!(
+        after.drop_count("mtu-exceeded") > before.drop_count("mtu-exceeded")
+            && after.event("icmp-error-sent") > before.event("icmp-error-sent"),
+        "expected an mtu-exceeded drop answered by the gateway: {}",
+        stats_delta(&before, &after)
+    );
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .context("the 1232-byte datagram (1280 bytes once translated) did not arrive")?;
+    same_bytes("datagram that fits the path", &buf[..n], &small)?;
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------
 // 4. Hairpinning.
 
