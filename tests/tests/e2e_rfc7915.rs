@@ -516,6 +516,65 @@ fn traceroute_through_an_ipv4_router_shows_its_translated_address() -> Result<()
     Ok(())
 }
 
+/// The other direction: the IPv4 server traces UDP to a static mapping (192.0.2.1:8080 ->
+/// [2001:db8:1::2]:8080, nobody listening). Hop 1: the probe's TTL expires at the gateway, which
+/// answers time exceeded from the pool address itself (the kernel must not see the probe: it
+/// would answer "port unreachable" for its own 192.0.2.1 and end the trace at hop 1). Hop 2: the
+/// client's ICMPv6 port unreachable, translated, ends the trace.
+#[test]
+fn traceroute_from_the_ipv4_side_to_a_static_mapping() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("trv4")?;
+    let _pass = client_xdp_pass(&topo)?;
+    // The gateway's ICMPv4 errors leave g4 with XDP_TX.
+    let _server_pass = XdpPass::attach(&topo.server, "s0")?;
+    let mut config = topo.config();
+    config.statics.push(StaticMapping {
+        protocol: "udp".into(),
+        ipv6: CLIENT_V6,
+        ipv6_port: 8080,
+        ipv4: GATEWAY_V4,
+        ipv4_port: 8080,
+    });
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let before = gw.stats()?;
+    let out = topo.server.try_run(
+        &[
+            "traceroute",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "1",
+            "-m",
+            "4",
+            "-U",
+            "-p",
+            "8080",
+            "192.0.2.1",
+        ],
+        Duration::from_secs(30),
+    )?;
+    let text = format!("{}{}", out.stdout_str(), out.stderr_str());
+    let after = gw.stats()?;
+    let hops = traceroute_hops(&out.stdout_str());
+    let want: Vec<Hop> = vec![(1, Some("192.0.2.1".into())), (2, Some("192.0.2.1".into()))];
+    ensure!(
+        hops == want,
+        "expected hops {want:?} (gateway time exceeded, then the client's port unreachable), \
+         got {hops:?}; output:\n{text}\ngateway counters: {}",
+        stats_delta(&before, &after)
+    );
+    ensure!(
+        after.drop_count("hop-limit-exceeded") > before.drop_count("hop-limit-exceeded")
+            && after.event("icmp-error-sent") > before.event("icmp-error-sent")
+            && after.event("icmp-error-translated") > before.event("icmp-error-translated"),
+        "expected a TTL drop answered by the gateway and a translated port unreachable: {}",
+        stats_delta(&before, &after)
+    );
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------
 // 2. Path MTU discovery.
 
