@@ -1315,6 +1315,66 @@ fn dataplane_fixtures() -> Result<()> {
         },
         None,
     );
+    // Extension headers RFC 7915 lets a translator skip, and IPv4 options, go to the slow
+    // path (which walks the chain / skips the options and translates the whole packet).
+    let mut hbh = vec![17u8, 0, 1, 4, 0, 0, 0, 0];
+    hbh.extend(udp(client.into(), server6.into(), cport, 53, data));
+    let hbh_pkt = ipv6(client, server6, 0, 64, 0, &hbh);
+    push(
+        Case {
+            name: "ipv6 hop-by-hop options header -> slow path",
+            side: Side::V6,
+            input: eth(MAC_GW6, MAC_CLIENT, 0x86dd, &hbh_pkt),
+            action: XDP_PASS,
+            output: Some(eth(MAC_GW6, MAC_CLIENT, 0x88b5, &hbh_pkt)),
+            counter: "slow-path",
+            random_id: false,
+        },
+        None,
+    );
+    let mut esp = vec![0u8; 16];
+    esp[3] = 1;
+    push(
+        Case {
+            name: "ipv6 esp is not translated",
+            side: Side::V6,
+            input: eth(
+                MAC_GW6,
+                MAC_CLIENT,
+                0x86dd,
+                &ipv6(client, server6, 50, 64, 0, &esp),
+            ),
+            action: XDP_DROP,
+            output: None,
+            counter: "ipv6-extension-header",
+            random_id: false,
+        },
+        None,
+    );
+    let with_opts = {
+        // IHL 6: one 4-byte option (NOP, NOP, NOP, EOL).
+        let mut p = ipv4(server, pool, 17, 64, 0, 26, false, &r4);
+        p.splice(20..20, [1, 1, 1, 0]);
+        p[0] = 0x46;
+        let len = p.len() as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        p[10..12].copy_from_slice(&[0, 0]);
+        let c = csum(&p[..24]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p
+    };
+    push(
+        Case {
+            name: "ipv4 with options -> slow path",
+            side: Side::V4,
+            input: eth(MAC_GW4, MAC_SERVER, 0x0800, &with_opts),
+            action: XDP_PASS,
+            output: Some(eth(MAC_GW4, MAC_SERVER, 0x88b5, &with_opts)),
+            counter: "slow-path",
+            random_id: false,
+        },
+        None,
+    );
     let nocsum_frag = frag4(
         server,
         pool,

@@ -20,9 +20,10 @@ pub enum DropReason {
     /// ICMP type or code that RFC 7915 does not translate, or an ICMP error whose quoted packet
     /// is too short or belongs to no session.
     UnsupportedIcmp,
-    /// IPv6 extension headers (not translated by this release).
+    /// IPv6 extension headers that cannot be translated (ESP, AH, mobility, a routing header
+    /// with segments left, a second fragment header).
     Ipv6ExtensionHeader,
-    /// IPv4 packet with options (not translated by this release).
+    /// IPv4 packet with options the slow path could not handle.
     Ipv4Options,
     /// A fragment that cannot be translated (a fragmented IPv4 UDP datagram without
     /// checksum, a fragment of an unsupported protocol).

@@ -185,11 +185,12 @@ pub(crate) fn rest_6to4(ctx: &XdpContext, r: &Rest6) -> Result<u32, DropReason> 
 pub(crate) fn rest_4to6(ctx: &XdpContext, h: &Ipv4Hdr) -> Result<u32, DropReason> {
     let tot_len = u16::from_be(h.tot_len);
     if h.ver_ihl != 0x45 {
-        return Err(if h.ver_ihl & 0x0f < 5 {
-            DropReason::Malformed
+        // Options are not translated (RFC 7915 section 4.1): the slow path skips them.
+        return if h.ver_ihl & 0x0f < 5 {
+            Err(DropReason::Malformed)
         } else {
-            DropReason::Ipv4Options
-        });
+            punt(ctx)
+        };
     }
     if (tot_len as usize) <= IPV4_LEN {
         return Err(DropReason::Malformed);

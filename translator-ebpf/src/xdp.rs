@@ -383,10 +383,11 @@ fn from_ipv6(ctx: &XdpContext) -> Result<u32, DropReason> {
     };
     let l4 = match nh {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6 => parse_l4(ctx, l4off, nh, (128, 129), true)?,
-        // Hop-by-hop, routing, fragment, ESP, AH, destination options, mobility, HIP, shim6.
-        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 => {
-            return Err(DropReason::Ipv6ExtensionHeader);
-        }
+        // Hop-by-hop options, routing, destination options: RFC 7915 section 5.1 skips them
+        // (a routing header only with segments left 0); the slow path walks the chain.
+        0 | 43 | 60 => return punt(ctx),
+        // A second fragment header, ESP, AH, mobility, HIP, shim6: not translatable.
+        44 | 50 | 51 | 135 | 139 | 140 => return Err(DropReason::Ipv6ExtensionHeader),
         _ => return Err(DropReason::UnsupportedProtocol),
     };
     if l4.proto == IPPROTO_UDP {
@@ -975,6 +976,11 @@ fn from_ipv4(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
     let l4 = match parse_ipv4_l4(ctx, &h) {
         Ok(l4) => l4,
+        // Options are not translated (RFC 7915 section 4.1): the slow path skips them.
+        // SAFETY: read-only lookup.
+        Err(DropReason::Ipv4Options) if unsafe { POOL.get(&h.dst) }.is_some() => {
+            return punt(ctx);
+        }
         // Not translatable: only our business when it is addressed to the pool.
         // SAFETY: read-only lookup.
         Err(e) => {

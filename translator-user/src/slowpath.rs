@@ -391,6 +391,43 @@ pub fn whole_4to6(
     )))
 }
 
+/// Walks IPv6 extension headers from `off` (next header `nh`): hop-by-hop and destination
+/// options and routing headers with no segments left are skipped (RFC 7915 section 5.1);
+/// with `stop_at_fragment`, the walk ends at a fragment header. Returns the next header and
+/// its offset.
+pub fn skip_extensions(
+    pkt: &[u8],
+    mut nh: u8,
+    mut off: usize,
+    stop_at_fragment: bool,
+) -> Result<(u8, usize), &'static str> {
+    for _ in 0..8 {
+        match nh {
+            0 | 60 | 43 => {
+                if pkt.len() < off + 8 {
+                    return Err("extension header truncated");
+                }
+                if nh == 43 && pkt[off + 3] != 0 {
+                    return Err("routing header with segments left");
+                }
+                let len = (usize::from(pkt[off + 1]) + 1) * 8;
+                nh = pkt[off];
+                off += len;
+            }
+            44 if stop_at_fragment => return Ok((nh, off)),
+            44 => return Err("a second fragment header"),
+            _ => {
+                return if off <= pkt.len() {
+                    Ok((nh, off))
+                } else {
+                    Err("extension header truncated")
+                };
+            }
+        }
+    }
+    Err("too many extension headers")
+}
+
 // ------------------------------------------------------------------------------------------------
 // Reassembly.
 
@@ -635,11 +672,13 @@ pub fn start(
         let maps = Maps::open(pins)?;
         let stats = stats.clone();
         let stop = stop.clone();
+        let cfg = cfg.clone();
         let h = std::thread::Builder::new()
             .name(format!("slowpath-{iface}"))
             .spawn(move || {
                 let mut sp = Worker {
                     params,
+                    cfg,
                     maps,
                     senders,
                     stats,
@@ -656,6 +695,7 @@ pub fn start(
 
 struct Worker {
     params: Params,
+    cfg: Config,
     maps: Maps,
     senders: Senders,
     stats: Arc<SlowPathStats>,
@@ -707,11 +747,13 @@ impl Worker {
     }
 
     fn packet4(&mut self, pkt: &[u8]) -> Result<(), &'static str> {
-        if pkt.len() < 20 || pkt[0] != 0x45 {
-            return Err("IPv4 header with options or truncated");
+        if pkt.len() < 20 {
+            return Err("IPv4 header truncated");
         }
+        // Options are not translated (RFC 7915 section 4.1): skipped.
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
         let tot = usize::from(be16(pkt, 2));
-        if tot < 20 || tot > pkt.len() {
+        if ihl < 20 || tot < ihl || tot > pkt.len() {
             return Err("IPv4 length");
         }
         let pkt = &pkt[..tot];
@@ -726,8 +768,8 @@ impl Worker {
         let fw = be16(pkt, 6);
         let (off, more) = (usize::from(fw & 0x1fff) * 8, fw & 0x2000 != 0);
         if off == 0 && !more {
-            // A whole packet that must be fragmented after translation.
-            let seg = pkt[20..].to_vec();
+            // A whole packet that must be fragmented after translation, or has options.
+            let seg = pkt[ihl..].to_vec();
             let client = self.client_of(src, dst, proto, &seg)?;
             let out = whole_4to6(&self.params, src, proto, ttl, tos, id, seg, client)?;
             self.emit(&out);
@@ -742,7 +784,7 @@ impl Worker {
         self.hold(
             key,
             off,
-            pkt[20..].to_vec(),
+            pkt[ihl..].to_vec(),
             more,
             pkt.to_vec(),
             proto,
@@ -762,21 +804,30 @@ impl Worker {
         let pkt = &pkt[..40 + plen];
         let (src, dst, hop) = (v6_at(pkt, 8), v6_at(pkt, 24), pkt[7]);
         let tclass = ((u32::from_be_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]) >> 20) & 0xff) as u8;
-        if pkt[6] != 44 {
-            return Err("IPv6 without a fragment header");
+        // Extension headers RFC 7915 lets a translator skip, up to a fragment header.
+        let (nh, off) = skip_extensions(pkt, pkt[6], 40, true)?;
+        if nh != 44 {
+            let seg = pkt[off..].to_vec();
+            let pool = self.pool_of(src, dst, nh, &seg)?;
+            let out = whole_6to4(&self.params, src, dst, nh, hop, tclass, 0, seg, pool)?;
+            self.emit(&out);
+            return Ok(());
         }
-        let nh = pkt[40];
-        let word = be16(pkt, 42);
-        let id = u32::from_be_bytes([pkt[44], pkt[45], pkt[46], pkt[47]]);
-        let (off, more) = (usize::from(word >> 3) * 8, word & 1 != 0);
+        if pkt.len() < off + 8 {
+            return Err("fragment header truncated");
+        }
+        let inner = pkt[off];
+        let word = be16(pkt, off + 2);
+        let id = u32::from_be_bytes([pkt[off + 4], pkt[off + 5], pkt[off + 6], pkt[off + 7]]);
+        let (frag_off, more) = (usize::from(word >> 3) * 8, word & 1 != 0);
         let key = DatagramKey::V6 { src, dst, id };
         self.hold(
             key,
-            off,
-            pkt[48..].to_vec(),
+            frag_off,
+            pkt[off + 8..].to_vec(),
             more,
             pkt.to_vec(),
-            nh,
+            inner,
             hop,
             tclass,
         )
@@ -835,12 +886,14 @@ impl Worker {
                 whole_4to6(&self.params, src, proto, p.ttl, p.tos, id, seg, client)?
             }
             DatagramKey::V6 { src, dst, id } => {
-                let pool = self.pool_of(src, dst, p.proto, &seg)?;
+                let (nh, start) = skip_extensions(&seg, p.proto, 0, false)?;
+                let seg = seg[start..].to_vec();
+                let pool = self.pool_of(src, dst, nh, &seg)?;
                 whole_6to4(
                     &self.params,
                     src,
                     dst,
-                    p.proto,
+                    nh,
                     p.ttl,
                     p.tos,
                     id as u16,
@@ -855,7 +908,7 @@ impl Worker {
 
     /// The session client of an IPv4 datagram to a pool address (from its transport header).
     fn client_of(
-        &self,
+        &mut self,
         src: Ipv4Addr,
         dst: Ipv4Addr,
         proto: u8,
@@ -877,16 +930,15 @@ impl Worker {
             proto,
             _pad: [0; 3],
         };
-        let v = self.maps.sessions4.get(&k, 0).map_err(|_| "no session")?;
-        Ok((
-            Ipv6Addr::from(rfc6052::from_raw6(&v.client)),
-            u16::from_be(v.client_port_be),
-        ))
+        self.maps.inbound_session(&self.cfg, &k).map_err(|e| {
+            log::debug!("slow path: inbound {src} -> {dst}: {e:#}");
+            "no session"
+        })
     }
 
     /// The session binding of an IPv6 datagram from a client (from its transport header).
     fn pool_of(
-        &self,
+        &mut self,
         src: Ipv6Addr,
         dst: Ipv6Addr,
         nh: u8,
@@ -909,11 +961,18 @@ impl Worker {
             proto,
             _pad: [0; 3],
         };
-        let v = self.maps.sessions6.get(&k, 0).map_err(|_| "no session")?;
-        Ok((
-            Ipv4Addr::from(rfc6052::from_raw4(v.pool)),
-            u16::from_be(v.pool_port_be),
-        ))
+        if let Ok(v) = self.maps.sessions6.get(&k, 0) {
+            return Ok((
+                Ipv4Addr::from(rfc6052::from_raw4(v.pool)),
+                u16::from_be(v.pool_port_be),
+            ));
+        }
+        self.maps
+            .create_outbound(&self.cfg, src, cport, Ipv4Addr::from(remote), rport, proto)
+            .map_err(|e| {
+                log::debug!("slow path: outbound {src} -> {dst}: {e:#}");
+                "no session"
+            })
     }
 
     /// Fragments held because their first fragment had not passed: once the data plane knows
@@ -1104,6 +1163,27 @@ mod tests {
 
     fn fold_ok(h: &[u8]) -> bool {
         finish(sum_bytes(h)) == 0
+    }
+
+    #[test]
+    fn extension_headers_are_walked() {
+        // Hop-by-hop (8 bytes), destination options (16 bytes), then UDP.
+        let mut p = vec![0u8; 40];
+        p.extend([60, 0, 1, 4, 0, 0, 0, 0]);
+        p.extend([17, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        p.extend([0u8; 8]);
+        assert_eq!(skip_extensions(&p, 0, 40, true), Ok((17, 64)));
+        // Routing header with segments left: refused.
+        let mut r = vec![0u8; 40];
+        r.extend([17, 0, 0, 1, 0, 0, 0, 0]);
+        assert!(skip_extensions(&r, 43, 40, true).is_err());
+        r[43] = 0;
+        assert_eq!(skip_extensions(&r, 43, 40, true), Ok((17, 48)));
+        // A fragment header stops the walk, or is refused inside a fragmentable part.
+        assert_eq!(skip_extensions(&r, 44, 40, true), Ok((44, 40)));
+        assert!(skip_extensions(&r, 44, 40, false).is_err());
+        // Truncated.
+        assert!(skip_extensions(&p[..50], 0, 40, true).is_err());
     }
 
     #[test]
