@@ -751,6 +751,54 @@ fn pmtu_router_fragmentation_needed_is_translated_to_packet_too_big() -> Result<
     Ok(())
 }
 
+/// An IPv4 link below 1280 - 20: the router reports MTU 1000, which the gateway must not pass
+/// on as is (IPv6 never goes below 1280): the client learns 1280, and its 1280-byte packets
+/// become 1260-byte IPv4 packets without DF (RFC 7915 section 5.1), which the router fragments.
+#[test]
+fn pmtu_below_the_ipv6_minimum_on_the_ipv4_side() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = RouterTopology::build("pmt1k", 1500, 1000)?;
+    server_advertises_mss_1460(
+        &topo.server,
+        &["default", "via", "203.0.113.1", "dev", "s0"],
+    )?;
+    let http = HttpServer::start(&topo.server, 80)?;
+    let body = pattern(1024 * 1024, 23);
+    http.add_file("big.bin", &body)?;
+    let _echo = TcpEcho::start(&topo.server, "0.0.0.0:9000".parse()?)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let server = nat64(FAR_SERVER_V4);
+
+    let (pmtu, reached, text) = tracepath(&topo.client, server)?;
+    ensure!(
+        pmtu == Some(1280) && reached,
+        "tracepath should reach {server} with pmtu 1280 (the router says 1000), got pmtu \
+         {pmtu:?} (reached: {reached}):\n{text}"
+    );
+    // A full 1280-byte IPv6 ping with "don't fragment" gets through (as a DF-clear IPv4 packet
+    // that the router fragments).
+    let out = ping_all(
+        &topo.client,
+        &["-M", "do", "-s", "1232"],
+        &server.to_string(),
+        3,
+    )?;
+    ensure!(
+        out.contains("1240 bytes from"),
+        "expected 1240-byte echo replies:\n{out}"
+    );
+    forget_pmtu(&topo.client)?;
+    upload_and_echo(
+        &topo.client,
+        SocketAddr::from((server, 9000)),
+        512 * 1024,
+        8,
+    )?;
+    let got = curl(&topo.client, &format!("http://[{server}]:80/big.bin"))?;
+    same_bytes("big.bin across the router's MTU-1000 link", &got, &body)?;
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------
 // 3. Fragments.
 
