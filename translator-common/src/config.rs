@@ -23,7 +23,9 @@ pub struct DataplaneConfig {
     pub _pad: u8,
     /// Ports per block, a power of two.
     pub block_size: u16,
-    pub _pad2: u16,
+    /// Largest IPv6 packet made from an IPv4 packet without DF (RFC 7915 section 4.1: larger
+    /// ones are fragmented, by the slow path).
+    pub ipv6_mtu: u16,
     /// Source of ICMPv6 errors the gateway itself sends (hop limit exceeded, packet too big,
     /// address unreachable), raw words: an address of the IPv6-side interface.
     pub icmp_src6: [u32; 4],

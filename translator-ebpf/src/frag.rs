@@ -228,6 +228,10 @@ pub(crate) fn rest_4to6(ctx: &XdpContext, h: &Ipv4Hdr) -> Result<u32, DropReason
         rfc6052::from_raw4(h.src),
     ));
     let payload_len = tot_len - IPV4_LEN as u16 + FRAG_LEN as u16;
+    if payload_len as usize + IPV6_LEN > cfg.ipv6_mtu as usize {
+        // Larger than the lowest IPv6 MTU: fragmented further by the slow path.
+        return punt(ctx);
+    }
     // SAFETY: plain-old-data struct, all zeroes is valid.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET6;

@@ -57,7 +57,7 @@ static CONFIG: DataplaneConfig = DataplaneConfig {
     max_blocks: 1,
     _pad: 0,
     block_size: 64,
-    _pad2: 0,
+    ipv6_mtu: 1280,
     icmp_src6: [0; 4],
     icmp_interval_ns: 0,
 };
@@ -1226,6 +1226,12 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
     } else {
         IPV6_LEN - IPV4_LEN
     };
+    if u16::from_be(h.frag) & 0x4000 == 0
+        && payload_len as usize + IPV4_LEN + grow > cfg.ipv6_mtu as usize
+    {
+        // DF clear and larger than the lowest IPv6 MTU: fragmented by the slow path.
+        return punt(ctx);
+    }
     let src6 = rfc6052::raw6(rfc6052::embed(
         rfc6052::from_raw6(&cfg.prefix),
         cfg.prefix_len,

@@ -170,7 +170,7 @@ pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
         max_blocks: cfg.max_blocks_per_client,
         _pad: 0,
         block_size: cfg.block_size,
-        _pad2: 0,
+        ipv6_mtu: cfg.ipv6_mtu,
         icmp_src6: raw6(icmp_src6.map_or(0, u128::from)),
         icmp_interval_ns,
     }
