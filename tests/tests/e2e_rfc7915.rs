@@ -486,6 +486,27 @@ fn traceroute_udp_and_icmp_show_gateway_then_server() -> Result<()> {
     Ok(())
 }
 
+/// The same through a one-armed gateway: its errors and translations both leave g0 with
+/// `XDP_TX`.
+#[test]
+fn traceroute_through_a_one_armed_gateway() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::one_armed("tr1a")?;
+    no_icmp_ratelimit(&topo.server)?;
+    let _gw = Gateway::start(&topo.gateway, topo.config())?;
+    let server = server_via_prefix();
+    for (method, extra) in [("UDP", &[][..]), ("ICMP", &["-I"][..])] {
+        let (hops, text) = traceroute(&topo.client, extra, server)?;
+        expect_hops(
+            &format!("traceroute ({method}), one-armed"),
+            &hops,
+            &[GATEWAY_V6, server],
+            &text,
+        )?;
+    }
+    Ok(())
+}
+
 #[test]
 fn traceroute_through_an_ipv4_router_shows_its_translated_address() -> Result<()> {
     let _lock = prepare()?;
