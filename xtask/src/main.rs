@@ -1,5 +1,6 @@
 //! `cargo xtask`: machine setup, build, tests and the demo for the translator workspace.
 
+mod bench;
 mod demo;
 mod run;
 mod setup;
@@ -47,6 +48,18 @@ enum Task {
         #[arg(long)]
         keep: bool,
     },
+    /// Benchmarks side by side (issue 6): BPF_PROG_TEST_RUN costs, session-table scale, live
+    /// traffic against the bare XDP forwarder, kernel forwarding and TAYGA, iperf3, DNS64
+    /// against Unbound. Prints one table; writes results/bench.json and results/bench.md.
+    /// Needs root; takes several minutes.
+    Bench {
+        /// Fewer and shorter runs (to try the bench out; the figures are less reliable).
+        #[arg(long)]
+        quick: bool,
+        /// Only these parts, comma-separated: dataplane, live, dns64.
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn main() {
@@ -63,6 +76,7 @@ fn main() {
         Task::Test { no_lint, filter } => testing::test(!no_lint, filter.as_deref()),
         Task::Lint => testing::lint_only(),
         Task::Demo { keep } => demo::demo(keep),
+        Task::Bench { quick, only } => bench::bench(quick, only.as_deref()),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

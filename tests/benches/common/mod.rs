@@ -1,0 +1,251 @@
+//! Shared by the benchmark targets: result rows, statistics, the results file, and a few
+//! kernel helpers (an empty XDP program for timer calibration, bpftool queries).
+//!
+//! Every bench target writes its rows as JSON to `$TRANSLATOR_BENCH_OUT` (default
+//! `results/<target>.json` under the workspace root); `cargo xtask bench` merges them into one
+//! table with the machine description.
+
+#![allow(dead_code)] // each bench target uses a different subset
+
+use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+/// One figure of the table: the median of `runs` runs, with their min and max.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// `testrun`, `scale`, `live`, `dns64`.
+    pub section: String,
+    pub name: String,
+    /// `ns/packet`, `packets/s`, `bytes/session`, ...
+    pub unit: String,
+    pub median: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Every run's figure.
+    pub samples: Vec<f64>,
+    /// Median divided by the median of `ratio_to` (same run of the bench).
+    pub ratio: Option<f64>,
+    pub ratio_to: Option<String>,
+    /// How the figure was measured, or why it is missing.
+    pub note: String,
+}
+
+impl Row {
+    pub fn new(section: &str, name: &str, unit: &str, samples: Vec<f64>, note: &str) -> Self {
+        let (median, min, max) = stats(&samples);
+        Self {
+            section: section.to_owned(),
+            name: name.to_owned(),
+            unit: unit.to_owned(),
+            median,
+            min,
+            max,
+            samples,
+            ratio: None,
+            ratio_to: None,
+            note: note.to_owned(),
+        }
+    }
+
+    /// A row that could not be measured, with the reason.
+    pub fn missing(section: &str, name: &str, unit: &str, why: &str) -> Self {
+        // Errors can carry a whole verifier log: keep the head and the tail.
+        let why = if why.chars().count() > 400 {
+            let head: String = why.chars().take(200).collect();
+            let tail: Vec<char> = why.chars().rev().take(200).collect();
+            let tail: String = tail.into_iter().rev().collect();
+            format!("{head} [...] {tail}")
+        } else {
+            why.to_owned()
+        };
+        let why = why.replace('\n', " ");
+        Self::new(
+            section,
+            name,
+            unit,
+            Vec::new(),
+            &format!("not measured: {why}"),
+        )
+    }
+
+    /// Sets the ratio of this row's median to `base`'s median.
+    pub fn ratio_to(mut self, base: &Row) -> Self {
+        if let (Some(a), Some(b)) = (self.median, base.median)
+            && b != 0.0
+        {
+            self.ratio = Some(a / b);
+            self.ratio_to = Some(base.name.clone());
+        }
+        self
+    }
+}
+
+/// (median, min, max); `None`s for no samples.
+pub fn stats(samples: &[f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
+    if samples.is_empty() {
+        return (None, None, None);
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    (Some(median), Some(s[0]), Some(s[n - 1]))
+}
+
+/// Median of integer samples (for per-packet distributions inside one run).
+pub fn median_u32(v: &mut [u32]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    f64::from(v[v.len() / 2])
+}
+
+/// Where this target writes its rows.
+pub fn out_path(target: &str) -> PathBuf {
+    std::env::var_os("TRANSLATOR_BENCH_OUT").map_or_else(
+        || {
+            translator_tests::workspace_root()
+                .join("results")
+                .join(format!("{target}.json"))
+        },
+        PathBuf::from,
+    )
+}
+
+/// Writes the rows (and prints them, for a run without xtask).
+pub fn write_rows(target: &str, rows: &[Row]) -> Result<()> {
+    let path = out_path(target);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(rows).context("serializing the rows")?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    for r in rows {
+        print_row(r);
+    }
+    println!(
+        "{target}: {} rows written to {}",
+        rows.len(),
+        path.display()
+    );
+    Ok(())
+}
+
+pub fn print_row(r: &Row) {
+    let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), fmt_num);
+    let ratio = r
+        .ratio
+        .map(|x| format!("x{x:.2} of {}", r.ratio_to.as_deref().unwrap_or("?")))
+        .unwrap_or_default();
+    println!(
+        "  {:<8} {:<46} {:>12} [{} .. {}] {:<14} {}",
+        r.section,
+        r.name,
+        f(r.median),
+        f(r.min),
+        f(r.max),
+        r.unit,
+        ratio
+    );
+}
+
+pub fn fmt_num(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Argument `--quick` (or `TRANSLATOR_BENCH_QUICK=1`): fewer runs, for trying the bench out.
+pub fn quick() -> bool {
+    std::env::args().any(|a| a == "--quick")
+        || std::env::var("TRANSLATOR_BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+
+/// `union bpf_attr` for BPF_PROG_LOAD up to `expected_attach_type` (the kernel takes the rest as
+/// zero).
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// Loads `r0 = XDP_PASS; exit`: an XDP program that does nothing, whose test-run time is the
+/// measurement overhead (timer reads, dispatch) that every other test-run figure also carries.
+pub fn empty_xdp_program() -> Result<OwnedFd> {
+    xdp_program_returning(2)
+}
+
+/// Loads `r0 = action; exit`.
+pub fn xdp_program_returning(action: u8) -> Result<OwnedFd> {
+    let insns: [u64; 2] = [
+        u64::from_le_bytes([0xb7, 0, 0, 0, action, 0, 0, 0]),
+        u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
+    ];
+    let license = b"GPL\0";
+    let mut name = [0u8; 16];
+    name[..10].copy_from_slice(b"bench_empt");
+    let attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: 2,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name: name,
+        ..Default::default()
+    };
+    // SAFETY: a valid repr(C) bpf_attr prefix; the instruction and license buffers outlive the
+    // call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoadAttr,
+            std::mem::size_of::<ProgLoadAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("BPF_PROG_LOAD of an empty program");
+    }
+    let fd = libc::c_int::try_from(rc).context("fd out of range")?;
+    // SAFETY: bpf(2) returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Runs a command and returns its stdout, or an error with its stderr.
+pub fn output(program: &str, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot start {program}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
