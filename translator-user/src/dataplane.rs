@@ -423,11 +423,34 @@ impl Maps {
 
     /// Fills the free-block queues with every block of the pool (fresh start only).
     pub fn fill_pool(&mut self, cfg: &Config) -> anyhow::Result<()> {
+        // On a pool address the host owns, the kernel picks its own ephemeral ports (for the
+        // DNS64 upstream queries, for instance): blocks overlapping that range stay out of the
+        // pool, or a client binding could take a port the host's own traffic comes back to.
+        let local = crate::netns::local_ipv4_addresses();
+        let ephemeral = crate::netns::sysctl("net/ipv4/ip_local_port_range").and_then(|r| {
+            let mut it = r.split_whitespace().filter_map(|x| x.parse::<u32>().ok());
+            Some((it.next()?, it.next()?))
+        });
         for p in Protocol::ALL {
             let layout = cfg.layouts[p.index()];
+            let size = u32::from(layout.block_size);
             let q = &mut self.free[p.index()];
+            let mut skipped = 0;
             for addr in &cfg.pool {
+                let reserved = if local.contains(addr) {
+                    ephemeral
+                } else {
+                    None
+                };
                 for start in layout.block_starts() {
+                    let s = u32::from(start);
+                    if let Some((lo, hi)) = reserved
+                        && s + size > lo
+                        && s <= hi
+                    {
+                        skipped += 1;
+                        continue;
+                    }
                     q.push(
                         BlockId {
                             pool: raw4(u32::from(*addr)),
@@ -438,6 +461,12 @@ impl Maps {
                     )
                     .map_err(|e| anyhow!("filling the {p} block queue: {e}"))?;
                 }
+            }
+            if skipped > 0 {
+                log::info!(
+                    "{p}: {skipped} port blocks left out of the pool: they overlap this host's \
+                     ephemeral ports (net.ipv4.ip_local_port_range) on a local pool address"
+                );
             }
         }
         Ok(())
