@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod dataplane;
 pub mod dns64;
+pub mod metrics;
 pub mod netns;
 pub mod sessions;
 pub mod slowpath;
