@@ -1165,6 +1165,82 @@ fn gateway_sends_fragmentation_needed_when_the_ipv6_link_is_smaller() -> Result<
     Ok(())
 }
 
+/// A sticky IPv6 option on a socket: `IPV6_HOPOPTS` or `IPV6_DSTOPTS` with one PadN option
+/// (an 8-byte extension header; the kernel fills in the next-header byte).
+fn set_ipv6_padn_header(sock: &UdpSocket, option: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let header: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+    // SAFETY: setsockopt(2) with a valid descriptor and a buffer of the length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            option,
+            header.as_ptr().cast(),
+            header.len() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// RFC 7915 section 5.1: hop-by-hop and destination options headers are skipped; the UDP
+/// datagram behind them is translated and its echo comes back.
+#[test]
+fn udp_behind_ipv6_extension_headers_is_translated() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("exth")?;
+    let _pass = client_xdp_pass(&topo)?;
+    let echo = UdpEcho::start(&topo.server, "0.0.0.0:7500".parse()?)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let server: SocketAddr = (server_via_prefix(), 7500).into();
+    for (name, option) in [
+        ("hop-by-hop", libc::IPV6_HOPOPTS),
+        ("destination options", libc::IPV6_DSTOPTS),
+    ] {
+        let before = gw.stats()?;
+        let sock = topo
+            .client
+            .in_ns(|| -> std::io::Result<UdpSocket> {
+                let s = UdpSocket::bind("[::]:0")?;
+                set_ipv6_padn_header(&s, option)?;
+                Ok(s)
+            })?
+            .with_context(|| format!("a UDP socket with a {name} header"))?;
+        sock.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let payload = pattern(700, u64::from(option.unsigned_abs()));
+        sock.send_to(&payload, server)?;
+        let mut buf = vec![0u8; 2048];
+        let got = sock.recv_from(&mut buf);
+        let after = gw.stats()?;
+        let (n, from) = got.with_context(|| {
+            format!(
+                "no echo of a datagram with a {name} header within 3 s; gateway counters: {}",
+                stats_delta(&before, &after)
+            )
+        })?;
+        ensure!(from == server, "echo came from {from}, expected {server}");
+        same_bytes(
+            &format!("echo of a datagram with a {name} header"),
+            &buf[..n],
+            &payload,
+        )?;
+        ensure!(
+            after.drop_count("ipv6-extension-header") == before.drop_count("ipv6-extension-header"),
+            "a {name} header was counted as dropped: {}",
+            stats_delta(&before, &after)
+        );
+    }
+    ensure!(
+        echo.seen().len() == 2,
+        "the server saw {} datagrams, expected 2",
+        echo.seen().len()
+    );
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------
 // 4. Hairpinning.
 
