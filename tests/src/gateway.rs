@@ -386,8 +386,25 @@ impl<'a> Gateway<'a> {
                 "--instance",
                 &self.config.instance,
             ]);
-            if cmd::run(&mut st, SHORT).is_ok_and(|o| o.status.success()) {
-                std::thread::sleep(Duration::from_millis(500));
+            let pid = proc.pid();
+            let ready = cmd::run(&mut st, SHORT).is_ok_and(|o| {
+                o.status.success() && {
+                    // The pinned state answers `status` even while no controller runs (after a
+                    // restart the old pins are there at once): when the controller reports
+                    // itself, wait until it is this process.
+                    let json: serde_json::Value =
+                        serde_json::from_slice(&o.stdout).unwrap_or_default();
+                    match (json.get("controller_running"), json.get("controller_pid")) {
+                        (Some(running), Some(p)) => {
+                            running.as_bool() == Some(true) && p.as_u64() == Some(u64::from(pid))
+                        }
+                        (Some(running), None) => running.as_bool() == Some(true),
+                        _ => true,
+                    }
+                }
+            });
+            if ready {
+                std::thread::sleep(Duration::from_millis(200));
                 if let Some(status) = proc.exited() {
                     bail!(
                         "`{}` exited with {status} right after start; its log:\n{}",

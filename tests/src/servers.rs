@@ -109,11 +109,11 @@ impl UdpEcho {
                 match sock.recv_from(&mut buf) {
                     Ok((n, peer)) => {
                         let data = buf.get(..n).unwrap_or_default();
-                        sock.send_to(data, peer)?;
                         seen2
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .push((peer, data.to_vec()));
+                        sock.send_to(data, peer)?;
                     }
                     // EINTR: a socket with SO_RCVTIMEO returns it instead of restarting.
                     Err(e)
@@ -211,14 +211,17 @@ impl TcpEcho {
                             let _ = conn.set_nonblocking(false);
                             let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
                             let mut data = Vec::new();
-                            if conn.read_to_end(&mut data).is_ok() {
-                                let _ = conn.write_all(&data);
-                                let _ = conn.shutdown(std::net::Shutdown::Write);
-                            }
+                            let complete = conn.read_to_end(&mut data).is_ok();
+                            // Recorded before answering, so a client that got its echo always
+                            // finds its connection in `seen()`.
                             seen3
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
-                                .push((peer, data));
+                                .push((peer, data.clone()));
+                            if complete {
+                                let _ = conn.write_all(&data);
+                                let _ = conn.shutdown(std::net::Shutdown::Write);
+                            }
                         });
                     }
                     Err(e)

@@ -107,6 +107,68 @@ fn describe_sessions(sessions: &[Session]) -> String {
     s
 }
 
+/// Where packets went, for failure messages: the gateway's non-zero counters, the veths' non-zero
+/// driver counters and the endpoints' UDP/IP error counters.
+fn diagnose(topo: &Topology, gw: &Gateway<'_>) -> String {
+    let mut out = String::from("--- diagnostics ---\n");
+    match gw.stats() {
+        Ok(st) => {
+            let events: Vec<String> = st
+                .events
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let drops: Vec<String> = st
+                .drops
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            out.push_str(&format!(
+                "gateway events: {}\ngateway drops: {}\n",
+                events.join(" "),
+                drops.join(" ")
+            ));
+        }
+        Err(e) => out.push_str(&format!("stats: {e:#}\n")),
+    }
+    let mut devs = vec![(&topo.client, "c0"), (&topo.server, "s0")];
+    if topo.is_one_armed() {
+        devs.push((&topo.gateway, "g0"));
+    } else {
+        devs.push((&topo.gateway, "g6"));
+        devs.push((&topo.gateway, "g4"));
+    }
+    for (ns, dev) in devs {
+        if let Ok(o) = ns.try_run(&["ethtool", "-S", dev], Duration::from_secs(10)) {
+            let nz: Vec<String> = o
+                .stdout_str()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.ends_with(": 0") && !l.starts_with("NIC"))
+                .map(str::to_owned)
+                .collect();
+            out.push_str(&format!("{dev}: {}\n", nz.join(", ")));
+        }
+    }
+    for (ns, what) in [(&topo.client, "client"), (&topo.server, "server")] {
+        if let Ok(o) = ns.try_run(&["nstat", "-az"], Duration::from_secs(10)) {
+            let nz: Vec<String> = o
+                .stdout_str()
+                .lines()
+                .filter(|l| {
+                    (l.contains("Err") || l.contains("Drop") || l.contains("Discard"))
+                        && l.split_whitespace().nth(1).is_some_and(|v| v != "0")
+                })
+                .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join("="))
+                .collect();
+            out.push_str(&format!("{what} nstat: {}\n", nz.join(" ")));
+        }
+    }
+    out
+}
+
 #[test]
 fn topology_alone_connects_neighbours_but_not_through_the_prefix() -> Result<()> {
     let _lock = prepare()?;
@@ -373,7 +435,12 @@ fn two_hundred_client_ports_share_one_pool_address() -> Result<()> {
     }
     echo.check_alive()?;
     let missing = answered.iter().filter(|a| !**a).count();
-    ensure!(missing == 0, "{missing} of {N} client sockets got no echo");
+    ensure!(
+        missing == 0,
+        "{missing} of {N} client sockets got no echo (the server saw {} datagrams)\n{}",
+        echo.seen().len(),
+        diagnose(&topo, &gw)
+    );
 
     let sources: BTreeSet<SocketAddr> = echo.seen().iter().map(|(a, _)| *a).collect();
     ensure!(
