@@ -1241,6 +1241,68 @@ fn udp_behind_ipv6_extension_headers_is_translated() -> Result<()> {
     Ok(())
 }
 
+/// RFC 7915 section 4.1: IPv4 options are ignored (not translated); the datagram behind them
+/// reaches the client intact.
+#[test]
+fn udp_with_ipv4_options_is_translated() -> Result<()> {
+    let _lock = prepare()?;
+    let (topo, config) = static_udp_8080("ipopt")?;
+    let _pass = client_xdp_pass(&topo)?;
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let sock = topo
+        .client
+        .in_ns(|| UdpSocket::bind(SocketAddr::from((CLIENT_V6, 8080))))?
+        .context("binding [2001:db8:1::2]:8080 in the client")?;
+    sock.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let before = gw.stats()?;
+    let payload = pattern(600, 58);
+    let port = topo
+        .server
+        .in_ns(|| -> std::io::Result<u16> {
+            use std::os::fd::AsRawFd as _;
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            // Three NOPs and an end-of-options: a 24-byte IPv4 header.
+            let options: [u8; 4] = [1, 1, 1, 0];
+            // SAFETY: setsockopt(2) with a valid descriptor and a buffer of the length given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_OPTIONS,
+                    options.as_ptr().cast(),
+                    options.len() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            s.send_to(&payload, (GATEWAY_V4, 8080))?;
+            Ok(s.local_addr()?.port())
+        })?
+        .context("sending with IPv4 options from the server")?;
+    let mut buf = vec![0u8; 2048];
+    let got = sock.recv_from(&mut buf);
+    let after = gw.stats()?;
+    let (n, from) = got.with_context(|| {
+        format!(
+            "no datagram with IPv4 options reached the client within 3 s; gateway counters: {}",
+            stats_delta(&before, &after)
+        )
+    })?;
+    same_bytes("datagram sent with IPv4 options", &buf[..n], &payload)?;
+    ensure!(
+        from == SocketAddr::from((server_via_prefix(), port)),
+        "the datagram came from {from}, expected [{}]:{port}",
+        server_via_prefix()
+    );
+    ensure!(
+        after.drop_count("ipv4-options") == before.drop_count("ipv4-options"),
+        "IPv4 options were counted as dropped: {}",
+        stats_delta(&before, &after)
+    );
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------
 // 4. Hairpinning.
 
