@@ -790,11 +790,19 @@ fn pmtu_below_the_ipv6_minimum_on_the_ipv4_side() -> Result<()> {
     let gw = Gateway::start(&topo.gateway, topo.config())?;
     let server = nat64(FAR_SERVER_V4);
 
+    let before = gw.stats()?;
     let (pmtu, reached, text) = tracepath(&topo.client, server)?;
+    let after = gw.stats()?;
     ensure!(
         pmtu == Some(1280) && reached,
         "tracepath should reach {server} with pmtu 1280 (the router says 1000), got pmtu \
-         {pmtu:?} (reached: {reached}):\n{text}"
+         {pmtu:?} (reached: {reached}):\n{text}\ngateway counters: {}",
+        stats_delta(&before, &after)
+    );
+    ensure!(
+        after.event("icmp-error-translated") > before.event("icmp-error-translated"),
+        "the router's fragmentation needed should be counted as translated: {}",
+        stats_delta(&before, &after)
     );
     // A full 1280-byte IPv6 ping with "don't fragment" gets through (as a DF-clear IPv4 packet
     // that the router fragments).
