@@ -102,6 +102,9 @@ impl UdpEcho {
                     return Ok(());
                 }
             };
+            // A burst of datagrams (hundreds of clients at once) must not overflow the default
+            // receive buffer while this thread waits for a CPU.
+            force_rcvbuf(&sock, 8 << 20);
             let _ = tx.send(sock.local_addr().map_err(anyhow::Error::from));
             sock.set_read_timeout(Some(Duration::from_millis(100)))?;
             let mut buf = vec![0u8; 65536];
@@ -393,6 +396,20 @@ impl Drop for PacedHttp {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Sets SO_RCVBUFFORCE (root only; above `net.core.rmem_max`); best effort.
+pub fn force_rcvbuf(sock: &impl std::os::fd::AsRawFd, bytes: libc::c_int) {
+    // SAFETY: setsockopt on a valid socket with a pointer to a c_int and its size.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            std::ptr::from_ref(&bytes).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
