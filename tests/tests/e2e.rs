@@ -543,6 +543,24 @@ fn udp_from_server(server: &NetNs, to: SocketAddr, payload: &[u8]) -> Result<Opt
         .context("UDP from the server")
 }
 
+/// `bib list --json`, parsed.
+fn bib_list(gw: &Gateway<'_>) -> Result<Vec<serde_json::Value>> {
+    let out = gw.cli(&["bib", "list", "--json"])?;
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("`bib list --json` printed: {}", out.stdout_str()))
+}
+
+/// The UDP mapping [2001:db8:1::2]:5353 = 198.51.100.1:5353.
+fn is_5353(m: &serde_json::Value) -> bool {
+    m["protocol"]
+        .as_str()
+        .is_some_and(|p| p.eq_ignore_ascii_case("udp"))
+        && m["ipv6"] == "2001:db8:1::2"
+        && m["ipv6_port"] == 5353
+        && m["ipv4"] == "198.51.100.1"
+        && m["ipv4_port"] == 5353
+}
+
 #[test]
 fn bib_add_and_del_at_run_time() -> Result<()> {
     let _lock = prepare()?;
@@ -573,10 +591,10 @@ fn bib_add_and_del_at_run_time() -> Result<()> {
     let mut add = vec!["bib", "add"];
     add.extend(mapping);
     gw.cli(&add)?;
-    let list = gw.cli(&["bib", "list", "--json"])?.stdout_str();
+    let list = bib_list(&gw)?;
     ensure!(
-        list.contains("5353"),
-        "`bib list --json` does not show the new mapping:\n{list}"
+        list.iter().any(is_5353),
+        "`bib list --json` does not show the new mapping: {list:?}"
     );
     let back = udp_from_server(&topo.server, to, &payload)?
         .with_context(|| format!("no answer through the mapping {to} after `bib add`"))?;
@@ -587,10 +605,10 @@ fn bib_add_and_del_at_run_time() -> Result<()> {
     gw.cli(&del)?;
     // Sessions made through the mapping may live on until they expire (RFC 6146 keeps the
     // binding while a session uses it), so only the mapping table is checked here.
-    let list = gw.cli(&["bib", "list", "--json"])?.stdout_str();
+    let list = bib_list(&gw)?;
     ensure!(
-        !list.contains("5353"),
-        "`bib list --json` still shows the mapping after `bib del`:\n{list}"
+        !list.iter().any(is_5353),
+        "`bib list --json` still shows the mapping after `bib del`: {list:?}"
     );
     Ok(())
 }
