@@ -39,6 +39,9 @@ pub const FRAGS4: &str = "FRAGS4";
 /// experimental); the kernel drops them quietly when no one listens.
 pub const SLOW_PATH_ETHERTYPE: u16 = 0x88b5;
 
+/// Port-block allocations reported by the data plane: ring buffer of [`BlockEvent`].
+pub const BLOCK_EVENTS: &str = "BLOCK_EVENTS";
+
 /// Per-CPU state of the ICMP error rate limit (last send, ns).
 pub const ICMP_RATE: &str = "ICMP_RATE";
 
@@ -266,6 +269,20 @@ pub struct Frag4Value {
     pub seen: u64,
 }
 
+/// A port block a client took (data plane -> controller, for the block log).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockEvent {
+    pub client: [u32; 4],
+    pub pool: u32,
+    /// First port, host order.
+    pub start: u16,
+    pub proto: u8,
+    pub _pad: u8,
+    /// CLOCK_MONOTONIC ns of the allocation.
+    pub time: u64,
+}
+
 /// Value of [`POOL`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -288,6 +305,7 @@ pod!(
     BlockId => 8,
     BlockSlot => 24,
     PoolAddress => 4,
+    BlockEvent => 32,
     Frag6Key => 28,
     Frag6Value => 16,
     Frag4Key => 12,

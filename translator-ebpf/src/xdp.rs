@@ -19,7 +19,7 @@ use aya_ebpf::{
         generated::{bpf_fib_lookup as fib_lookup, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
-    maps::{HashMap, LpmTrie, PerCpuArray, Queue, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, PerCpuArray, Queue, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use aya_log_ebpf::info;
@@ -32,10 +32,10 @@ use translator_common::{
     },
     counters::{COUNTER_SLOTS, DropReason, Event},
     maps::{
-        BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId, BlockSlot,
-        BlockSlotKey, FilterKey, MAX_BLOCKS_PER_CLIENT, POOL_LOCAL, PoolAddress, SEEN_FIN,
-        SEEN_RST, SEEN_SYN, SESSION_HAIRPIN, SessionKey4, SessionKey6, SessionValue4,
-        SessionValue6,
+        BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockEvent,
+        BlockId, BlockSlot, BlockSlotKey, FilterKey, MAX_BLOCKS_PER_CLIENT, POOL_LOCAL,
+        PoolAddress, SEEN_FIN, SEEN_RST, SEEN_SYN, SESSION_HAIRPIN, SessionKey4, SessionKey6,
+        SessionValue4, SessionValue6,
     },
     ports::probe_offset,
     rfc6052,
@@ -87,6 +87,9 @@ static CLIENTS: LpmTrie<[u32; 4], u32> = LpmTrie::pinned(1024, 0);
 pub(crate) static POOL: HashMap<u32, PoolAddress> = HashMap::pinned(256, 0);
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+/// Port-block allocations for the controller's block log (not pinned: each load has its own).
+#[map]
+static BLOCK_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 /// Per-CPU scratch space for the parsed IPv6 packet (not pinned: nothing persists in it).
 #[map]
 static SCRATCH6: PerCpuArray<Packet6> = PerCpuArray::with_max_entries(1, 0);
@@ -630,6 +633,16 @@ fn allocate_binding(ctx: &XdpContext, pkt: &mut Packet6) -> Result<(), DropReaso
 /// Logs a block allocation (rare: once per block) for the operator's block log.
 #[inline(never)]
 fn log_block(ctx: &XdpContext, bkey: &BindingKey6, block: &BlockId) {
+    let ev = BlockEvent {
+        client: bkey.client,
+        pool: block.pool,
+        start: block.start,
+        proto: bkey.proto,
+        _pad: 0,
+        time: now(),
+    };
+    // Lost only if the controller has not drained the ring for a long while.
+    let _ = BLOCK_EVENTS.output::<BlockEvent>(&ev, 0);
     // SAFETY: same size, and the raw words' memory is the address bytes.
     let client: [u8; 16] = unsafe { core::mem::transmute(bkey.client) };
     info!(

@@ -53,6 +53,18 @@ pub struct RawConfig {
     /// The embedded DNS64 server.
     #[serde(default)]
     pub dns64: Option<crate::dns64::Dns64Config>,
+    /// Logs.
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// Port-block log (JSON lines, RFC 6888 style): a file path, "-" for standard output,
+    /// absent or "" for none. Default none.
+    #[serde(default)]
+    pub blocks: Option<String>,
 }
 
 fn default_instance() -> String {
@@ -229,7 +241,7 @@ pub struct RawStatic {
 // ---------------------------------------------------------------------------------------------
 // Validated domain types.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -368,6 +380,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub sessions: u32,
     pub statics: Vec<StaticMapping>,
+    /// Where the port-block log goes (`log.blocks`).
+    pub block_log: Option<String>,
     /// The validated `[dns64]` table, when present.
     pub dns64: Option<crate::dns64::ValidDns64>,
     /// The file as read, kept for `status` and for checks on restart.
@@ -653,6 +667,7 @@ impl Config {
             sessions,
             statics,
             dns64,
+            block_log: raw.log.blocks.clone().filter(|b| !b.is_empty()),
             raw,
         })
     }

@@ -1,6 +1,7 @@
 //! The translator controller as a library: configuration, data-plane loading and maps, session
 //! expiry, the DNS64 server and the CLI commands. `main.rs` only parses arguments.
 
+pub mod blocklog;
 pub mod cli;
 pub mod config;
 pub mod dataplane;

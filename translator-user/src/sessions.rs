@@ -155,12 +155,13 @@ pub fn list(maps: &Maps, cfg: &Config) -> Vec<SessionInfo> {
 }
 
 /// What one expiry pass removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Expired {
     pub sessions: usize,
     pub bindings: usize,
     pub filters: usize,
-    pub blocks: usize,
+    /// Port blocks returned to the pool (for the block log).
+    pub blocks: Vec<(BlockSlotKey, translator_common::maps::BlockId)>,
 }
 
 /// One expiry pass over the tables.
@@ -273,15 +274,16 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
         })
         .map(|(k, s)| (k, s.block))
         .collect();
-    for (k, block) in &free {
-        if maps.block_slots.remove(k).is_ok()
+    for (k, block) in free {
+        if maps.block_slots.remove(&k).is_ok()
             && let Some(p) = Protocol::from_number(k.proto)
-            && let Err(e) = maps.free[p.index()].push(block, 0)
         {
-            log::error!("returning a {p} port block to the free queue failed: {e}");
+            match maps.free[p.index()].push(block, 0) {
+                Ok(()) => done.blocks.push((k, block)),
+                Err(e) => log::error!("returning a {p} port block to the free queue failed: {e}"),
+            }
         }
     }
-    done.blocks = free.len();
     done
 }
 

@@ -6,6 +6,8 @@ mod bib;
 mod check;
 mod dns64;
 mod down;
+mod log;
+mod reload;
 mod run;
 mod sessions;
 mod stats;
@@ -43,6 +45,10 @@ pub enum Command {
     Bib(bib::Args),
     /// DNS64 debugging.
     Dns64(dns64::Args),
+    /// Apply a changed configuration file to the running controller (as SIGHUP does).
+    Reload(reload::Args),
+    /// The port-block log: who held a pool address and port at a time.
+    Log(log::Args),
 }
 
 /// Options shared by the commands that read a running instance.
@@ -72,6 +78,8 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Stats(a) => stats::main(a),
         Command::Bib(a) => bib::main(a),
         Command::Dns64(a) => dns64::main(a),
+        Command::Reload(a) => reload::main(a),
+        Command::Log(a) => log::main(a),
     }
 }
 

@@ -1,9 +1,19 @@
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::{Context as _, anyhow};
 
+use translator_common::{maps::BlockEvent, rfc6052};
+
 use crate::{
-    config::{AttachMode, Config},
+    blocklog::BlockLog,
+    config::{AttachMode, Config, Protocol},
     dataplane::{self, Instance, Maps, State},
     dns64::Dns64Stats,
     netns, sessions,
@@ -47,7 +57,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         // Nothing half-starts: a fresh start that failed leaves nothing behind.
         let _ = dataplane::down(&inst);
     }
-    let (mut ebpf, maps) = started?;
+    let (ebpf, maps) = started?;
     log::info!(
         "instance {:?} {}: prefix {}, pool {:?}, interfaces {}",
         cfg.instance,
@@ -65,17 +75,10 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    // Data-plane log records (block allocations) go to this process's log.
-    let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            log::warn!("data-plane log records are not available: {e}");
-            None
-        }
-    };
-    let result = rt.block_on(serve(cfg, inst, maps, logger));
-    // The program stays attached through its pinned links.
-    drop(ebpf);
+    let result = rt.block_on(async {
+        let mut c = Controller::new(cfg, inst, maps, ebpf, a.config.clone())?;
+        c.serve().await
+    });
     log::info!(
         "controller stopped; the data plane keeps forwarding (`translator down` removes it)"
     );
@@ -191,109 +194,327 @@ fn enable_forwarding(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Expiry loop, DNS64 server and signal handling.
-async fn serve(
-    cfg: Config,
-    inst: Instance,
-    mut maps: Maps,
-    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-) -> anyhow::Result<()> {
-    let mut logger = match logger {
-        // SAFETY: the AsyncFd owns the logger, so the ring buffer fd outlives the registration.
-        Some(l) => Some(
-            unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE)
-            }
-            .map_err(|e| anyhow!("watching the data-plane log ring buffer: {e}"))?,
-        ),
-        None => None,
-    };
-    let shortest = [
-        cfg.timeouts.udp,
-        cfg.timeouts.icmp,
-        cfg.timeouts.tcp_established,
-        cfg.timeouts.tcp_transitory,
-    ]
-    .into_iter()
-    .min()
-    .unwrap_or(Duration::from_secs(60));
-    let period = (shortest / 4).clamp(Duration::from_millis(500), Duration::from_secs(10));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Draining interval of the data plane's log and block-event ring buffers.
+const DRAIN: Duration = Duration::from_millis(250);
 
-    let dns_stats = Arc::new(Dns64Stats::default());
-    let dns = cfg.dns64.clone().filter(|d| d.enabled).map(|d| {
-        let stats = dns_stats.clone();
-        tokio::spawn(async move { crate::dns64::serve(d, stats).await })
-    });
-    let dns_enabled = dns.is_some();
-    let dns_done = async move {
-        match dns {
-            Some(h) => h.await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(dns_done);
-    let stats_path = inst.run.join("controller.json");
-    let slow_stats = Arc::new(crate::slowpath::SlowPathStats::default());
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let slow = crate::slowpath::start(&cfg, &inst.pins, slow_stats.clone(), stop.clone())
-        .context("starting the slow path")?;
-    // Stops the slow-path threads however this function returns.
-    struct Stop(
-        Arc<std::sync::atomic::AtomicBool>,
-        Vec<std::thread::JoinHandle<()>>,
-    );
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-            for h in self.1.drain(..) {
-                let _ = h.join();
-            }
+/// The running controller: expiry, logs, DNS64, slow path, reload.
+struct Controller {
+    cfg: Config,
+    config_path: PathBuf,
+    inst: Instance,
+    maps: Maps,
+    /// The loaded program (attached through pinned links; kept for its log ring buffers).
+    ebpf: aya::Ebpf,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    block_events: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+    block_log: BlockLog,
+    dns_stats: Arc<Dns64Stats>,
+    dns: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    slow_stats: Arc<crate::slowpath::SlowPathStats>,
+    slow: SlowPath,
+}
+
+/// The slow-path threads, stopped on drop.
+struct SlowPath(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
+
+impl SlowPath {
+    fn start(
+        cfg: &Config,
+        inst: &Instance,
+        stats: &Arc<crate::slowpath::SlowPathStats>,
+    ) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = crate::slowpath::start(cfg, &inst.pins, stats.clone(), stop.clone())
+            .context("starting the slow path")?;
+        Ok(SlowPath(stop, threads))
+    }
+}
+
+impl Drop for SlowPath {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        for h in self.1.drain(..) {
+            let _ = h.join();
         }
     }
-    let _stop = Stop(stop, slow);
+}
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let e = sessions::expire(&mut maps, &cfg);
-                if e != sessions::Expired::default() {
-                    log::debug!("expired {e:?}");
-                }
-                let mut snap = serde_json::Map::new();
-                if dns_enabled {
-                    snap.insert("dns64".into(), serde_json::to_value(dns_stats.snapshot())?);
-                }
-                let slow: std::collections::BTreeMap<_, _> =
-                    slow_stats.snapshot().into_iter().collect();
-                snap.insert("slow_path".into(), serde_json::to_value(slow)?);
-                if let Err(e) = std::fs::write(&stats_path, serde_json::to_vec(&snap)?) {
-                    log::warn!("writing {}: {e}", stats_path.display());
-                }
+/// The expiry period for a configuration: a quarter of the shortest timeout.
+fn expiry_period(cfg: &Config) -> Duration {
+    let t = &cfg.timeouts;
+    let shortest = t
+        .udp
+        .min(t.icmp)
+        .min(t.tcp_established)
+        .min(t.tcp_transitory);
+    (shortest / 4).clamp(Duration::from_millis(500), Duration::from_secs(10))
+}
+
+impl Controller {
+    fn new(
+        cfg: Config,
+        inst: Instance,
+        maps: Maps,
+        ebpf: aya::Ebpf,
+        config_path: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let block_log = BlockLog::open(cfg.block_log.as_deref())?;
+        let slow_stats = Arc::new(crate::slowpath::SlowPathStats::default());
+        let slow = SlowPath::start(&cfg, &inst, &slow_stats)?;
+        let mut c = Controller {
+            cfg,
+            config_path,
+            inst,
+            maps,
+            ebpf,
+            logger: None,
+            block_events: None,
+            block_log,
+            dns_stats: Arc::new(Dns64Stats::default()),
+            dns: None,
+            slow_stats,
+            slow,
+        };
+        c.attach_rings();
+        c.start_dns();
+        Ok(c)
+    }
+
+    /// Takes the log and block-event ring buffers of the current program.
+    fn attach_rings(&mut self) {
+        self.logger = match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::warn!("data-plane log records are not available: {e}");
+                None
             }
-            r = &mut dns_done => {
-                return match r {
-                    Ok(Ok(())) => Err(anyhow!("the dns64 server stopped")),
-                    Ok(Err(e)) => Err(e.context("dns64")),
-                    Err(e) => Err(anyhow!("the dns64 server failed: {e}")),
-                };
+        };
+        self.block_events = self
+            .ebpf
+            .take_map(translator_common::maps::BLOCK_EVENTS)
+            .and_then(|m| aya::maps::RingBuf::try_from(m).ok());
+        if self.block_events.is_none() {
+            log::warn!("the data plane's block events are not available: no block log");
+        }
+    }
+
+    fn start_dns(&mut self) {
+        if let Some(h) = self.dns.take() {
+            h.abort();
+        }
+        self.dns = self.cfg.dns64.clone().filter(|d| d.enabled).map(|d| {
+            let stats = self.dns_stats.clone();
+            tokio::spawn(async move { crate::dns64::serve(d, stats).await })
+        });
+    }
+
+    /// Drains the data plane's log records and block allocations.
+    fn drain(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+        let Some(rb) = self.block_events.as_mut() else {
+            return;
+        };
+        let now_mono = sessions::monotonic_ns();
+        let mut events = Vec::new();
+        while let Some(item) = rb.next() {
+            if item.len() >= std::mem::size_of::<BlockEvent>() {
+                // SAFETY: the data plane writes whole BlockEvent records (length checked).
+                events
+                    .push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<BlockEvent>()) });
             }
-            guard = async {
-                match logger.as_mut() {
-                    Some(l) => l.readable_mut().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if let Ok(mut g) = guard {
-                    g.get_inner_mut().flush();
-                    g.clear_ready();
-                }
+        }
+        for ev in events {
+            let Some(p) = Protocol::from_number(ev.proto) else {
+                continue;
+            };
+            let age = Duration::from_nanos(now_mono.saturating_sub(ev.time));
+            self.block_log.write_aged(
+                crate::blocklog::ALLOCATED,
+                std::net::Ipv6Addr::from(rfc6052::from_raw6(&ev.client)),
+                p,
+                std::net::Ipv4Addr::from(rfc6052::from_raw4(ev.pool)),
+                ev.start,
+                self.cfg.block_size,
+                age,
+            );
+        }
+    }
+
+    fn expire(&mut self) -> anyhow::Result<()> {
+        // Allocations first, so a block's release never precedes its allocation in the log.
+        self.drain();
+        let e = sessions::expire(&mut self.maps, &self.cfg);
+        for (k, block) in &e.blocks {
+            if let Some(p) = Protocol::from_number(k.proto) {
+                self.block_log.write_aged(
+                    crate::blocklog::RELEASED,
+                    std::net::Ipv6Addr::from(rfc6052::from_raw6(&k.client)),
+                    p,
+                    std::net::Ipv4Addr::from(rfc6052::from_raw4(block.pool)),
+                    block.start,
+                    self.cfg.block_size,
+                    Duration::ZERO,
+                );
             }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = term.recv() => return Ok(()),
+        }
+        if e != sessions::Expired::default() {
+            log::debug!("expired {e:?}");
+        }
+        let mut snap = serde_json::Map::new();
+        if self.dns.is_some() {
+            snap.insert(
+                "dns64".into(),
+                serde_json::to_value(self.dns_stats.snapshot())?,
+            );
+        }
+        let slow: std::collections::BTreeMap<_, _> =
+            self.slow_stats.snapshot().into_iter().collect();
+        snap.insert("slow_path".into(), serde_json::to_value(slow)?);
+        let path = self.inst.run.join("controller.json");
+        if let Err(e) = std::fs::write(&path, serde_json::to_vec(&snap)?) {
+            log::warn!("writing {}: {e}", path.display());
+        }
+        Ok(())
+    }
+
+    /// Applies a changed configuration file without losing sessions (SIGHUP,
+    /// `translator reload`). An invalid file, or one that changes what cannot change live,
+    /// is refused and the running configuration stays in force.
+    fn reload(&mut self) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(&self.config_path)
+            .with_context(|| format!("reading {}", self.config_path.display()))?;
+        let mut new = Config::parse(&text)
+            .with_context(|| format!("{}: refused", self.config_path.display()))?;
+        new.mode = self.cfg.mode;
+        let old = self.cfg.clone();
+        let old = &old;
+        let fixed = [
+            ("instance", old.instance != new.instance),
+            ("interfaces.ipv6", old.ipv6_interface != new.ipv6_interface),
+            ("interfaces.ipv4", old.ipv4_interface != new.ipv4_interface),
+            ("nat64.prefix", old.prefix != new.prefix),
+            ("pool.addresses", old.pool != new.pool),
+            ("pool.*_ports / pool.block_size", old.layouts != new.layouts),
+            ("limits.sessions", old.sessions != new.sessions),
+        ];
+        if let Some((setting, _)) = fixed.iter().find(|(_, changed)| *changed) {
+            anyhow::bail!(
+                "{setting} cannot change while the gateway runs (sessions depend on it); the \
+                 running configuration stays in force. Use `translator down` and `translator run` \
+                 to change it (this drops every session)"
+            );
+        }
+        let mut changes = Vec::new();
+        self.maps.sync_policy(&new)?;
+        for s in old.statics.iter().filter(|s| !new.statics.contains(s)) {
+            if let Err(e) = self.maps.del_static(s) {
+                log::warn!("reload: removing static mapping {s:?}: {e:#}");
+            }
+            changes.push(format!(
+                "removed static {} {}:{}",
+                s.protocol, s.ipv4, s.ipv4_port
+            ));
+        }
+        for (i, s) in new.statics.iter().enumerate() {
+            if !old.statics.contains(s) {
+                self.maps
+                    .add_static(s)
+                    .with_context(|| format!("static[{i}]"))?;
+                changes.push(format!(
+                    "added static {} {}:{}",
+                    s.protocol, s.ipv4, s.ipv4_port
+                ));
+            }
+        }
+        if dataplane::dataplane_config(old) != dataplane::dataplane_config(&new) {
+            // Filtering, limits and ICMP settings live in the program's read-only
+            // configuration: a new program on the same maps replaces it atomically.
+            let mut ebpf = dataplane::load(&new, Some(&self.inst.pins))?;
+            dataplane::attach(&mut ebpf, &new, &self.inst)?;
+            self.ebpf = ebpf;
+            self.attach_rings();
+            changes.push("data-plane settings (program replaced in place)".into());
+        }
+        if old.timeouts != new.timeouts {
+            changes.push("timeouts".into());
+        }
+        if old.clients != new.clients {
+            changes.push("nat64.clients".into());
+        }
+        let dns_changed = format!("{:?}", old.dns64) != format!("{:?}", new.dns64);
+        let log_changed = old.block_log != new.block_log;
+        self.cfg = new;
+        if log_changed {
+            self.block_log = BlockLog::open(self.cfg.block_log.as_deref())?;
+            changes.push("log.blocks".into());
+        }
+        if dns_changed {
+            self.start_dns();
+            changes.push("dns64".into());
+        }
+        // The slow path translates with the configuration too.
+        self.slow = SlowPath::start(&self.cfg, &self.inst, &self.slow_stats)?;
+        let mut state = self.inst.read_state()?;
+        state.config_text = text;
+        self.inst.write_state(&state)?;
+        Ok(if changes.is_empty() {
+            "no change".into()
+        } else {
+            changes.join(", ")
+        })
+    }
+
+    async fn serve(&mut self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut tick = tokio::time::interval(expiry_period(&self.cfg));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain = tokio::time::interval(DRAIN);
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.expire()?,
+                _ = drain.tick() => self.drain(),
+                _ = hup.recv() => {
+                    let (ok, message) = match self.reload() {
+                        Ok(m) => (true, m),
+                        Err(e) => (false, format!("{e:#}")),
+                    };
+                    if ok {
+                        log::info!("configuration reloaded: {message}");
+                        tick = tokio::time::interval(expiry_period(&self.cfg));
+                    } else {
+                        log::error!("reload refused: {message}");
+                    }
+                    let report = serde_json::json!({
+                        "ok": ok,
+                        "message": message,
+                        "ts": crate::blocklog::now_rfc3339(),
+                    });
+                    let path = self.inst.run.join("reload.json");
+                    if let Err(e) = std::fs::write(&path, report.to_string()) {
+                        log::warn!("writing {}: {e}", path.display());
+                    }
+                }
+                r = async {
+                    match self.dns.as_mut() {
+                        Some(h) => h.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.dns = None;
+                    match r {
+                        Ok(Ok(())) => return Err(anyhow!("the dns64 server stopped")),
+                        Ok(Err(e)) => return Err(e.context("dns64")),
+                        Err(e) if e.is_cancelled() => {}
+                        Err(e) => return Err(anyhow!("the dns64 server failed: {e}")),
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = term.recv() => return Ok(()),
+            }
         }
     }
 }
