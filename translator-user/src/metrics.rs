@@ -848,4 +848,23 @@ mod tests {
             "{msg}"
         );
     }
+
+    /// Reads a live instance (root; `TRANSLATOR_METRICS_INSTANCE=name cargo test -p
+    /// translator-user --lib metrics::tests::live -- --ignored`).
+    #[test]
+    #[ignore = "needs a running instance named by TRANSLATOR_METRICS_INSTANCE"]
+    fn live() {
+        let name =
+            std::env::var("TRANSLATOR_METRICS_INSTANCE").unwrap_or_else(|_| "default".into());
+        let inst = crate::dataplane::Instance::new(&name);
+        let cfg = inst
+            .read_state()
+            .and_then(|s| s.config())
+            .expect("instance state");
+        let snap = collect(&inst.pins, &inst.run, &cfg).expect("collect");
+        let text = render(&snap);
+        let (samples, _) = parse(&text);
+        assert!(samples.len() >= Event::ALL.len() + DropReason::ALL.len());
+        print!("{text}");
+    }
 }
