@@ -1311,6 +1311,176 @@ fn udp_with_ipv4_options_is_translated() -> Result<()> {
     Ok(())
 }
 
+/// Sends whole IP packets (headers included) from `ns` through a raw socket, in the order
+/// given; `dst` only routes them.
+fn raw_send(ns: &NetNs, dst: std::net::IpAddr, packets: &[Vec<u8>]) -> Result<()> {
+    ns.in_ns(|| -> std::io::Result<()> {
+        let family = if dst.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        // SAFETY: plain socket(2); IPPROTO_RAW means "headers included" for both families.
+        let fd = unsafe {
+            libc::socket(
+                family,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_RAW,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let _owner = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        for p in packets {
+            let rc = match dst {
+                std::net::IpAddr::V4(a) => {
+                    let sa = libc::sockaddr_in {
+                        sin_family: libc::AF_INET as libc::sa_family_t,
+                        sin_port: 0,
+                        sin_addr: libc::in_addr {
+                            s_addr: u32::from_ne_bytes(a.octets()),
+                        },
+                        sin_zero: [0; 8],
+                    };
+                    // SAFETY: valid buffer and sockaddr of the sizes given.
+                    unsafe {
+                        libc::sendto(
+                            fd,
+                            p.as_ptr().cast(),
+                            p.len(),
+                            0,
+                            (&raw const sa).cast(),
+                            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                        )
+                    }
+                }
+                std::net::IpAddr::V6(a) => {
+                    let sa = libc::sockaddr_in6 {
+                        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                        sin6_port: 0,
+                        sin6_flowinfo: 0,
+                        sin6_addr: libc::in6_addr {
+                            s6_addr: a.octets(),
+                        },
+                        sin6_scope_id: 0,
+                    };
+                    // SAFETY: valid buffer and sockaddr of the sizes given.
+                    unsafe {
+                        libc::sendto(
+                            fd,
+                            p.as_ptr().cast(),
+                            p.len(),
+                            0,
+                            (&raw const sa).cast(),
+                            size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                        )
+                    }
+                }
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    })?
+    .with_context(|| format!("sending raw packets from {}", ns.name()))
+}
+
+/// Splits `l4` (a whole transport segment) into fragment payloads of at most `size` bytes
+/// (a multiple of 8): (offset, more fragments, bytes).
+fn split(l4: &[u8], size: usize) -> Vec<(usize, bool, Vec<u8>)> {
+    let chunks: Vec<&[u8]> = l4.chunks(size).collect();
+    let last = chunks.len() - 1;
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i * size, i != last, c.to_vec()))
+        .collect()
+}
+
+/// Fragments that arrive last-first: the non-first fragments reach the gateway before the
+/// fragment that names the flow (issue 4: matched within bounded time and memory). IPv6
+/// fragments from the client towards the server, then IPv4 fragments from the server towards a
+/// static mapping of the client.
+#[test]
+fn fragments_in_reverse_order_both_ways() -> Result<()> {
+    use translator_tests::packets;
+    let _lock = prepare()?;
+    let (topo, config) = static_udp_8080("frgr")?;
+    let _pass = client_xdp_pass(&topo)?;
+    let echo = UdpEcho::start(&topo.server, "0.0.0.0:7600".parse()?)?;
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let server6 = server_via_prefix();
+    let sock = topo
+        .client
+        .in_ns(|| UdpSocket::bind(SocketAddr::from((CLIENT_V6, 8080))))?
+        .context("binding [2001:db8:1::2]:8080 in the client")?;
+    sock.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut buf = vec![0u8; 8192];
+
+    // IPv6: a 3000-byte UDP datagram from [::2]:8080 to the server's echo, in three fragments
+    // sent last first.
+    let before = gw.stats()?;
+    let data = pattern(3000, 61);
+    let l4 = packets::udp(CLIENT_V6.into(), server6.into(), 8080, 7600, &data);
+    let frags: Vec<Vec<u8>> = split(&l4, 1232)
+        .into_iter()
+        .rev()
+        .map(|(off, more, p)| {
+            packets::frag6(CLIENT_V6, server6, 17, 64, 0x5eed_0001, off, more, &p)
+        })
+        .collect();
+    raw_send(&topo.client, server6.into(), &frags)?;
+    let got = sock.recv_from(&mut buf);
+    let after = gw.stats()?;
+    let (n, from) = got.with_context(|| {
+        format!(
+            "no echo of the IPv6 datagram sent in reverse-order fragments; server saw {:?}; \
+             gateway counters: {}",
+            echo.seen()
+                .iter()
+                .map(|(a, d)| (a, d.len()))
+                .collect::<Vec<_>>(),
+            stats_delta(&before, &after)
+        )
+    })?;
+    ensure!(
+        from == SocketAddr::from((server6, 7600)),
+        "echo came from {from}"
+    );
+    same_bytes("echo of the reverse-order IPv6 fragments", &buf[..n], &data)?;
+
+    // IPv4: the server sends 3000 bytes to the static mapping 192.0.2.1:8080 in three fragments,
+    // last first.
+    let before = gw.stats()?;
+    let data = pattern(3000, 62);
+    let l4 = packets::udp(SERVER_V4.into(), GATEWAY_V4.into(), 7601, 8080, &data);
+    let frags: Vec<Vec<u8>> = split(&l4, 1400)
+        .into_iter()
+        .rev()
+        .map(|(off, more, p)| packets::frag4(SERVER_V4, GATEWAY_V4, 17, 64, 0x7e57, off, more, &p))
+        .collect();
+    raw_send(&topo.server, GATEWAY_V4.into(), &frags)?;
+    let got = sock.recv_from(&mut buf);
+    let after = gw.stats()?;
+    let (n, from) = got.with_context(|| {
+        format!(
+            "the IPv4 datagram sent in reverse-order fragments did not reach the client; \
+             gateway counters: {}",
+            stats_delta(&before, &after)
+        )
+    })?;
+    ensure!(
+        from == SocketAddr::from((server6, 7601)),
+        "the datagram came from {from}, expected [{server6}]:7601"
+    );
+    same_bytes("reverse-order IPv4 fragments", &buf[..n], &data)?;
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------
 // 4. Hairpinning.
 
