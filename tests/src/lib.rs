@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod netns;
 pub mod packets;
 pub mod servers;
+pub mod sweep;
 pub mod topology;
 pub mod xdp_pass;
 
@@ -24,6 +25,7 @@ pub use gateway::{
 };
 pub use netns::NetNs;
 pub use servers::{HttpServer, PacedHttp, TcpEcho, UdpEcho, pattern, udp_recv};
+pub use sweep::sweep_stale;
 pub use topology::{
     ALT_POOL_V4, CLIENT_PREFIX, CLIENT_V6, GATEWAY_V4, GATEWAY_V6, PREFIX, SERVER_V4, Topology,
     TopologyBuilder, nat64, server_via_prefix,

@@ -35,6 +35,9 @@ pub fn demo(keep: bool) -> Result<()> {
     })
     .context("cannot install the Ctrl-C handler")?;
 
+    for what in translator_tests::sweep_stale(Some(&bin)) {
+        println!("removed {what}, left behind by a killed run");
+    }
     // A demo killed hard (SIGKILL) leaves its pins behind; take them down first.
     if Path::new("/sys/fs/bpf/translator").join(INSTANCE).exists() {
         let _ = run_cleanup(

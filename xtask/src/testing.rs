@@ -1,14 +1,21 @@
 //! `cargo xtask test` and `cargo xtask lint`.
 
 use std::io::{BufRead as _, BufReader, Read, Write as _};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::run::{build_debug, cargo, status};
 use crate::setup;
+
+/// Time limits (building included) that keep a hung test from eating CI's whole budget.
+const UNIT_LIMIT: Duration = Duration::from_secs(30 * 60);
+const INTEGRATION_LIMIT: Duration = Duration::from_secs(50 * 60);
 
 /// One `test result:` line and the test binary it belongs to.
 struct TestResult {
@@ -26,15 +33,37 @@ fn count(line: &str, word: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs a `cargo test` command, streaming its output, and collects the result lines.
-fn cargo_test(cmd: &mut Command) -> Result<(bool, Vec<TestResult>)> {
+/// The process group of the running `cargo test`, for the signal forwarder (0: none).
+static CHILD_GROUP: AtomicI32 = AtomicI32::new(0);
+
+fn signal_group(signal: libc::c_int) {
+    let pgid = CHILD_GROUP.load(Ordering::SeqCst);
+    if pgid > 0 {
+        // SAFETY: kill(2) has no memory-safety preconditions; the group is our child's own.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}
+
+/// Runs a `cargo test` command in its own process group (so a hung test can be killed with
+/// everything it started; Ctrl-C is forwarded to it), streaming its output, and collects the
+/// result lines. Kills it after `limit`.
+fn cargo_test(cmd: &mut Command, limit: Duration) -> Result<(bool, Vec<TestResult>)> {
     let what = translator_tests::cmd::describe(cmd);
     println!("$ {what}");
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start `{what}`"))?;
+    CHILD_GROUP.store(
+        libc::pid_t::try_from(child.id()).unwrap_or_default(),
+        Ordering::SeqCst,
+    );
+    let deadline = Instant::now() + limit;
+    let mut timed_out = false;
     let (tx, rx) = mpsc::channel::<(bool, String)>();
     let mut readers = Vec::new();
     for (is_err, pipe) in [
@@ -67,7 +96,19 @@ fn cargo_test(cmd: &mut Command) -> Result<(bool, Vec<TestResult>)> {
     drop(tx);
     let mut binary = String::from("?");
     let mut results = Vec::new();
-    for (is_err, line) in rx {
+    loop {
+        let (is_err, line) = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(x) => x,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if !timed_out && Instant::now() >= deadline {
+                    eprintln!("xtask: `{what}` still runs after {limit:?}: killing it");
+                    signal_group(libc::SIGKILL);
+                    timed_out = true;
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         if is_err {
             eprintln!("{line}");
         } else {
@@ -94,8 +135,9 @@ fn cargo_test(cmd: &mut Command) -> Result<(bool, Vec<TestResult>)> {
     let st = child
         .wait()
         .with_context(|| format!("waiting for `{what}`"))?;
+    CHILD_GROUP.store(0, Ordering::SeqCst);
     let _ = std::io::stdout().flush();
-    Ok((st.success(), results))
+    Ok((st.success() && !timed_out, results))
 }
 
 /// `cargo fmt --all -- --check` and `cargo clippy --workspace --all-targets -- -D warnings`;
@@ -135,6 +177,15 @@ pub fn lint_only() -> Result<()> {
 pub fn test(with_lint: bool, filter: Option<&str>) -> Result<()> {
     translator_tests::require_root()
         .context("the end-to-end tests create network namespaces and attach XDP programs")?;
+    // Ctrl-C / SIGTERM: pass it on to the running tests, then stop. (Whatever a killed test
+    // leaves behind is swept by the next run.)
+    ctrlc::set_handler(|| {
+        signal_group(libc::SIGINT);
+        std::thread::sleep(Duration::from_secs(10));
+        signal_group(libc::SIGKILL);
+        std::process::exit(130);
+    })
+    .context("cannot install the Ctrl-C handler")?;
     setup::ensure()?;
     let mut failures: Vec<String> = Vec::new();
     if with_lint {
@@ -143,6 +194,9 @@ pub fn test(with_lint: bool, filter: Option<&str>) -> Result<()> {
 
     // The e2e tests run the real binary: build it first (debug; its eBPF object is release).
     let bin = build_debug().context("building the translator binary for the tests")?;
+    for what in translator_tests::sweep_stale(Some(&bin)) {
+        println!("removed {what}, left behind by a killed test run");
+    }
 
     let mut results = Vec::new();
     let args = |cmd: &mut Command| {
@@ -161,7 +215,7 @@ pub fn test(with_lint: bool, filter: Option<&str>) -> Result<()> {
         "--",
     ]);
     args(&mut unit);
-    let (ok, r) = cargo_test(&mut unit)?;
+    let (ok, r) = cargo_test(&mut unit, UNIT_LIMIT)?;
     if !ok {
         failures.push("cargo test (unit tests)".to_owned());
     }
@@ -173,7 +227,7 @@ pub fn test(with_lint: bool, filter: Option<&str>) -> Result<()> {
         .arg("--test-threads=1")
         .env("TRANSLATOR_BIN", &bin);
     args(&mut integration);
-    let (ok, r) = cargo_test(&mut integration)?;
+    let (ok, r) = cargo_test(&mut integration, INTEGRATION_LIMIT)?;
     if !ok {
         failures.push("cargo test -p translator-tests (integration tests)".to_owned());
     }
