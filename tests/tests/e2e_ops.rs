@@ -518,6 +518,17 @@ fn queued_icmp6_error(sock: &UdpSocket, timeout: Duration) -> Result<Option<Queu
     }
 }
 
+/// Binds one UDP socket per port in `ports` on `addr` inside `ns`.
+fn udp_sockets_on(ns: &NetNs, addr: Ipv6Addr, ports: &[u16]) -> Result<Vec<UdpSocket>> {
+    ns.in_ns(|| {
+        ports
+            .iter()
+            .map(|&p| UdpSocket::bind(SocketAddr::from((addr, p))))
+            .collect::<std::io::Result<Vec<_>>>()
+    })?
+    .with_context(|| format!("binding UDP sockets on [{addr}]:{ports:?} in {}", ns.name()))
+}
+
 /// Binds `n` UDP sockets on `addr` (port chosen by the kernel) inside `ns`.
 fn udp_sockets(ns: &NetNs, addr: Ipv6Addr, n: usize) -> Result<Vec<UdpSocket>> {
     ns.in_ns(|| {
@@ -703,7 +714,10 @@ fn client_port_cap_answers_address_unreachable_and_spares_other_clients() -> Res
     let _pass = XdpPass::attach(&topo.client, "c0")?;
     let server: SocketAddr = (server_via_prefix(), 7000).into();
 
-    let socks = udp_sockets(&topo.client, CLIENT_V6, CAP + EXTRA)?;
+    // Client ports of both parities, half each: the gateway keeps the port parity (RFC 4787),
+    // which leaves half of a block to each parity (see the ignored test below).
+    let ports: Vec<u16> = (0..(CAP + EXTRA) as u16).map(|i| 40000 + i).collect();
+    let socks = udp_sockets_on(&topo.client, CLIENT_V6, &ports)?;
     for s in &socks {
         enable_recverr(s)?;
     }
@@ -788,6 +802,40 @@ fn client_port_cap_answers_address_unreachable_and_spares_other_clients() -> Res
         err.as_ref().is_some_and(|e| e.ty == 1 && e.code == 3),
         "client A's new flow after client B's should still be refused with code 3, got {err:?}"
     );
+    Ok(())
+}
+
+/// The cap is `block_size` ports per block, whatever the parity of the client's ports: 8 client
+/// ports that are all even must all get through with `block_size = 8`, `max_blocks_per_client =
+/// 1`. The gateway keeps the client port's parity in the pool port (RFC 4787 REQ-3, "where it
+/// costs nothing") but does not fall back to the other parity when one half of the block is
+/// taken, so the 5th even port is refused with "client-limit" although 4 ports of the block are
+/// free.
+#[test]
+#[ignore = "gateway bug: port parity preservation halves the per-client cap (5th same-parity port refused as client-limit with 4 ports of the block free)"]
+fn client_port_cap_counts_ports_of_either_parity() -> Result<()> {
+    const CAP: usize = 8;
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("parity")?;
+    let _echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let mut config = topo.config();
+    config.block_size = Some(CAP as u32);
+    config.max_blocks_per_client = Some(1);
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let _pass = XdpPass::attach(&topo.client, "c0")?;
+    let server: SocketAddr = (server_via_prefix(), 7000).into();
+    let ports: Vec<u16> = (0..CAP as u16).map(|i| 40000 + 2 * i).collect();
+    let socks = udp_sockets_on(&topo.client, CLIENT_V6, &ports)?;
+    let before = gw.stats()?;
+    for (s, port) in socks.iter().zip(&ports) {
+        udp_round_trip(s, server, format!("even port {port}").as_bytes()).with_context(|| {
+            format!(
+                "client port {port} (all {CAP} client ports {ports:?} are even, cap {CAP}); {}; {}",
+                stats_delta(&before, &gw.stats().unwrap_or_default()),
+                describe_sessions(&gw.sessions().unwrap_or_default())
+            )
+        })?;
+    }
     Ok(())
 }
 
