@@ -698,6 +698,41 @@ fn iperf(net: &Net, setup: Setup, secs: u32) -> Result<f64> {
 
 // ------------------------------------------------------------------------------- main
 
+/// The rows of one comparison: the forwarder first, every row's ratio to it, and ours with its
+/// ratios to kernel forwarding and TAYGA in the note.
+fn compare(
+    fwd: Option<Row>,
+    ours: Option<Row>,
+    kernel: Option<Row>,
+    tayga: Option<Row>,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if let Some(ours) = &ours {
+        let ratios = [("kernel", &kernel), ("TAYGA", &tayga)]
+            .iter()
+            .filter_map(|(n, r)| {
+                let (a, b) = (ours.median?, r.as_ref()?.median?);
+                Some(format!("x{:.2} of {n}", a / b))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut o = ours.clone();
+        if !ratios.is_empty() {
+            o.note = format!("{}; {ratios}", o.note);
+        }
+        rows.push(o);
+    }
+    rows.extend(kernel);
+    rows.extend(tayga);
+    if let Some(fwd) = fwd {
+        for r in &mut rows {
+            *r = r.clone().ratio_to(&fwd);
+        }
+        rows.insert(0, fwd);
+    }
+    rows
+}
+
 fn main() -> ExitCode {
     match bench() {
         Ok(()) => ExitCode::SUCCESS,
@@ -743,68 +778,63 @@ fn bench() -> Result<()> {
         pps.push((setup, r));
     }
     let mut rows = Vec::new();
-    let row_of = |setup: Setup| -> Option<Row> {
-        pps.iter().find(|(s, _)| *s == setup).map(|(s, r)| match r {
-            Ok((got, sent, cpu)) => {
-                let (ms, _, _) = common::stats(sent);
-                let (mc, _, _) = common::stats(cpu);
-                let mc = mc.unwrap_or(0.0);
-                Row::new(
+    let row_of =
+        |setup: Setup, capacity: bool| -> Option<Row> {
+            pps.iter().find(|(s, _)| *s == setup).map(|(s, r)| {
+            let name = if capacity {
+                format!("64-byte UDP, gateway capacity per core: {}", s.name())
+            } else {
+                format!("64-byte UDP: {}", s.name())
+            };
+            let unit = if capacity { "packets/s/core" } else { "packets/s" };
+            match r {
+                Ok((got, sent, cpu)) if capacity => {
+                    let (mc, _, _) = common::stats(cpu);
+                    Row::new(
+                        "live",
+                        &name,
+                        unit,
+                        cpu.iter()
+                            .map(|c| if *c > 0.0 { 1e9 / c } else { 0.0 })
+                            .collect(),
+                        &format!(
+                            "1 s / CPU time of the gateway's NAPI kthread{} per delivered \
+                             packet ({:.0} ns; includes the server veth's receive, which runs \
+                             there too); delivered {:.0} of {:.0} offered packets/s",
+                            if *s == Setup::Tayga { " + tayga" } else { "" },
+                            mc.unwrap_or(0.0),
+                            common::stats(got).0.unwrap_or(0.0),
+                            common::stats(sent).0.unwrap_or(0.0),
+                        ),
+                    )
+                }
+                Ok((got, sent, _)) => Row::new(
                     "live",
-                    &format!("64-byte UDP: {}", s.name()),
-                    "packets/s",
+                    &name,
+                    unit,
                     got.clone(),
                     &format!(
-                        "delivered at the server, {secs} s per run after 1 s warm-up; \
-                         generator ({}) offered {:.0} packets/s; gateway CPU {mc:.0} ns per \
-                         delivered packet (NAPI kthread{}), i.e. {:.0} packets/s per core",
+                        "delivered at the server, {secs} s per run after 1 s warm-up; generator \
+                         ({}) offered {:.0} packets/s",
                         generator_kind(),
-                        ms.unwrap_or(0.0),
-                        if *s == Setup::Tayga { " + tayga" } else { "" },
-                        if mc > 0.0 { 1e9 / mc } else { 0.0 }
+                        common::stats(sent).0.unwrap_or(0.0)
                     ),
-                )
+                ),
+                Err(e) => Row::missing("live", &name, unit, &format!("{e:#}")),
             }
-            Err(e) => Row::missing(
-                "live",
-                &format!("64-byte UDP: {}", s.name()),
-                "packets/s",
-                &format!("{e:#}"),
-            ),
         })
-    };
-    let (fwd, ours, kernel, tayga) = (
-        row_of(Setup::Forwarder),
-        row_of(Setup::Translator),
-        row_of(Setup::Kernel),
-        row_of(Setup::Tayga),
-    );
-    if let Some(ours) = &ours {
-        let ratios = [("kernel", &kernel), ("TAYGA", &tayga)]
-            .iter()
-            .filter_map(|(n, r)| {
-                let (a, b) = (ours.median?, r.as_ref()?.median?);
-                Some(format!("x{:.2} of {n}", a / b))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut o = ours.clone();
-        if !ratios.is_empty() {
-            o.note = format!("{}; {ratios}", o.note);
-        }
-        rows.push(o);
-    }
-    rows.extend(kernel);
-    rows.extend(tayga);
-    if let Some(fwd) = fwd {
-        for r in &mut rows {
-            *r = r.clone().ratio_to(&fwd);
-        }
-        rows.insert(0, fwd);
+        };
+    for capacity in [false, true] {
+        rows.extend(compare(
+            row_of(Setup::Forwarder, capacity),
+            row_of(Setup::Translator, capacity),
+            row_of(Setup::Kernel, capacity),
+            row_of(Setup::Tayga, capacity),
+        ));
     }
     // TCP.
     let tcp_secs = if quick() { 2 } else { 5 };
-    let mut tcp_rows: Vec<Row> = Vec::new();
+    let mut tcp_rows: Vec<(Setup, Row)> = Vec::new();
     let tcp_setups = [Setup::Translator, Setup::Kernel, Setup::Tayga];
     for setup in tcp_setups
         .into_iter()
@@ -833,13 +863,19 @@ fn bench() -> Result<()> {
                 Row::missing("live", &name, "Gbit/s", &format!("{e:#}"))
             }
         };
-        tcp_rows.push(row);
+        tcp_rows.push((setup, row));
     }
-    if let Some(first) = tcp_rows.first().cloned() {
-        for r in tcp_rows.iter_mut().skip(1) {
-            *r = r.clone().ratio_to(&first);
-        }
-    }
-    rows.extend(tcp_rows);
+    let tcp = |s: Setup| {
+        tcp_rows
+            .iter()
+            .find(|(x, _)| *x == s)
+            .map(|(_, r)| r.clone())
+    };
+    rows.extend(compare(
+        None,
+        tcp(Setup::Translator),
+        tcp(Setup::Kernel),
+        tcp(Setup::Tayga),
+    ));
     write_rows("live", &rows)
 }
