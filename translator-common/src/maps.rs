@@ -39,6 +39,13 @@ pub const FRAGS4: &str = "FRAGS4";
 /// experimental); the kernel drops them quietly when no one listens.
 pub const SLOW_PATH_ETHERTYPE: u16 = 0x88b5;
 
+/// The live-trace switch and filter: array of one [`TraceFilter`] (pinned).
+pub const TRACE_FILTER: &str = "TRACE_FILTER";
+/// Live-trace records: ring buffer of [`TraceEvent`] (pinned).
+pub const TRACE_EVENTS: &str = "TRACE_EVENTS";
+/// `TraceEvent::reason` when the packet was not dropped.
+pub const TRACE_NOT_DROPPED: u8 = 0xff;
+
 /// Port-block allocations reported by the data plane: ring buffer of [`BlockEvent`].
 pub const BLOCK_EVENTS: &str = "BLOCK_EVENTS";
 
@@ -46,7 +53,9 @@ pub const BLOCK_EVENTS: &str = "BLOCK_EVENTS";
 pub const ICMP_RATE: &str = "ICMP_RATE";
 
 /// Every map the program pins, for listing and removal.
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 17] = [
+    TRACE_FILTER,
+    TRACE_EVENTS,
     FRAGS6,
     FRAGS4,
     SESSIONS6,
@@ -283,6 +292,46 @@ pub struct BlockEvent {
     pub time: u64,
 }
 
+/// The live-trace filter. Tracing is on while `until` (CLOCK_MONOTONIC ns) is in the future:
+/// a tracer that dies stops costing anything within seconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceFilter {
+    pub until: u64,
+    /// IP protocol (IPv4 numbering, ICMP = 1) or 0 for any.
+    pub proto: u8,
+    pub _pad: u8,
+    /// Port (either side, before or after translation), host order, or 0 for any.
+    pub port: u16,
+    pub _pad2: u32,
+}
+
+/// One traced packet: its addresses and ports as received and as sent, and what happened.
+/// Addresses are raw words; an IPv4 address is in word 0 with the others zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceEvent {
+    pub in_src: [u32; 4],
+    pub in_dst: [u32; 4],
+    pub out_src: [u32; 4],
+    pub out_dst: [u32; 4],
+    /// Ports raw (network order); ICMP identifier as source port.
+    pub in_sport: u16,
+    pub in_dport: u16,
+    pub out_sport: u16,
+    pub out_dport: u16,
+    /// 4 or 6 (0: not IP).
+    pub in_family: u8,
+    pub out_family: u8,
+    /// IP protocol as received (IPv6 next header).
+    pub in_proto: u8,
+    /// The XDP action.
+    pub action: u8,
+    /// Drop reason, or [`TRACE_NOT_DROPPED`].
+    pub reason: u8,
+    pub _pad: [u8; 3],
+}
+
 /// Value of [`POOL`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -306,6 +355,8 @@ pod!(
     BlockSlot => 24,
     PoolAddress => 4,
     BlockEvent => 32,
+    TraceFilter => 16,
+    TraceEvent => 80,
     Frag6Key => 28,
     Frag6Value => 16,
     Frag4Key => 12,

@@ -16,6 +16,8 @@ mod icmp;
 #[cfg(target_arch = "bpf")]
 mod packet;
 #[cfg(target_arch = "bpf")]
+mod trace;
+#[cfg(target_arch = "bpf")]
 mod xdp;
 
 #[cfg(not(target_arch = "bpf"))]

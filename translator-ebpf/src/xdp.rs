@@ -23,6 +23,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use aya_log_ebpf::info;
+use translator_common::maps::TRACE_NOT_DROPPED;
 use translator_common::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     checksum::{self, raw16, sum_raw4, sum_raw6},
@@ -110,13 +111,22 @@ const MAX_FULL_CSUM: usize = 1504;
 
 #[xdp]
 pub fn translator(ctx: XdpContext) -> u32 {
-    match try_translator(&ctx) {
-        Ok(action) => action,
+    let tracing = crate::trace::enabled();
+    if tracing {
+        crate::trace::before(&ctx);
+    }
+    let (action, reason) = match try_translator(&ctx) {
+        Ok(action) => (action, TRACE_NOT_DROPPED),
         Err(reason) => {
             count(reason.counter_index());
-            crate::icmp::answer(&ctx, reason).unwrap_or(xdp_action::XDP_DROP)
+            let action = crate::icmp::answer(&ctx, reason).unwrap_or(xdp_action::XDP_DROP);
+            (action, reason as u8)
         }
+    };
+    if tracing {
+        crate::trace::after(&ctx, action, reason);
     }
+    action
 }
 
 #[inline(always)]

@@ -12,6 +12,7 @@ mod run;
 mod sessions;
 mod stats;
 mod status;
+mod trace;
 
 /// NAT64 + DNS64 gateway: XDP data plane, controller and CLI.
 #[derive(Debug, Parser)]
@@ -49,6 +50,8 @@ pub enum Command {
     Reload(reload::Args),
     /// The port-block log: who held a pool address and port at a time.
     Log(log::Args),
+    /// Live view of packets matching a filter and what the data plane did with each.
+    Trace(trace::Args),
 }
 
 /// Options shared by the commands that read a running instance.
@@ -80,6 +83,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Dns64(a) => dns64::main(a),
         Command::Reload(a) => reload::main(a),
         Command::Log(a) => log::main(a),
+        Command::Trace(a) => trace::main(a),
     }
 }
 

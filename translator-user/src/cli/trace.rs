@@ -1,0 +1,217 @@
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::{Duration, Instant},
+};
+
+use anyhow::anyhow;
+use aya::maps::{Array, Map, MapData, RingBuf};
+use serde::Serialize;
+use translator_common::{
+    counters::DropReason,
+    maps::{TRACE_EVENTS, TRACE_FILTER, TRACE_NOT_DROPPED, TraceEvent, TraceFilter},
+    rfc6052,
+};
+
+use crate::{config::Protocol, dataplane::Instance, sessions::monotonic_ns};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub instance: super::InstanceArgs,
+    /// Only packets from or to this client (IPv6) or remote/pool (IPv4) address.
+    #[arg(long)]
+    pub client: Option<IpAddr>,
+    /// Only this protocol: tcp, udp or icmp.
+    #[arg(long)]
+    pub protocol: Option<Protocol>,
+    /// Only packets with this port (or ICMP identifier) on either side, before or after
+    /// translation.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Stop after this many packets.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// One JSON object per line.
+    #[arg(short, long)]
+    pub json: bool,
+}
+
+/// How long the data plane keeps tracing without hearing from us.
+const LEASE: Duration = Duration::from_secs(3);
+
+#[derive(Serialize)]
+struct Side {
+    family: u8,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    sport: u16,
+    dport: u16,
+}
+
+#[derive(Serialize)]
+struct Record {
+    protocol: Option<Protocol>,
+    received: Side,
+    sent: Option<Side>,
+    action: &'static str,
+    dropped: Option<&'static str>,
+}
+
+fn addr(family: u8, w: &[u32; 4]) -> Option<IpAddr> {
+    match family {
+        4 => Some(IpAddr::V4(Ipv4Addr::from(rfc6052::from_raw4(w[0])))),
+        6 => Some(IpAddr::V6(Ipv6Addr::from(rfc6052::from_raw6(w)))),
+        _ => None,
+    }
+}
+
+fn record(ev: &TraceEvent) -> Record {
+    let proto = if ev.in_proto == translator_common::IPPROTO_ICMPV6 {
+        translator_common::IPPROTO_ICMP
+    } else {
+        ev.in_proto
+    };
+    let action = match ev.action {
+        0 => "aborted",
+        1 => "drop",
+        2 => "pass",
+        3 => "tx",
+        4 => "redirect",
+        _ => "unknown",
+    };
+    let dropped = (ev.reason != TRACE_NOT_DROPPED)
+        .then(|| {
+            DropReason::ALL
+                .get(usize::from(ev.reason))
+                .map(|r| r.name())
+        })
+        .flatten();
+    Record {
+        protocol: Protocol::from_number(proto),
+        received: Side {
+            family: ev.in_family,
+            src: addr(ev.in_family, &ev.in_src),
+            dst: addr(ev.in_family, &ev.in_dst),
+            sport: u16::from_be(ev.in_sport),
+            dport: u16::from_be(ev.in_dport),
+        },
+        sent: (dropped.is_none() && ev.out_family != 0).then(|| Side {
+            family: ev.out_family,
+            src: addr(ev.out_family, &ev.out_src),
+            dst: addr(ev.out_family, &ev.out_dst),
+            sport: u16::from_be(ev.out_sport),
+            dport: u16::from_be(ev.out_dport),
+        }),
+        action,
+        dropped,
+    }
+}
+
+fn side_text(s: &Side) -> String {
+    let fmt = |a: Option<IpAddr>, p: u16| match a {
+        Some(IpAddr::V6(a)) => format!("[{a}]:{p}"),
+        Some(IpAddr::V4(a)) => format!("{a}:{p}"),
+        None => "?".into(),
+    };
+    format!("{} -> {}", fmt(s.src, s.sport), fmt(s.dst, s.dport))
+}
+
+fn open(dir: &std::path::Path, name: &str) -> anyhow::Result<Map> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|e| {
+        anyhow!(
+            "opening {}: {e} (is the instance running? `translator status`)",
+            path.display()
+        )
+    })?;
+    Map::from_map_data(data).map_err(|e| anyhow!("map {name}: {e}"))
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let inst = Instance::new(&a.instance.instance);
+    let mut filter: Array<MapData, TraceFilter> = open(&inst.pins, TRACE_FILTER)?
+        .try_into()
+        .map_err(|e| anyhow!("{TRACE_FILTER}: {e}"))?;
+    let mut ring: RingBuf<MapData> = open(&inst.pins, TRACE_EVENTS)?
+        .try_into()
+        .map_err(|e| anyhow!("{TRACE_EVENTS}: {e}"))?;
+    let base = TraceFilter {
+        until: 0,
+        proto: a.protocol.map_or(0, Protocol::number),
+        _pad: 0,
+        port: a.port.unwrap_or(0),
+        _pad2: 0,
+    };
+    let deadline = a.seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    let mut renewed = Instant::now() - LEASE;
+    let mut seen = 0u64;
+    let result = (|| -> anyhow::Result<()> {
+        loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) || a.count.is_some_and(|c| seen >= c) {
+                return Ok(());
+            }
+            if renewed.elapsed() >= LEASE / 3 {
+                let f = TraceFilter {
+                    until: monotonic_ns() + LEASE.as_nanos() as u64,
+                    ..base
+                };
+                filter
+                    .set(0, f, 0)
+                    .map_err(|e| anyhow!("switching the trace on: {e}"))?;
+                renewed = Instant::now();
+            }
+            let mut got = false;
+            while let Some(item) = ring.next() {
+                got = true;
+                if item.len() < std::mem::size_of::<TraceEvent>() {
+                    continue;
+                }
+                // SAFETY: the data plane writes whole TraceEvent records (length checked).
+                let ev: TraceEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                let r = record(&ev);
+                if let Some(c) = a.client {
+                    let sides = [Some(&r.received), r.sent.as_ref()];
+                    let hit = sides
+                        .iter()
+                        .flatten()
+                        .any(|s| s.src == Some(c) || s.dst == Some(c));
+                    if !hit {
+                        continue;
+                    }
+                }
+                seen += 1;
+                if a.json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    let proto = r.protocol.map_or("?", Protocol::name);
+                    match (&r.sent, r.dropped) {
+                        (_, Some(reason)) => {
+                            println!("{proto:<4} {}  dropped: {reason}", side_text(&r.received))
+                        }
+                        (Some(s), None) => println!(
+                            "{proto:<4} {}  =>  {}  ({})",
+                            side_text(&r.received),
+                            side_text(s),
+                            r.action
+                        ),
+                        (None, None) => {
+                            println!("{proto:<4} {}  ({})", side_text(&r.received), r.action)
+                        }
+                    }
+                }
+                if a.count.is_some_and(|c| seen >= c) {
+                    break;
+                }
+            }
+            if !got {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    })();
+    // Switch the trace off at once (it would stop by itself when the lease runs out).
+    let _ = filter.set(0, base, 0);
+    result
+}
