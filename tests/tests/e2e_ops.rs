@@ -241,8 +241,9 @@ impl Craft {
         Ok(Self { proc, what })
     }
 
-    /// Waits (at most `timeout`) for it to finish and returns how many frames it sent.
-    fn finish(mut self, timeout: Duration) -> Result<u64> {
+    /// Waits (at most `timeout`) for it to finish and returns how many frames it sent, and what
+    /// ran (with its seed, to replay it).
+    fn finish(mut self, timeout: Duration) -> Result<(u64, String)> {
         let done = wait_until(timeout, || self.proc.exited().is_some());
         let log = self.proc.log();
         ensure!(done, "`{}` still runs after {timeout:?}:\n{log}", self.what);
@@ -257,10 +258,11 @@ impl Craft {
             .rev()
             .find_map(|l| serde_json::from_str(l).ok())
             .with_context(|| format!("`{}` printed no JSON summary:\n{log}", self.what))?;
-        summary
+        let sent = summary
             .get("sent")
             .and_then(serde_json::Value::as_u64)
-            .with_context(|| format!("`{}`: no `sent` in {summary}", self.what))
+            .with_context(|| format!("`{}`: no `sent` in {summary}", self.what))?;
+        Ok((sent, self.what))
     }
 }
 
@@ -564,12 +566,12 @@ fn udp_round_trip(sock: &UdpSocket, to: SocketAddr, payload: &[u8]) -> Result<()
 // Tests.
 
 /// Thousands of random and malformed frames hit both gateway interfaces (from the client
-/// namespace at g6, from the server namespace at g4) while a paced 8 MiB HTTP download and a
+/// namespace at g6, from the server namespace at g4) while a paced 12 MiB HTTP download and a
 /// ping run through the gateway. The download must complete byte for byte, the ping must be
 /// answered, the controller must still run, and the drops must be counted under their reasons.
 #[test]
 fn hostile_traffic_on_both_interfaces_during_a_transfer() -> Result<()> {
-    const SIZE: usize = 8 * 1024 * 1024;
+    const SIZE: usize = 12 * 1024 * 1024;
     const RATE: u64 = 1024 * 1024;
     const FRAMES: u32 = 3000;
     let _lock = prepare()?;
@@ -591,7 +593,7 @@ fn hostile_traffic_on_both_interfaces_during_a_transfer() -> Result<()> {
     let mut download = Download::start(&topo.client, &scratch, &url, &[])?;
     download.wait_past(512 * 1024, Duration::from_secs(10))?;
     let mut ping = topo.client.spawn(
-        &["ping", "-c", "40", "-i", "0.25", "-W", "2", &server6],
+        &["ping", "-c", "60", "-i", "0.25", "-W", "2", &server6],
         &scratch.join("ping.log"),
     )?;
 
@@ -633,9 +635,10 @@ fn hostile_traffic_on_both_interfaces_during_a_transfer() -> Result<()> {
         25,
         &bound,
     )?;
-    let sent6 = from_client.finish(Duration::from_secs(40))?;
-    let sent4 = from_server.finish(Duration::from_secs(40))?;
+    let (sent6, what6) = from_client.finish(Duration::from_secs(40))?;
+    let (sent4, what4) = from_server.finish(Duration::from_secs(40))?;
     let attack = started.elapsed();
+    eprintln!("ran `{what6}` and `{what4}`");
     ensure!(
         sent6 >= u64::from(FRAMES) / 2 && sent4 >= u64::from(FRAMES) / 2,
         "the generators sent too little to mean anything: {sent6} frames at g6, {sent4} at g4 in {attack:?}"
@@ -643,7 +646,9 @@ fn hostile_traffic_on_both_interfaces_during_a_transfer() -> Result<()> {
 
     download
         .finish(Duration::from_secs(30), &body)
-        .with_context(|| format!("the download during the attack ({attack:?})"))?;
+        .with_context(|| {
+            format!("the download during the attack ({attack:?}; `{what6}`, `{what4}`)")
+        })?;
     let done = wait_until(Duration::from_secs(20), || ping.exited().is_some());
     let text = ping.log();
     ensure!(done, "ping still runs after the attack:\n{text}");
@@ -665,14 +670,25 @@ fn hostile_traffic_on_both_interfaces_during_a_transfer() -> Result<()> {
     );
     let after = gw.stats()?;
     let grown = drops_grown(&before, &after);
-    let missing: Vec<&str> = ["malformed", "truncated", "no-session", "bad-ipv4-checksum"]
-        .into_iter()
-        .filter(|r| !grown.contains_key(*r))
-        .collect();
+    eprintln!(
+        "attack: {sent6} frames at g6, {sent4} at g4 in {attack:?}; ping {received}/{sent}; {}",
+        stats_delta(&before, &after)
+    );
+    let missing: Vec<&str> = [
+        "malformed",
+        "truncated",
+        "no-session",
+        "bad-ipv4-checksum",
+        "client-not-allowed",
+    ]
+    .into_iter()
+    .filter(|r| !grown.contains_key(*r))
+    .collect();
     ensure!(
         missing.is_empty() && grown.len() >= 6,
-        "expected drops under malformed, truncated, no-session, bad-ipv4-checksum and at least 6 \
-         reasons in all; missing {missing:?}; grown {grown:?}; {}",
+        "expected drops under malformed, truncated, no-session, bad-ipv4-checksum, \
+         client-not-allowed and at least 6 reasons in all; missing {missing:?}; grown {grown:?}; \
+         {}",
         stats_delta(&before, &after)
     );
     // Never an open relay: nothing from outside the client prefix made a session.
@@ -805,6 +821,60 @@ fn client_port_cap_answers_address_unreachable_and_spares_other_clients() -> Res
     Ok(())
 }
 
+/// A pool of two UDP blocks (udp_ports 2048-2063, block_size 8): clients A and B take one each,
+/// client C finds none and gets ICMPv6 destination unreachable code 3, counted as
+/// "pool-exhausted", while A and B keep working.
+#[test]
+fn pool_exhaustion_answers_address_unreachable() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("poolx")?;
+    let _echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let mut config = topo.config();
+    config.udp_ports = Some("2048-2063".into());
+    config.block_size = Some(8);
+    config.max_blocks_per_client = Some(1);
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let _pass = XdpPass::attach(&topo.client, "c0")?;
+    let server: SocketAddr = (server_via_prefix(), 7000).into();
+    let client_c = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 4);
+    for addr in ["2001:db8:1::3/64", "2001:db8:1::4/64"] {
+        topo.client
+            .ip(&["addr", "add", addr, "dev", "c0", "nodad"])?;
+    }
+    let a = udp_sockets(&topo.client, CLIENT_V6, 1)?;
+    let b = udp_sockets(&topo.client, CLIENT_B, 1)?;
+    udp_round_trip(&a[0], server, b"client A").context("client A, first block")?;
+    udp_round_trip(&b[0], server, b"client B").context("client B, second block")?;
+
+    let before = gw.stats()?;
+    let c = udp_sockets(&topo.client, client_c, 1)?;
+    enable_recverr(&c[0])?;
+    c[0].send_to(b"client C", server)?;
+    let err = queued_icmp6_error(&c[0], Duration::from_secs(3))?;
+    let after = gw.stats()?;
+    ensure!(
+        err.as_ref()
+            .is_some_and(|e| e.ty == 1 && e.code == 3 && e.offender == GATEWAY_V6),
+        "client C with the pool exhausted: expected ICMPv6 destination unreachable code 3 from \
+         {GATEWAY_V6}, got {err:?}; {}",
+        stats_delta(&before, &after)
+    );
+    ensure!(
+        after.drop_count("pool-exhausted") > before.drop_count("pool-exhausted"),
+        "no pool-exhausted drop counted: {}",
+        stats_delta(&before, &after)
+    );
+    let sessions = gw.sessions()?;
+    ensure!(
+        !sessions.iter().any(|s| s.client == client_c),
+        "client C got a session from an exhausted pool; {}",
+        describe_sessions(&sessions)
+    );
+    udp_round_trip(&a[0], server, b"client A again").context("client A after C was refused")?;
+    udp_round_trip(&b[0], server, b"client B again").context("client B after C was refused")?;
+    Ok(())
+}
+
 /// The cap is `block_size` ports per block, whatever the parity of the client's ports: 8 client
 /// ports that are all even must all get through with `block_size = 8`, `max_blocks_per_client =
 /// 1`. The gateway keeps the client port's parity in the pool port (RFC 4787 REQ-3, "where it
@@ -879,7 +949,8 @@ fn syn_flood_from_one_client_stays_within_its_cap() -> Result<()> {
             "80".to_owned(),
         ],
     )?;
-    let sent = flood.finish(Duration::from_secs(40))?;
+    let (sent, what) = flood.finish(Duration::from_secs(40))?;
+    eprintln!("ran `{what}`");
     ensure!(
         sent >= u64::from(SYNS) / 2,
         "the flood sent only {sent} SYNs"
@@ -897,6 +968,10 @@ fn syn_flood_from_one_client_stays_within_its_cap() -> Result<()> {
          of {} sessions; {}",
         sessions.len(),
         describe_sessions(&sessions)
+    );
+    eprintln!(
+        "flood: {sent} SYNs, client A holds {a} TCP sessions; {}",
+        stats_delta(&before, &after)
     );
     let refused = after
         .drop_count("client-limit")
