@@ -1,0 +1,757 @@
+//! End-to-end tests of operating the gateway: live reload (a valid change applied at once,
+//! invalid changes refused with the old configuration kept), the port-block log with
+//! `translator log query`, the Prometheus metrics endpoint, and `translator trace`.
+//!
+//! Each test builds its own namespaces (removed on drop, also when it fails) and runs its own
+//! controller instance; traffic only goes to addresses inside those namespaces. A lock keeps the
+//! tests one at a time. They need root, the `translator` binary (`cargo build -p
+//! translator-user`), curl and ping.
+
+use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use translator_tests::cmd::Output;
+use translator_tests::{
+    ALT_POOL_V4, CLIENT_V6, Gateway, HttpServer, NetNs, Session, StaticMapping, TcpEcho, TempDir,
+    Topology, UdpEcho, pattern, server_via_prefix, udp_recv, wait_until,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the one-test-at-a-time lock and checks the prerequisites.
+fn prepare() -> Result<MutexGuard<'static, ()>> {
+    let guard = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    translator_tests::require_root()?;
+    translator_tests::translator_bin()?;
+    for tool in ["curl", "ping"] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
+        ensure!(found, "`{tool}` is not installed (PATH has no {tool})");
+    }
+    Ok(guard)
+}
+
+/// `t` as RFC 3339 UTC with milliseconds ("2026-11-28T09:45:00.000Z"), computed here rather than
+/// with the controller's own code.
+fn rfc3339(t: SystemTime) -> String {
+    let d = t
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    let secs = d.as_secs();
+    let days = i64::try_from(secs / 86_400).expect("days fit in i64");
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
+        d.subsec_millis()
+    )
+}
+
+#[test]
+fn rfc3339_formats_known_times() {
+    let at =
+        |s: u64, ms: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms));
+    assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+    assert_eq!(at(1_795_859_100, 123), "2026-11-28T09:45:00.123Z");
+}
+
+/// `ping -c COUNT` from `ns` to `target`; errors unless every echo is answered.
+fn ping_all(ns: &NetNs, target: &str, count: u32) -> Result<()> {
+    let count_s = count.to_string();
+    let out = ns.try_run(
+        &["ping", "-c", &count_s, "-i", "0.2", "-W", "2", target],
+        Duration::from_secs(30),
+    )?;
+    let text = out.stdout_str();
+    let want = format!("{count} packets transmitted, {count} received");
+    ensure!(
+        out.status.success() && text.contains(&want),
+        "ping {target} from {}: expected `{want}`, got ({}):\n{text}{}",
+        ns.name(),
+        out.status,
+        out.stderr_str()
+    );
+    Ok(())
+}
+
+/// GETs `url` with curl from `ns` and returns the body.
+fn curl(ns: &NetNs, url: &str) -> Result<Vec<u8>> {
+    let out = ns.run_timeout(
+        &[
+            "curl",
+            "-g",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            "-o",
+            "-",
+            url,
+        ],
+        Duration::from_secs(20),
+    )?;
+    Ok(out.stdout)
+}
+
+/// Connects from `ns` to `to`, sends `payload`, shuts down the sending side and returns what
+/// came back (the listeners here are echo servers).
+fn tcp_echo(ns: &NetNs, to: SocketAddr, payload: &[u8]) -> Result<Vec<u8>> {
+    ns.in_ns(|| -> std::io::Result<Vec<u8>> {
+        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+        c.set_read_timeout(Some(Duration::from_secs(10)))?;
+        c.set_write_timeout(Some(Duration::from_secs(10)))?;
+        c.write_all(payload)?;
+        c.shutdown(std::net::Shutdown::Write)?;
+        let mut back = Vec::new();
+        c.read_to_end(&mut back)?;
+        Ok(back)
+    })?
+    .with_context(|| format!("TCP echo from namespace {} to {to}", ns.name()))
+}
+
+/// Errors unless a TCP connection from `ns` to `to` fails (within 3 s).
+fn tcp_refused(ns: &NetNs, to: SocketAddr) -> Result<()> {
+    let outcome = ns.in_ns(|| TcpStream::connect_timeout(&to, Duration::from_secs(3)))?;
+    ensure!(
+        outcome.is_err(),
+        "a TCP connection from {} to {to} succeeded, but nothing should be mapped there",
+        ns.name()
+    );
+    Ok(())
+}
+
+/// An echo through the static mapping `pool:port` from the server to a [`TcpEcho`] on the
+/// client; checks the bytes and that the client saw the server under the prefix.
+fn check_static(topo: &Topology, listener: &TcpEcho, pool: Ipv4Addr, port: u16) -> Result<()> {
+    let before = listener.seen().len();
+    let payload = pattern(20_000, u64::from(port));
+    let back = tcp_echo(&topo.server, (pool, port).into(), &payload)
+        .with_context(|| format!("through the static mapping {pool}:{port}"))?;
+    ensure!(
+        back == payload,
+        "the echo through the static mapping {pool}:{port} came back with {} bytes instead of {} (or different bytes)",
+        back.len(),
+        payload.len()
+    );
+    let seen = listener.seen();
+    ensure!(
+        seen.len() == before + 1
+            && seen
+                .last()
+                .is_some_and(|(peer, _)| peer.ip() == IpAddr::V6(server_via_prefix())),
+        "the client's listener on port {port} should have seen one more connection from {}, saw {:?}",
+        server_via_prefix(),
+        seen.iter().map(|(a, d)| (a, d.len())).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// A UDP socket in the client namespace, connected to the server's echo under the prefix.
+fn client_udp(topo: &Topology, port: u16) -> Result<UdpSocket> {
+    let to = SocketAddr::from((server_via_prefix(), port));
+    topo.client
+        .in_ns(|| -> std::io::Result<UdpSocket> {
+            let s = UdpSocket::bind("[::]:0")?;
+            s.connect(to)?;
+            Ok(s)
+        })?
+        .context("UDP socket in the client namespace")
+}
+
+/// Sends `data` on `sock` and waits for the same bytes back (three tries of 2 s).
+fn udp_exchange(sock: &UdpSocket, data: &[u8]) -> Result<()> {
+    let mut buf = vec![0u8; 2048];
+    for _ in 0..3 {
+        sock.send(data).context("sending a UDP datagram")?;
+        match udp_recv(sock, &mut buf, Duration::from_secs(2)) {
+            Ok((n, _)) if buf.get(..n) == Some(data) => return Ok(()),
+            Ok((n, from)) => bail!("unexpected {n}-byte datagram from {from}"),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => return Err(e).context("receiving the UDP echo"),
+        }
+    }
+    bail!(
+        "no UDP echo for {:?} within 3 tries",
+        String::from_utf8_lossy(data)
+    )
+}
+
+/// The UDP session of the client socket bound to `client_port`.
+fn udp_session(gw: &Gateway<'_>, client_port: u16) -> Result<Session> {
+    let sessions = gw.sessions()?;
+    sessions
+        .iter()
+        .find(|s| s.protocol == "udp" && s.client == CLIENT_V6 && s.client_port == client_port)
+        .cloned()
+        .with_context(|| format!("no UDP session for [{CLIENT_V6}]:{client_port} in {sessions:#?}"))
+}
+
+/// `translator --netns GW reload --instance I`, its exit status not checked.
+fn reload(gw: &Gateway<'_>) -> Result<Output> {
+    translator_tests::cmd::run(
+        gw.command()
+            .args(["reload", "--instance", gw.instance(), "--timeout", "20"]),
+        Duration::from_secs(40),
+    )
+}
+
+/// Writes `text` as the running gateway's configuration file.
+fn write_config(gw: &Gateway<'_>, text: &str) -> Result<()> {
+    std::fs::write(gw.config_path(), text)
+        .with_context(|| format!("cannot write {}", gw.config_path().display()))
+}
+
+/// Errors unless `reload` was refused with a message that names `setting`.
+fn expect_refused(out: &Output, setting: &str, what: &str) -> Result<()> {
+    let text = format!("{}{}", out.stdout_str(), out.stderr_str());
+    ensure!(
+        !out.status.success(),
+        "`translator reload` accepted {what} (exit {}):\n{text}",
+        out.status
+    );
+    ensure!(
+        text.contains(setting),
+        "`translator reload` refused {what}, but its message does not name `{setting}`:\n{text}"
+    );
+    Ok(())
+}
+
+/// The static bindings the data plane has (`bib list --json`), as (protocol, ipv4 port).
+fn bib(gw: &Gateway<'_>) -> Result<BTreeSet<(String, u64)>> {
+    let out = gw.cli(&["bib", "list", "--json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("`bib list --json` printed:\n{}", out.stdout_str()))?;
+    let list = v
+        .as_array()
+        .with_context(|| format!("`bib list --json` is not an array: {v}"))?;
+    Ok(list
+        .iter()
+        .map(|s| {
+            (
+                s["protocol"].as_str().unwrap_or_default().to_owned(),
+                s["ipv4_port"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+fn static_tcp(port: u16) -> StaticMapping {
+    StaticMapping {
+        protocol: "tcp".into(),
+        ipv6: CLIENT_V6,
+        ipv6_port: port,
+        ipv4: ALT_POOL_V4,
+        ipv4_port: port,
+    }
+}
+
+/// Reload: a new `[[static]]` works at once and existing sessions survive; then a changed
+/// prefix, a syntax error and an invalid live setting are each refused with a message naming
+/// what is wrong, and everything of the old configuration keeps working; finally a valid
+/// removal applies again.
+#[test]
+fn reload_applies_a_new_static_at_once_and_refuses_invalid_changes() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("reload")?;
+    let http = HttpServer::start(&topo.server, 80)?;
+    let page = pattern(3000, 42);
+    http.add_file("page.bin", &page)?;
+    let _udp_echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let old_static = TcpEcho::start(&topo.client, "[::]:8080".parse()?)?;
+    let new_static = TcpEcho::start(&topo.client, "[::]:9090".parse()?)?;
+
+    let mut config = topo.config();
+    config.pool = vec![ALT_POOL_V4.to_string()];
+    config.statics.push(static_tcp(8080));
+    let gw = Gateway::start(&topo.gateway, config.clone())?;
+    let url = format!("http://[{}]:80/page.bin", server_via_prefix());
+
+    // Before: the old mapping works, the new one does not exist yet.
+    check_static(&topo, &old_static, ALT_POOL_V4, 8080)?;
+    tcp_refused(&topo.server, (ALT_POOL_V4, 9090).into())?;
+    ensure!(
+        new_static.seen().is_empty(),
+        "the port-9090 listener got a connection before its mapping existed"
+    );
+    // A session that must survive the reload.
+    let sock = client_udp(&topo, 7000)?;
+    let client_port = sock.local_addr()?.port();
+    udp_exchange(&sock, b"before the reload")?;
+    let session = udp_session(&gw, client_port)?;
+
+    // The valid change: one more [[static]].
+    let mut added = config.clone();
+    added.statics.push(static_tcp(9090));
+    write_config(&gw, &added.to_toml())?;
+    let out = reload(&gw)?
+        .check()
+        .context("reloading with a new static mapping")?;
+    ensure!(
+        out.stdout_str()
+            .contains(&format!("added static tcp {ALT_POOL_V4}:9090")),
+        "`translator reload` does not report the new mapping:\n{}",
+        out.stdout_str()
+    );
+    // At once: no wait, no retry.
+    check_static(&topo, &new_static, ALT_POOL_V4, 9090)
+        .context("the static mapping added by reload")?;
+    check_static(&topo, &old_static, ALT_POOL_V4, 8080)?;
+    let after = udp_session(&gw, client_port).context("after the reload")?;
+    ensure!(
+        after.pool == session.pool && after.pool_port == session.pool_port,
+        "the UDP session changed its pool address across the reload: {session:?} -> {after:?}"
+    );
+    udp_exchange(&sock, b"after the reload")?;
+    ensure!(
+        udp_session(&gw, client_port)?.pool_port == session.pool_port,
+        "the UDP flow got a new pool port after the reload"
+    );
+    let statics = bib(&gw)?;
+    ensure!(
+        statics.contains(&("tcp".into(), 9090)) && statics.contains(&("tcp".into(), 8080)),
+        "`bib list` after the reload: {statics:?}"
+    );
+
+    // Invalid changes, each refused with the setting named.
+    let mut prefix = added.clone();
+    prefix.prefix = "64:ff9b::/96".into();
+    write_config(&gw, &prefix.to_toml())?;
+    expect_refused(&reload(&gw)?, "nat64.prefix", "a new nat64.prefix")?;
+
+    let broken = format!("{}\n[timeouts\nudp = 300\n", added.to_toml());
+    write_config(&gw, &broken)?;
+    expect_refused(&reload(&gw)?, "line", "a file with a TOML syntax error")?;
+
+    // A live setting with an invalid value, together with a removal that must not happen.
+    let mut invalid = added.clone();
+    invalid.statics.retain(|s| s.ipv4_port != 8080);
+    invalid.timeout_udp = Some(5);
+    write_config(&gw, &invalid.to_toml())?;
+    expect_refused(
+        &reload(&gw)?,
+        "timeouts.udp",
+        "timeouts.udp = 5 (below the RFC minimum)",
+    )?;
+
+    // The old configuration is still in force, completely.
+    ensure!(gw.status().is_ok(), "`status` fails after the refusals");
+    ping_all(&topo.client, &server_via_prefix().to_string(), 3)
+        .context("ping through the old prefix after the refused reloads")?;
+    let got = curl(&topo.client, &url).context("curl through the old prefix")?;
+    ensure!(got == page, "curl through the old prefix got other bytes");
+    check_static(&topo, &old_static, ALT_POOL_V4, 8080)?;
+    check_static(&topo, &new_static, ALT_POOL_V4, 9090)?;
+    udp_exchange(&sock, b"after the refusals")?;
+    ensure!(
+        udp_session(&gw, client_port)?.pool_port == session.pool_port,
+        "the UDP flow got a new pool port after the refused reloads"
+    );
+    // And the refused timeouts.udp = 5 did not sneak in: the session's expiry is far away.
+    let s = udp_session(&gw, client_port)?;
+    ensure!(
+        s.expires_in_secs > 60,
+        "the UDP session expires in {} s: a refused timeouts.udp = 5 seems applied ({s:?})",
+        s.expires_in_secs
+    );
+
+    // A valid change after the refusals still applies: the first mapping goes away.
+    let mut removed = added.clone();
+    removed.statics.retain(|s| s.ipv4_port != 8080);
+    write_config(&gw, &removed.to_toml())?;
+    let out = reload(&gw)?
+        .check()
+        .context("reloading with a mapping removed")?;
+    ensure!(
+        out.stdout_str()
+            .contains(&format!("removed static tcp {ALT_POOL_V4}:8080")),
+        "`translator reload` does not report the removal:\n{}",
+        out.stdout_str()
+    );
+    tcp_refused(&topo.server, (ALT_POOL_V4, 8080).into())?;
+    check_static(&topo, &new_static, ALT_POOL_V4, 9090)?;
+    udp_exchange(&sock, b"at the end")?;
+    Ok(())
+}
+
+/// A reload that is refused half way (a new static mapping collides with a client's dynamic
+/// binding, which only the data plane can tell) must not leave the earlier steps applied: the
+/// message says the running configuration stays in force, so the static mapping the new file
+/// drops must still work.
+#[test]
+#[ignore = "gateway bug: a reload refused at a static mapping that collides with a dynamic binding \
+            has already removed the static mappings the new file drops (and applied nat64.clients \
+            and the policy); the old mapping stays gone, and reloading the old file does not bring \
+            it back because the controller still believes it is installed"]
+fn refused_reload_leaves_nothing_half_applied() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("halfrl")?;
+    let _udp_echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let listener = TcpEcho::start(&topo.client, "[::]:8080".parse()?)?;
+    let mut config = topo.config();
+    config.pool = vec![ALT_POOL_V4.to_string()];
+    config.statics.push(static_tcp(8080));
+    let gw = Gateway::start(&topo.gateway, config.clone())?;
+    check_static(&topo, &listener, ALT_POOL_V4, 8080)?;
+
+    // The client's UDP flow gets a dynamic binding [client]:P.
+    let sock = client_udp(&topo, 7000)?;
+    let p = sock.local_addr()?.port();
+    udp_exchange(&sock, b"dynamic binding")?;
+    udp_session(&gw, p)?;
+
+    // New file: the TCP mapping is gone, and a UDP mapping claims [client]:P, which has a
+    // dynamic binding already. The file itself is valid (`translator check` accepts it).
+    let mut new = config.clone();
+    new.statics = vec![StaticMapping {
+        protocol: "udp".into(),
+        ipv6: CLIENT_V6,
+        ipv6_port: p,
+        ipv4: ALT_POOL_V4,
+        ipv4_port: 5353,
+    }];
+    write_config(&gw, &new.to_toml())?;
+    let check = translator_tests::cmd::run(
+        Command::new(gw.bin())
+            .arg("check")
+            .arg("--config")
+            .arg(gw.config_path()),
+        Duration::from_secs(30),
+    )?;
+    ensure!(
+        check.status.success(),
+        "`translator check` refuses the new file, so this test does not test what it means to:\n{}{}",
+        check.stdout_str(),
+        check.stderr_str()
+    );
+    let out = reload(&gw)?;
+    let text = format!("{}{}", out.stdout_str(), out.stderr_str());
+    if out.status.success() {
+        // Accepted: then the new file is in force, the TCP mapping is gone.
+        tcp_refused(&topo.server, (ALT_POOL_V4, 8080).into())
+            .with_context(|| format!("reload accepted the file ({text}), yet"))?;
+        return Ok(());
+    }
+    // Refused: the old configuration must be in force, all of it.
+    let statics = bib(&gw)?;
+    if !statics.contains(&("tcp".into(), 8080)) {
+        // Evidence for the report: does reloading the old file bring the mapping back?
+        write_config(&gw, &config.to_toml())?;
+        let again = reload(&gw)?;
+        let restored = bib(&gw)?;
+        bail!(
+            "`translator reload` was refused ({}) and says the running configuration stays in \
+             force, but the static mapping tcp {ALT_POOL_V4}:8080 of the running configuration is \
+             gone from the data plane: `bib list` shows {statics:?}. Reloading the old file then \
+             answers {:?} and `bib list` shows {restored:?}",
+            text.trim(),
+            format!("{}{}", again.stdout_str(), again.stderr_str()).trim()
+        );
+    }
+    check_static(&topo, &listener, ALT_POOL_V4, 8080)
+        .with_context(|| format!("after the refused reload ({})", text.trim()))?;
+    udp_exchange(&sock, b"after the refusal")?;
+    Ok(())
+}
+
+/// The documented fields of one block-log line, checked independently of the controller's
+/// types; returns (event, client, protocol, pool, first port, last port, ts).
+fn parse_block_line(line: &str) -> Result<(String, Ipv6Addr, String, Ipv4Addr, u16, u16, String)> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+    let o = v
+        .as_object()
+        .with_context(|| format!("not a JSON object: {line}"))?;
+    let keys: BTreeSet<&str> = o.keys().map(String::as_str).collect();
+    let want: BTreeSet<&str> = [
+        "ts",
+        "event",
+        "client",
+        "protocol",
+        "pool",
+        "first_port",
+        "last_port",
+    ]
+    .into();
+    ensure!(keys == want, "fields {keys:?} instead of {want:?}: {line}");
+    let text = |k: &str| -> Result<String> {
+        Ok(o[k]
+            .as_str()
+            .with_context(|| format!("{k} is not a string: {line}"))?
+            .to_owned())
+    };
+    let port = |k: &str| -> Result<u16> {
+        o[k].as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .with_context(|| format!("{k} is not a port number: {line}"))
+    };
+    let ts = text("ts")?;
+    let b = ts.as_bytes();
+    ensure!(
+        ts.len() >= 20
+            && b.get(4) == Some(&b'-')
+            && b.get(7) == Some(&b'-')
+            && b.get(10) == Some(&b'T')
+            && b.get(13) == Some(&b':')
+            && b.get(16) == Some(&b':')
+            && ts.ends_with('Z'),
+        "ts {ts:?} is not RFC 3339 UTC: {line}"
+    );
+    let event = text("event")?;
+    ensure!(
+        event == "block-allocated" || event == "block-released",
+        "unknown event {event:?}: {line}"
+    );
+    let protocol = text("protocol")?;
+    ensure!(
+        ["tcp", "udp", "icmp"].contains(&protocol.as_str()),
+        "unknown protocol {protocol:?}: {line}"
+    );
+    let client: Ipv6Addr = text("client")?
+        .parse()
+        .with_context(|| format!("client is not an IPv6 address: {line}"))?;
+    let pool: Ipv4Addr = text("pool")?
+        .parse()
+        .with_context(|| format!("pool is not an IPv4 address: {line}"))?;
+    Ok((
+        event,
+        client,
+        protocol,
+        pool,
+        port("first_port")?,
+        port("last_port")?,
+        ts,
+    ))
+}
+
+/// `translator log query` with `args`, as JSON: the clients it names.
+fn who_json(gw: &Gateway<'_>, args: &[&str]) -> Result<Vec<serde_json::Value>> {
+    let mut c = gw.command();
+    c.args(["log", "query", "--json"]).args(args);
+    let out = translator_tests::cmd::run_ok(&mut c, Duration::from_secs(30))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("`{}` printed:\n{}", out.command, out.stdout_str()))?;
+    v.as_array()
+        .cloned()
+        .with_context(|| format!("`{}` printed no JSON array: {v}", out.command))
+}
+
+/// The block log records the client's UDP block; `log query` names the client for the session's
+/// pool port while the block is held and nobody before the allocation, for another protocol, for
+/// a port outside the block, or after the release.
+#[test]
+fn block_log_query_names_the_client_that_held_a_pool_port() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("blklog")?;
+    let scratch = TempDir::new("blklog")?;
+    let file = scratch.join("blocks.jsonl");
+    let file_s = file.to_str().context("temp path is not UTF-8")?.to_owned();
+    let _udp_echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let mut config = topo.config();
+    config.block_size = Some(64);
+    config.timeout_udp = Some(2);
+    config.enforce_rfc_minimums = Some(false);
+    config.extra = format!("[log]\nblocks = \"{file_s}\"\n");
+    let gw = Gateway::start(&topo.gateway, config)?;
+
+    let before = rfc3339(SystemTime::now());
+    std::thread::sleep(Duration::from_millis(300));
+    let sock = client_udp(&topo, 7000)?;
+    let client_port = sock.local_addr()?.port();
+    udp_exchange(&sock, b"who am I")?;
+    let session = udp_session(&gw, client_port)?;
+    let (pool, port) = (session.pool.to_string(), session.pool_port.to_string());
+
+    let allocated = |path: &Path| {
+        std::fs::read_to_string(path).is_ok_and(|t| t.contains("\"block-allocated\""))
+    };
+    ensure!(
+        wait_until(Duration::from_secs(5), || allocated(&file)),
+        "no block-allocated line in {file_s} 5 s after the traffic; it holds:\n{}",
+        std::fs::read_to_string(&file).unwrap_or_else(|e| format!("({e})"))
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let at = rfc3339(SystemTime::now());
+
+    // Every line parses with the documented fields; the allocation is the session's block.
+    let text = std::fs::read_to_string(&file)?;
+    let mut block = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (event, client, protocol, lpool, first, last, ts) = parse_block_line(line)?;
+        ensure!(
+            u32::from(last) + 1 - u32::from(first) == 64,
+            "block {first}-{last} is not 64 ports (pool.block_size): {line}"
+        );
+        if event == "block-allocated"
+            && client == CLIENT_V6
+            && protocol == "udp"
+            && lpool == session.pool
+            && (first..=last).contains(&session.pool_port)
+        {
+            ensure!(
+                before.as_str() <= ts.as_str() && ts.as_str() <= at.as_str(),
+                "the allocation is stamped {ts}, not between {before} and {at}: {line}"
+            );
+            block = Some((first, last));
+        }
+    }
+    let (first, last) = block.with_context(|| {
+        format!(
+            "no block-allocated line for [{CLIENT_V6}] udp {pool} covering port {port}:\n{text}"
+        )
+    })?;
+
+    // Text output names the client.
+    let out = translator_tests::cmd::run_ok(
+        gw.command().args([
+            "log", "query", "--file", &file_s, "--pool", &pool, "--port", &port, "--at", &at,
+        ]),
+        Duration::from_secs(30),
+    )?;
+    ensure!(
+        out.stdout_str().contains(&CLIENT_V6.to_string()),
+        "`log query --at {at}` does not name {CLIENT_V6}:\n{}",
+        out.stdout_str()
+    );
+    // JSON: exactly that client, that block.
+    let held = who_json(
+        &gw,
+        &[
+            "--file", &file_s, "--pool", &pool, "--port", &port, "--at", &at,
+        ],
+    )?;
+    ensure!(
+        held.len() == 1
+            && held[0]["client"] == CLIENT_V6.to_string()
+            && held[0]["protocol"] == "udp"
+            && held[0]["first_port"] == first
+            && held[0]["last_port"] == last,
+        "`log query --json --at {at}` for {pool}:{port}: expected [{CLIENT_V6}] udp {first}-{last}, got {held:?}"
+    );
+    // The running instance's log file is the default.
+    let held = who_json(
+        &gw,
+        &[
+            "--instance",
+            gw.instance(),
+            "--pool",
+            &pool,
+            "--port",
+            &port,
+            "--at",
+            &at,
+            "--protocol",
+            "udp",
+        ],
+    )?;
+    ensure!(
+        held.len() == 1 && held[0]["client"] == CLIENT_V6.to_string(),
+        "`log query --instance` (no --file) for {pool}:{port} at {at}: {held:?}"
+    );
+    // Nobody: before the allocation, for TCP, outside the block.
+    let nobody = |args: &[&str], what: &str| -> Result<()> {
+        let held = who_json(&gw, args)?;
+        ensure!(
+            held.is_empty(),
+            "`log query` {what} should name nobody, got {held:?}"
+        );
+        Ok(())
+    };
+    nobody(
+        &[
+            "--file", &file_s, "--pool", &pool, "--port", &port, "--at", &before,
+        ],
+        &format!("at {before}, before the allocation,"),
+    )?;
+    nobody(
+        &[
+            "--file",
+            &file_s,
+            "--pool",
+            &pool,
+            "--port",
+            &port,
+            "--at",
+            &at,
+            "--protocol",
+            "tcp",
+        ],
+        "for TCP",
+    )?;
+    let outside = if last < u16::MAX { last + 1 } else { first - 1 }.to_string();
+    nobody(
+        &[
+            "--file", &file_s, "--pool", &pool, "--port", &outside, "--at", &at,
+        ],
+        &format!("for port {outside}, outside the block {first}-{last},"),
+    )?;
+    let out = translator_tests::cmd::run_ok(
+        gw.command().args([
+            "log", "query", "--file", &file_s, "--pool", &pool, "--port", &port, "--at", &before,
+        ]),
+        Duration::from_secs(30),
+    )?;
+    ensure!(
+        !out.stdout_str().contains(&CLIENT_V6.to_string()),
+        "`log query --at {before}` (text) names the client before its allocation:\n{}",
+        out.stdout_str()
+    );
+
+    // The session expires (udp = 2 s), the block goes back: released in the log, nobody after.
+    drop(sock);
+    let released = |path: &Path| {
+        std::fs::read_to_string(path).is_ok_and(|t| {
+            t.lines().any(|l| {
+                parse_block_line(l).is_ok_and(|(e, c, p, _, f, _, _)| {
+                    e == "block-released" && c == CLIENT_V6 && p == "udp" && f == first
+                })
+            })
+        })
+    };
+    ensure!(
+        wait_until(Duration::from_secs(30), || released(&file)),
+        "no block-released line for udp {first}-{last} 30 s after the flow stopped (udp timeout 2 s):\n{}",
+        std::fs::read_to_string(&file).unwrap_or_default()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let later = rfc3339(SystemTime::now());
+    nobody(
+        &[
+            "--file", &file_s, "--pool", &pool, "--port", &port, "--at", &later,
+        ],
+        &format!("at {later}, after the release,"),
+    )?;
+    // History stays: at the earlier time the client is still named.
+    let held = who_json(
+        &gw,
+        &[
+            "--file", &file_s, "--pool", &pool, "--port", &port, "--at", &at,
+        ],
+    )?;
+    ensure!(
+        held.len() == 1 && held[0]["client"] == CLIENT_V6.to_string(),
+        "after the release, `log query --at {at}` no longer names the client: {held:?}"
+    );
+    for line in std::fs::read_to_string(&file)?.lines() {
+        if !line.trim().is_empty() {
+            parse_block_line(line)?;
+        }
+    }
+    Ok(())
+}
