@@ -138,11 +138,15 @@ pub enum Event {
     FragmentTranslated,
     /// Packets handed to the user-space slow path (reassembly, fragmentation).
     SlowPath,
+    /// Bytes of translated IPv6 -> IPv4 frames (as sent).
+    Bytes6to4,
+    /// Bytes of translated IPv4 -> IPv6 frames (as sent).
+    Bytes4to6,
 }
 
 impl Event {
-    pub const COUNT: u32 = 13;
-    pub const ALL: [Event; 13] = [
+    pub const COUNT: u32 = 15;
+    pub const ALL: [Event; 15] = [
         Event::Translated6to4,
         Event::Translated4to6,
         Event::Hairpinned,
@@ -156,6 +160,8 @@ impl Event {
         Event::IcmpErrorRateLimited,
         Event::FragmentTranslated,
         Event::SlowPath,
+        Event::Bytes6to4,
+        Event::Bytes4to6,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -173,6 +179,8 @@ impl Event {
             Event::IcmpErrorRateLimited => "icmp-error-rate-limited",
             Event::FragmentTranslated => "fragment-translated",
             Event::SlowPath => "slow-path",
+            Event::Bytes6to4 => "bytes-6to4",
+            Event::Bytes4to6 => "bytes-4to6",
         }
     }
 }
@@ -181,7 +189,7 @@ impl Event {
 pub const COUNTER_SLOTS: u32 = Event::COUNT + DropReason::ALL.len() as u32;
 
 const _: () = assert!(DropReason::HelperFailed as usize + 1 == DropReason::ALL.len());
-const _: () = assert!(Event::SlowPath as u32 + 1 == Event::COUNT);
+const _: () = assert!(Event::Bytes4to6 as u32 + 1 == Event::COUNT);
 
 #[cfg(test)]
 mod tests {

@@ -26,7 +26,7 @@ use crate::{
         ETH_LEN, ETH_P_IP, ETH_P_IPV6, EthHdr, FRAG_LEN, FragHdr, IPPROTO_FRAGMENT, IPV4_LEN,
         IPV6_LEN, Ipv4Hdr, Ipv6Hdr, ptr_at,
     },
-    xdp::{config, event, forward, ipv4_header_checksum, now, out_eth, route},
+    xdp::{config, event, forward, ipv4_header_checksum, now, out_eth, route, translated},
 };
 
 #[map]
@@ -176,7 +176,7 @@ pub(crate) fn rest_6to4(ctx: &XdpContext, r: &Rest6) -> Result<u32, DropReason> 
         return Err(DropReason::HelperFailed);
     }
     event(Event::FragmentTranslated);
-    event(Event::Translated6to4);
+    translated(ctx, Event::Translated6to4, Event::Bytes6to4);
     forward(ctx, verdict, &fib)
 }
 
@@ -278,6 +278,6 @@ pub(crate) fn rest_4to6(ctx: &XdpContext, h: &Ipv4Hdr) -> Result<u32, DropReason
         };
     }
     event(Event::FragmentTranslated);
-    event(Event::Translated4to6);
+    translated(ctx, Event::Translated4to6, Event::Bytes4to6);
     forward(ctx, verdict, &fib)
 }

@@ -142,6 +142,16 @@ pub(crate) fn event(e: Event) {
     count(e as u32);
 }
 
+/// Counts a translated packet and its bytes (as sent, Ethernet header included).
+#[inline(always)]
+pub(crate) fn translated(ctx: &XdpContext, packets: Event, bytes: Event) {
+    count(packets as u32);
+    if let Some(c) = COUNTERS.get_ptr_mut(bytes as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *c += (ctx.data_end() - ctx.data()) as u64 };
+    }
+}
+
 #[inline(always)]
 pub(crate) fn config() -> &'static DataplaneConfig {
     // SAFETY: the loader filled in the global before load; a volatile read of its address keeps
@@ -864,7 +874,7 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
         crate::frag::remember_6to4(key, fid, pkt.pool, pkt.now);
         event(Event::FragmentTranslated);
     }
-    event(Event::Translated6to4);
+    translated(ctx, Event::Translated6to4, Event::Bytes6to4);
     forward(ctx, verdict, &fib)
 }
 
@@ -1327,7 +1337,7 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
         crate::frag::remember_4to6(h, &p.client);
         event(Event::FragmentTranslated);
     }
-    event(Event::Translated4to6);
+    translated(ctx, Event::Translated4to6, Event::Bytes4to6);
     forward(ctx, verdict, &fib)
 }
 
