@@ -611,6 +611,102 @@ fn traceroute_from_the_ipv4_side_to_a_static_mapping() -> Result<()> {
     Ok(())
 }
 
+/// RFC 6146 section 3.5.1.1: when no port can be had for a new flow, the gateway drops the
+/// packet and answers ICMPv6 destination unreachable, address unreachable (code 3). One block
+/// of 64 UDP ports and one block per client: flows are opened until one fails (at the 65th at
+/// the latest), and that one must get the error, which a connected UDP socket with
+/// IPV6_RECVERR reports as EHOSTUNREACH.
+#[test]
+fn no_port_left_answers_address_unreachable() -> Result<()> {
+    const PORTS: usize = 64;
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("nopo")?;
+    let _pass = client_xdp_pass(&topo)?;
+    let _echo = UdpEcho::start(&topo.server, "0.0.0.0:7700".parse()?)?;
+    let mut config = topo.config();
+    config.udp_ports = Some("2048-2111".into());
+    config.block_size = Some(64);
+    config.max_blocks_per_client = Some(1);
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let server: SocketAddr = (server_via_prefix(), 7700).into();
+
+    let socks = topo
+        .client
+        .in_ns(|| -> std::io::Result<Vec<UdpSocket>> {
+            (0..=PORTS)
+                .map(|_| {
+                    let s = UdpSocket::bind("[::]:0")?;
+                    s.connect(server)?;
+                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    set_int_option(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)?;
+                    Ok(s)
+                })
+                .collect()
+        })?
+        .context("UDP sockets in the client")?;
+    let mut buf = [0u8; 64];
+    let mut answered = 0;
+    let mut failure = None;
+    for (i, s) in socks.iter().enumerate() {
+        let before = gw.stats()?;
+        let msg = format!("flow {i}");
+        s.send(msg.as_bytes())?;
+        match s.recv(&mut buf) {
+            Ok(n) => {
+                same_bytes("echo", &buf[..n], msg.as_bytes())?;
+                answered += 1;
+            }
+            Err(e) => {
+                failure = Some((i, e, before, gw.stats()?));
+                break;
+            }
+        }
+    }
+    let Some((i, err, before, after)) = failure else {
+        bail!(
+            "all {} flows were answered although the client has one block of {PORTS} ports",
+            PORTS + 1
+        );
+    };
+    ensure!(
+        err.raw_os_error() == Some(libc::EHOSTUNREACH),
+        "flow {i} (after {answered} answered flows) should fail with EHOSTUNREACH (ICMPv6 \
+         address unreachable), got {err}; gateway counters: {}",
+        stats_delta(&before, &after)
+    );
+    ensure!(
+        after.drop_count("client-limit") > before.drop_count("client-limit")
+            && after.event("icmp-error-sent") > before.event("icmp-error-sent"),
+        "flow {i} should be a client-limit drop answered with an ICMP error: {}",
+        stats_delta(&before, &after)
+    );
+    Ok(())
+}
+
+/// `setsockopt(level, name, int)`.
+fn set_int_option(
+    sock: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: setsockopt(2) with a valid descriptor and a pointer to an int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------
 // 2. Path MTU discovery.
 
@@ -1004,21 +1100,7 @@ fn udp_4000_byte_datagrams_both_ways() -> Result<()> {
 
 /// `IP_MTU_DISCOVER` on a socket: `IP_PMTUDISC_DO` (DF set) or `IP_PMTUDISC_DONT` (DF clear).
 fn set_pmtudisc(sock: &UdpSocket, value: libc::c_int) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: setsockopt(2) with a valid descriptor and a pointer to an int of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&raw const value).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    set_int_option(sock, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, value)
 }
 
 /// `IP_MTU` of a connected socket: the path MTU the kernel knows for its destination.
