@@ -875,6 +875,159 @@ fn pool_exhaustion_answers_address_unreachable() -> Result<()> {
     Ok(())
 }
 
+/// A client at its cap gets its port block back when its sessions expire: with a 2 s UDP timeout
+/// the 9th flow is refused at first, and once the 8 sessions are gone 8 new flows get through.
+#[test]
+fn client_cap_is_released_when_sessions_expire() -> Result<()> {
+    const CAP: u16 = 8;
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("capexp")?;
+    let _echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let mut config = topo.config();
+    config.block_size = Some(u32::from(CAP));
+    config.max_blocks_per_client = Some(1);
+    config.timeout_udp = Some(2);
+    config.enforce_rfc_minimums = Some(false);
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let _pass = XdpPass::attach(&topo.client, "c0")?;
+    let server: SocketAddr = (server_via_prefix(), 7000).into();
+
+    let first: Vec<u16> = (0..CAP).map(|i| 42000 + i).collect();
+    for (s, port) in udp_sockets_on(&topo.client, CLIENT_V6, &first)?
+        .iter()
+        .zip(&first)
+    {
+        udp_round_trip(s, server, b"first round")
+            .with_context(|| format!("first round, client port {port}"))?;
+    }
+    let extra = udp_sockets_on(&topo.client, CLIENT_V6, &[42100])?;
+    enable_recverr(&extra[0])?;
+    extra[0].send_to(b"beyond the cap", server)?;
+    let err = queued_icmp6_error(&extra[0], Duration::from_secs(3))?;
+    ensure!(
+        err.as_ref().is_some_and(|e| e.ty == 1 && e.code == 3),
+        "the 9th flow should be refused with code 3 before expiry, got {err:?}"
+    );
+    drop(extra);
+
+    let mut last = Vec::new();
+    let gone = wait_until(Duration::from_secs(20), || match gw.sessions() {
+        Ok(s) => {
+            let empty = s.is_empty();
+            last = s;
+            empty
+        }
+        Err(_) => false,
+    });
+    ensure!(
+        gone,
+        "the sessions did not expire within 20 s of their 2 s timeout; {}",
+        describe_sessions(&last)
+    );
+    let before = gw.stats()?;
+    let second: Vec<u16> = (0..CAP).map(|i| 43000 + i).collect();
+    let socks = udp_sockets_on(&topo.client, CLIENT_V6, &second)?;
+    let mut failed = Vec::new();
+    for (s, port) in socks.iter().zip(&second) {
+        // The binding of an expired session may outlive it by a grace period: retry a while.
+        let ok = wait_until(Duration::from_secs(10), || {
+            udp_round_trip(s, server, b"second round").is_ok()
+        });
+        if !ok {
+            failed.push(*port);
+        }
+    }
+    ensure!(
+        failed.is_empty(),
+        "after the sessions expired, client ports {failed:?} of {second:?} still got no echo: {}; {}",
+        stats_delta(&before, &gw.stats()?),
+        describe_sessions(&gw.sessions()?)
+    );
+    Ok(())
+}
+
+/// `limits.sessions = 16`: the 17th flow finds the session table full and is refused with
+/// ICMPv6 destination unreachable code 3, counted as "table-full"; the existing flows keep
+/// working, and once they expire (2 s UDP timeout) new flows get through again.
+#[test]
+fn full_session_table_refuses_new_flows_and_recovers() -> Result<()> {
+    const TABLE: u16 = 16;
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("tablefull")?;
+    let _echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let mut config = topo.config();
+    config.limit_sessions = Some(u32::from(TABLE));
+    config.timeout_udp = Some(2);
+    config.enforce_rfc_minimums = Some(false);
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let _pass = XdpPass::attach(&topo.client, "c0")?;
+    let server: SocketAddr = (server_via_prefix(), 7000).into();
+
+    let ports: Vec<u16> = (0..TABLE).map(|i| 44000 + i).collect();
+    let socks = udp_sockets_on(&topo.client, CLIENT_V6, &ports)?;
+    for (s, port) in socks.iter().zip(&ports) {
+        udp_round_trip(s, server, b"fill the table").with_context(|| {
+            format!(
+                "flow from client port {port} (table size {TABLE}); {}",
+                describe_sessions(&gw.sessions().unwrap_or_default())
+            )
+        })?;
+    }
+    let before = gw.stats()?;
+    // One more flow of the same client and one of another client: the table is for everyone.
+    topo.client
+        .ip(&["addr", "add", "2001:db8:1::3/64", "dev", "c0", "nodad"])?;
+    let mut extra = udp_sockets_on(&topo.client, CLIENT_V6, &[44100])?;
+    extra.extend(udp_sockets_on(&topo.client, CLIENT_B, &[44101])?);
+    for s in &extra {
+        enable_recverr(s)?;
+        s.send_to(b"no room", server)?;
+        let err = queued_icmp6_error(s, Duration::from_secs(3))?;
+        ensure!(
+            err.as_ref()
+                .is_some_and(|e| e.ty == 1 && e.code == 3 && e.offender == GATEWAY_V6),
+            "a new flow with the table full: expected ICMPv6 destination unreachable code 3 \
+             from {GATEWAY_V6}, got {err:?}; {}",
+            stats_delta(&before, &gw.stats()?)
+        );
+    }
+    let after = gw.stats()?;
+    ensure!(
+        after.drop_count("table-full") > before.drop_count("table-full"),
+        "no table-full drop counted: {}",
+        stats_delta(&before, &after)
+    );
+    let sessions = gw.sessions()?;
+    ensure!(
+        sessions.len() <= usize::from(TABLE),
+        "more sessions than the table holds; {}",
+        describe_sessions(&sessions)
+    );
+    for (s, port) in socks.iter().zip(&ports).take(3) {
+        udp_round_trip(s, server, b"still here")
+            .with_context(|| format!("existing flow from port {port} with the table full"))?;
+    }
+
+    let gone = wait_until(Duration::from_secs(20), || {
+        gw.sessions().is_ok_and(|s| s.is_empty())
+    });
+    ensure!(
+        gone,
+        "the sessions did not expire within 20 s; {}",
+        describe_sessions(&gw.sessions()?)
+    );
+    let fresh = udp_sockets_on(&topo.client, CLIENT_B, &[44200])?;
+    let ok = wait_until(Duration::from_secs(10), || {
+        udp_round_trip(&fresh[0], server, b"room again").is_ok()
+    });
+    ensure!(
+        ok,
+        "no new flow got through after the table emptied: {}",
+        stats_delta(&after, &gw.stats()?)
+    );
+    Ok(())
+}
+
 /// The cap is `block_size` ports per block, whatever the parity of the client's ports: 8 client
 /// ports that are all even must all get through with `block_size = 8`, `max_blocks_per_client =
 /// 1`. The gateway keeps the client port's parity in the pool port (RFC 4787 REQ-3, "where it
