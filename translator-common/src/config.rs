@@ -6,6 +6,8 @@ pub const CFG_ALLOW_NON_GLOBAL: u8 = 1;
 pub const CFG_ENDPOINT_INDEPENDENT_FILTERING: u8 = 2;
 /// Flag: the prefix is the well-known prefix 64:ff9b::/96 (precomputed by the controller).
 pub const CFG_WELL_KNOWN_PREFIX: u8 = 4;
+/// Flag: report every session the data plane creates (the optional session log).
+pub const CFG_LOG_SESSIONS: u8 = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -46,6 +46,10 @@ pub const TRACE_EVENTS: &str = "TRACE_EVENTS";
 /// `TraceEvent::reason` when the packet was not dropped.
 pub const TRACE_NOT_DROPPED: u8 = 0xff;
 
+/// Sessions created by the data plane when session logging is on: ring buffer of
+/// [`SessionEvent`].
+pub const SESSION_EVENTS: &str = "SESSION_EVENTS";
+
 /// Port-block allocations reported by the data plane: ring buffer of [`BlockEvent`].
 pub const BLOCK_EVENTS: &str = "BLOCK_EVENTS";
 
@@ -292,6 +296,22 @@ pub struct BlockEvent {
     pub time: u64,
 }
 
+/// A session the data plane created (for the optional session log).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionEvent {
+    pub client: [u32; 4],
+    pub remote: u32,
+    pub pool: u32,
+    pub client_port_be: u16,
+    pub remote_port_be: u16,
+    pub pool_port_be: u16,
+    pub proto: u8,
+    pub _pad: u8,
+    /// CLOCK_MONOTONIC ns of the creation.
+    pub time: u64,
+}
+
 /// The live-trace filter. Tracing is on while `until` (CLOCK_MONOTONIC ns) is in the future:
 /// a tracer that dies stops costing anything within seconds.
 #[repr(C)]
@@ -356,6 +376,7 @@ pod!(
     PoolAddress => 4,
     BlockEvent => 32,
     TraceFilter => 16,
+    SessionEvent => 40,
     TraceEvent => 80,
     Frag6Key => 28,
     Frag6Value => 16,

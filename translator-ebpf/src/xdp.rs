@@ -28,15 +28,15 @@ use translator_common::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     checksum::{self, raw16, sum_raw4, sum_raw6},
     config::{
-        CFG_ALLOW_NON_GLOBAL, CFG_ENDPOINT_INDEPENDENT_FILTERING, CFG_WELL_KNOWN_PREFIX,
-        DataplaneConfig,
+        CFG_ALLOW_NON_GLOBAL, CFG_ENDPOINT_INDEPENDENT_FILTERING, CFG_LOG_SESSIONS,
+        CFG_WELL_KNOWN_PREFIX, DataplaneConfig,
     },
     counters::{COUNTER_SLOTS, DropReason, Event},
     maps::{
         BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockEvent,
         BlockId, BlockSlot, BlockSlotKey, FilterKey, MAX_BLOCKS_PER_CLIENT, POOL_LOCAL,
-        PoolAddress, SEEN_FIN, SEEN_RST, SEEN_SYN, SESSION_HAIRPIN, SessionKey4, SessionKey6,
-        SessionValue4, SessionValue6,
+        PoolAddress, SEEN_FIN, SEEN_RST, SEEN_SYN, SESSION_HAIRPIN, SessionEvent, SessionKey4,
+        SessionKey6, SessionValue4, SessionValue6,
     },
     ports::probe_offset,
     rfc6052,
@@ -88,6 +88,9 @@ static CLIENTS: LpmTrie<[u32; 4], u32> = LpmTrie::pinned(1024, 0);
 pub(crate) static POOL: HashMap<u32, PoolAddress> = HashMap::pinned(256, 0);
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+/// Sessions for the controller's optional session log (not pinned).
+#[map]
+static SESSION_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// Port-block allocations for the controller's block log (not pinned: each load has its own).
 #[map]
 static BLOCK_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
@@ -572,6 +575,7 @@ fn create_outbound(pkt: &Packet6) -> Result<bool, DropReason> {
     // session table, so it cannot be full when the session insert succeeded.
     let _ = FILTERS.insert(&fkey, &now, 0);
     event(Event::SessionCreated);
+    log_session(key, pool, pool_port, now);
     Ok(hairpin)
 }
 
@@ -647,6 +651,28 @@ fn allocate_binding(ctx: &XdpContext, pkt: &mut Packet6) -> Result<(), DropReaso
             None => Err(DropReason::ClientLimit),
         },
         None => Err(DropReason::TableFull),
+    }
+}
+
+/// Reports a new session when the session log is on.
+#[inline(always)]
+fn log_session(key: &SessionKey6, pool: u32, pool_port: u16, now: u64) {
+    if config().flags & CFG_LOG_SESSIONS == 0 {
+        return;
+    }
+    if let Some(mut e) = SESSION_EVENTS.reserve::<SessionEvent>(0) {
+        e.write(SessionEvent {
+            client: key.client,
+            remote: key.remote,
+            pool,
+            client_port_be: key.client_port_be,
+            remote_port_be: key.remote_port_be,
+            pool_port_be: pool_port,
+            proto: key.proto,
+            _pad: 0,
+            time: now,
+        });
+        e.submit(0);
     }
 }
 
@@ -1195,6 +1221,7 @@ fn create_inbound(
         return Err(DropReason::TableFull);
     }
     event(Event::SessionCreated);
+    log_session(&k6, key.pool, key.pool_port_be, now);
     Ok(Some((b.client, b.client_port_be)))
 }
 

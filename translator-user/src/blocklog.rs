@@ -77,13 +77,8 @@ impl BlockLog {
         if matches!(self, BlockLog::Off) {
             return;
         }
-        let now = jiff::Timestamp::now();
-        let ts = jiff::SignedDuration::try_from(age)
-            .ok()
-            .and_then(|d| now.checked_sub(d).ok())
-            .unwrap_or(now);
         let e = Entry {
-            ts: format!("{ts:.3}"),
+            ts: aged(age),
             event: event.to_owned(),
             client,
             protocol,
@@ -91,9 +86,44 @@ impl BlockLog {
             first_port,
             last_port: first_port.saturating_add(block_size.saturating_sub(1)),
         };
-        let Ok(mut line) = serde_json::to_string(&e) else {
+        let Ok(line) = serde_json::to_string(&e) else {
             return;
         };
+        self.line(line);
+    }
+}
+
+/// A session line of the log (`log.sessions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEntry {
+    pub ts: String,
+    pub event: String,
+    pub protocol: Protocol,
+    pub client: Ipv6Addr,
+    pub client_port: u16,
+    pub pool: Ipv4Addr,
+    pub pool_port: u16,
+    pub remote: Ipv4Addr,
+    pub remote_port: u16,
+}
+
+pub const SESSION_CREATED: &str = "session-created";
+pub const SESSION_EXPIRED: &str = "session-expired";
+
+impl BlockLog {
+    /// Writes a session line, timestamped `age` before now.
+    pub fn session(&mut self, mut e: SessionEntry, age: std::time::Duration) {
+        if matches!(self, BlockLog::Off) {
+            return;
+        }
+        e.ts = aged(age);
+        let Ok(line) = serde_json::to_string(&e) else {
+            return;
+        };
+        self.line(line);
+    }
+
+    fn line(&mut self, mut line: String) {
         line.push('\n');
         let r = match self {
             BlockLog::Off => Ok(()),
@@ -104,6 +134,16 @@ impl BlockLog {
             log::warn!("block log: {err}");
         }
     }
+}
+
+/// RFC 3339 UTC with milliseconds, `age` before now.
+fn aged(age: std::time::Duration) -> String {
+    let now = jiff::Timestamp::now();
+    let ts = jiff::SignedDuration::try_from(age)
+        .ok()
+        .and_then(|d| now.checked_sub(d).ok())
+        .unwrap_or(now);
+    format!("{ts:.3}")
 }
 
 /// Now, RFC 3339 UTC with milliseconds.
@@ -133,7 +173,13 @@ pub fn query(
         if line.trim().is_empty() {
             continue;
         }
-        let e: Entry = serde_json::from_str(&line)
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not a JSON line", path.display(), n + 1))?;
+        if !matches!(v["event"].as_str(), Some(ALLOCATED | RELEASED)) {
+            // Session lines (log.sessions) share the file.
+            continue;
+        }
+        let e: Entry = serde_json::from_value(v)
             .with_context(|| format!("{}:{}: not a block log line", path.display(), n + 1))?;
         if e.pool != pool
             || port < e.first_port

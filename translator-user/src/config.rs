@@ -65,6 +65,9 @@ pub struct RawLog {
     /// absent or "" for none. Default none.
     #[serde(default)]
     pub blocks: Option<String>,
+    /// Also log every session (created, expired) in the same place. Default false.
+    #[serde(default)]
+    pub sessions: bool,
 }
 
 fn default_instance() -> String {
@@ -382,6 +385,8 @@ pub struct Config {
     pub statics: Vec<StaticMapping>,
     /// Where the port-block log goes (`log.blocks`).
     pub block_log: Option<String>,
+    /// Whether sessions are logged too (`log.sessions`).
+    pub log_sessions: bool,
     /// The validated `[dns64]` table, when present.
     pub dns64: Option<crate::dns64::ValidDns64>,
     /// The file as read, kept for `status` and for checks on restart.
@@ -668,6 +673,7 @@ impl Config {
             statics,
             dns64,
             block_log: raw.log.blocks.clone().filter(|b| !b.is_empty()),
+            log_sessions: raw.log.sessions,
             raw,
         })
     }

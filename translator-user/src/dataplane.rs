@@ -23,8 +23,8 @@ use aya::{
 use serde::{Deserialize, Serialize};
 use translator_common::{
     config::{
-        CFG_ALLOW_NON_GLOBAL, CFG_ENDPOINT_INDEPENDENT_FILTERING, CFG_WELL_KNOWN_PREFIX,
-        DataplaneConfig,
+        CFG_ALLOW_NON_GLOBAL, CFG_ENDPOINT_INDEPENDENT_FILTERING, CFG_LOG_SESSIONS,
+        CFG_WELL_KNOWN_PREFIX, DataplaneConfig,
     },
     counters::{COUNTER_SLOTS, DropReason, Event},
     maps::{
@@ -161,6 +161,9 @@ pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
     }
     if rfc6052::is_well_known(prefix, cfg.prefix.len) {
         flags |= CFG_WELL_KNOWN_PREFIX;
+    }
+    if cfg.log_sessions && cfg.block_log.is_some() {
+        flags |= CFG_LOG_SESSIONS;
     }
     DataplaneConfig {
         prefix: raw6(prefix),

@@ -162,6 +162,8 @@ pub struct Expired {
     pub filters: usize,
     /// Port blocks returned to the pool (for the block log).
     pub blocks: Vec<(BlockSlotKey, translator_common::maps::BlockId)>,
+    /// Expired sessions, both keys (for the session log).
+    pub expired: Vec<(SessionKey6, SessionKey4)>,
 }
 
 /// One expiry pass over the tables.
@@ -193,6 +195,7 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
         let _ = maps.sessions4.remove(k4);
     }
     done.sessions = doomed.len();
+    done.expired = doomed;
 
     // IPv4-side entries without their IPv6 half (a create that lost a race).
     let orphans: Vec<SessionKey4> = maps

@@ -9,7 +9,10 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 
-use translator_common::{maps::BlockEvent, rfc6052};
+use translator_common::{
+    maps::{BlockEvent, SessionEvent},
+    rfc6052,
+};
 
 use crate::{
     blocklog::BlockLog,
@@ -207,6 +210,7 @@ struct Controller {
     ebpf: aya::Ebpf,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     block_events: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+    session_events: Option<aya::maps::RingBuf<aya::maps::MapData>>,
     block_log: BlockLog,
     dns_stats: Arc<Dns64Stats>,
     dns: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -236,6 +240,25 @@ impl Drop for SlowPath {
         for h in self.1.drain(..) {
             let _ = h.join();
         }
+    }
+}
+
+/// A session-log line from a data-plane record.
+fn session_entry(
+    event: &str,
+    protocol: Protocol,
+    ev: &SessionEvent,
+) -> crate::blocklog::SessionEntry {
+    crate::blocklog::SessionEntry {
+        ts: String::new(),
+        event: event.to_owned(),
+        protocol,
+        client: std::net::Ipv6Addr::from(rfc6052::from_raw6(&ev.client)),
+        client_port: u16::from_be(ev.client_port_be),
+        pool: std::net::Ipv4Addr::from(rfc6052::from_raw4(ev.pool)),
+        pool_port: u16::from_be(ev.pool_port_be),
+        remote: std::net::Ipv4Addr::from(rfc6052::from_raw4(ev.remote)),
+        remote_port: u16::from_be(ev.remote_port_be),
     }
 }
 
@@ -269,6 +292,7 @@ impl Controller {
             ebpf,
             logger: None,
             block_events: None,
+            session_events: None,
             block_log,
             dns_stats: Arc::new(Dns64Stats::default()),
             dns: None,
@@ -296,6 +320,10 @@ impl Controller {
         if self.block_events.is_none() {
             log::warn!("the data plane's block events are not available: no block log");
         }
+        self.session_events = self
+            .ebpf
+            .take_map(translator_common::maps::SESSION_EVENTS)
+            .and_then(|m| aya::maps::RingBuf::try_from(m).ok());
     }
 
     fn start_dns(&mut self) {
@@ -313,10 +341,29 @@ impl Controller {
         if let Some(l) = self.logger.as_mut() {
             l.flush();
         }
+        let now_mono = sessions::monotonic_ns();
+        let mut created = Vec::new();
+        if let Some(rb) = self.session_events.as_mut() {
+            while let Some(item) = rb.next() {
+                if item.len() >= std::mem::size_of::<SessionEvent>() {
+                    // SAFETY: the data plane writes whole SessionEvent records (length checked).
+                    created.push(unsafe {
+                        std::ptr::read_unaligned(item.as_ptr().cast::<SessionEvent>())
+                    });
+                }
+            }
+        }
+        for ev in created {
+            let Some(p) = Protocol::from_number(ev.proto) else {
+                continue;
+            };
+            let age = Duration::from_nanos(now_mono.saturating_sub(ev.time));
+            self.block_log
+                .session(session_entry(crate::blocklog::SESSION_CREATED, p, &ev), age);
+        }
         let Some(rb) = self.block_events.as_mut() else {
             return;
         };
-        let now_mono = sessions::monotonic_ns();
         let mut events = Vec::new();
         while let Some(item) = rb.next() {
             if item.len() >= std::mem::size_of::<BlockEvent>() {
@@ -346,6 +393,27 @@ impl Controller {
         // Allocations first, so a block's release never precedes its allocation in the log.
         self.drain();
         let e = sessions::expire(&mut self.maps, &self.cfg);
+        if self.cfg.log_sessions {
+            for (k6, k4) in &e.expired {
+                let ev = SessionEvent {
+                    client: k6.client,
+                    remote: k6.remote,
+                    pool: k4.pool,
+                    client_port_be: k6.client_port_be,
+                    remote_port_be: k6.remote_port_be,
+                    pool_port_be: k4.pool_port_be,
+                    proto: k6.proto,
+                    _pad: 0,
+                    time: 0,
+                };
+                if let Some(p) = Protocol::from_number(k6.proto) {
+                    self.block_log.session(
+                        session_entry(crate::blocklog::SESSION_EXPIRED, p, &ev),
+                        Duration::ZERO,
+                    );
+                }
+            }
+        }
         for (k, block) in &e.blocks {
             if let Some(p) = Protocol::from_number(k.proto) {
                 self.block_log.write_aged(
@@ -360,7 +428,13 @@ impl Controller {
             }
         }
         if e != sessions::Expired::default() {
-            log::debug!("expired {e:?}");
+            log::debug!(
+                "expired {} sessions, {} bindings, {} filters, {} blocks",
+                e.sessions,
+                e.bindings,
+                e.filters,
+                e.blocks.len()
+            );
         }
         let mut snap = serde_json::Map::new();
         if self.dns.is_some() {
@@ -444,7 +518,7 @@ impl Controller {
             changes.push("nat64.clients".into());
         }
         let dns_changed = format!("{:?}", old.dns64) != format!("{:?}", new.dns64);
-        let log_changed = old.block_log != new.block_log;
+        let log_changed = old.block_log != new.block_log || old.log_sessions != new.log_sessions;
         self.cfg = new;
         if log_changed {
             self.block_log = BlockLog::open(self.cfg.block_log.as_deref())?;
