@@ -778,15 +778,18 @@ fn bench() -> Result<()> {
         pps.push((setup, r));
     }
     let mut rows = Vec::new();
-    let row_of =
-        |setup: Setup, capacity: bool| -> Option<Row> {
-            pps.iter().find(|(s, _)| *s == setup).map(|(s, r)| {
+    let row_of = |setup: Setup, capacity: bool| -> Option<Row> {
+        pps.iter().find(|(s, _)| *s == setup).map(|(s, r)| {
             let name = if capacity {
                 format!("64-byte UDP, gateway capacity per core: {}", s.name())
             } else {
                 format!("64-byte UDP: {}", s.name())
             };
-            let unit = if capacity { "packets/s/core" } else { "packets/s" };
+            let unit = if capacity {
+                "packets/s/core"
+            } else {
+                "packets/s"
+            };
             match r {
                 Ok((got, sent, cpu)) if capacity => {
                     let (mc, _, _) = common::stats(cpu);
@@ -808,22 +811,32 @@ fn bench() -> Result<()> {
                         ),
                     )
                 }
-                Ok((got, sent, _)) => Row::new(
-                    "live",
-                    &name,
-                    unit,
-                    got.clone(),
-                    &format!(
-                        "delivered at the server, {secs} s per run after 1 s warm-up; generator \
-                         ({}) offered {:.0} packets/s",
-                        generator_kind(),
-                        common::stats(sent).0.unwrap_or(0.0)
-                    ),
-                ),
+                Ok((got, sent, _)) => {
+                    let (d, o) = (
+                        common::stats(got).0.unwrap_or(0.0),
+                        common::stats(sent).0.unwrap_or(0.0),
+                    );
+                    let bound = if o > 0.0 && d >= 0.97 * o {
+                        "generator-bound: the gateway forwarded all it was offered"
+                    } else {
+                        "gateway-bound: the rest was dropped before the server"
+                    };
+                    Row::new(
+                        "live",
+                        &name,
+                        unit,
+                        got.clone(),
+                        &format!(
+                            "delivered at the server, {secs} s per run after 1 s warm-up; \
+                             generator ({}) offered {o:.0} packets/s ({bound})",
+                            generator_kind(),
+                        ),
+                    )
+                }
                 Err(e) => Row::missing("live", &name, unit, &format!("{e:#}")),
             }
         })
-        };
+    };
     for capacity in [false, true] {
         rows.extend(compare(
             row_of(Setup::Forwarder, capacity),
