@@ -1,12 +1,18 @@
-//! End-to-end tests of the RFC 7915 / RFC 6146 behaviour that ordinary tools depend on:
-//! traceroute through the gateway (its own hop-limit-exceeded and translated ICMPv4 errors),
-//! path MTU discovery across a link with a smaller IPv4 MTU (packet too big sent by the gateway
-//! or translated from a router's "fragmentation needed"), fragments both ways, and hairpinning
-//! between two IPv6 clients through a static mapping.
+//! End-to-end tests of the RFC 7915 / RFC 6146 behaviour that ordinary tools depend on (issue 4):
+//! traceroute (UDP, ICMP, TCP) through the gateway in both directions (its own hop-limit / TTL
+//! exceeded, translated errors from an IPv4 router and from the end hosts), the errors RFC 6146
+//! asks for when no port is left, path MTU discovery across smaller IPv4 and IPv6 links (packet
+//! too big / fragmentation needed sent by the gateway or translated, never below 1280), fragments
+//! both ways (in order, in reverse order, DF-clear IPv4 refragmented for 1280), IPv6 extension
+//! headers and IPv4 options, and hairpinning between two IPv6 clients through a static mapping.
 //!
 //! Each test builds its own namespaces (removed on drop, also when it fails) and runs its own
-//! controller instance. A lock keeps the tests one at a time. They need root and the
-//! `translator` binary (`cargo build -p translator-user`).
+//! controller instance. A lock keeps the tests one at a time. They need root, the tools checked
+//! in `prepare`, and the `translator` binary (`cargo build -p translator-user`).
+//!
+//! The gateway sends its own ICMP errors and hairpinned packets back out of the receiving veth
+//! with `XDP_TX`; a veth wakes its peer for such frames only when the peer runs an XDP program,
+//! so the tests attach an `XDP_PASS` program to the host ends that receive them.
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
