@@ -1315,3 +1315,293 @@ fn exposition_parser_reads_the_renderer_and_rejects_broken_text() -> Result<()> 
     );
     Ok(())
 }
+
+/// A second address of the server (another remote for the filtering checks).
+const SERVER_B_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+
+/// An unconnected UDP socket bound to `[addr]:0` in the client namespace (it receives from any
+/// sender).
+fn client_udp_open(topo: &Topology, addr: Ipv6Addr) -> Result<UdpSocket> {
+    topo.client
+        .in_ns(|| UdpSocket::bind((addr, 0)))?
+        .context("UDP socket in the client namespace")
+}
+
+/// Sends `data` from `sock` to the server's echo under the prefix on `port`; waits for the echo
+/// (three tries of 2 s).
+fn udp_exchange_to(sock: &UdpSocket, port: u16, data: &[u8]) -> Result<()> {
+    let to = SocketAddr::from((server_via_prefix(), port));
+    let mut buf = vec![0u8; 2048];
+    for _ in 0..3 {
+        sock.send_to(data, to).context("sending a UDP datagram")?;
+        match udp_recv(sock, &mut buf, Duration::from_secs(2)) {
+            Ok((n, from)) if from == to && buf.get(..n) == Some(data) => return Ok(()),
+            Ok((n, from)) => bail!("unexpected {n}-byte datagram from {from}"),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => return Err(e).context("receiving the UDP echo"),
+        }
+    }
+    bail!("no UDP echo from {to} within 3 tries")
+}
+
+/// Sends one datagram from [`SERVER_B_V4`]:7001 to `pool`:`port` and reports whether `sock`
+/// on the client received it (within `wait`).
+fn reaches_client(
+    topo: &Topology,
+    sock: &UdpSocket,
+    pool: Ipv4Addr,
+    port: u16,
+    wait: Duration,
+) -> Result<bool> {
+    let data = b"from another remote";
+    topo.server
+        .in_ns(|| -> std::io::Result<()> {
+            let s = UdpSocket::bind((SERVER_B_V4, 7001))?;
+            s.send_to(data, (pool, port))?;
+            Ok(())
+        })?
+        .context("sending from the server's second address")?;
+    let mut buf = vec![0u8; 2048];
+    match udp_recv(sock, &mut buf, wait) {
+        Ok((n, from)) => {
+            ensure!(
+                buf.get(..n) == Some(data.as_slice())
+                    && from.ip() == IpAddr::V6(translator_tests::nat64(SERVER_B_V4)),
+                "the client got an unexpected {n}-byte datagram from {from}"
+            );
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(false),
+        Err(e) => Err(e).context("waiting for the datagram from the second remote"),
+    }
+}
+
+/// Reload of a data-plane setting (`nat64.filtering`) replaces the XDP program in place: the new
+/// behaviour applies at once (a second remote reaches the client's binding only after the switch
+/// to endpoint-independent filtering), and nothing of the state goes: the session and its pool
+/// port, the counters, the block log (a new block after the swap is logged) and `trace`.
+#[test]
+fn reload_of_a_data_plane_setting_keeps_sessions_counters_log_and_trace() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("rlprog")?;
+    topo.server
+        .ip(&["addr", "add", &format!("{SERVER_B_V4}/24"), "dev", "s0"])?;
+    let _udp_echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let _tcp_echo = TcpEcho::start(&topo.server, "0.0.0.0:7002".parse()?)?;
+    let scratch = TempDir::new("rlprog")?;
+    let file = scratch.join("blocks.jsonl");
+    let file_s = file.to_str().context("temp path is not UTF-8")?.to_owned();
+    let mut config = topo.config();
+    config.pool = vec![ALT_POOL_V4.to_string()];
+    config.filtering = Some("address-dependent".into());
+    config.extra = format!("[log]\nblocks = \"{file_s}\"\n");
+    let gw = Gateway::start(&topo.gateway, config.clone())?;
+
+    let sock = client_udp_open(&topo, CLIENT_V6)?;
+    let client_port = sock.local_addr()?.port();
+    udp_exchange_to(&sock, 7000, b"before the swap")?;
+    let session = udp_session(&gw, client_port)?;
+    ensure!(
+        !reaches_client(
+            &topo,
+            &sock,
+            session.pool,
+            session.pool_port,
+            Duration::from_secs(1)
+        )?,
+        "with address-dependent filtering, {SERVER_B_V4} reached the client's binding {}:{} \
+         although the client never sent to it",
+        session.pool,
+        session.pool_port
+    );
+    let before = gw.stats()?;
+
+    let mut eif = config.clone();
+    eif.filtering = Some("endpoint-independent".into());
+    write_config(&gw, &eif.to_toml())?;
+    let out = reload(&gw)?
+        .check()
+        .context("reloading with endpoint-independent filtering")?;
+    ensure!(
+        out.stdout_str().contains("data-plane settings"),
+        "`translator reload` does not report the data-plane change:\n{}",
+        out.stdout_str()
+    );
+
+    // At once: the second remote gets through now.
+    ensure!(
+        reaches_client(
+            &topo,
+            &sock,
+            session.pool,
+            session.pool_port,
+            Duration::from_secs(3)
+        )?,
+        "after the reload to endpoint-independent filtering, {SERVER_B_V4} still cannot reach \
+         the client's binding {}:{}",
+        session.pool,
+        session.pool_port
+    );
+    // The session, its pool port and the counters survived the program swap.
+    udp_exchange_to(&sock, 7000, b"after the swap")?;
+    let after = udp_session(&gw, client_port).context("after the program swap")?;
+    ensure!(
+        after.pool == session.pool && after.pool_port == session.pool_port,
+        "the session changed across the program swap: {session:?} -> {after:?}"
+    );
+    let stats = gw.stats()?;
+    for event in ["translated-6to4", "translated-4to6", "session-created"] {
+        ensure!(
+            stats.event(event) > 0 && stats.event(event) >= before.event(event),
+            "counter {event} went from {} to {} across the program swap (reset?)",
+            before.event(event),
+            stats.event(event)
+        );
+    }
+    ensure!(
+        stats.event("translated-6to4") > before.event("translated-6to4"),
+        "translated-6to4 did not grow after the swap although a datagram went through \
+         ({} before, {} after)",
+        before.event("translated-6to4"),
+        stats.event("translated-6to4")
+    );
+
+    // The block log still gets the new program's allocations: a TCP flow takes a TCP block.
+    let back = tcp_echo(
+        &topo.client,
+        (server_via_prefix(), 7002).into(),
+        b"tcp after the swap",
+    )?;
+    ensure!(back == b"tcp after the swap", "TCP echo after the swap");
+    let tcp_block_logged = |path: &Path| {
+        std::fs::read_to_string(path).is_ok_and(|t| {
+            t.lines().any(|l| {
+                parse_block_line(l).is_ok_and(|(e, c, p, _, _, _, _)| {
+                    e == "block-allocated" && c == CLIENT_V6 && p == "tcp"
+                })
+            })
+        })
+    };
+    ensure!(
+        wait_until(Duration::from_secs(5), || tcp_block_logged(&file)),
+        "the TCP block allocated by the replaced program is not in the block log within 5 s:\n{}",
+        std::fs::read_to_string(&file).unwrap_or_default()
+    );
+
+    // And trace sees the replaced program's packets.
+    let lines = trace_during(&gw, &["--port", "7000", "--count", "1"], || {
+        udp_exchange_to(&sock, 7000, b"traced after the swap")
+    })?;
+    ensure!(
+        lines.iter().any(|l| l.dropped.is_none()
+            && l.received.src == Some(IpAddr::V6(CLIENT_V6))
+            && l.received.sport == client_port
+            && l.sent
+                .as_ref()
+                .is_some_and(|s| s.sport == session.pool_port)),
+        "trace after the program swap does not show the translated datagram: {lines:#?}"
+    );
+    Ok(())
+}
+
+/// `nat64.clients` reloaded by SIGHUP (not the CLI): a prefix added gets through at once, and
+/// once removed again its new flows are refused (client-not-allowed).
+#[test]
+fn sighup_reload_adds_and_removes_a_client_prefix_at_once() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("rlcli")?;
+    topo.client.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{OUTSIDER_V6}/128"),
+        "dev",
+        "c0",
+        "nodad",
+    ])?;
+    // The gateway routes the outsider's replies back to the client.
+    topo.gateway.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:2::/64",
+        "via",
+        "2001:db8:1::2",
+        "dev",
+        "g6",
+    ])?;
+    let _udp_echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let config = topo.config();
+    let gw = Gateway::start(&topo.gateway, config.clone())?;
+    let pid = gw.status()?["controller_pid"]
+        .as_u64()
+        .and_then(|p| i32::try_from(p).ok())
+        .context("`status --json` has no controller_pid")?;
+    let report = Path::new("/run/translator")
+        .join(gw.instance())
+        .join("reload.json");
+    let sighup = |what: &str| -> Result<()> {
+        let before = std::fs::metadata(&report).and_then(|m| m.modified()).ok();
+        // SAFETY: kill(2) on the controller's pid, which this test started.
+        let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+        ensure!(
+            rc == 0,
+            "kill -HUP {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        ensure!(
+            wait_until(Duration::from_secs(10), || {
+                std::fs::metadata(&report)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .is_some_and(|t| Some(t) != before)
+            }),
+            "no answer in {} within 10 s of SIGHUP ({what})",
+            report.display()
+        );
+        let text = std::fs::read_to_string(&report)?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        ensure!(
+            v["ok"] == true,
+            "SIGHUP ({what}) was refused: {text}\n{}",
+            gw.log()
+        );
+        Ok(())
+    };
+
+    let refused_before = gw.stats()?.drop_count("client-not-allowed");
+    let outsider = client_udp_open(&topo, OUTSIDER_V6)?;
+    ensure!(
+        udp_exchange_to(&outsider, 7000, b"not yet").is_err(),
+        "{OUTSIDER_V6} got through before its prefix was allowed"
+    );
+    ensure!(
+        gw.stats()?.drop_count("client-not-allowed") > refused_before,
+        "the outsider's datagrams were not counted as client-not-allowed"
+    );
+
+    let mut wider = config.clone();
+    wider.clients.push("2001:db8:2::/64".into());
+    write_config(&gw, &wider.to_toml())?;
+    sighup("adding 2001:db8:2::/64")?;
+    udp_exchange_to(&outsider, 7000, b"allowed now")
+        .context("the client prefix added by SIGHUP does not apply at once")?;
+    let inside = client_udp_open(&topo, CLIENT_V6)?;
+    udp_exchange_to(&inside, 7000, b"still allowed")?;
+
+    write_config(&gw, &config.to_toml())?;
+    sighup("removing 2001:db8:2::/64")?;
+    let refused = gw.stats()?.drop_count("client-not-allowed");
+    let fresh = client_udp_open(&topo, OUTSIDER_V6)?;
+    ensure!(
+        udp_exchange_to(&fresh, 7000, b"gone again").is_err(),
+        "a new flow from {OUTSIDER_V6} got through after its prefix was removed by SIGHUP"
+    );
+    ensure!(
+        gw.stats()?.drop_count("client-not-allowed") > refused,
+        "the refused flow was not counted as client-not-allowed"
+    );
+    udp_exchange_to(&inside, 7000, b"inside still works")?;
+    ensure!(gw.status().is_ok(), "`status` fails after the reloads");
+    Ok(())
+}
