@@ -35,6 +35,8 @@ fn count(line: &str, word: &str) -> u64 {
 
 /// The process group of the running `cargo test`, for the signal forwarder (0: none).
 static CHILD_GROUP: AtomicI32 = AtomicI32::new(0);
+/// The process group of the last `cargo test` (kept after it exits).
+static LAST_GROUP: AtomicI32 = AtomicI32::new(0);
 
 fn signal_group(signal: libc::c_int) {
     let pgid = CHILD_GROUP.load(Ordering::SeqCst);
@@ -58,10 +60,9 @@ fn cargo_test(cmd: &mut Command, limit: Duration) -> Result<(bool, Vec<TestResul
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start `{what}`"))?;
-    CHILD_GROUP.store(
-        libc::pid_t::try_from(child.id()).unwrap_or_default(),
-        Ordering::SeqCst,
-    );
+    let pgid = libc::pid_t::try_from(child.id()).unwrap_or_default();
+    CHILD_GROUP.store(pgid, Ordering::SeqCst);
+    LAST_GROUP.store(pgid, Ordering::SeqCst);
     let deadline = Instant::now() + limit;
     let mut timed_out = false;
     let (tx, rx) = mpsc::channel::<(bool, String)>();
@@ -177,13 +178,13 @@ pub fn lint_only() -> Result<()> {
 pub fn test(with_lint: bool, filter: Option<&str>) -> Result<()> {
     translator_tests::require_root()
         .context("the end-to-end tests create network namespaces and attach XDP programs")?;
-    // Ctrl-C / SIGTERM: pass it on to the running tests, then stop. (Whatever a killed test
-    // leaves behind is swept by the next run.)
+    // Ctrl-C / SIGTERM: pass it on to the running tests (SIGKILL 10 s later if they are still
+    // there); what the killed tests leave behind is swept below.
     ctrlc::set_handler(|| {
+        translator_tests::request_interrupt();
         signal_group(libc::SIGINT);
         std::thread::sleep(Duration::from_secs(10));
         signal_group(libc::SIGKILL);
-        std::process::exit(130);
     })
     .context("cannot install the Ctrl-C handler")?;
     setup::ensure()?;
@@ -216,6 +217,7 @@ pub fn test(with_lint: bool, filter: Option<&str>) -> Result<()> {
     ]);
     args(&mut unit);
     let (ok, r) = cargo_test(&mut unit, UNIT_LIMIT)?;
+    stop_if_interrupted(&bin)?;
     if !ok {
         failures.push("cargo test (unit tests)".to_owned());
     }
@@ -228,6 +230,7 @@ pub fn test(with_lint: bool, filter: Option<&str>) -> Result<()> {
         .env("TRANSLATOR_BIN", &bin);
     args(&mut integration);
     let (ok, r) = cargo_test(&mut integration, INTEGRATION_LIMIT)?;
+    stop_if_interrupted(&bin)?;
     if !ok {
         failures.push("cargo test -p translator-tests (integration tests)".to_owned());
     }
@@ -252,6 +255,24 @@ pub fn test(with_lint: bool, filter: Option<&str>) -> Result<()> {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// After Ctrl-C: remove what the killed tests left behind and stop.
+fn stop_if_interrupted(bin: &std::path::Path) -> Result<()> {
+    if !translator_tests::interrupted() {
+        return Ok(());
+    }
+    // Let the test processes die first, so their namespaces count as stale.
+    let pgid = LAST_GROUP.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(12);
+    // SAFETY: kill(2) with signal 0 only checks whether the group still exists.
+    while pgid > 0 && unsafe { libc::kill(-pgid, 0) } == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    for what in translator_tests::sweep_stale(Some(bin)) {
+        println!("removed {what}");
+    }
+    bail!("interrupted")
 }
 
 /// `unittests src/lib.rs (target/debug/deps/translator_common-0123)` to
