@@ -280,9 +280,9 @@ fn stats_delta(before: &Stats, after: &Stats) -> String {
 }
 
 /// The controller's slow-path counters (`stats --json`, section `slow_path`), for messages.
-/// The controller publishes them a few seconds after the data plane's counters move.
+/// The controller publishes them on its expiry tick (every 10 s with the default timeouts).
 fn slow_path_counters(gw: &Gateway) -> String {
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(11));
     gw.cli(&["stats", "--json"])
         .ok()
         .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
