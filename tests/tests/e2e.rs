@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use translator_tests::{
     ALT_POOL_V4, CLIENT_V6, GATEWAY_V4, Gateway, GatewayConfig, HttpServer, NetNs, PacedHttp,
-    SERVER_V4, Session, StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, pattern,
+    SERVER_V4, Session, StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, nat64, pattern,
     server_via_prefix, udp_recv, wait_until,
 };
 
@@ -391,6 +391,77 @@ fn udp_both_ways() -> Result<()> {
         "no UDP session for client port {local_port} -> 7777 via {mapping}; {}",
         describe_sessions(&sessions)
     );
+    Ok(())
+}
+
+#[test]
+fn filtering_address_dependent_then_endpoint_independent() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("filter")?;
+    // A second IPv4 host (address) the client never talks to.
+    topo.server
+        .ip(&["addr", "add", "192.0.2.3/24", "dev", "s0"])?;
+    let other_host = std::net::Ipv4Addr::new(192, 0, 2, 3);
+    let echo = UdpEcho::start(&topo.server, "192.0.2.2:7000".parse()?)?;
+    for filtering in ["address-dependent", "endpoint-independent"] {
+        let mut config = topo.config();
+        config.filtering = Some(filtering.into());
+        let gw = Gateway::start(&topo.gateway, config)?;
+        let sock = topo
+            .client
+            .in_ns(|| UdpSocket::bind("[::]:0"))?
+            .context("binding the client's UDP socket")?;
+        let mut buf = [0u8; 256];
+        sock.send_to(b"open a mapping", (server_via_prefix(), 7000))?;
+        udp_recv(&sock, &mut buf, Duration::from_secs(3))
+            .with_context(|| format!("{filtering}: no echo from the server"))?;
+        let mapping = echo
+            .seen()
+            .last()
+            .map(|(a, _)| *a)
+            .context("the server saw no datagram")?;
+        let drops_before = gw.stats()?.total_drops();
+
+        // The host the client never contacted sends to the mapping.
+        topo.server
+            .in_ns(|| -> std::io::Result<()> {
+                let s = UdpSocket::bind((other_host, 0))?;
+                s.send_to(b"unsolicited", mapping)?;
+                Ok(())
+            })?
+            .context("sending from 192.0.2.3")?;
+        let got = udp_recv(&sock, &mut buf, Duration::from_millis(1500));
+        match filtering {
+            "address-dependent" => {
+                ensure!(
+                    got.is_err(),
+                    "address-dependent filtering let a datagram from {other_host} (never contacted) \
+                     through to the client: {got:?}"
+                );
+                let drops_after = gw.stats()?.total_drops();
+                ensure!(
+                    drops_after > drops_before,
+                    "the filtered datagram was not counted as a drop ({drops_before} -> \
+                     {drops_after})\n{}",
+                    diagnose(&topo, &gw)
+                );
+            }
+            _ => {
+                let (n, from) = got.with_context(|| {
+                    format!(
+                        "endpoint-independent filtering dropped a datagram from {other_host}\n{}",
+                        diagnose(&topo, &gw)
+                    )
+                })?;
+                ensure!(
+                    buf.get(..n) == Some(&b"unsolicited"[..])
+                        && from.ip() == std::net::IpAddr::V6(nat64(other_host)),
+                    "expected `unsolicited` from [{}]:*, got {n} bytes from {from}",
+                    nat64(other_host)
+                );
+            }
+        }
+    }
     Ok(())
 }
 
