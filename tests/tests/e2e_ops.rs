@@ -1,6 +1,9 @@
-//! End-to-end tests of the gateway under abuse and in operation: hostile traffic on both
-//! interfaces during a transfer, the per-client port cap (with its ICMPv6 error) and a SYN flood
-//! that must leave other clients working, and a `kill -9` of the controller mid-transfer.
+//! End-to-end tests of the gateway under abuse and in operation: hostile traffic (scapy fuzzing
+//! and malformed frames) on both sides of a two-armed and a one-armed gateway during a transfer;
+//! the limits under pressure, each with its ICMPv6 destination unreachable (code 3) and drop
+//! counter: the per-client port cap, pool exhaustion, a full session table, a SYN flood with
+//! random source ports, and recovery when sessions expire; and a `kill -9` of the controller in
+//! the middle of a transfer.
 //!
 //! Each test builds its own namespaces (removed on drop, also when it fails) and runs its own
 //! controller instance; traffic only goes to addresses inside those namespaces. A lock keeps the
