@@ -1605,3 +1605,222 @@ fn sighup_reload_adds_and_removes_a_client_prefix_at_once() -> Result<()> {
     ensure!(gw.status().is_ok(), "`status` fails after the reloads");
     Ok(())
 }
+
+/// Five reloads while a 6 MiB download (12 s) runs through the gateway (three of them replace the XDP
+/// program, two add and remove a static mapping): the download completes intact on the same
+/// session.
+#[test]
+fn reloads_during_a_transfer_leave_it_intact() -> Result<()> {
+    const SIZE: usize = 6 * 1024 * 1024;
+    const RATE: u64 = 512 * 1024;
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("rlxfer")?;
+    let body = std::sync::Arc::new(pattern(SIZE, 0x7e10ad));
+    let _http = translator_tests::PacedHttp::start(
+        &topo.server,
+        "0.0.0.0:8000".parse()?,
+        body.clone(),
+        RATE,
+    )?;
+    let mut config = topo.config();
+    config.pool = vec![ALT_POOL_V4.to_string()];
+    let gw = Gateway::start(&topo.gateway, config.clone())?;
+    let scratch = TempDir::new("rlxfer")?;
+    let out = scratch.join("download.bin");
+    let out_s = out.to_str().context("temp path is not UTF-8")?.to_owned();
+    let url = format!("http://[{}]:8000/big.bin", server_via_prefix());
+    let mut curl = topo.client.spawn(
+        &[
+            "curl",
+            "-g",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "60",
+            "-o",
+            &out_s,
+            &url,
+        ],
+        &scratch.join("curl.log"),
+    )?;
+    let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    ensure!(
+        wait_until(Duration::from_secs(10), || size() > 256 * 1024),
+        "the download did not start (at {} bytes): {}",
+        size(),
+        curl.log()
+    );
+    let tcp_session = || -> Result<Session> {
+        let sessions = gw.sessions()?;
+        sessions
+            .iter()
+            .find(|s| s.protocol == "tcp" && s.remote_port == 8000)
+            .cloned()
+            .with_context(|| format!("no TCP session to port 8000 in {sessions:#?}"))
+    };
+    let session = tcp_session()?;
+
+    let mut variants = Vec::new();
+    for (i, filtering) in [
+        "endpoint-independent",
+        "address-dependent",
+        "endpoint-independent",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = config.clone();
+        c.filtering = Some(filtering.into());
+        if i == 1 {
+            c.statics.push(static_tcp(9090));
+        }
+        variants.push(c);
+    }
+    let mut back = variants[2].clone();
+    back.statics.clear();
+    variants.push(back);
+    variants.push(config.clone());
+    for (i, c) in variants.iter().enumerate() {
+        write_config(&gw, &c.to_toml())?;
+        let at = size();
+        reload(&gw)?.check().with_context(|| {
+            format!("reload {} of {} during the download", i + 1, variants.len())
+        })?;
+        ensure!(
+            wait_until(Duration::from_secs(5), || size() > at + 32 * 1024),
+            "the download stalled after reload {} ({at} -> {} bytes of {SIZE})",
+            i + 1,
+            size()
+        );
+    }
+    ensure!(
+        size() < SIZE as u64,
+        "the download finished before the reloads were done: make it slower"
+    );
+    let finished = wait_until(Duration::from_secs(30), || curl.exited().is_some());
+    let exit = curl.exited();
+    ensure!(
+        finished && exit.is_some_and(|s| s.success()),
+        "curl did not finish successfully (exit {exit:?}, {} of {SIZE} bytes): {}",
+        size(),
+        curl.log()
+    );
+    let got = std::fs::read(&out)?;
+    ensure!(
+        got.len() == SIZE && got == *body,
+        "the download came out different: {} bytes of {SIZE}, first difference at {:?}",
+        got.len(),
+        got.iter().zip(body.iter()).position(|(a, b)| a != b)
+    );
+    let after = tcp_session()?;
+    ensure!(
+        after.pool_port == session.pool_port && after.client_port == session.client_port,
+        "the download's session changed during the reloads: {session:?} -> {after:?}"
+    );
+    Ok(())
+}
+
+/// Live settings: an unchanged file reloads as "no change"; shorter UDP timeouts apply to the
+/// existing session (it expires within seconds), a new `log.blocks` file gets the events from
+/// then on (the block's release); `translator reload` without a running controller fails
+/// clearly.
+#[test]
+fn reload_applies_timeouts_and_log_path_to_what_exists() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("rllive")?;
+    let _udp_echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let scratch = TempDir::new("rllive")?;
+    let (first, second) = (scratch.join("first.jsonl"), scratch.join("second.jsonl"));
+    let path = |p: &Path| {
+        p.to_str()
+            .map(str::to_owned)
+            .context("temp path is not UTF-8")
+    };
+    let mut config = topo.config();
+    config.block_size = Some(64);
+    config.timeout_udp = Some(300);
+    config.enforce_rfc_minimums = Some(false);
+    config.extra = format!("[log]\nblocks = \"{}\"\n", path(&first)?);
+    let mut gw = Gateway::start(&topo.gateway, config.clone())?;
+
+    let sock = client_udp(&topo, 7000)?;
+    let client_port = sock.local_addr()?.port();
+    udp_exchange(&sock, b"live settings")?;
+    let session = udp_session(&gw, client_port)?;
+    ensure!(
+        session.expires_in_secs > 200,
+        "with udp = 300 the session expires in {} s",
+        session.expires_in_secs
+    );
+    ensure!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&first)
+            .is_ok_and(|t| t.contains("block-allocated"))),
+        "no allocation in the first block log"
+    );
+
+    let out = reload(&gw)?
+        .check()
+        .context("reloading an unchanged file")?;
+    ensure!(
+        out.stdout_str().contains("no change"),
+        "an unchanged file reloads as: {}",
+        out.stdout_str()
+    );
+
+    let mut short = config.clone();
+    short.timeout_udp = Some(3);
+    short.extra = format!("[log]\nblocks = \"{}\"\n", path(&second)?);
+    write_config(&gw, &short.to_toml())?;
+    let out = reload(&gw)?.check().context("reloading shorter timeouts")?;
+    ensure!(
+        out.stdout_str().contains("timeouts") && out.stdout_str().contains("log.blocks"),
+        "the reload does not report timeouts and log.blocks: {}",
+        out.stdout_str()
+    );
+    drop(sock);
+    let gone = wait_until(Duration::from_secs(20), || {
+        gw.sessions()
+            .is_ok_and(|s| !s.iter().any(|x| x.client_port == client_port))
+    });
+    ensure!(
+        gone,
+        "the UDP session still exists 20 s after udp = 3 was reloaded: {:?}",
+        udp_session(&gw, client_port)
+    );
+    let released = wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&second).is_ok_and(|t| {
+            t.lines().any(|l| {
+                parse_block_line(l).is_ok_and(|(e, c, p, pool, f, last, _)| {
+                    e == "block-released"
+                        && c == CLIENT_V6
+                        && p == "udp"
+                        && pool == session.pool
+                        && (f..=last).contains(&session.pool_port)
+                })
+            })
+        })
+    });
+    ensure!(
+        released,
+        "the block's release is not in the new log file {} within 20 s; it holds:\n{}\nthe old one:\n{}",
+        second.display(),
+        std::fs::read_to_string(&second).unwrap_or_else(|e| format!("({e})")),
+        std::fs::read_to_string(&first).unwrap_or_else(|e| format!("({e})"))
+    );
+    let old = std::fs::read_to_string(&first)?;
+    ensure!(
+        !old.contains("block-released"),
+        "the old log file still got the release after log.blocks changed:\n{old}"
+    );
+
+    // No controller: a clear error, no hang.
+    gw.stop()?;
+    let out = reload(&gw)?;
+    let text = format!("{}{}", out.stdout_str(), out.stderr_str());
+    ensure!(
+        !out.status.success() && text.contains("not running"),
+        "`translator reload` without a controller: exit {}, {text}",
+        out.status
+    );
+    Ok(())
+}
