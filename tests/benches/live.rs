@@ -756,26 +756,37 @@ fn bench() -> Result<()> {
     let only = std::env::var("TRANSLATOR_BENCH_LIVE").unwrap_or_default();
     let wanted = |s: Setup| only.is_empty() || only.split(',').any(|w| s.key() == w);
     type Samples = (Vec<f64>, Vec<f64>, Vec<f64>);
-    let mut pps: Vec<(Setup, Result<Samples>)> = Vec::new();
-    for setup in setups.into_iter().filter(|s| wanted(*s)) {
-        let r = (|| -> Result<Samples> {
-            let net = Net::new()?;
-            let running = start(&net, setup)?;
-            let frames = frames(setup.destination());
-            let (mut got, mut sent, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..runs {
-                let (d, s, c) =
-                    measure(&net, &running.pids, &frames, Duration::from_secs(1), secs)?;
-                got.push(d);
-                sent.push(s);
-                cpu.push(c);
+    // Round robin (setup A, B, C, D, then A again...), each run on a fresh topology, so that a
+    // change in the machine's load during the bench touches every setup alike.
+    let mut pps: Vec<(Setup, Result<Samples>)> = setups
+        .into_iter()
+        .filter(|s| wanted(*s))
+        .map(|s| (s, Ok((Vec::new(), Vec::new(), Vec::new()))))
+        .collect();
+    for _ in 0..runs {
+        for (setup, acc) in &mut pps {
+            let Ok((got, sent, cpu)) = acc else {
+                continue;
+            };
+            let setup = *setup;
+            let r = (|| -> Result<(f64, f64, f64)> {
+                let net = Net::new()?;
+                let running = start(&net, setup)?;
+                let frames = frames(setup.destination());
+                measure(&net, &running.pids, &frames, Duration::from_secs(1), secs)
+            })();
+            match r {
+                Ok((d, s, c)) => {
+                    got.push(d);
+                    sent.push(s);
+                    cpu.push(c);
+                }
+                Err(e) => {
+                    eprintln!("live: {}: {e:#}", setup.name());
+                    *acc = Err(e);
+                }
             }
-            Ok((got, sent, cpu))
-        })();
-        if let Err(e) = &r {
-            eprintln!("live: {}: {e:#}", setup.name());
         }
-        pps.push((setup, r));
     }
     let mut rows = Vec::new();
     let row_of = |setup: Setup, capacity: bool| -> Option<Row> {
@@ -847,37 +858,49 @@ fn bench() -> Result<()> {
     }
     // TCP.
     let tcp_secs = if quick() { 2 } else { 5 };
-    let mut tcp_rows: Vec<(Setup, Row)> = Vec::new();
-    let tcp_setups = [Setup::Translator, Setup::Kernel, Setup::Tayga];
-    for setup in tcp_setups
-        .into_iter()
-        .filter(|s| wanted(*s) && !only.contains("notcp"))
-    {
-        let name = format!("iperf3 TCP: {}", setup.name());
-        let r = (|| -> Result<Vec<f64>> {
-            let net = Net::new()?;
-            let _running = start(&net, setup)?;
-            let mut v = Vec::new();
-            for _ in 0..runs {
-                v.push(iperf(&net, setup, tcp_secs)? / 1e9);
+    let mut tcp_runs: Vec<(Setup, Result<Vec<f64>>)> =
+        [Setup::Translator, Setup::Kernel, Setup::Tayga]
+            .into_iter()
+            .filter(|s| wanted(*s) && !only.contains("notcp"))
+            .map(|s| (s, Ok(Vec::new())))
+            .collect();
+    for _ in 0..runs {
+        for (setup, acc) in &mut tcp_runs {
+            let Ok(v) = acc else {
+                continue;
+            };
+            let setup = *setup;
+            let r = (|| -> Result<f64> {
+                let net = Net::new()?;
+                let _running = start(&net, setup)?;
+                iperf(&net, setup, tcp_secs)
+            })();
+            match r {
+                Ok(bps) => v.push(bps / 1e9),
+                Err(e) => {
+                    eprintln!("live: iperf3 {}: {e:#}", setup.name());
+                    *acc = Err(e);
+                }
             }
-            Ok(v)
-        })();
-        let row = match r {
-            Ok(v) => Row::new(
-                "live",
-                &name,
-                "Gbit/s",
-                v,
-                &format!("one stream, {tcp_secs} s per run, iperf3 client and server on CPU 0"),
-            ),
-            Err(e) => {
-                eprintln!("live: {name}: {e:#}");
-                Row::missing("live", &name, "Gbit/s", &format!("{e:#}"))
-            }
-        };
-        tcp_rows.push((setup, row));
+        }
     }
+    let tcp_rows: Vec<(Setup, Row)> = tcp_runs
+        .into_iter()
+        .map(|(setup, r)| {
+            let name = format!("iperf3 TCP: {}", setup.name());
+            let row = match r {
+                Ok(v) => Row::new(
+                    "live",
+                    &name,
+                    "Gbit/s",
+                    v,
+                    &format!("one stream, {tcp_secs} s per run, iperf3 client and server on CPU 0"),
+                ),
+                Err(e) => Row::missing("live", &name, "Gbit/s", &format!("{e:#}")),
+            };
+            (setup, row)
+        })
+        .collect();
     let tcp = |s: Setup| {
         tcp_rows
             .iter()
