@@ -212,6 +212,163 @@ impl RouterTopology {
     }
 }
 
+/// ```text
+///  client ns               router6 ns                      gateway ns              server ns
+///  c0 2001:db8:1::2/64 --- rc 2001:db8:1::1/64
+///                          r6 2001:db8:2::2/64 ----------- g6 2001:db8:2::1/64
+///                                                          g4 192.0.2.1/24 ------- s0 192.0.2.2/24
+/// ```
+/// An IPv6 router between the client and the gateway; the client's link has a chosen MTU.
+struct V6RouterTopology {
+    /// Dropped first, while the namespaces still exist.
+    _pass: Vec<XdpPass>,
+    client: NetNs,
+    router: NetNs,
+    gateway: NetNs,
+    server: NetNs,
+}
+
+impl V6RouterTopology {
+    fn build(tag: &str, client_link_mtu: u32) -> Result<Self> {
+        let mut t = Self {
+            _pass: Vec::new(),
+            client: NetNs::new(&format!("{tag}-cli"))?,
+            router: NetNs::new(&format!("{tag}-rt6"))?,
+            gateway: NetNs::new(&format!("{tag}-gw"))?,
+            server: NetNs::new(&format!("{tag}-srv"))?,
+        };
+        t.wire(client_link_mtu)
+            .with_context(|| format!("building the IPv6 router topology {tag}"))?;
+        Ok(t)
+    }
+
+    fn wire(&mut self, client_link_mtu: u32) -> Result<()> {
+        let (c, r, g, s) = (&self.client, &self.router, &self.gateway, &self.server);
+        let mtu = client_link_mtu.to_string();
+        r.ip(&[
+            "link",
+            "add",
+            "rc",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "c0",
+            "netns",
+            c.name(),
+        ])?;
+        g.ip(&[
+            "link",
+            "add",
+            "g6",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "r6",
+            "netns",
+            r.name(),
+        ])?;
+        g.ip(&[
+            "link",
+            "add",
+            "g4",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "s0",
+            "netns",
+            s.name(),
+        ])?;
+
+        for dev in ["g6", "g4"] {
+            g.ip(&["link", "set", dev, "up"])?;
+            g.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
+        }
+        g.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        g.ip(&["addr", "add", "2001:db8:2::1/64", "dev", "g6", "nodad"])?;
+        g.ip(&["addr", "add", "192.0.2.1/24", "dev", "g4"])?;
+        g.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:1::/64",
+            "via",
+            "2001:db8:2::2",
+        ])?;
+        g.sysctl("net.ipv4.ip_forward", "1")?;
+        g.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        g.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+        g.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
+
+        r.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        r.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        r.sysctl("net.ipv6.icmp.ratelimit", "0")?;
+        r.ip(&["link", "set", "rc", "mtu", &mtu])?;
+        r.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "rc", "nodad"])?;
+        r.ip(&["addr", "add", "2001:db8:2::2/64", "dev", "r6", "nodad"])?;
+        for dev in ["rc", "r6"] {
+            r.ip(&["link", "set", dev, "up"])?;
+            offloads(r, dev)?;
+        }
+        r.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:2::1",
+            "dev",
+            "r6",
+        ])?;
+
+        c.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        c.ip(&["link", "set", "c0", "mtu", &mtu])?;
+        c.ip(&["addr", "add", "2001:db8:1::2/64", "dev", "c0", "nodad"])?;
+        c.ip(&["link", "set", "c0", "up"])?;
+        offloads(c, "c0")?;
+        c.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::1",
+            "dev",
+            "c0",
+        ])?;
+
+        s.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        no_icmp_ratelimit(s)?;
+        s.ip(&["addr", "add", "192.0.2.2/24", "dev", "s0"])?;
+        s.ip(&["link", "set", "s0", "up"])?;
+        offloads(s, "s0")?;
+        s.ip(&["route", "add", "default", "via", "192.0.2.1", "dev", "s0"])?;
+
+        // The gateway's own errors leave with XDP_TX: towards the router on g6, towards the
+        // server on g4.
+        let pass = XdpPass::attach(r, "r6")?;
+        self._pass.push(pass);
+        let pass = XdpPass::attach(s, "s0")?;
+        self._pass.push(pass);
+
+        let _ = r.try_run(
+            &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:2::1"],
+            Duration::from_secs(10),
+        );
+        let _ = c.try_run(
+            &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:2::1"],
+            Duration::from_secs(10),
+        );
+        let _ = s.try_run(
+            &["ping", "-c", "1", "-W", "2", "192.0.2.1"],
+            Duration::from_secs(10),
+        );
+        Ok(())
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // Helpers.
 
@@ -722,6 +879,86 @@ fn set_int_option(
     Ok(())
 }
 
+/// Traceroute from a client behind an IPv6 router: the router, the gateway (its errors
+/// sourced from its IPv6-side address 2001:db8:2::1, routed back through the router), the
+/// server.
+#[test]
+fn traceroute_from_behind_an_ipv6_router() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = V6RouterTopology::build("tr6c", 1500)?;
+    let _gw = Gateway::start(&topo.gateway, GatewayConfig::new("g6", "g4"))?;
+    let server = server_via_prefix();
+    let router = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+    let gateway = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+    for (method, extra) in [
+        ("UDP", &[][..]),
+        ("ICMP", &["-I"][..]),
+        ("TCP", &["-T", "-p", "80"][..]),
+    ] {
+        let (hops, text) = traceroute(&topo.client, extra, server)?;
+        expect_hops(
+            &format!("traceroute ({method}) behind an IPv6 router"),
+            &hops,
+            &[router, gateway, server],
+            &text,
+        )?;
+    }
+    Ok(())
+}
+
+/// Traceroute from the IPv4 side through an IPv6 router: the router's ICMPv6 time exceeded
+/// comes from an address outside the prefix, so the gateway translates it with its own IPv4
+/// (pool) address as the source (RFC 6146 / RFC 6791): hop 2 must answer, not stay `*`.
+#[test]
+fn traceroute_from_the_ipv4_side_through_an_ipv6_router() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = V6RouterTopology::build("trr6", 1500)?;
+    let mut config = GatewayConfig::new("g6", "g4");
+    config.statics.push(StaticMapping {
+        protocol: "udp".into(),
+        ipv6: CLIENT_V6,
+        ipv6_port: 8080,
+        ipv4: GATEWAY_V4,
+        ipv4_port: 8080,
+    });
+    let gw = Gateway::start(&topo.gateway, config)?;
+    let before = gw.stats()?;
+    let out = topo.server.try_run(
+        &[
+            "traceroute",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "1",
+            "-m",
+            "5",
+            "-U",
+            "-p",
+            "8080",
+            "192.0.2.1",
+        ],
+        Duration::from_secs(30),
+    )?;
+    let text = format!("{}{}", out.stdout_str(), out.stderr_str());
+    let after = gw.stats()?;
+    let hops = traceroute_hops(&out.stdout_str());
+    let pool = Some("192.0.2.1".to_owned());
+    let want: Vec<Hop> = vec![(1, pool.clone()), (2, pool.clone()), (3, pool)];
+    ensure!(
+        hops == want,
+        "expected hops {want:?} (gateway, router's time exceeded translated, client's port \
+         unreachable), got {hops:?}; output:\n{text}\ngateway counters: {}",
+        stats_delta(&before, &after)
+    );
+    ensure!(
+        after.event("icmp-error-translated") >= before.event("icmp-error-translated") + 2,
+        "expected the router's time exceeded and the client's port unreachable translated: {}",
+        stats_delta(&before, &after)
+    );
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------
 // 2. Path MTU discovery.
 
@@ -951,6 +1188,54 @@ fn pmtu_below_the_ipv6_minimum_on_the_ipv4_side() -> Result<()> {
     )?;
     let got = curl(&topo.client, &format!("http://[{server}]:80/big.bin"))?;
     same_bytes("big.bin across the router's MTU-1000 link", &got, &body)?;
+    Ok(())
+}
+
+/// An IPv6 router with a 1280-byte link in front of the client: its "packet too big" about the
+/// server's full-size TCP segments is translated into "fragmentation needed" (MTU 1260) for the
+/// server, which then sends smaller segments and the download completes.
+#[test]
+fn pmtu_ipv6_router_packet_too_big_is_translated_to_fragmentation_needed() -> Result<()> {
+    const SIZE: usize = 2 * 1024 * 1024;
+    let _lock = prepare()?;
+    let topo = V6RouterTopology::build("pmt6", 1280)?;
+    // The client advertises MSS 1440 although its link is 1280, so the server's first segments
+    // (1500 bytes once translated) do not fit the router's client link.
+    topo.client.ip(&[
+        "-6",
+        "route",
+        "replace",
+        "default",
+        "via",
+        "2001:db8:1::1",
+        "dev",
+        "c0",
+        "advmss",
+        "1440",
+    ])?;
+    let http = HttpServer::start(&topo.server, 80)?;
+    let body = pattern(SIZE, 24);
+    http.add_file("big.bin", &body)?;
+    let gw = Gateway::start(&topo.gateway, GatewayConfig::new("g6", "g4"))?;
+    let server = server_via_prefix();
+
+    let before = gw.stats()?;
+    let got = curl(&topo.client, &format!("http://[{server}]:80/big.bin"))?;
+    let after = gw.stats()?;
+    same_bytes("big.bin behind the IPv6 router's 1280 link", &got, &body)?;
+    ensure!(
+        after.event("icmp-error-translated") > before.event("icmp-error-translated"),
+        "the router's packet too big should be translated for the server: {}",
+        stats_delta(&before, &after)
+    );
+    let route = topo
+        .server
+        .run(&["ip", "route", "get", "192.0.2.1"])?
+        .stdout_str();
+    ensure!(
+        route.contains("mtu 1260"),
+        "the server should have learnt path MTU 1260 (1280 - 20) towards the pool address:\n{route}"
+    );
     Ok(())
 }
 
