@@ -324,6 +324,53 @@ fn tcp_http_through_the_prefix() -> Result<()> {
 }
 
 #[test]
+fn iperf3_tcp_through_the_prefix() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("iperf")?;
+    let scratch = TempDir::new("iperf")?;
+    let _server = topo.server.spawn(
+        &["iperf3", "-s", "-1", "-B", "192.0.2.2", "-p", "5201"],
+        &scratch.join("iperf3-server.log"),
+    )?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || {
+            topo.server
+                .try_run(&["ss", "-Hltn", "sport = :5201"], Duration::from_secs(5))
+                .is_ok_and(|o| !o.stdout.is_empty())
+        }),
+        "iperf3 -s did not start listening"
+    );
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let out = topo.client.run_timeout(
+        &[
+            "iperf3",
+            "-c",
+            &server_via_prefix().to_string(),
+            "-p",
+            "5201",
+            "-t",
+            "3",
+            "-J",
+        ],
+        Duration::from_secs(30),
+    )?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("iperf3 -J printed: {}", out.stdout_str()))?;
+    let sent = report["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0);
+    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    ensure!(
+        received > 1_000_000 && received <= sent,
+        "iperf3 through the gateway: sent {sent} bytes, received {received} ({bps:.0} bit/s)\n{}",
+        diagnose(&topo, &gw)
+    );
+    println!("iperf3: {:.2} Gbit/s through the gateway", bps / 1e9);
+    Ok(())
+}
+
+#[test]
 fn udp_both_ways() -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("udp")?;
