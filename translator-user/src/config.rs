@@ -56,6 +56,18 @@ pub struct RawConfig {
     /// Logs.
     #[serde(default)]
     pub log: RawLog,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Address and port of the Prometheus text endpoint (GET /metrics), e.g.
+    /// "127.0.0.1:9464". Absent or "": off (the default).
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -387,6 +399,8 @@ pub struct Config {
     pub block_log: Option<String>,
     /// Whether sessions are logged too (`log.sessions`).
     pub log_sessions: bool,
+    /// The Prometheus endpoint's address (`metrics.listen`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The validated `[dns64]` table, when present.
     pub dns64: Option<crate::dns64::ValidDns64>,
     /// The file as read, kept for `status` and for checks on restart.
@@ -638,6 +652,15 @@ impl Config {
             statics.push(m);
         }
 
+        let metrics_listen = match raw.metrics.listen.as_deref() {
+            None | Some("") => None,
+            Some(l) => Some(l.parse::<std::net::SocketAddr>().map_err(|_| {
+                err(
+                    "metrics.listen",
+                    format!("{l:?} is not an address and port, e.g. \"127.0.0.1:9464\""),
+                )
+            })?),
+        };
         let dns64 = match &raw.dns64 {
             Some(d) => {
                 let clients: Vec<(std::net::IpAddr, u8)> = clients
@@ -674,6 +697,7 @@ impl Config {
             dns64,
             block_log: raw.log.blocks.clone().filter(|b| !b.is_empty()),
             log_sessions: raw.log.sessions,
+            metrics_listen,
             raw,
         })
     }

@@ -214,6 +214,7 @@ struct Controller {
     block_log: BlockLog,
     dns_stats: Arc<Dns64Stats>,
     dns: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    metrics: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     slow_stats: Arc<crate::slowpath::SlowPathStats>,
     slow: SlowPath,
 }
@@ -296,11 +297,13 @@ impl Controller {
             block_log,
             dns_stats: Arc::new(Dns64Stats::default()),
             dns: None,
+            metrics: None,
             slow_stats,
             slow,
         };
         c.attach_rings();
         c.start_dns();
+        c.start_metrics();
         Ok(c)
     }
 
@@ -333,6 +336,20 @@ impl Controller {
         self.dns = self.cfg.dns64.clone().filter(|d| d.enabled).map(|d| {
             let stats = self.dns_stats.clone();
             tokio::spawn(async move { crate::dns64::serve(d, stats).await })
+        });
+    }
+
+    fn start_metrics(&mut self) {
+        if let Some(h) = self.metrics.take() {
+            h.abort();
+        }
+        self.metrics = self.cfg.metrics_listen.map(|listen| {
+            tokio::spawn(crate::metrics::serve(
+                listen,
+                self.inst.pins.clone(),
+                self.inst.run.clone(),
+                Arc::new(self.cfg.clone()),
+            ))
         });
     }
 
@@ -528,6 +545,10 @@ impl Controller {
             self.start_dns();
             changes.push("dns64".into());
         }
+        if old.metrics_listen != self.cfg.metrics_listen {
+            self.start_metrics();
+            changes.push("metrics.listen".into());
+        }
         // The slow path translates with the configuration too.
         self.slow = SlowPath::start(&self.cfg, &self.inst, &self.slow_stats)?;
         let mut state = self.inst.read_state()?;
@@ -584,6 +605,20 @@ impl Controller {
                         Ok(Err(e)) => return Err(e.context("dns64")),
                         Err(e) if e.is_cancelled() => {}
                         Err(e) => return Err(anyhow!("the dns64 server failed: {e}")),
+                    }
+                }
+                r = async {
+                    match self.metrics.as_mut() {
+                        Some(h) => h.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.metrics = None;
+                    match r {
+                        Ok(Ok(())) => return Err(anyhow!("the metrics endpoint stopped")),
+                        Ok(Err(e)) => return Err(e),
+                        Err(e) if e.is_cancelled() => {}
+                        Err(e) => return Err(anyhow!("the metrics endpoint failed: {e}")),
                     }
                 }
                 _ = tokio::signal::ctrl_c() => return Ok(()),
