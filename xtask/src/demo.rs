@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use translator_tests::cmd::{describe, run_cleanup, run_visible};
 use translator_tests::{
-    Gateway, HttpServer, SERVER_V4, Topology, interrupted, request_interrupt, require_root,
-    server_via_prefix,
+    Gateway, HttpServer, SERVER_V4, TempDir, Topology, interrupted, request_interrupt,
+    require_root, server_via_prefix, wait_until,
 };
 
 use crate::run::build_release;
@@ -75,6 +75,21 @@ pub fn demo(keep: bool) -> Result<()> {
         let mut curl = topo.client.command("curl");
         curl.args(["-sS", "--max-time", "10", &format!("http://[{target}]/")]);
         show(curl)?;
+
+        step(&format!("iperf3 from the client to {target} (3 s of TCP)"));
+        let scratch = TempDir::new("demo-iperf")?;
+        let _iperf_server = topo.server.spawn(
+            &["iperf3", "-s", "-1", "-B", "192.0.2.2"],
+            &scratch.join("iperf3-server.log"),
+        )?;
+        wait_until(Duration::from_secs(10), || {
+            topo.server
+                .try_run(&["ss", "-Hltn", "sport = :5201"], Duration::from_secs(5))
+                .is_ok_and(|o| !o.stdout.is_empty())
+        });
+        let mut iperf = topo.client.command("iperf3");
+        iperf.args(["-c", &target, "-t", "3", "-f", "g"]);
+        show(iperf)?;
 
         step("the gateway's session table");
         let mut sessions = gw.command();
