@@ -138,6 +138,17 @@ fn udp4(pool_port: u16, rport: u16) -> Vec<u8> {
     )
 }
 
+/// UDP from `src` to the server (through the prefix) with the given ports.
+fn udp6_to_from(src: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let seg = udp(src.into(), SERVER6.into(), sport, dport, PAYLOAD);
+    eth(
+        MAC_GW6,
+        MAC_CLIENT,
+        0x86dd,
+        &ipv6(src, SERVER6, 17, 64, 0, &seg),
+    )
+}
+
 fn udp6_to(dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
     let seg = udp(CLIENT.into(), dst.into(), sport, dport, PAYLOAD);
     eth(
@@ -426,6 +437,7 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
     let (mut fwd6_s, mut fwd4_s) = (Vec::new(), Vec::new());
     let mut new_s = Vec::new();
     let mut new_median_s = Vec::new();
+    let mut eim_s = Vec::new();
     let (mut empty_rep, mut floor_rep, mut pass_rep) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..s.runs {
         let e = median_u32(&mut per_call(
@@ -506,6 +518,25 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
         let mean = times.iter().map(|&x| f64::from(x)).sum::<f64>() / times.len() as f64;
         new_s.push(mean - e);
         new_median_s.push(median_u32(&mut times) - e);
+        // New sessions on an existing binding (endpoint-independent mapping): one client port,
+        // a new destination port each time. The first packet makes the binding (not timed).
+        let client = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 3, run as u16, 0, 0);
+        run1(fd, &udp6_to_from(client, 50000, 1), v6if, "EIM binding")?;
+        let frames: Vec<Vec<u8>> = (0..s.new_flows)
+            .map(|i| udp6_to_from(client, 50000, 2 + i as u16))
+            .collect();
+        let mut sum = 0.0;
+        for f in &frames {
+            let out = run1(fd, f, v6if, "new session on a binding")?;
+            if out.action != XDP_REDIRECT {
+                bail!(
+                    "new session on a binding: action {} (expected XDP_REDIRECT)",
+                    out.action
+                );
+            }
+            sum += f64::from(out.ns_per_run);
+        }
+        eim_s.push(sum / frames.len() as f64 - e);
         empty_rep.push(repeated(empty.as_fd(), &u6, v6if, s.repeat, XDP_PASS)?);
         floor_rep.push(repeated(floor_fd, &u6, v6if, s.repeat, XDP_TX)?);
         pass_rep.push(repeated(fd, &pass, v6if, s.repeat, XDP_PASS)?);
@@ -569,6 +600,20 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
                 s.new_flows,
                 med.first().copied().unwrap_or(0.0),
                 med.last().copied().unwrap_or(0.0)
+            ),
+        )
+        .ratio_to(&fwd4_row),
+    );
+    rows.push(
+        Row::new(
+            "testrun",
+            "new session on an existing binding 6->4 UDP",
+            "ns/packet",
+            eim_s,
+            &format!(
+                "mean over {} new destination ports from one client port (EIM: the binding \
+                 exists, only the session is created); {net}",
+                s.new_flows
             ),
         )
         .ratio_to(&fwd4_row),

@@ -137,7 +137,8 @@ fn dns64_rows(dir: &Path) -> Vec<Row> {
             )];
         }
     };
-    let mut rows: Vec<Row> = Vec::new();
+    // The DNS64 bench may have run several times: one sample per run and (workload, server).
+    let mut seen: Vec<(String, String, Vec<f64>, Vec<f64>)> = Vec::new();
     for line in text.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
         if w.len() < 4 || !(w[1] == "ours" || w[1] == "unbound") {
@@ -146,19 +147,31 @@ fn dns64_rows(dir: &Path) -> Vec<Row> {
         let (Ok(qps), Ok(lat)) = (w[2].parse::<f64>(), w[3].parse::<f64>()) else {
             continue;
         };
-        let who = if w[1] == "ours" {
+        match seen.iter_mut().find(|(a, b, _, _)| a == w[0] && b == w[1]) {
+            Some((_, _, q, l)) => {
+                q.push(qps);
+                l.push(lat);
+            }
+            None => seen.push((w[0].to_owned(), w[1].to_owned(), vec![qps], vec![lat])),
+        }
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    for (workload, server, qps, lat) in seen {
+        let who = if server == "ours" {
             "our DNS64"
         } else {
             "Unbound (dns64 module)"
         };
+        let runs = qps.len();
         rows.push(Row::new(
             "dns64",
-            &format!("{} workload: {who}", w[0]),
+            &format!("{workload} workload: {who}"),
             "queries/s",
-            vec![qps],
+            qps,
             &format!(
-                "dnsperf, 10 s, one run (tests/tests/dns64.rs bench_against_unbound); average \
-                 latency {lat:.3} ms"
+                "dnsperf 10 s, {runs} run(s) (tests/tests/dns64.rs bench_against_unbound); \
+                 median average latency {:.3} ms",
+                common::stats(&lat).0.unwrap_or(0.0)
             ),
         ));
     }
@@ -222,9 +235,13 @@ fn targets(rows: &[Row]) -> Vec<Target> {
     );
     add(
         "new session <= 1 us",
-        find(rows, "new flow")
-            .and_then(|r| r.median)
-            .map(|v| (format!("{v:.0} ns"), v <= 1000.0)),
+        find(rows, "new flow").and_then(|r| r.median).map(|v| {
+            let eim = find(rows, "new session on an existing binding")
+                .and_then(|r| r.median)
+                .map(|x| format!("; {x:.0} ns when the binding exists"))
+                .unwrap_or_default();
+            (format!("{v:.0} ns{eim}"), v <= 1000.0)
+        }),
     );
     let flat = ["6->4", "4->6"]
         .iter()
