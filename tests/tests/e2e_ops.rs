@@ -755,8 +755,8 @@ fn client_port_cap_answers_address_unreachable_and_spares_other_clients() -> Res
     let _pass = XdpPass::attach(&topo.client, "c0")?;
     let server: SocketAddr = (server_via_prefix(), 7000).into();
 
-    // Client ports of both parities, half each: the gateway keeps the port parity (RFC 4787),
-    // which leaves half of a block to each parity (see the ignored test below).
+    // Client ports of both parities, half each (the gateway prefers the client's parity,
+    // RFC 4787, and falls back to the other ports of the block: see the next test).
     let ports: Vec<u16> = (0..(CAP + EXTRA) as u16).map(|i| 40000 + i).collect();
     let socks = udp_sockets_on(&topo.client, CLIENT_V6, &ports)?;
     for s in &socks {
@@ -1064,7 +1064,6 @@ fn full_session_table_refuses_new_flows_and_recovers() -> Result<()> {
 /// taken, so the 5th even port is refused with "client-limit" although 4 ports of the block are
 /// free.
 #[test]
-#[ignore = "gateway bug: port parity preservation halves the per-client cap (5th same-parity port refused as client-limit with 4 ports of the block free)"]
 fn client_port_cap_counts_ports_of_either_parity() -> Result<()> {
     const CAP: usize = 8;
     let _lock = prepare()?;

@@ -76,12 +76,22 @@ impl BlockLayout {
     }
 }
 
-/// Offset inside a block for probe `i` starting from hint `next`, keeping the parity of the
-/// client's port (RFC 4787 REQ-3 "port parity preservation" where it costs nothing).
+/// Offset inside a block for probe `i` starting from hint `next`. Probes walk the block a pair
+/// of ports at a time, trying the port with the client's parity first and then the other one:
+/// parity is preserved where it costs nothing (RFC 4787 REQ-3 is a SHOULD), and a client can
+/// still use every port of its blocks.
 #[inline(always)]
 pub const fn probe_offset(next: u16, i: u16, client_port: u16, block_size: u16) -> u16 {
     let mask = block_size - 1;
-    ((next.wrapping_add(i.wrapping_mul(2)) & !1) | (client_port & 1)) & mask
+    let pair = (next & !1).wrapping_add((i / 2).wrapping_mul(2));
+    (pair | ((client_port ^ i) & 1)) & mask
+}
+
+/// The hint for the next allocation after one at `off`: the same pair, whose other port may
+/// still be free.
+#[inline(always)]
+pub const fn next_hint(off: u16) -> u16 {
+    off & !1
 }
 
 #[cfg(test)]
@@ -122,15 +132,41 @@ mod tests {
     }
 
     #[test]
-    fn probing_keeps_parity_and_stays_in_block() {
+    fn probing_prefers_parity_and_stays_in_block() {
         for size in [8u16, 64, 4096] {
             for cp in [0u16, 1, 40001, 40002] {
                 for i in 0..40 {
                     let off = probe_offset(size - 3, i, cp, size);
                     assert!(off < size);
-                    assert_eq!(off & 1, cp & 1);
+                    // Even probes keep the client's parity, odd ones take the other port.
+                    assert_eq!(off & 1, (cp ^ i) & 1);
                 }
             }
         }
+    }
+
+    #[test]
+    fn sequential_allocation_fills_a_whole_block() {
+        // Every port of a block is handed out, whatever the parities asked for, with at most
+        // three probes each (the hint stays on the current pair).
+        let size = 64u16;
+        let mut used = [false; 64];
+        let mut next = 0u16;
+        for n in 0..size {
+            let client_port = if n % 3 == 0 { 40001 } else { 40000 };
+            let mut got = None;
+            for i in 0..16 {
+                let off = probe_offset(next, i, client_port, size);
+                if !used[off as usize] {
+                    assert!(i <= 2, "allocation {n} needed {} probes", i + 1);
+                    got = Some(off);
+                    break;
+                }
+            }
+            let off = got.expect("a free port within the probes");
+            used[off as usize] = true;
+            next = next_hint(off);
+        }
+        assert!(used.iter().all(|u| *u));
     }
 }

@@ -38,7 +38,7 @@ use translator_common::{
         PoolAddress, SEEN_FIN, SEEN_RST, SEEN_SYN, SESSION_HAIRPIN, SessionEvent, SessionKey4,
         SessionKey6, SessionValue4, SessionValue6,
     },
-    ports::probe_offset,
+    ports::{next_hint, probe_offset},
     rfc6052,
 };
 
@@ -743,7 +743,7 @@ fn try_block(
             Ok(()) => {
                 // SAFETY: as above; the hint is advisory, a racing write is harmless.
                 unsafe {
-                    (*s).next = off.wrapping_add(2);
+                    (*s).next = next_hint(off);
                     (*s).last_alloc = now;
                 }
                 let v6 = BindingValue6 {

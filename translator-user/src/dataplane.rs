@@ -764,7 +764,11 @@ impl Maps {
         now: u64,
     ) -> anyhow::Result<Option<(u32, u16)>> {
         const NOEXIST: u64 = 1;
-        for off in (parity..size).step_by(2) {
+        // The client's parity first (RFC 4787 REQ-3), then the other ports of the block.
+        for off in (parity..size)
+            .step_by(2)
+            .chain((1 - parity..size).step_by(2))
+        {
             let port_be = block.start.wrapping_add(off).to_be();
             let k4 = BindingKey4 {
                 pool: block.pool,
