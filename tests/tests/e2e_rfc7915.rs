@@ -1967,7 +1967,6 @@ fn hairpin_tcp_between_two_ipv6_clients() -> Result<()> {
 /// takes it (UdpNoPorts, port unreachable to itself) instead of hairpinning it back to B as the
 /// data plane does for whole packets.
 #[test]
-#[ignore = "fragments: waiting for the slow path"]
 fn hairpin_udp_4000_byte_datagrams() -> Result<()> {
     let _lock = prepare()?;
     let (topo, config) = hairpin_topology("hpf", "udp")?;

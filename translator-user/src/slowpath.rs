@@ -808,8 +808,7 @@ impl Worker {
         let (nh, off) = skip_extensions(pkt, pkt[6], 40, true)?;
         if nh != 44 {
             let seg = pkt[off..].to_vec();
-            let pool = self.pool_of(src, dst, nh, &seg)?;
-            let out = whole_6to4(&self.params, src, dst, nh, hop, tclass, 0, seg, pool)?;
+            let out = self.out_6to4(src, dst, (nh, hop, tclass), 0, seg)?;
             self.emit(&out);
             return Ok(());
         }
@@ -888,22 +887,79 @@ impl Worker {
             DatagramKey::V6 { src, dst, id } => {
                 let (nh, start) = skip_extensions(&seg, p.proto, 0, false)?;
                 let seg = seg[start..].to_vec();
-                let pool = self.pool_of(src, dst, nh, &seg)?;
-                whole_6to4(
-                    &self.params,
-                    src,
-                    dst,
-                    nh,
-                    p.ttl,
-                    p.tos,
-                    id as u16,
-                    seg,
-                    pool,
-                )?
+                self.out_6to4(src, dst, (nh, p.ttl, p.tos), id, seg)?
             }
         };
         self.emit(&out);
         Ok(())
+    }
+
+    /// Translates a whole IPv6 datagram from a client; when its destination is a pool address
+    /// (hairpinning, RFC 6146 section 3.8) the IPv4 packet it would become comes straight back
+    /// in as IPv6 toward the client owning that mapping, as the data plane does.
+    fn out_6to4(
+        &mut self,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        (nh, hop, tclass): (u8, u8, u8),
+        id: u32,
+        mut seg: Vec<u8>,
+    ) -> Result<Output, &'static str> {
+        let pool = self.pool_of(src, dst, nh, &seg)?;
+        let remote = Ipv4Addr::from(rfc6052::extract(u128::from(dst), self.params.prefix_len));
+        if !self.cfg.pool.contains(&remote) {
+            return whole_6to4(
+                &self.params,
+                src,
+                dst,
+                nh,
+                hop,
+                tclass,
+                id as u16,
+                seg,
+                pool,
+            );
+        }
+        if nh != IPPROTO_TCP && nh != IPPROTO_UDP {
+            return Err("only TCP and UDP hairpin");
+        }
+        let k4 = SessionKey4 {
+            pool: rfc6052::raw4(u32::from(remote)),
+            remote: rfc6052::raw4(u32::from(pool.0)),
+            pool_port_be: be16(&seg, 2).to_be(),
+            remote_port_be: pool.1.to_be(),
+            proto: nh,
+            _pad: [0; 3],
+        };
+        let (peer, peer_port) = self.maps.inbound_session(&self.cfg, &k4).map_err(|e| {
+            log::debug!("slow path: hairpin to {remote}: {e:#}");
+            "no session"
+        })?;
+        let src6 = Ipv6Addr::from(rfc6052::embed(
+            self.params.prefix,
+            self.params.prefix_len,
+            u32::from(pool.0),
+        ));
+        let pseudo = pseudo6(src6, peer, nh, seg.len());
+        rewrite_segment(&mut seg, nh, Some(pool.1), Some(peer_port), Some(&pseudo))?;
+        let hop = hop.saturating_sub(1);
+        if 40 + seg.len() <= self.params.ipv6_mtu {
+            let mut pkt = ipv6_header(src6, peer, nh, hop, tclass, seg.len());
+            pkt.extend(&seg);
+            return Ok(Output::V6(vec![pkt]));
+        }
+        Ok(Output::V6(fragment6(
+            src6,
+            peer,
+            nh,
+            hop,
+            tclass,
+            id,
+            0,
+            false,
+            &seg,
+            self.params.ipv6_mtu,
+        )))
     }
 
     /// The session client of an IPv4 datagram to a pool address (from its transport header).
