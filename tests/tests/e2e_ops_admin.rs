@@ -2164,3 +2164,250 @@ fn two_concurrent_traces_each_see_their_own_filter() -> Result<()> {
     );
     Ok(())
 }
+
+/// A block the data plane takes while no controller runs is logged when the controller is back,
+/// stamped with the time it was taken (not the restart), so `log query` for a time during the
+/// outage names the client; a time given with a UTC offset means the same instant.
+#[test]
+#[ignore = "gateway bug: BLOCK_EVENTS (and SESSION_EVENTS) is not a pinned ring buffer, so each \
+            controller start loads a program with a new, empty ring: blocks the data plane took \
+            while no controller ran never reach the block log (the file stays empty), and \
+            `log query` names nobody for them"]
+fn block_taken_while_the_controller_is_down_is_logged_with_its_time() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("blkdown")?;
+    let scratch = TempDir::new("blkdown")?;
+    let file = scratch.join("blocks.jsonl");
+    let file_s = file.to_str().context("temp path is not UTF-8")?.to_owned();
+    let _udp_echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let mut config = topo.config();
+    config.block_size = Some(64);
+    config.extra = format!("[log]\nblocks = \"{file_s}\"\n");
+    let mut gw = Gateway::start(&topo.gateway, config)?;
+    gw.stop()?;
+
+    let taken_after = rfc3339(SystemTime::now());
+    let sock = client_udp(&topo, 7000)?;
+    let client_port = sock.local_addr()?.port();
+    udp_exchange(&sock, b"while the controller is down")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let during = SystemTime::now();
+    let during_s = rfc3339(during);
+    std::thread::sleep(Duration::from_secs(2));
+    let restarted = rfc3339(SystemTime::now());
+    gw.launch()?;
+    let session = udp_session(&gw, client_port)?;
+    let (pool, port) = (session.pool.to_string(), session.pool_port.to_string());
+
+    let mut line = None;
+    let found = wait_until(Duration::from_secs(5), || {
+        line = std::fs::read_to_string(&file).ok().and_then(|t| {
+            t.lines().filter_map(|l| parse_block_line(l).ok()).find(
+                |(e, c, p, lpool, f, last, _)| {
+                    e == "block-allocated"
+                        && *c == CLIENT_V6
+                        && p == "udp"
+                        && *lpool == session.pool
+                        && (*f..=*last).contains(&session.pool_port)
+                },
+            )
+        });
+        line.is_some()
+    });
+    ensure!(
+        found,
+        "the block taken while the controller was down is not in the log 5 s after the restart:\n{}",
+        std::fs::read_to_string(&file).unwrap_or_default()
+    );
+    let ts = line.map(|l| l.6).unwrap_or_default();
+    ensure!(
+        taken_after.as_str() <= ts.as_str() && ts.as_str() <= during_s.as_str(),
+        "the allocation is stamped {ts}: it was taken between {taken_after} and {during_s}, the \
+         controller came back at {restarted}"
+    );
+    let held = who_json(
+        &gw,
+        &[
+            "--file", &file_s, "--pool", &pool, "--port", &port, "--at", &during_s,
+        ],
+    )?;
+    ensure!(
+        held.len() == 1 && held[0]["client"] == CLIENT_V6.to_string(),
+        "`log query --at {during_s}` (during the outage) for {pool}:{port}: {held:?}"
+    );
+    // The same instant written with a +02:00 offset.
+    let plus2 = rfc3339(during + Duration::from_secs(2 * 3600)).replace('Z', "+02:00");
+    let held = who_json(
+        &gw,
+        &[
+            "--file", &file_s, "--pool", &pool, "--port", &port, "--at", &plus2,
+        ],
+    )?;
+    ensure!(
+        held.len() == 1 && held[0]["client"] == CLIENT_V6.to_string(),
+        "`log query --at {plus2}` (= {during_s}) for {pool}:{port}: {held:?}"
+    );
+    Ok(())
+}
+
+/// `log.sessions = true`: session-created and session-expired lines for the client's flow (with
+/// its client port, pool port and remote) share the file with the block lines, and `log query`
+/// still answers from that file.
+#[test]
+fn session_log_lines_share_the_file_and_query_still_answers() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("seslog")?;
+    let scratch = TempDir::new("seslog")?;
+    let file = scratch.join("log.jsonl");
+    let file_s = file.to_str().context("temp path is not UTF-8")?.to_owned();
+    let _udp_echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let mut config = topo.config();
+    config.block_size = Some(64);
+    config.timeout_udp = Some(2);
+    config.enforce_rfc_minimums = Some(false);
+    config.extra = format!("[log]\nblocks = \"{file_s}\"\nsessions = true\n");
+    let gw = Gateway::start(&topo.gateway, config)?;
+
+    let sock = client_udp(&topo, 7000)?;
+    let client_port = sock.local_addr()?.port();
+    udp_exchange(&sock, b"log my session")?;
+    let session = udp_session(&gw, client_port)?;
+    let at = || rfc3339(SystemTime::now());
+    let session_line = |event: &str| {
+        std::fs::read_to_string(&file).ok().and_then(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| {
+                    v["event"] == event
+                        && v["client"] == CLIENT_V6.to_string()
+                        && v["client_port"] == client_port
+                        && v["protocol"] == "udp"
+                })
+        })
+    };
+    let mut created = None;
+    ensure!(
+        wait_until(Duration::from_secs(5), || {
+            created = session_line("session-created");
+            created.is_some()
+        }),
+        "no session-created line for [{CLIENT_V6}]:{client_port} within 5 s:\n{}",
+        std::fs::read_to_string(&file).unwrap_or_default()
+    );
+    let created = created.unwrap_or_default();
+    ensure!(
+        created["pool"] == session.pool.to_string()
+            && created["pool_port"] == session.pool_port
+            && created["remote"] == SERVER_V4.to_string()
+            && created["remote_port"] == 7000
+            && created["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "the session-created line does not match the session {session:?}: {created}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let while_held = at();
+    let (pool, port) = (session.pool.to_string(), session.pool_port.to_string());
+    let held = who_json(
+        &gw,
+        &[
+            "--file",
+            &file_s,
+            "--pool",
+            &pool,
+            "--port",
+            &port,
+            "--at",
+            &while_held,
+        ],
+    )?;
+    ensure!(
+        held.len() == 1 && held[0]["client"] == CLIENT_V6.to_string(),
+        "`log query` on a file with session lines, at {while_held}: {held:?}\n{}",
+        std::fs::read_to_string(&file).unwrap_or_default()
+    );
+    drop(sock);
+    ensure!(
+        wait_until(Duration::from_secs(30), || session_line("session-expired")
+            .is_some()),
+        "no session-expired line 30 s after the flow stopped (udp timeout 2 s):\n{}",
+        std::fs::read_to_string(&file).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// A block taken just before a reload that replaces the program (here within a few ms, before
+/// the controller's 250 ms drain) is still logged: the reload must drain the old program's
+/// events before it swaps.
+#[test]
+#[ignore = "gateway bug: a reload that replaces the program takes the new program's ring without \
+            draining the old one, so block allocations of the last <= 250 ms before the swap are \
+            lost from the block log (BLOCK_EVENTS is not pinned)"]
+fn block_taken_just_before_a_program_swap_is_logged() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("blkswap")?;
+    let scratch = TempDir::new("blkswap")?;
+    let file = scratch.join("blocks.jsonl");
+    let file_s = file.to_str().context("temp path is not UTF-8")?.to_owned();
+    let _udp_echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let mut config = topo.config();
+    config.block_size = Some(64);
+    config.filtering = Some("address-dependent".into());
+    config.extra = format!("[log]\nblocks = \"{file_s}\"\n");
+    let gw = Gateway::start(&topo.gateway, config.clone())?;
+    let pid = gw.status()?["controller_pid"]
+        .as_u64()
+        .and_then(|p| i32::try_from(p).ok())
+        .context("`status --json` has no controller_pid")?;
+    let report = Path::new("/run/translator")
+        .join(gw.instance())
+        .join("reload.json");
+    let mut swapped = config.clone();
+    swapped.filtering = Some("endpoint-independent".into());
+    write_config(&gw, &swapped.to_toml())?;
+
+    let sock = client_udp(&topo, 7000)?;
+    let client_port = sock.local_addr()?.port();
+    let before = std::fs::metadata(&report).and_then(|m| m.modified()).ok();
+    udp_exchange(&sock, b"just before the swap")?;
+    // SAFETY: kill(2) on the controller's pid, which this test started.
+    let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+    ensure!(
+        rc == 0,
+        "kill -HUP {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+    ensure!(
+        wait_until(Duration::from_secs(20), || std::fs::metadata(&report)
+            .and_then(|m| m.modified())
+            .ok()
+            .is_some_and(|t| Some(t) != before)),
+        "no reload report within 20 s"
+    );
+    let text = std::fs::read_to_string(&report)?;
+    ensure!(
+        text.contains("\"ok\":true") && text.contains("data-plane"),
+        "the reload did not replace the program: {text}"
+    );
+    let session = udp_session(&gw, client_port)?;
+    let logged = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&file).is_ok_and(|t| {
+            t.lines().any(|l| {
+                parse_block_line(l).is_ok_and(|(e, c, p, pool, f, last, _)| {
+                    e == "block-allocated"
+                        && c == CLIENT_V6
+                        && p == "udp"
+                        && pool == session.pool
+                        && (f..=last).contains(&session.pool_port)
+                })
+            })
+        })
+    });
+    ensure!(
+        logged,
+        "the UDP block holding {}:{} (taken just before the program swap) is not in the block \
+         log:\n{}",
+        session.pool,
+        session.pool_port,
+        std::fs::read_to_string(&file).unwrap_or_default()
+    );
+    Ok(())
+}
