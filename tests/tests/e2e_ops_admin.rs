@@ -18,8 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, bail, ensure};
 use translator_tests::cmd::Output;
 use translator_tests::{
-    ALT_POOL_V4, CLIENT_V6, Gateway, HttpServer, NetNs, SERVER_V4, Session, StaticMapping, TcpEcho,
-    TempDir, Topology, UdpEcho, pattern, server_via_prefix, udp_recv, wait_until,
+    ALT_POOL_V4, CLIENT_V6, Gateway, GatewayConfig, HttpServer, NetNs, SERVER_V4, Session,
+    StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, pattern, server_via_prefix, udp_recv,
+    wait_until,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -334,6 +335,25 @@ fn reload_applies_a_new_static_at_once_and_refuses_invalid_changes() -> Result<(
     prefix.prefix = "64:ff9b::/96".into();
     write_config(&gw, &prefix.to_toml())?;
     expect_refused(&reload(&gw)?, "nat64.prefix", "a new nat64.prefix")?;
+
+    // The other settings that cannot change live, each named.
+    let mut fixed: Vec<(GatewayConfig, &str)> = Vec::new();
+    let mut c = added.clone();
+    c.pool = vec![ALT_POOL_V4.to_string(), "198.51.100.2".into()];
+    fixed.push((c, "pool.addresses"));
+    let mut c = added.clone();
+    c.limit_sessions = Some(4096);
+    fixed.push((c, "limits.sessions"));
+    let mut c = added.clone();
+    c.block_size = Some(256);
+    fixed.push((c, "block_size"));
+    let mut c = added.clone();
+    c.ipv4_interface = "g6".into();
+    fixed.push((c, "interfaces.ipv4"));
+    for (c, setting) in &fixed {
+        write_config(&gw, &c.to_toml())?;
+        expect_refused(&reload(&gw)?, setting, &format!("a change of {setting}"))?;
+    }
 
     let broken = format!("{}\n[timeouts\nudp = 300\n", added.to_toml());
     write_config(&gw, &broken)?;
@@ -2409,5 +2429,61 @@ fn block_taken_just_before_a_program_swap_is_logged() -> Result<()> {
         session.pool_port,
         std::fs::read_to_string(&file).unwrap_or_default()
     );
+    Ok(())
+}
+
+/// Text output and the protocol filter: `trace --protocol icmp --count 2` during a UDP exchange
+/// and one ping shows exactly the echo request and reply, each on one line with the addresses
+/// before and after translation; the UDP packets are left out.
+#[test]
+fn trace_text_output_with_a_protocol_filter() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("tracetx")?;
+    let _udp_echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let scratch = TempDir::new("tracetx")?;
+    let mut c = gw.command();
+    c.args([
+        "trace",
+        "--instance",
+        gw.instance(),
+        "--protocol",
+        "icmp",
+        "--count",
+        "2",
+        "--seconds",
+        "20",
+    ]);
+    let mut proc = translator_tests::cmd::Proc::spawn(&mut c, &scratch.join("trace.log"))?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let sock = client_udp(&topo, 7000)?;
+    udp_exchange(&sock, b"not icmp")?;
+    ping_all(&topo.client, &server_via_prefix().to_string(), 1)?;
+    let done = wait_until(Duration::from_secs(10), || proc.exited().is_some());
+    let status = proc.stop(Duration::from_secs(2));
+    let text = proc.log();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    ensure!(
+        done && status.is_some_and(|s| s.success()) && lines.len() == 2,
+        "`trace --protocol icmp --count 2` should print two lines and stop (stopped: {done}, \
+         exit {status:?}):\n{text}"
+    );
+    let (client, server6, server4) = (
+        CLIENT_V6.to_string(),
+        server_via_prefix().to_string(),
+        SERVER_V4.to_string(),
+    );
+    for (line, what) in lines.iter().zip(["echo request", "echo reply"]) {
+        ensure!(
+            line.starts_with("icmp")
+                && line.contains("=>")
+                && line.contains(&client)
+                && line.contains(&server6)
+                && line.contains(&server4)
+                && !line.contains("dropped"),
+            "the {what} line does not show the translation [{client}] <-> [{server6}] => \
+             {server4}:\n{text}"
+        );
+    }
     Ok(())
 }
