@@ -1090,6 +1090,33 @@ fn metrics_endpoint_is_scraped_and_parsed() -> Result<()> {
         udp_sessions >= 1.0,
         "translator_sessions{{protocol=\"udp\"}} adds up to {udp_sessions} while a UDP session exists:\n{text}"
     );
+    // Gauges agree with the tables: sessions per protocol with `sessions --json`, blocks in use.
+    let listed = gw.sessions()?;
+    for proto in ["udp", "icmp"] {
+        let gauge: f64 = samples
+            .iter()
+            .filter(|s| {
+                s.name == "translator_sessions"
+                    && s.labels.get("protocol").is_some_and(|p| p == proto)
+            })
+            .map(|s| s.value)
+            .sum();
+        let n = listed.iter().filter(|s| s.protocol == proto).count() as f64;
+        ensure!(
+            gauge == n,
+            "translator_sessions{{protocol=\"{proto}\"}} adds up to {gauge}, `sessions` lists {n}:\n{text}"
+        );
+        let blocks = sample_value(
+            &samples,
+            "translator_port_blocks_in_use",
+            &[("protocol", proto)],
+        )
+        .unwrap_or_default();
+        ensure!(
+            blocks >= 1.0,
+            "translator_port_blocks_in_use{{protocol=\"{proto}\"}} is {blocks} while the client holds a block:\n{text}"
+        );
+    }
     let (status, _) = scrape(&format!("http://127.0.0.1:{port}/other"))?;
     ensure!(
         status.starts_with("404"),
