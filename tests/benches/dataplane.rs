@@ -86,8 +86,11 @@ impl Loaded {
         let ebpf = dataplane::load(&cfg, Some(&inst.pins)).inspect_err(|_| {
             let _ = dataplane::down(&inst);
         })?;
+        let maps = Maps::open(&inst.pins).inspect_err(|_| {
+            let _ = dataplane::down(&inst);
+        })?;
         let mut loaded = Self {
-            maps: Maps::open(&inst.pins)?,
+            maps,
             inst,
             ebpf: Some(ebpf),
         };

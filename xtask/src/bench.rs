@@ -72,17 +72,19 @@ pub fn bench(quick: bool, only: Option<&str>) -> Result<()> {
 }
 
 /// The DNS64 server against Unbound with dnsperf, from the DNS64 tests (an ignored test that
-/// prints a table), `runs` times; the output goes to `out` for the report.
+/// prints a table), `runs` times with one build; the output goes to `out` for the report.
 fn dns64(out: &std::path::Path, runs: usize) -> Result<()> {
+    let bin = build_dns64_tests()?;
     let mut all = String::new();
     for _ in 0..runs {
-        all.push_str(&dns64_once()?);
+        all.push_str(&dns64_once(&bin)?);
         std::fs::write(out, &all).with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
 }
 
-fn dns64_once() -> Result<String> {
+/// Builds the DNS64 test binary (release) and returns its path.
+fn build_dns64_tests() -> Result<std::path::PathBuf> {
     let mut cmd = cargo();
     cmd.args([
         "test",
@@ -91,7 +93,31 @@ fn dns64_once() -> Result<String> {
         "translator-tests",
         "--test",
         "dns64",
-        "--",
+        "--no-run",
+    ]);
+    let what = translator_tests::cmd::describe(&cmd);
+    println!("$ {what}");
+    let output = cmd
+        .output()
+        .with_context(|| format!("cannot start `{what}`"))?;
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprint!("{err}");
+    if !output.status.success() {
+        bail!("`{what}` failed with {}", output.status);
+    }
+    // "  Executable tests/dns64.rs (target/release/deps/dns64-0123abcd)"
+    let path = err
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Executable "))
+        .find(|l| l.contains("dns64"))
+        .and_then(|l| l.rsplit_once('(').map(|(_, p)| p.trim_end_matches(')')))
+        .context("cargo did not name the dns64 test executable")?;
+    Ok(workspace_root().join(path))
+}
+
+fn dns64_once(bin: &std::path::Path) -> Result<String> {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.current_dir(workspace_root().join("tests")).args([
         "--ignored",
         "--nocapture",
         "--exact",
