@@ -201,16 +201,21 @@ pub fn empty_xdp_program() -> Result<OwnedFd> {
 
 /// Loads `r0 = action; exit`.
 pub fn xdp_program_returning(action: u8) -> Result<OwnedFd> {
-    let insns: [u64; 2] = [
-        u64::from_le_bytes([0xb7, 0, 0, 0, action, 0, 0, 0]),
-        u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
-    ];
+    load_xdp(&[
+        [0xb7, 0, 0, 0, action, 0, 0, 0],
+        [0x95, 0, 0, 0, 0, 0, 0, 0],
+    ])
+}
+
+/// Loads an XDP program from raw instructions (8 bytes each, little endian).
+pub fn load_xdp(insns: &[[u8; 8]]) -> Result<OwnedFd> {
+    let insns: Vec<u64> = insns.iter().map(|i| u64::from_le_bytes(*i)).collect();
     let license = b"GPL\0";
     let mut name = [0u8; 16];
-    name[..10].copy_from_slice(b"bench_empt");
+    name[..10].copy_from_slice(b"bench_prog");
     let attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: 2,
+        insn_cnt: u32::try_from(insns.len()).context("program too long")?,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
         prog_name: name,
@@ -227,11 +232,30 @@ pub fn xdp_program_returning(action: u8) -> Result<OwnedFd> {
         )
     };
     if rc < 0 {
-        return Err(std::io::Error::last_os_error()).context("BPF_PROG_LOAD of an empty program");
+        return Err(std::io::Error::last_os_error()).context("BPF_PROG_LOAD of a bench program");
     }
     let fd = libc::c_int::try_from(rc).context("fd out of range")?;
     // SAFETY: bpf(2) returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `memset(stack, 0, n)` as the translator's BPF `memset` subprogram does it (one byte store per
+/// iteration, five instructions per byte), then `XDP_PASS`: what zeroing a struct costs.
+pub fn byte_loop_memset_program(n: u8) -> Result<OwnedFd> {
+    load_xdp(&[
+        [0xbf, 0xa1, 0, 0, 0, 0, 0, 0],             // r1 = r10
+        [0x07, 0x01, 0, 0, 0xc0, 0xff, 0xff, 0xff], // r1 += -64
+        [0xb7, 0x02, 0, 0, 0, 0, 0, 0],             // r2 = 0
+        [0xb7, 0x03, 0, 0, n, 0, 0, 0],             // r3 = n
+        [0xb7, 0x04, 0, 0, 0, 0, 0, 0],             // r4 = 0
+        [0xbf, 0x15, 0, 0, 0, 0, 0, 0],             // loop: r5 = r1
+        [0x0f, 0x45, 0, 0, 0, 0, 0, 0],             // r5 += r4
+        [0x73, 0x25, 0, 0, 0, 0, 0, 0],             // *(u8 *)(r5 + 0) = r2
+        [0x07, 0x04, 0, 0, 1, 0, 0, 0],             // r4 += 1
+        [0x2d, 0x43, 0xfb, 0xff, 0, 0, 0, 0],       // if r3 > r4 goto loop
+        [0xb7, 0x00, 0, 0, 2, 0, 0, 0],             // r0 = XDP_PASS
+        [0x95, 0, 0, 0, 0, 0, 0, 0],                // exit
+    ])
 }
 
 /// Runs a command and returns its stdout, or an error with its stderr.
