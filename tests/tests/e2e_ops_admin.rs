@@ -2563,3 +2563,62 @@ fn reload_refused_at_the_log_file_leaves_nothing_half_applied() -> Result<()> {
     );
     Ok(())
 }
+
+/// A tracer killed with SIGKILL leaves the trace on until its lease runs out (3 s); packets of
+/// that time must not show up in the next tracer's output, which has another filter.
+#[test]
+#[ignore = "gateway bug: packets traced for a killed tracer stay in the TRACE_EVENTS ring and the \
+            next `translator trace` prints them first, although they match neither its filter \
+            nor its time (it does not discard what was queued before it started)"]
+fn next_tracer_does_not_print_a_killed_tracers_packets() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("tracek")?;
+    let _echo_a = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let _echo_b = UdpEcho::start(&topo.server, "0.0.0.0:7001".parse()?)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let scratch = TempDir::new("tracek")?;
+    let mut c = gw.command();
+    c.args([
+        "trace",
+        "--instance",
+        gw.instance(),
+        "--json",
+        "--port",
+        "7000",
+        "--seconds",
+        "20",
+    ]);
+    let mut first = translator_tests::cmd::Proc::spawn(&mut c, &scratch.join("first.log"))?;
+    std::thread::sleep(Duration::from_millis(1500));
+    ensure!(
+        first.exited().is_none(),
+        "the first tracer exited: {}",
+        first.log()
+    );
+    first.signal(libc::SIGKILL);
+    ensure!(
+        wait_until(Duration::from_secs(5), || first.exited().is_some()),
+        "the first tracer survived SIGKILL"
+    );
+    // Within its lease: traced, but nobody reads.
+    let sock = client_udp_open(&topo, CLIENT_V6)?;
+    for i in 0..3 {
+        udp_exchange_to(&sock, 7000, format!("orphan {i}").as_bytes())?;
+    }
+    std::thread::sleep(Duration::from_secs(4));
+
+    let lines = trace_during(&gw, &["--port", "7001", "--count", "2"], || {
+        udp_exchange_to(&sock, 7001, b"for the second tracer")
+    })?;
+    let has_port = |l: &TraceLine, port: u16| {
+        [Some(&l.received), l.sent.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|s| s.sport == port || s.dport == port)
+    };
+    ensure!(
+        lines.len() == 2 && lines.iter().all(|l| has_port(l, 7001)),
+        "`trace --port 7001 --count 2` started after the killed tracer printed:\n{lines:#?}"
+    );
+    Ok(())
+}
