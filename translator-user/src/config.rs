@@ -918,6 +918,38 @@ ipv4_port = 8080
         );
     }
 
+    /// Mutated configuration text never panics the parser; it parses or names a problem.
+    #[test]
+    fn random_mutations_are_refused_cleanly() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let base: Vec<char> = GOOD.chars().collect();
+        for _ in 0..3000 {
+            let mut t = base.clone();
+            for _ in 0..(next() % 4 + 1) {
+                let i = (next() as usize) % t.len();
+                match next() % 3 {
+                    0 => {
+                        t[i] = char::from(b" =\"[]0123456789abcdef:/.-x\n"[(next() % 27) as usize])
+                    }
+                    1 => {
+                        t.remove(i);
+                    }
+                    _ => t.insert(i, char::from(b"9/:\"]"[(next() % 5) as usize])),
+                }
+            }
+            let text: String = t.into_iter().collect();
+            if let Err(e) = Config::parse(&text) {
+                assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+
     #[test]
     fn short_timeouts_allowed_when_asked() {
         let text = GOOD.replace(

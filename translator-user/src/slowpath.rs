@@ -1221,6 +1221,89 @@ mod tests {
         finish(sum_bytes(h)) == 0
     }
 
+    /// A small deterministic generator for the randomized tests (xorshift64*).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn bytes(&mut self, max: usize) -> Vec<u8> {
+            let n = (self.next() as usize) % (max + 1);
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    /// Random and mutated input through every parser of the slow path: errors are fine,
+    /// panics (out-of-bounds reads, overflows) are not.
+    #[test]
+    fn parsers_survive_random_input() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let p = params();
+        let client: Ipv6Addr = "2001:db8:1::2".parse().expect("client");
+        let dst6: Ipv6Addr = "2001:db8:64::c000:202".parse().expect("dst");
+        for _ in 0..20_000 {
+            let buf = rng.bytes(200);
+            let nh = [0u8, 43, 44, 60, 6, 17, 58][(rng.next() % 7) as usize];
+            let off = (rng.next() % 64) as usize;
+            let _ = skip_extensions(&buf, nh, off, rng.next() % 2 == 0);
+            let proto6 = [6u8, 17, 58, 0][(rng.next() % 4) as usize];
+            let _ = whole_6to4(
+                &p,
+                client,
+                dst6,
+                proto6,
+                64,
+                0,
+                1,
+                buf.clone(),
+                (Ipv4Addr::new(192, 0, 2, 1), 1024),
+            );
+            let proto4 = [6u8, 17, 1, 0][(rng.next() % 4) as usize];
+            let _ = whole_4to6(
+                &p,
+                Ipv4Addr::new(192, 0, 2, 2),
+                proto4,
+                64,
+                0,
+                1,
+                buf.clone(),
+                (client, 40000),
+            );
+            let mut pieces = Pieces {
+                first_seen: Instant::now(),
+                parts: Vec::new(),
+                proto: 17,
+                ttl: 64,
+                tos: 0,
+                bytes: 0,
+            };
+            for _ in 0..(rng.next() % 6) {
+                let off = (rng.next() % 9000) as usize & !7;
+                pieces
+                    .parts
+                    .push((off, rng.bytes(64), rng.next() % 2 == 0, Vec::new()));
+            }
+            let _ = pieces.complete();
+            let mtu = 68 + (rng.next() % 2000) as usize;
+            let _ = fragment4(
+                Ipv4Addr::new(192, 0, 2, 1),
+                Ipv4Addr::new(192, 0, 2, 2),
+                17,
+                64,
+                0,
+                1,
+                0,
+                false,
+                &buf,
+                mtu,
+            );
+            let _ = fragment6(client, dst6, 17, 64, 0, 1, 0, false, &buf, 1280 + mtu);
+        }
+    }
+
     #[test]
     fn extension_headers_are_walked() {
         // Hop-by-hop (8 bytes), destination options (16 bytes), then UDP.
