@@ -1248,7 +1248,7 @@ mod tests {
             let buf = rng.bytes(200);
             let nh = [0u8, 43, 44, 60, 6, 17, 58][(rng.next() % 7) as usize];
             let off = (rng.next() % 64) as usize;
-            let _ = skip_extensions(&buf, nh, off, rng.next() % 2 == 0);
+            let _ = skip_extensions(&buf, nh, off, rng.next().is_multiple_of(2));
             let proto6 = [6u8, 17, 58, 0][(rng.next() % 4) as usize];
             let _ = whole_6to4(
                 &p,
@@ -1284,7 +1284,7 @@ mod tests {
                 let off = (rng.next() % 9000) as usize & !7;
                 pieces
                     .parts
-                    .push((off, rng.bytes(64), rng.next() % 2 == 0, Vec::new()));
+                    .push((off, rng.bytes(64), rng.next().is_multiple_of(2), Vec::new()));
             }
             let _ = pieces.complete();
             let mtu = 68 + (rng.next() % 2000) as usize;
