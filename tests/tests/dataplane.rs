@@ -76,6 +76,11 @@ struct Case {
     random_id: bool,
 }
 
+/// A case name built at run time (the table lives for the whole test).
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
 /// Builds the expected IPv4 frame for a given identification.
 type Expect4 = Box<dyn Fn(u16) -> Vec<u8> + Send>;
 
@@ -906,6 +911,480 @@ fn dataplane_fixtures() -> Result<()> {
         },
         None,
     );
+    // Every ICMPv4 error type/code of RFC 7915 section 4.2, written out here from the RFC
+    // (not from the translator's tables): Some((type, code, rest)) or None for "dropped".
+    // Rest: the ICMPv6 "rest of header" word for a zero ICMPv4 rest word.
+    let v4_table: Vec<(u8, u8, Option<(u8, u8, u32)>)> = {
+        let mut t = Vec::new();
+        for code in 0..=16u8 {
+            let m = match code {
+                0 | 1 | 5 | 6 | 7 | 8 | 11 | 12 => Some((1, 0, 0)),
+                2 => Some((4, 1, 6)),
+                3 => Some((1, 4, 0)),
+                9 | 10 | 13 | 15 => Some((1, 1, 0)),
+                _ => None, // 4 (fragmentation needed) has its own cases below; 14, 16: dropped
+            };
+            if code != 4 {
+                t.push((3, code, m));
+            }
+        }
+        t.push((11, 0, Some((3, 0, 0))));
+        t.push((11, 1, Some((3, 1, 0))));
+        t.push((12, 1, None));
+        for ty in [4u8, 5, 6, 9, 10, 13, 14, 15, 16, 17, 18, 30, 40] {
+            t.push((ty, 0, None));
+        }
+        t
+    };
+    for (ty, code, mapped) in v4_table {
+        let input = eth(
+            MAC_GW4,
+            MAC_SERVER,
+            0x0800,
+            &ipv4(
+                router,
+                pool,
+                1,
+                64,
+                0,
+                30,
+                false,
+                &icmp4_err(ty, code, 0, &sent4),
+            ),
+        );
+        let (action, output, counter) = match mapped {
+            Some((ty6, code6, rest)) => (
+                XDP_REDIRECT,
+                Some(eth(
+                    MAC_CLIENT,
+                    MAC_GW6,
+                    0x86dd,
+                    &ipv6(
+                        router6,
+                        client,
+                        58,
+                        63,
+                        0,
+                        &icmp6_err(router6, client, ty6, code6, rest, &quoted6),
+                    ),
+                )),
+                "icmp-error-translated",
+            ),
+            None => (XDP_DROP, None, "unsupported-icmp"),
+        };
+        push(
+            Case {
+                name: leak(format!("icmpv4 type {ty} code {code}")),
+                side: Side::V4,
+                input,
+                action,
+                output,
+                counter,
+                random_id: false,
+            },
+            None,
+        );
+    }
+    // Fragmentation needed -> packet too big: MTU + 20, the RFC 1191 plateau below the quoted
+    // packet's length when the router said 0, never below 1280.
+    for (mtu4, mtu6) in [
+        (0u32, 1280u32),
+        (576, 1280),
+        (1259, 1280),
+        (1260, 1280),
+        (1261, 1281),
+        (1480, 1500),
+        (65535, 65555),
+    ] {
+        push(
+            Case {
+                name: leak(format!(
+                    "icmpv4 fragmentation needed, mtu {mtu4} -> packet too big {mtu6}"
+                )),
+                side: Side::V4,
+                input: eth(
+                    MAC_GW4,
+                    MAC_SERVER,
+                    0x0800,
+                    &ipv4(
+                        router,
+                        pool,
+                        1,
+                        64,
+                        0,
+                        31,
+                        false,
+                        &icmp4_err(3, 4, mtu4, &sent4),
+                    ),
+                ),
+                action: XDP_REDIRECT,
+                output: Some(eth(
+                    MAC_CLIENT,
+                    MAC_GW6,
+                    0x86dd,
+                    &ipv6(
+                        router6,
+                        client,
+                        58,
+                        63,
+                        0,
+                        &icmp6_err(router6, client, 2, 0, mtu6, &quoted6),
+                    ),
+                )),
+                counter: "icmp-error-translated",
+                random_id: false,
+            },
+            None,
+        );
+    }
+    // Parameter problem pointers, IPv4 -> IPv6 (RFC 7915 figure 3).
+    for (ptr4, ptr6) in [
+        (0u32, Some(0u32)),
+        (1, Some(1)),
+        (2, Some(4)),
+        (3, Some(4)),
+        (4, None),
+        (5, None),
+        (6, None),
+        (7, None),
+        (8, Some(7)),
+        (9, Some(6)),
+        (10, None),
+        (11, None),
+        (12, Some(8)),
+        (13, Some(8)),
+        (14, Some(8)),
+        (15, Some(8)),
+        (16, Some(24)),
+        (17, Some(24)),
+        (18, Some(24)),
+        (19, Some(24)),
+        (20, None),
+    ] {
+        for code in [0u8, 2] {
+            let input = eth(
+                MAC_GW4,
+                MAC_SERVER,
+                0x0800,
+                &ipv4(
+                    router,
+                    pool,
+                    1,
+                    64,
+                    0,
+                    32,
+                    false,
+                    &icmp4_err(12, code, ptr4 << 24, &sent4),
+                ),
+            );
+            let (action, output, counter) = match ptr6 {
+                Some(p6) => (
+                    XDP_REDIRECT,
+                    Some(eth(
+                        MAC_CLIENT,
+                        MAC_GW6,
+                        0x86dd,
+                        &ipv6(
+                            router6,
+                            client,
+                            58,
+                            63,
+                            0,
+                            &icmp6_err(router6, client, 4, 0, p6, &quoted6),
+                        ),
+                    )),
+                    "icmp-error-translated",
+                ),
+                None => (XDP_DROP, None, "unsupported-icmp"),
+            };
+            push(
+                Case {
+                    name: leak(format!(
+                        "icmpv4 parameter problem code {code} pointer {ptr4}"
+                    )),
+                    side: Side::V4,
+                    input,
+                    action,
+                    output,
+                    counter,
+                    random_id: false,
+                },
+                None,
+            );
+        }
+    }
+    // Every ICMPv6 error type/code of RFC 7915 section 5.2.
+    let v6_table: Vec<(u8, u8, Option<(u8, u8, u32)>)> = vec![
+        (1, 0, Some((3, 1, 0))),
+        (1, 1, Some((3, 10, 0))),
+        (1, 2, Some((3, 1, 0))),
+        (1, 3, Some((3, 1, 0))),
+        (1, 4, Some((3, 3, 0))),
+        (1, 5, None),
+        (1, 6, None),
+        (1, 7, None),
+        (3, 0, Some((11, 0, 0))),
+        (3, 1, Some((11, 1, 0))),
+        (4, 1, Some((3, 2, 0))),
+        (4, 2, None),
+        (4, 3, None),
+        (0, 0, None),
+        (100, 0, None),
+        (127, 0, None),
+    ];
+    for (ty, code, mapped) in v6_table {
+        let input = eth(
+            MAC_GW6,
+            MAC_CLIENT,
+            0x86dd,
+            &ipv6(
+                client,
+                server6,
+                58,
+                64,
+                0,
+                &icmp6_err(client, server6, ty, code, 0, &got6),
+            ),
+        );
+        let (action, output, counter) = match mapped {
+            Some((ty4, code4, rest)) => (
+                XDP_REDIRECT,
+                Some(eth(
+                    MAC_SERVER,
+                    MAC_GW4,
+                    0x0800,
+                    &ipv4(
+                        pool,
+                        server,
+                        1,
+                        63,
+                        0,
+                        0,
+                        false,
+                        &icmp4_err(ty4, code4, rest, &got4),
+                    ),
+                )),
+                "icmp-error-translated",
+            ),
+            None => (XDP_DROP, None, "unsupported-icmp"),
+        };
+        push(
+            Case {
+                name: leak(format!("icmpv6 type {ty} code {code}")),
+                side: Side::V6,
+                input,
+                action,
+                output,
+                counter,
+                random_id: false,
+            },
+            None,
+        );
+    }
+    // Packet too big -> fragmentation needed: MTU - 20, capped to 16 bits.
+    for (mtu6, mtu4) in [
+        (1280u32, 1260u32),
+        (1500, 1480),
+        (9000, 8980),
+        (70000, 65535),
+    ] {
+        push(
+            Case {
+                name: leak(format!(
+                    "icmpv6 packet too big {mtu6} -> fragmentation needed {mtu4}"
+                )),
+                side: Side::V6,
+                input: eth(
+                    MAC_GW6,
+                    MAC_CLIENT,
+                    0x86dd,
+                    &ipv6(
+                        client,
+                        server6,
+                        58,
+                        64,
+                        0,
+                        &icmp6_err(client, server6, 2, 0, mtu6, &got6),
+                    ),
+                ),
+                action: XDP_REDIRECT,
+                output: Some(eth(
+                    MAC_SERVER,
+                    MAC_GW4,
+                    0x0800,
+                    &ipv4(
+                        pool,
+                        server,
+                        1,
+                        63,
+                        0,
+                        0,
+                        false,
+                        &icmp4_err(3, 4, mtu4, &got4),
+                    ),
+                )),
+                counter: "icmp-error-translated",
+                random_id: false,
+            },
+            None,
+        );
+    }
+    // Parameter problem pointers, IPv6 -> IPv4 (RFC 7915 figure 6).
+    for ptr6 in 0u32..=41 {
+        let ptr4: Option<u32> = match ptr6 {
+            0 => Some(0),
+            1 => Some(1),
+            4 | 5 => Some(2),
+            6 => Some(9),
+            7 => Some(8),
+            8..=23 => Some(12),
+            24..=39 => Some(16),
+            _ => None,
+        };
+        let input = eth(
+            MAC_GW6,
+            MAC_CLIENT,
+            0x86dd,
+            &ipv6(
+                client,
+                server6,
+                58,
+                64,
+                0,
+                &icmp6_err(client, server6, 4, 0, ptr6, &got6),
+            ),
+        );
+        let (action, output, counter) = match ptr4 {
+            Some(p4) => (
+                XDP_REDIRECT,
+                Some(eth(
+                    MAC_SERVER,
+                    MAC_GW4,
+                    0x0800,
+                    &ipv4(
+                        pool,
+                        server,
+                        1,
+                        63,
+                        0,
+                        0,
+                        false,
+                        &icmp4_err(12, 0, p4 << 24, &got4),
+                    ),
+                )),
+                "icmp-error-translated",
+            ),
+            None => (XDP_DROP, None, "unsupported-icmp"),
+        };
+        push(
+            Case {
+                name: leak(format!("icmpv6 parameter problem pointer {ptr6}")),
+                side: Side::V6,
+                input,
+                action,
+                output,
+                counter,
+                random_id: false,
+            },
+            None,
+        );
+    }
+    // A quoted TCP segment and a quoted ICMP echo (ports and identifier translated, their
+    // checksums too).
+    let echo_sent4 = ipv4(
+        pool,
+        server,
+        1,
+        63,
+        0,
+        0,
+        false,
+        &icmp4_echo(8, pool_id, 1, data),
+    );
+    let echo_quoted6 = ipv6(
+        client,
+        server6,
+        58,
+        63,
+        0,
+        &icmp6_echo(client, server6, 128, icmp_id, 1, data),
+    );
+    push(
+        Case {
+            name: "icmpv4 host unreachable quoting an echo request",
+            side: Side::V4,
+            input: eth(
+                MAC_GW4,
+                MAC_SERVER,
+                0x0800,
+                &ipv4(
+                    router,
+                    pool,
+                    1,
+                    64,
+                    0,
+                    33,
+                    false,
+                    &icmp4_err(3, 1, 0, &echo_sent4),
+                ),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_CLIENT,
+                MAC_GW6,
+                0x86dd,
+                &ipv6(
+                    router6,
+                    client,
+                    58,
+                    63,
+                    0,
+                    &icmp6_err(router6, client, 1, 0, 0, &echo_quoted6),
+                ),
+            )),
+            counter: "icmp-error-translated",
+            random_id: false,
+        },
+        None,
+    );
+    push(
+        Case {
+            name: "icmpv4 port unreachable quoting a tcp segment",
+            side: Side::V4,
+            input: eth(
+                MAC_GW4,
+                MAC_SERVER,
+                0x0800,
+                &ipv4(
+                    router,
+                    pool,
+                    1,
+                    64,
+                    0,
+                    34,
+                    false,
+                    &icmp4_err(3, 3, 0, &syn4),
+                ),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_CLIENT,
+                MAC_GW6,
+                0x86dd,
+                &ipv6(
+                    router6,
+                    client,
+                    58,
+                    63,
+                    0,
+                    &icmp6_err(router6, client, 1, 4, 0, &syn6),
+                ),
+            )),
+            counter: "icmp-error-translated",
+            random_id: false,
+        },
+        None,
+    );
     push(
         Case {
             name: "icmpv4 source quench is not translated",
@@ -1284,6 +1763,69 @@ fn dataplane_fixtures() -> Result<()> {
         },
         None,
     );
+    // First, middle and last fragments of one datagram (IPv4 -> IPv6), 3 pieces.
+    let big3: Vec<u8> = (0u8..80).collect();
+    let w4 = udp(server.into(), pool.into(), 53, pport, &big3);
+    let w6 = udp(server6.into(), client.into(), 53, cport, &big3);
+    let fid3 = 0x2468u16;
+    for (name, from, to, more) in [
+        ("ipv4 first of three fragments", 0usize, 32usize, true),
+        ("ipv4 middle fragment", 32, 64, true),
+        ("ipv4 last of three fragments", 64, w4.len(), false),
+    ] {
+        push(
+            Case {
+                name,
+                side: Side::V4,
+                input: eth(
+                    MAC_GW4,
+                    MAC_SERVER,
+                    0x0800,
+                    &frag4(server, pool, 17, 64, fid3, from, more, &w4[from..to]),
+                ),
+                action: XDP_REDIRECT,
+                output: Some(eth(
+                    MAC_CLIENT,
+                    MAC_GW6,
+                    0x86dd,
+                    &frag6(
+                        server6,
+                        client,
+                        17,
+                        63,
+                        u32::from(fid3),
+                        from,
+                        more,
+                        &w6[from..to],
+                    ),
+                )),
+                counter: "fragment-translated",
+                random_id: false,
+            },
+            None,
+        );
+    }
+    // Destination options and a routing header with no segments left: slow path too.
+    for (nh, name) in [
+        (60u8, "ipv6 destination options header -> slow path"),
+        (43, "ipv6 routing header -> slow path"),
+    ] {
+        let mut ext = vec![17u8, 0, 0, 0, 0, 0, 0, 0];
+        ext.extend(udp(client.into(), server6.into(), cport, 53, data));
+        let pkt = ipv6(client, server6, nh, 64, 0, &ext);
+        push(
+            Case {
+                name,
+                side: Side::V6,
+                input: eth(MAC_GW6, MAC_CLIENT, 0x86dd, &pkt),
+                action: XDP_PASS,
+                output: Some(eth(MAC_GW6, MAC_CLIENT, 0x88b5, &pkt)),
+                counter: "slow-path",
+                random_id: false,
+            },
+            None,
+        );
+    }
     // A later fragment whose first fragment was not seen, and fragmented ICMP, go to the slow
     // path: ethertype 0x88b5, the packet otherwise untouched, handed to the kernel.
     let orphan = frag4(server, pool, 17, 64, 0x7777, split, false, &whole4[split..]);
