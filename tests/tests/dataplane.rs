@@ -76,6 +76,9 @@ struct Case {
     random_id: bool,
 }
 
+/// ICMP error type, code, and the translation: type, code, rest word (None: dropped).
+type TableRow = (u8, u8, Option<(u8, u8, u32)>);
+
 /// A case name built at run time (the table lives for the whole test).
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
@@ -914,7 +917,7 @@ fn dataplane_fixtures() -> Result<()> {
     // Every ICMPv4 error type/code of RFC 7915 section 4.2, written out here from the RFC
     // (not from the translator's tables): Some((type, code, rest)) or None for "dropped".
     // Rest: the ICMPv6 "rest of header" word for a zero ICMPv4 rest word.
-    let v4_table: Vec<(u8, u8, Option<(u8, u8, u32)>)> = {
+    let v4_table: Vec<TableRow> = {
         let mut t = Vec::new();
         for code in 0..=16u8 {
             let m = match code {
@@ -1114,7 +1117,7 @@ fn dataplane_fixtures() -> Result<()> {
         }
     }
     // Every ICMPv6 error type/code of RFC 7915 section 5.2.
-    let v6_table: Vec<(u8, u8, Option<(u8, u8, u32)>)> = vec![
+    let v6_table: Vec<TableRow> = vec![
         (1, 0, Some((3, 1, 0))),
         (1, 1, Some((3, 10, 0))),
         (1, 2, Some((3, 1, 0))),
