@@ -728,16 +728,22 @@ fn dataplane_fixtures() -> Result<()> {
         None,
     );
     // RFC 4884: the original datagram padded to 128 bytes (length 32 words), then an extension
-    // structure; the translated error quotes the padded datagram and drops the extension.
+    // structure (header and one object). Time exceeded carries it over: the translated
+    // original datagram (148 bytes) is zero-padded to 152 (19 words of 64 bits), then the
+    // extension follows unchanged. Packet too big has no length field: the extension is cut.
     let mut padded4 = sent4.clone();
     padded4.resize(128, 0);
+    let ext = [0x20u8, 0, 0x12, 0x34, 0, 8, 1, 1, 0xde, 0xad, 0xbe, 0xef];
     let mut with_ext = padded4.clone();
-    with_ext.extend([0x20, 0, 0, 0, 0, 8, 1, 1, 0, 0, 0, 0]);
+    with_ext.extend(ext);
     let mut padded6 = quoted6.clone();
     padded6.resize(quoted6.len() + (128 - sent4.len()), 0);
+    let mut ext6 = padded6.clone();
+    ext6.extend([0u8; 4]);
+    ext6.extend(ext);
     push(
         Case {
-            name: "icmpv4 time exceeded with RFC 4884 extensions: extensions cut off",
+            name: "icmpv4 time exceeded with RFC 4884 extensions: carried over, length 19",
             side: Side::V4,
             input: eth(
                 MAC_GW4,
@@ -765,7 +771,45 @@ fn dataplane_fixtures() -> Result<()> {
                     58,
                     63,
                     0,
-                    &icmp6_err(router6, client, 3, 0, 0, &padded6),
+                    &icmp6_err(router6, client, 3, 0, 19 << 24, &ext6),
+                ),
+            )),
+            counter: "icmp-error-translated",
+            random_id: false,
+        },
+        None,
+    );
+    push(
+        Case {
+            name: "icmpv4 fragmentation needed with RFC 4884 extensions: extensions cut off",
+            side: Side::V4,
+            input: eth(
+                MAC_GW4,
+                MAC_SERVER,
+                0x0800,
+                &ipv4(
+                    router,
+                    pool,
+                    1,
+                    64,
+                    0,
+                    26,
+                    false,
+                    &icmp4_err(3, 4, (32 << 16) | 1400, &with_ext),
+                ),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_CLIENT,
+                MAC_GW6,
+                0x86dd,
+                &ipv6(
+                    router6,
+                    client,
+                    58,
+                    63,
+                    0,
+                    &icmp6_err(router6, client, 2, 0, 1420, &padded6),
                 ),
             )),
             counter: "icmp-error-translated",
@@ -870,6 +914,53 @@ fn dataplane_fixtures() -> Result<()> {
                 MAC_GW4,
                 0x0800,
                 &ipv4(pool, server, 1, 63, 0, 0, false, &icmp4_err(3, 3, 0, &got4)),
+            )),
+            counter: "icmp-error-translated",
+            random_id: false,
+        },
+        None,
+    );
+    // RFC 4884 the other way: 128 bytes of original datagram (16 words of 64 bits) and an
+    // extension; in ICMPv4 the datagram is 108 bytes, zero-padded to 128 (32 words of 32 bits).
+    let mut got6_128 = got6.clone();
+    got6_128.resize(128, 0);
+    let mut in6 = got6_128.clone();
+    in6.extend(ext);
+    let mut out4 = got4.clone();
+    out4.resize(128, 0);
+    out4.extend(ext);
+    push(
+        Case {
+            name: "icmpv6 port unreachable with RFC 4884 extensions: carried over, length 32",
+            side: Side::V6,
+            input: eth(
+                MAC_GW6,
+                MAC_CLIENT,
+                0x86dd,
+                &ipv6(
+                    client,
+                    server6,
+                    58,
+                    64,
+                    0,
+                    &icmp6_err(client, server6, 1, 4, 16 << 24, &in6),
+                ),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(eth(
+                MAC_SERVER,
+                MAC_GW4,
+                0x0800,
+                &ipv4(
+                    pool,
+                    server,
+                    1,
+                    63,
+                    0,
+                    0,
+                    false,
+                    &icmp4_err(3, 3, 32 << 16, &out4),
+                ),
             )),
             counter: "icmp-error-translated",
             random_id: false,

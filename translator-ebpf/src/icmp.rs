@@ -11,7 +11,10 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action},
-    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::{
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    },
     macros::map,
     maps::PerCpuArray,
     programs::XdpContext,
@@ -118,18 +121,31 @@ pub(crate) fn from_ipv4_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     if inn.ver_ihl != 0x45 {
         return Err(DropReason::UnsupportedIcmp);
     }
+    let [ty, code] = ty_code.to_ne_bytes();
+    let (ty6, code6, kind) = icmp::error_4to6(ty, code).ok_or(DropReason::UnsupportedIcmp)?;
     // RFC 4884: a non-zero length (in 32-bit words) means an extension structure follows the
-    // original datagram. Extensions are not translated (RFC 7915 leaves that optional): they
-    // are cut off, and the translated error carries a length of zero.
-    let ext_words = rest.0.to_ne_bytes()[1] as usize;
-    let tot_len = if ext_words != 0 && IPV4_LEN + ICMP_LEN + ext_words * 4 < tot_len {
-        trim_to(ctx, ETH_LEN + IPV4_LEN + ICMP_LEN + ext_words * 4)?;
-        IPV4_LEN + ICMP_LEN + ext_words * 4
+    // original datagram. Destination unreachable and time exceeded carry it over (the
+    // original datagram, now 20 bytes longer, is zero-padded to 64-bit words and the length
+    // counts those); other ICMPv6 errors have no length field, so their extensions are cut.
+    let orig4 = rest.0.to_ne_bytes()[1] as usize * 4;
+    let has_ext = orig4 != 0 && IPV4_LEN + ICMP_LEN + orig4 < tot_len;
+    let ext_len = if has_ext {
+        tot_len - IPV4_LEN - ICMP_LEN - orig4
+    } else {
+        0
+    };
+    let keep_ext = has_ext
+        && (ty6 == icmp::V6_DEST_UNREACH || ty6 == icmp::V6_TIME_EXCEEDED)
+        && ext_len <= MAX_EXT
+        && orig4 + (IPV6_LEN - IPV4_LEN) + 4 + ext_len + ICMP_LEN <= MAX_ICMP6;
+    let tot_len = if has_ext && !keep_ext {
+        trim_to(ctx, ETH_LEN + IPV4_LEN + ICMP_LEN + orig4)?;
+        IPV4_LEN + ICMP_LEN + orig4
     } else {
         tot_len
     };
-    let [ty, code] = ty_code.to_ne_bytes();
-    let (ty6, code6, kind) = icmp::error_4to6(ty, code).ok_or(DropReason::UnsupportedIcmp)?;
+    let orig6 = orig4 + (IPV6_LEN - IPV4_LEN);
+    let pad6 = if keep_ext { (8 - orig6 % 8) % 8 } else { 0 };
 
     // The quoted packet went out from the pool: its source is the pool side of the session.
     let (key, inner_proto6) = match inn.proto {
@@ -193,7 +209,12 @@ pub(crate) fn from_ipv4_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     } else {
         0
     };
-    let rest6 = rest_word(kind, mtu, pointer)?;
+    let rest6 = if keep_ext {
+        // Length of the (padded) original datagram in 64-bit words, first byte of the rest.
+        u32::from_ne_bytes([((orig6 + pad6) / 8) as u8, 0, 0, 0])
+    } else {
+        rest_word(kind, mtu, pointer)?
+    };
 
     // Quoted transport header: the pool port becomes the client's, addresses change.
     let quoted_len = tot_len - IPV4_LEN - ICMP_LEN - IPV4_LEN;
@@ -255,6 +276,12 @@ pub(crate) fn from_ipv4_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     // SAFETY: the context pointer is the program's own.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(GROWTH as i32)) } != 0 {
         return Err(DropReason::HelperFailed);
+    }
+    if pad6 != 0 {
+        // The extension structure moves behind the padding.
+        grow_to(ctx, ETH_LEN + IPV6_LEN + icmp6_len + pad6)?;
+        shift_right(ctx, V6_INNER + orig6, ext_len, pad6)?;
+        icmp6_len += pad6;
     }
     if icmp6_len > MAX_ICMP6 {
         trim_to(ctx, ETH_LEN + IPV6_LEN + MAX_ICMP6)?;
@@ -336,18 +363,30 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     let [ty, code] = ty_code.to_ne_bytes();
     let (ty4, code4, kind) = icmp::error_6to4(ty, code).ok_or(DropReason::UnsupportedIcmp)?;
     // RFC 4884 (destination unreachable, time exceeded): a non-zero length (in 64-bit words)
-    // means extensions follow the original datagram; they are cut off.
-    let ext_words = if ty == icmp::V6_DEST_UNREACH || ty == icmp::V6_TIME_EXCEEDED {
-        rest.0.to_ne_bytes()[0] as usize
+    // means extensions follow the original datagram. They are carried over: the original
+    // datagram, 20 bytes shorter in IPv4, is zero-padded to the 128 bytes ICMPv4 asks for,
+    // and the length counts 32-bit words. What does not fit that scheme is cut off.
+    let orig6 = if ty == icmp::V6_DEST_UNREACH || ty == icmp::V6_TIME_EXCEEDED {
+        rest.0.to_ne_bytes()[0] as usize * 8
     } else {
         0
     };
-    let payload_len = if ext_words != 0 && ICMP_LEN + ext_words * 8 < payload_len {
-        trim_to(ctx, ETH_LEN + IPV6_LEN + ICMP_LEN + ext_words * 8)?;
-        ICMP_LEN + ext_words * 8
+    let has_ext = orig6 != 0 && ICMP_LEN + orig6 < payload_len;
+    let ext_len = if has_ext {
+        payload_len - ICMP_LEN - orig6
+    } else {
+        0
+    };
+    let orig4 = orig6.saturating_sub(IPV6_LEN - IPV4_LEN);
+    let pad4 = if orig4 < 128 { 128 - orig4 } else { 0 };
+    let keep_ext = has_ext && ext_len <= MAX_EXT && pad4 <= MAX_PAD && orig6 >= IPV6_LEN + 8;
+    let payload_len = if has_ext && !keep_ext {
+        trim_to(ctx, ETH_LEN + IPV6_LEN + ICMP_LEN + orig6)?;
+        ICMP_LEN + orig6
     } else {
         payload_len
     };
+    let pad4 = if keep_ext { pad4 } else { 0 };
     let cfg = config();
     if !rfc6052::matches_raw(&inn.src, &cfg.prefix, &cfg.mask) {
         return Err(DropReason::UnsupportedIcmp);
@@ -409,7 +448,12 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     } else {
         0
     };
-    let rest4 = rest_word(kind, mtu, pointer)?;
+    let rest4 = if keep_ext {
+        // Length of the (padded) original datagram in 32-bit words, second byte of the rest.
+        u32::from_ne_bytes([0, ((orig4 + pad4) / 4) as u8, 0, 0])
+    } else {
+        rest_word(kind, mtu, pointer)?
+    };
 
     let quoted_len = payload_len - ICMP_LEN - IPV6_LEN;
     let l4p: *mut L4Head = ptr_at(ctx, V6_INNER_L4)?;
@@ -448,7 +492,7 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
         }
     }
 
-    let icmp4_len = payload_len - (IPV6_LEN - IPV4_LEN);
+    let icmp4_len = payload_len - (IPV6_LEN - IPV4_LEN) + pad4;
     let tot_len = (IPV4_LEN + icmp4_len) as u16;
     // SAFETY: plain-old-data struct, all zeroes is valid.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
@@ -514,6 +558,11 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, GROWTH as i32) } != 0 {
         return Err(DropReason::HelperFailed);
     }
+    if pad4 != 0 {
+        // The extension structure moves behind the padding.
+        grow_to(ctx, ETH_LEN + IPV4_LEN + icmp4_len)?;
+        shift_right(ctx, V4_INNER + orig4, ext_len, pad4)?;
+    }
     let sum = sum_packet(ctx, V4_ICMP, icmp4_len)?;
     let pi: *mut L4Head = ptr_at(ctx, V4_ICMP)?;
     // SAFETY: bounds checked by ptr_at.
@@ -524,6 +573,49 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
 
 // ------------------------------------------------------------------------------------------------
 // Errors the gateway sends itself.
+
+/// Longest RFC 4884 extension structure carried over.
+const MAX_EXT: usize = 512;
+/// Most padding inserted in front of an extension structure.
+const MAX_PAD: usize = 32;
+
+/// Per-CPU copy of an extension structure being moved.
+#[map]
+static EXT_BUF: PerCpuArray<[u8; MAX_EXT]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Grows the frame at the tail to `len` bytes.
+#[inline(always)]
+fn grow_to(ctx: &XdpContext, len: usize) -> Result<(), DropReason> {
+    let have = ctx.data_end() - ctx.data();
+    if len > have {
+        // SAFETY: the context pointer is the program's own.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (len - have) as i32) } != 0 {
+            return Err(DropReason::HelperFailed);
+        }
+    }
+    Ok(())
+}
+
+/// Moves `len` bytes at `from` forward by `by` bytes and zeroes the gap (the frame has room).
+#[inline(never)]
+fn shift_right(ctx: &XdpContext, from: usize, len: usize, by: usize) -> Result<(), DropReason> {
+    if len == 0 || len > MAX_EXT || by == 0 || by > MAX_PAD {
+        return Err(DropReason::UnsupportedIcmp);
+    }
+    let buf = EXT_BUF.get_ptr_mut(0).ok_or(DropReason::HelperFailed)?;
+    let mut zeros = [0u8; MAX_PAD];
+    // SAFETY: the helpers check offsets and lengths against the packet; the buffers hold
+    // MAX_EXT and MAX_PAD bytes, and the lengths are bounded by those.
+    unsafe {
+        if bpf_xdp_load_bytes(ctx.ctx, from as u32, buf.cast(), len as u32) != 0
+            || bpf_xdp_store_bytes(ctx.ctx, (from + by) as u32, buf.cast(), len as u32) != 0
+            || bpf_xdp_store_bytes(ctx.ctx, from as u32, zeros.as_mut_ptr().cast(), by as u32) != 0
+        {
+            return Err(DropReason::Truncated);
+        }
+    }
+    Ok(())
+}
 
 /// Cuts the frame to `len` bytes.
 #[inline(always)]
