@@ -57,7 +57,9 @@ pub const BLOCK_EVENTS: &str = "BLOCK_EVENTS";
 pub const ICMP_RATE: &str = "ICMP_RATE";
 
 /// Every map the program pins, for listing and removal.
-pub const ALL_MAPS: [&str; 17] = [
+pub const ALL_MAPS: [&str; 19] = [
+    BLOCK_EVENTS,
+    SESSION_EVENTS,
     TRACE_FILTER,
     TRACE_EVENTS,
     FRAGS6,

@@ -88,12 +88,13 @@ static CLIENTS: LpmTrie<[u32; 4], u32> = LpmTrie::pinned(1024, 0);
 pub(crate) static POOL: HashMap<u32, PoolAddress> = HashMap::pinned(256, 0);
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
-/// Sessions for the controller's optional session log (not pinned).
+/// Sessions for the controller's optional session log. Pinned, like the block events: what
+/// happens while no controller runs, or while a reload swaps the program, is read later.
 #[map]
-static SESSION_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
-/// Port-block allocations for the controller's block log (not pinned: each load has its own).
+static SESSION_EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
+/// Port-block allocations for the controller's block log (pinned).
 #[map]
-static BLOCK_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+static BLOCK_EVENTS: RingBuf = RingBuf::pinned(64 * 1024, 0);
 /// Per-CPU scratch space for the parsed IPv6 packet (not pinned: nothing persists in it).
 #[map]
 static SCRATCH6: PerCpuArray<Packet6> = PerCpuArray::with_max_entries(1, 0);

@@ -571,6 +571,48 @@ impl Maps {
         Ok(())
     }
 
+    /// Why a static binding could not be installed, without changing anything.
+    pub fn static_conflict(&self, s: &StaticMapping) -> Option<String> {
+        let proto = s.protocol.number();
+        let k4 = BindingKey4 {
+            pool: raw4(u32::from(s.ipv4)),
+            pool_port_be: s.ipv4_port.to_be(),
+            proto,
+            _pad: 0,
+        };
+        let k6 = BindingKey6 {
+            client: raw6(u128::from(s.ipv6)),
+            client_port_be: s.ipv6_port.to_be(),
+            proto,
+            _pad: 0,
+        };
+        if let Ok(old) = self.bindings4.get(&k4, 0)
+            && (old.client != k6.client || old.client_port_be != k6.client_port_be)
+        {
+            return Some(format!(
+                "{} {}:{} is already bound to [{}]:{}",
+                s.protocol,
+                s.ipv4,
+                s.ipv4_port,
+                Ipv6Addr::from(rfc6052::from_raw6(&old.client)),
+                u16::from_be(old.client_port_be)
+            ));
+        }
+        if let Ok(old) = self.bindings6.get(&k6, 0)
+            && (old.pool != k4.pool || old.pool_port_be != k4.pool_port_be)
+        {
+            return Some(format!(
+                "{} [{}]:{} already has the binding {}:{}",
+                s.protocol,
+                s.ipv6,
+                s.ipv6_port,
+                Ipv4Addr::from(rfc6052::from_raw4(old.pool)),
+                u16::from_be(old.pool_port_be)
+            ));
+        }
+        None
+    }
+
     /// Removes a static binding and its sessions.
     pub fn del_static(&mut self, s: &StaticMapping) -> anyhow::Result<()> {
         let proto = s.protocol.number();

@@ -17,6 +17,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             state.pid
         );
     }
+    log_releases(&inst);
     if dataplane::down(&inst)? {
         println!(
             "instance {:?}: data plane detached, pins and state removed",
@@ -26,4 +27,34 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         println!("instance {:?}: nothing to remove", inst.name);
     }
     Ok(())
+}
+
+/// Every block still held is released by `down`: the block log says so, or a later query
+/// would name the old holder together with the next one.
+fn log_releases(inst: &Instance) {
+    let Ok(cfg) = inst.read_state().and_then(|s| s.config()) else {
+        return;
+    };
+    if cfg.block_log.is_none() {
+        return;
+    }
+    let Ok(maps) = crate::dataplane::Maps::open(&inst.pins) else {
+        return;
+    };
+    let Ok(mut log) = crate::blocklog::BlockLog::open(cfg.block_log.as_deref()) else {
+        return;
+    };
+    for (k, slot) in maps.block_slots.iter().filter_map(Result::ok) {
+        if let Some(p) = crate::config::Protocol::from_number(k.proto) {
+            log.write_aged(
+                crate::blocklog::RELEASED,
+                std::net::Ipv6Addr::from(translator_common::rfc6052::from_raw6(&k.client)),
+                p,
+                std::net::Ipv4Addr::from(translator_common::rfc6052::from_raw4(slot.block.pool)),
+                slot.block.start,
+                cfg.block_size,
+                std::time::Duration::ZERO,
+            );
+        }
+    }
 }

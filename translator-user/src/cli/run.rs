@@ -244,6 +244,35 @@ impl Drop for SlowPath {
     }
 }
 
+/// Refuses listener addresses (DNS64, metrics) that a reload would add but that cannot be
+/// bound here, before anything changes.
+fn check_listeners(old: &Config, new: &Config) -> anyhow::Result<()> {
+    let old_dns: Vec<std::net::SocketAddr> = old
+        .dns64
+        .iter()
+        .filter(|d| d.enabled)
+        .flat_map(|d| d.listen.clone())
+        .collect();
+    let new_dns: Vec<std::net::SocketAddr> = new
+        .dns64
+        .iter()
+        .filter(|d| d.enabled)
+        .flat_map(|d| d.listen.clone())
+        .collect();
+    for a in new_dns.iter().filter(|a| !old_dns.contains(a)) {
+        std::net::UdpSocket::bind(a)
+            .map_err(|e| anyhow!("dns64.listen: cannot listen on {a}: {e}"))?;
+    }
+    if let Some(a) = new
+        .metrics_listen
+        .filter(|a| old.metrics_listen != Some(*a))
+    {
+        std::net::TcpListener::bind(a)
+            .map_err(|e| anyhow!("metrics.listen: cannot listen on {a}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// A session-log line from a data-plane record.
 fn session_entry(
     event: &str,
@@ -302,8 +331,6 @@ impl Controller {
             slow,
         };
         c.attach_rings();
-        c.start_dns();
-        c.start_metrics();
         Ok(c)
     }
 
@@ -329,9 +356,11 @@ impl Controller {
             .and_then(|m| aya::maps::RingBuf::try_from(m).ok());
     }
 
-    fn start_dns(&mut self) {
+    /// (Re)starts the DNS64 server; an old one is stopped first and its sockets closed.
+    async fn start_dns(&mut self) {
         if let Some(h) = self.dns.take() {
             h.abort();
+            let _ = h.await;
         }
         self.dns = self.cfg.dns64.clone().filter(|d| d.enabled).map(|d| {
             let stats = self.dns_stats.clone();
@@ -339,9 +368,11 @@ impl Controller {
         });
     }
 
-    fn start_metrics(&mut self) {
+    /// (Re)starts the metrics endpoint; an old one is stopped first and its socket closed.
+    async fn start_metrics(&mut self) {
         if let Some(h) = self.metrics.take() {
             h.abort();
+            let _ = h.await;
         }
         self.metrics = self.cfg.metrics_listen.map(|listen| {
             tokio::spawn(crate::metrics::serve(
@@ -473,7 +504,7 @@ impl Controller {
     /// Applies a changed configuration file without losing sessions (SIGHUP,
     /// `translator reload`). An invalid file, or one that changes what cannot change live,
     /// is refused and the running configuration stays in force.
-    fn reload(&mut self) -> anyhow::Result<String> {
+    async fn reload(&mut self) -> anyhow::Result<String> {
         let text = std::fs::read_to_string(&self.config_path)
             .with_context(|| format!("reading {}", self.config_path.display()))?;
         let mut new = Config::parse(&text)
@@ -497,6 +528,23 @@ impl Controller {
                  to change it (this drops every session)"
             );
         }
+        // Everything that can fail is checked before anything changes: a refused reload leaves
+        // the running configuration entirely in force.
+        let log_changed = old.block_log != new.block_log || old.log_sessions != new.log_sessions;
+        let new_log = if log_changed {
+            Some(BlockLog::open(new.block_log.as_deref())?)
+        } else {
+            None
+        };
+        for (i, s) in new.statics.iter().enumerate() {
+            if !old.statics.contains(s)
+                && let Some(conflict) = self.maps.static_conflict(s)
+            {
+                anyhow::bail!("static[{i}]: {conflict}");
+            }
+        }
+        check_listeners(old, &new)?;
+
         let mut changes = Vec::new();
         self.maps.sync_policy(&new)?;
         for s in old.statics.iter().filter(|s| !new.statics.contains(s)) {
@@ -535,18 +583,17 @@ impl Controller {
             changes.push("nat64.clients".into());
         }
         let dns_changed = format!("{:?}", old.dns64) != format!("{:?}", new.dns64);
-        let log_changed = old.block_log != new.block_log || old.log_sessions != new.log_sessions;
         self.cfg = new;
-        if log_changed {
-            self.block_log = BlockLog::open(self.cfg.block_log.as_deref())?;
-            changes.push("log.blocks".into());
+        if let Some(l) = new_log {
+            self.block_log = l;
+            changes.push("log".into());
         }
         if dns_changed {
-            self.start_dns();
+            self.start_dns().await;
             changes.push("dns64".into());
         }
         if old.metrics_listen != self.cfg.metrics_listen {
-            self.start_metrics();
+            self.start_metrics().await;
             changes.push("metrics.listen".into());
         }
         // The slow path translates with the configuration too.
@@ -563,6 +610,8 @@ impl Controller {
 
     async fn serve(&mut self) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
+        self.start_dns().await;
+        self.start_metrics().await;
         let mut tick = tokio::time::interval(expiry_period(&self.cfg));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut drain = tokio::time::interval(DRAIN);
@@ -573,7 +622,7 @@ impl Controller {
                 _ = tick.tick() => self.expire()?,
                 _ = drain.tick() => self.drain(),
                 _ = hup.recv() => {
-                    let (ok, message) = match self.reload() {
+                    let (ok, message) = match self.reload().await {
                         Ok(m) => (true, m),
                         Err(e) => (false, format!("{e:#}")),
                     };
@@ -599,12 +648,13 @@ impl Controller {
                         None => std::future::pending().await,
                     }
                 } => {
+                    // The NAT64 keeps running whatever happens to the DNS64 server.
                     self.dns = None;
                     match r {
-                        Ok(Ok(())) => return Err(anyhow!("the dns64 server stopped")),
-                        Ok(Err(e)) => return Err(e.context("dns64")),
+                        Ok(Ok(())) => log::error!("the dns64 server stopped"),
+                        Ok(Err(e)) => log::error!("the dns64 server stopped: {e:#}"),
                         Err(e) if e.is_cancelled() => {}
-                        Err(e) => return Err(anyhow!("the dns64 server failed: {e}")),
+                        Err(e) => log::error!("the dns64 server failed: {e}"),
                     }
                 }
                 r = async {
@@ -615,10 +665,10 @@ impl Controller {
                 } => {
                     self.metrics = None;
                     match r {
-                        Ok(Ok(())) => return Err(anyhow!("the metrics endpoint stopped")),
-                        Ok(Err(e)) => return Err(e),
+                        Ok(Ok(())) => log::error!("the metrics endpoint stopped"),
+                        Ok(Err(e)) => log::error!("the metrics endpoint stopped: {e:#}"),
                         Err(e) if e.is_cancelled() => {}
-                        Err(e) => return Err(anyhow!("the metrics endpoint failed: {e}")),
+                        Err(e) => log::error!("the metrics endpoint failed: {e}"),
                     }
                 }
                 _ = tokio::signal::ctrl_c() => return Ok(()),
