@@ -120,6 +120,15 @@ impl State {
 
     /// Whether the recorded controller process is alive.
     pub fn controller_running(&self) -> bool {
+        // The recorded pid runs the same program as this command (whatever its file name),
+        // or at least a program called translator.
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid));
+        let me = std::fs::read_link("/proc/self/exe");
+        if let (Ok(exe), Ok(me)) = (&exe, &me)
+            && exe == me
+        {
+            return true;
+        }
         let Ok(cmdline) = std::fs::read(format!("/proc/{}/cmdline", self.pid)) else {
             return false;
         };
