@@ -586,7 +586,7 @@ impl Controller {
         self.cfg = new;
         if let Some(l) = new_log {
             self.block_log = l;
-            changes.push("log".into());
+            changes.push("log.blocks".into());
         }
         if dns_changed {
             self.start_dns().await;
