@@ -333,6 +333,25 @@ pub fn down(inst: &Instance) -> anyhow::Result<bool> {
 /// Counter sums: events, then drop reasons.
 pub type Counters = (Vec<(Event, u64)>, Vec<(DropReason, u64)>);
 
+/// The binding keys of a static mapping.
+fn static_keys(s: &StaticMapping) -> (BindingKey4, BindingKey6) {
+    let proto = s.protocol.number();
+    (
+        BindingKey4 {
+            pool: raw4(u32::from(s.ipv4)),
+            pool_port_be: s.ipv4_port.to_be(),
+            proto,
+            _pad: 0,
+        },
+        BindingKey6 {
+            client: raw6(u128::from(s.ipv6)),
+            client_port_be: s.ipv6_port.to_be(),
+            proto,
+            _pad: 0,
+        },
+    )
+}
+
 /// Typed handles on an instance's pinned maps.
 pub struct Maps {
     pub sessions6: HashMap<MapData, SessionKey6, SessionValue6>,
@@ -349,7 +368,8 @@ pub struct Maps {
     pub frags4: HashMap<MapData, Frag4Key, Frag4Value>,
 }
 
-fn open_map(dir: &Path, name: &str) -> anyhow::Result<Map> {
+/// Opens one pinned map of an instance.
+pub fn open_map(dir: &Path, name: &str) -> anyhow::Result<Map> {
     let path = dir.join(name);
     let data = MapData::from_pin(&path).map_err(|e| {
         anyhow!(
@@ -521,19 +541,10 @@ impl Maps {
 
     /// Installs a static binding. Fails when the pool port or client port is bound otherwise.
     pub fn add_static(&mut self, s: &StaticMapping) -> anyhow::Result<()> {
-        let proto = s.protocol.number();
-        let k4 = BindingKey4 {
-            pool: raw4(u32::from(s.ipv4)),
-            pool_port_be: s.ipv4_port.to_be(),
-            proto,
-            _pad: 0,
-        };
-        let k6 = BindingKey6 {
-            client: raw6(u128::from(s.ipv6)),
-            client_port_be: s.ipv6_port.to_be(),
-            proto,
-            _pad: 0,
-        };
+        if let Some(conflict) = self.static_conflict(s) {
+            bail!("{conflict}");
+        }
+        let (k4, k6) = static_keys(s);
         let v4 = BindingValue4 {
             client: k6.client,
             client_port_be: k6.client_port_be,
@@ -547,33 +558,17 @@ impl Maps {
             _pad: 0,
             last_used: 0,
         };
-        if let Ok(old) = self.bindings4.get(&k4, 0) {
-            if old == v4 {
-                return self.bindings6.insert(k6, v6, 0).map_err(|e| anyhow!("{e}"));
-            }
-            bail!(
-                "{} {}:{} is already bound to [{}]:{}",
-                s.protocol,
-                s.ipv4,
-                s.ipv4_port,
-                Ipv6Addr::from(rfc6052::from_raw6(&old.client)),
-                u16::from_be(old.client_port_be)
-            );
-        }
-        if let Ok(old) = self.bindings6.get(&k6, 0) {
-            bail!(
-                "{} [{}]:{} already has the binding {}:{}",
-                s.protocol,
-                s.ipv6,
-                s.ipv6_port,
-                Ipv4Addr::from(rfc6052::from_raw4(old.pool)),
-                u16::from_be(old.pool_port_be)
-            );
-        }
+        // An existing binding is the same one (checked above) and becomes static; a new one is
+        // inserted only if the data plane has not taken the port meanwhile.
+        let flags = if self.bindings4.get(&k4, 0).is_ok() {
+            0
+        } else {
+            1
+        };
         self.bindings4
-            .insert(k4, v4, 1)
+            .insert(k4, v4, flags)
             .map_err(|e| anyhow!("installing binding: {e}"))?;
-        if let Err(e) = self.bindings6.insert(k6, v6, 1) {
+        if let Err(e) = self.bindings6.insert(k6, v6, 0) {
             let _ = self.bindings4.remove(&k4);
             bail!("installing binding: {e}");
         }
@@ -582,19 +577,7 @@ impl Maps {
 
     /// Why a static binding could not be installed, without changing anything.
     pub fn static_conflict(&self, s: &StaticMapping) -> Option<String> {
-        let proto = s.protocol.number();
-        let k4 = BindingKey4 {
-            pool: raw4(u32::from(s.ipv4)),
-            pool_port_be: s.ipv4_port.to_be(),
-            proto,
-            _pad: 0,
-        };
-        let k6 = BindingKey6 {
-            client: raw6(u128::from(s.ipv6)),
-            client_port_be: s.ipv6_port.to_be(),
-            proto,
-            _pad: 0,
-        };
+        let (k4, k6) = static_keys(s);
         if let Ok(old) = self.bindings4.get(&k4, 0)
             && (old.client != k6.client || old.client_port_be != k6.client_port_be)
         {

@@ -39,6 +39,23 @@ struct XdpMd {
     egress_ifindex: u32,
 }
 
+/// The syscall. The attr's pointers must point at live buffers of the sizes it gives.
+fn test_run(attr: &mut TestRunAttr) -> std::io::Result<()> {
+    // SAFETY: the callers fill the attr with pointers to buffers that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            attr as *mut TestRunAttr,
+            std::mem::size_of::<TestRunAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// What one test run returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -50,13 +67,14 @@ pub struct Outcome {
     pub ns_per_run: u32,
 }
 
-/// `BPF_F_TEST_XDP_LIVE_FRAMES`: every repetition runs on a fresh copy of the input frame and
-/// the verdict is carried out (frames are really transmitted or redirected).
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`: the verdict is carried out (frames are really transmitted or
+/// redirected).
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
-/// Runs the program `repeat` times in live-frames mode: each run sees the same input frame (so
-/// an established-flow translation can be timed over millions of runs) and its result is
-/// really sent. Returns the kernel's average time per run in ns.
+/// Runs the program `repeat` times in live-frames mode: the verdict of each run is carried out
+/// (frames are really sent). The kernel resets the frame's pointers between runs but, when a
+/// page is recycled, not necessarily its content: a program that rewrites the packet may see
+/// its own output again. Returns the kernel's average time per run in ns.
 pub fn run_live(
     prog: BorrowedFd<'_>,
     packet: &[u8],
@@ -78,19 +96,8 @@ pub fn run_live(
         flags: BPF_F_TEST_XDP_LIVE_FRAMES,
         ..Default::default()
     };
-    // SAFETY: the attr points at live buffers of the sizes given; no output buffers in live
-    // mode.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // No output buffers in live mode.
+    test_run(&mut attr)?;
     Ok(attr.duration)
 }
 
@@ -120,18 +127,7 @@ pub fn run(
         ctx_in: &ctx as *const XdpMd as u64,
         ..Default::default()
     };
-    // SAFETY: the attr points at live buffers of the sizes given.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    test_run(&mut attr)?;
     out.truncate(attr.data_size_out as usize);
     Ok(Outcome {
         action: attr.retval,

@@ -4,7 +4,7 @@ use std::{
 };
 
 use anyhow::anyhow;
-use aya::maps::{Array, Map, MapData, RingBuf};
+use aya::maps::{Array, MapData, RingBuf};
 use serde::Serialize;
 use translator_common::{
     counters::DropReason,
@@ -12,7 +12,11 @@ use translator_common::{
     rfc6052,
 };
 
-use crate::{config::Protocol, dataplane::Instance, sessions::monotonic_ns};
+use crate::{
+    config::Protocol,
+    dataplane::{Instance, open_map},
+    sessions::monotonic_ns,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -119,23 +123,12 @@ fn side_text(s: &Side) -> String {
     format!("{} -> {}", fmt(s.src, s.sport), fmt(s.dst, s.dport))
 }
 
-fn open(dir: &std::path::Path, name: &str) -> anyhow::Result<Map> {
-    let path = dir.join(name);
-    let data = MapData::from_pin(&path).map_err(|e| {
-        anyhow!(
-            "opening {}: {e} (is the instance running? `translator status`)",
-            path.display()
-        )
-    })?;
-    Map::from_map_data(data).map_err(|e| anyhow!("map {name}: {e}"))
-}
-
 pub fn main(a: Args) -> anyhow::Result<()> {
     let inst = Instance::new(&a.instance.instance);
-    let mut filter: Array<MapData, TraceFilter> = open(&inst.pins, TRACE_FILTER)?
+    let mut filter: Array<MapData, TraceFilter> = open_map(&inst.pins, TRACE_FILTER)?
         .try_into()
         .map_err(|e| anyhow!("{TRACE_FILTER}: {e}"))?;
-    let mut ring: RingBuf<MapData> = open(&inst.pins, TRACE_EVENTS)?
+    let mut ring: RingBuf<MapData> = open_map(&inst.pins, TRACE_EVENTS)?
         .try_into()
         .map_err(|e| anyhow!("{TRACE_EVENTS}: {e}"))?;
     let base = TraceFilter {
