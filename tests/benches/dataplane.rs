@@ -330,8 +330,7 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
     let mut t = Loaded::new("tr", 262_144)?;
     let empty = empty_xdp_program()?;
     let memset52 = common::byte_loop_memset_program(52)?;
-    let mut base = aya::EbpfLoader::new()
-        .load(dataplane::PROGRAM)
+    let mut base = dataplane::load_unpinned()
         .map_err(|e| anyhow::anyhow!("loading the eBPF object for the baselines: {e}"))?;
     let floor: &mut aya::programs::Xdp = base
         .program_mut("baseline_tx")

@@ -605,9 +605,7 @@ addresses = ["192.0.2.1"]
         }
         Setup::Forwarder => {
             let ebpf = g.in_ns(|| -> Result<aya::Ebpf> {
-                let mut ebpf = aya::EbpfLoader::new()
-                    .load(dataplane::PROGRAM)
-                    .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;
+                let mut ebpf = dataplane::load_unpinned()?;
                 let prog: &mut aya::programs::Xdp = ebpf
                     .program_mut("baseline_forward")
                     .context("no baseline_forward in the object")?

@@ -232,6 +232,28 @@ pub fn load(cfg: &Config, pins: Option<&Path>) -> anyhow::Result<Ebpf> {
     Ok(ebpf)
 }
 
+/// Loads the eBPF object with maps that are not pinned anywhere (for benchmarks and tools that
+/// use the baseline programs): the object's maps ask for pins, so they are pinned in a private
+/// folder that is removed again at once (the maps live on as long as the `Ebpf` holds them).
+/// Loading without this would pin them at the bpffs root.
+pub fn load_unpinned() -> anyhow::Result<Ebpf> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = Path::new(BPFFS_ROOT).join(format!(".unpinned-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let loaded = EbpfLoader::new()
+        .default_map_pin_directory(&dir)
+        .load(PROGRAM)
+        .map_err(|e| anyhow!("loading the eBPF object: {e}"));
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(&dir);
+    loaded
+}
+
 pub fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
     ebpf.program_mut(PROGRAM_NAME)
         .ok_or_else(|| anyhow!("the eBPF object has no program {PROGRAM_NAME:?}"))?
