@@ -9,6 +9,7 @@
 //! The library must not depend on `translator-user`: xtask depends on it and has to build on a
 //! fresh machine before bpf-linker exists.
 
+pub mod checks;
 pub mod cmd;
 pub mod fixture;
 pub mod gateway;
@@ -19,6 +20,7 @@ pub mod sweep;
 pub mod topology;
 pub mod xdp_pass;
 
+pub use checks::{describe_sessions, same_bytes, stats_delta};
 pub use cmd::{Output, Proc, TempDir, interrupted, request_interrupt, require_root, wait_until};
 pub use gateway::{
     Gateway, GatewayConfig, Session, StaticMapping, Stats, translator_bin, workspace_root,

@@ -13,11 +13,11 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use translator_tests::{
     ALT_POOL_V4, CLIENT_V6, GATEWAY_V4, Gateway, GatewayConfig, HttpServer, NetNs, PacedHttp,
-    SERVER_V4, Session, StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, nat64, pattern,
-    server_via_prefix, udp_recv, wait_until,
+    SERVER_V4, Session, StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, describe_sessions,
+    nat64, pattern, same_bytes, server_via_prefix, udp_recv, wait_until,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -70,41 +70,6 @@ fn curl(ns: &NetNs, url: &str) -> Result<Vec<u8>> {
 
 fn server_url(path: &str) -> String {
     format!("http://[{}]:80/{path}", server_via_prefix())
-}
-
-/// Errors unless `got == want`, describing the first difference.
-fn same_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
-    if got == want {
-        return Ok(());
-    }
-    let first = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    bail!(
-        "{what}: got {} bytes, expected {}; first difference at byte {first}",
-        got.len(),
-        want.len()
-    )
-}
-
-fn describe_sessions(sessions: &[Session]) -> String {
-    let mut s = format!("{} session(s):", sessions.len());
-    for x in sessions.iter().take(20) {
-        s.push_str(&format!(
-            "\n  {} [{}]:{} -> {}:{} via {}:{} {}",
-            x.protocol,
-            x.client,
-            x.client_port,
-            x.remote,
-            x.remote_port,
-            x.pool,
-            x.pool_port,
-            x.state
-        ));
-    }
-    s
 }
 
 /// Where packets went, for failure messages: the gateway's non-zero counters, the veths' non-zero

@@ -22,7 +22,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 use translator_tests::cmd::Proc;
 use translator_tests::{
     CLIENT_V6, GATEWAY_V6, Gateway, HttpServer, NetNs, PacedHttp, SERVER_V4, Session, Stats,
-    TempDir, Topology, UdpEcho, XdpPass, pattern, server_via_prefix, udp_recv, wait_until,
+    TempDir, Topology, UdpEcho, XdpPass, describe_sessions, pattern, same_bytes, server_via_prefix,
+    stats_delta, udp_recv, wait_until,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -279,62 +280,6 @@ fn mac_of(ns: &NetNs, dev: &str) -> Result<String> {
         .and_then(serde_json::Value::as_str)
         .map(str::to_owned)
         .with_context(|| format!("no MAC address for {dev} in {json}"))
-}
-
-/// Errors unless `got == want`, describing the first difference.
-fn same_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
-    if got == want {
-        return Ok(());
-    }
-    let first = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    bail!(
-        "{what}: got {} bytes, expected {}; first difference at byte {first}",
-        got.len(),
-        want.len()
-    )
-}
-
-fn describe_sessions(sessions: &[Session]) -> String {
-    let mut s = format!("{} session(s):", sessions.len());
-    for x in sessions.iter().take(40) {
-        s.push_str(&format!(
-            "\n  {} [{}]:{} -> {}:{} via {}:{} {}",
-            x.protocol,
-            x.client,
-            x.client_port,
-            x.remote,
-            x.remote_port,
-            x.pool,
-            x.pool_port,
-            x.state
-        ));
-    }
-    s
-}
-
-/// What changed between two `stats --json` snapshots, for messages.
-fn stats_delta(before: &Stats, after: &Stats) -> String {
-    let mut out = Vec::new();
-    for (kind, b, a) in [
-        ("event", &before.events, &after.events),
-        ("drop", &before.drops, &after.drops),
-    ] {
-        for (name, &n) in a {
-            let old = b.get(name).copied().unwrap_or(0);
-            if n != old {
-                out.push(format!("{kind} {name} +{}", n.saturating_sub(old)));
-            }
-        }
-    }
-    if out.is_empty() {
-        "no counter changed".to_owned()
-    } else {
-        out.join(", ")
-    }
 }
 
 /// Drop counters that grew between two snapshots.

@@ -23,8 +23,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail, ensure};
 use translator_tests::{
     CLIENT_V6, GATEWAY_V4, GATEWAY_V6, Gateway, GatewayConfig, HttpServer, NetNs, SERVER_V4,
-    Session, StaticMapping, Stats, TcpEcho, Topology, UdpEcho, XdpPass, nat64, pattern,
-    server_via_prefix,
+    StaticMapping, Stats, TcpEcho, Topology, UdpEcho, XdpPass, describe_sessions, nat64, pattern,
+    same_bytes, server_via_prefix, stats_delta,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -378,62 +378,6 @@ impl V6RouterTopology {
 /// client none). Keep it alive for the whole test, declared after the topology.
 fn client_xdp_pass(topo: &Topology) -> Result<XdpPass> {
     XdpPass::attach(&topo.client, "c0")
-}
-
-/// Errors unless `got == want`, describing the first difference.
-fn same_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<()> {
-    if got == want {
-        return Ok(());
-    }
-    let first = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    bail!(
-        "{what}: got {} bytes, expected {}; first difference at byte {first}",
-        got.len(),
-        want.len()
-    )
-}
-
-fn describe_sessions(sessions: &[Session]) -> String {
-    let mut s = format!("{} session(s):", sessions.len());
-    for x in sessions.iter().take(30) {
-        s.push_str(&format!(
-            "\n  {} [{}]:{} -> {}:{} via {}:{} {}",
-            x.protocol,
-            x.client,
-            x.client_port,
-            x.remote,
-            x.remote_port,
-            x.pool,
-            x.pool_port,
-            x.state
-        ));
-    }
-    s
-}
-
-/// The counters that changed between two snapshots, for messages.
-fn stats_delta(before: &Stats, after: &Stats) -> String {
-    let mut out = Vec::new();
-    for (kind, b, a) in [
-        ("event", &before.events, &after.events),
-        ("drop", &before.drops, &after.drops),
-    ] {
-        for (name, &n) in a {
-            let old = b.get(name).copied().unwrap_or(0);
-            if n != old {
-                out.push(format!("{kind} {name} +{}", n - old));
-            }
-        }
-    }
-    if out.is_empty() {
-        "no counter changed".to_owned()
-    } else {
-        out.join(", ")
-    }
 }
 
 /// The controller's slow-path counters (`stats --json`, section `slow_path`), for messages.
