@@ -2,20 +2,24 @@
 //!
 //! Method. `BPF_PROG_TEST_RUN` with a repeat count runs the program again and again on the
 //! *same* buffer without restoring it: after the first run the buffer holds the translated
-//! packet (and `xdp_adjust_head` has moved its start), so repetition two onwards measures
-//! something else (the bench checks and reports this). Translating packets are therefore run
-//! with `repeat = 1`, one syscall per packet, and the kernel's own per-run time is taken (the
-//! syscall and the copy are outside its timer). That time carries a fixed overhead (two clock
-//! reads, the dispatcher, `local_bh_disable`), measured with an empty XDP program the same way
-//! in the same run and subtracted: the figures are net program cost. Programs that leave the
-//! packet as it was (the empty program, the `XDP_TX` floor, the pass-through packet) are also
-//! measured with a large repeat count, which needs no correction: where both exist they should
-//! agree, which checks the method.
+//! packet. So every figure is taken through the harness program `bench_harness`
+//! (translator-ebpf/src/baseline.rs): before each repetition it writes the input frame back
+//! (`xdp_adjust_head` to the original length, `xdp_store_bytes` of the frame) and tail-calls the
+//! program under test. Its own cost is measured in the same run by tail-calling `bench_return`
+//! (which only returns) and subtracted: the figures are the net cost of the program under test
+//! with a large repeat count, caches warm. Before timing, the harness's output is compared
+//! byte for byte with a plain run of the program on the same frame, so the harness cannot hide
+//! a different path.
 //!
-//! Each figure is the median of several runs (each run: the median of many packets), with min
-//! and max. New flows: every packet of a run is a new flow (a new client port; 64 ports per
-//! client, so each block allocation is amortized over 64 flows as in real use), and the run's
-//! figure is the mean, so the occasional block allocation is counted.
+//! New flows: the harness also writes a per-repetition port (and client address word) into the
+//! frame, so every repetition is a new flow (64 ports per client: the block allocation is
+//! amortized over 64 flows as in real use), or a new session on one binding (a new destination
+//! port each time). A fresh table per run.
+//!
+//! Also kept, as a cross-check of cold-cache cost: one syscall per packet (`repeat = 1`), the
+//! kernel's own per-run time minus that of an empty program.
+//!
+//! Each figure is the median of several runs, with min and max.
 
 mod common;
 
@@ -26,6 +30,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
+use aya::{
+    maps::{Array, MapData, ProgramArray},
+    programs::ProgramFd,
+};
 use common::{Row, empty_xdp_program, median_u32, quick, write_rows};
 use translator::{
     config::Config,
@@ -33,7 +41,7 @@ use translator::{
     testrun,
 };
 use translator_common::{
-    maps::{SessionKey4, SessionKey6, SessionValue4, SessionValue6},
+    maps::{BENCH_FRAME_MAX, BenchFrame, SessionKey4, SessionKey6, SessionValue4, SessionValue6},
     rfc6052::{raw4, raw6},
 };
 use translator_tests::{
@@ -256,13 +264,177 @@ fn per_call(
     Ok(times)
 }
 
-/// The kernel's per-repetition time with a large repeat count.
-fn repeated(fd: BorrowedFd<'_>, frame: &[u8], ifindex: u32, repeat: u32, want: u32) -> Result<f64> {
-    let out = testrun::run(fd, frame, ifindex, repeat).context("BPF_PROG_TEST_RUN")?;
-    if out.action != want {
-        bail!("repeat run: action {} (expected {want})", out.action);
+/// Per-repetition changes the harness makes to the frame (see [`BenchFrame`]).
+#[derive(Clone, Copy)]
+struct Vary {
+    lo_off: u32,
+    lo_base: u32,
+    lo_mod: u32,
+    hi_off: u32,
+    hi_base: u32,
+    hi_len: u32,
+}
+
+/// Offsets in the frames built here: UDP ports after Ethernet + IPv6, the destination port after
+/// Ethernet + IPv4, and the last word of the IPv6 source address.
+const SPORT6: u32 = 54;
+const DPORT6: u32 = 56;
+const DPORT4: u32 = 36;
+const SRC6_LOW: u32 = 34;
+
+/// The harness and the baseline programs, from one unpinned load of the eBPF object.
+struct Harness {
+    _base: aya::Ebpf,
+    prog: ProgramFd,
+    ret: ProgramFd,
+    floor: ProgramFd,
+    fwd: ProgramFd,
+    frame: Array<MapData, BenchFrame>,
+    next: ProgramArray<MapData>,
+}
+
+impl Harness {
+    fn new() -> Result<Self> {
+        let mut base = dataplane::load_unpinned()
+            .map_err(|e| anyhow::anyhow!("loading the eBPF object for the baselines: {e}"))?;
+        let mut load = |name: &str| -> Result<ProgramFd> {
+            let p: &mut aya::programs::Xdp = base
+                .program_mut(name)
+                .with_context(|| format!("the eBPF object has no {name}"))?
+                .try_into()
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            p.load()
+                .map_err(|e| anyhow::anyhow!("the kernel refused {name}: {e}"))?;
+            Ok(p.fd()?.try_clone()?)
+        };
+        let prog = load("bench_harness")?;
+        let ret = load("bench_return")?;
+        let floor = load("baseline_tx")?;
+        let fwd = load("baseline_forward")?;
+        let frame = Array::try_from(
+            base.take_map(translator_common::maps::BENCH_FRAME)
+                .context("the eBPF object has no BENCH_FRAME map")?,
+        )?;
+        let next = ProgramArray::try_from(
+            base.take_map(translator_common::maps::BENCH_NEXT)
+                .context("the eBPF object has no BENCH_NEXT map")?,
+        )?;
+        Ok(Self {
+            _base: base,
+            prog,
+            ret,
+            floor,
+            fwd,
+            frame,
+            next,
+        })
     }
-    Ok(f64::from(out.ns_per_run))
+
+    /// Runs `target` through the harness on `frame`, `repeat` times; checks the action.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        target: &ProgramFd,
+        frame: &[u8],
+        vary: Option<Vary>,
+        ifindex: u32,
+        repeat: u32,
+        want: u32,
+        what: &str,
+    ) -> Result<testrun::Outcome> {
+        if frame.len() > BENCH_FRAME_MAX {
+            bail!(
+                "{what}: frame of {} bytes, the harness takes {BENCH_FRAME_MAX}",
+                frame.len()
+            );
+        }
+        let mut f = BenchFrame {
+            len: frame.len() as u32,
+            ..Default::default()
+        };
+        f.bytes[..frame.len()].copy_from_slice(frame);
+        if let Some(v) = vary {
+            f.lo_off = v.lo_off;
+            f.lo_base = v.lo_base;
+            f.lo_mod = v.lo_mod;
+            f.hi_off = v.hi_off;
+            f.hi_base = v.hi_base;
+            f.hi_len = v.hi_len;
+        }
+        self.frame.set(0, f, 0)?;
+        self.next.set(0, target, 0)?;
+        let out = testrun::run(self.prog.as_fd(), frame, ifindex, repeat)
+            .with_context(|| format!("{what}: BPF_PROG_TEST_RUN of the harness"))?;
+        if out.action != want {
+            bail!(
+                "{what}: action {} through the harness (expected {want}); the figure would not \
+                 measure the intended path",
+                out.action
+            );
+        }
+        Ok(out)
+    }
+
+    /// ns per repetition of `target`, net of the harness (measured right before on the same
+    /// frame).
+    #[allow(clippy::too_many_arguments)]
+    fn net(
+        &mut self,
+        target: &ProgramFd,
+        frame: &[u8],
+        vary: Option<Vary>,
+        ifindex: u32,
+        repeat: u32,
+        want: u32,
+        what: &str,
+    ) -> Result<(f64, f64)> {
+        let ret = self.ret.try_clone()?;
+        let own = self.run(&ret, frame, None, ifindex, repeat, XDP_TX, "harness alone")?;
+        let out = self.run(target, frame, vary, ifindex, repeat, want, what)?;
+        Ok((
+            f64::from(out.ns_per_run) - f64::from(own.ns_per_run),
+            f64::from(own.ns_per_run),
+        ))
+    }
+
+    /// Fails unless the harness hands `target` exactly the frame a plain run sees: the output
+    /// after many repetitions equals the output of one plain run.
+    fn check(
+        &mut self,
+        target: &ProgramFd,
+        plain: BorrowedFd<'_>,
+        frame: &[u8],
+        ifindex: u32,
+        want: u32,
+        what: &str,
+    ) -> Result<()> {
+        let mut direct = run1(plain, frame, ifindex, what)?;
+        let mut via = self.run(target, frame, None, ifindex, 1000, want, what)?;
+        // The IPv4 identification differs from packet to packet by design (and with it the
+        // header checksum): compare everything else.
+        for p in [&mut direct.packet, &mut via.packet] {
+            if p.len() >= 34 && p[12..14] == [0x08, 0x00] {
+                for i in [18, 19, 24, 25] {
+                    p[i] = 0;
+                }
+            }
+        }
+        if direct.action != via.action || direct.packet != via.packet {
+            let differ: Vec<usize> = (0..direct.packet.len().min(via.packet.len()))
+                .filter(|&i| direct.packet[i] != via.packet[i])
+                .collect();
+            bail!(
+                "{what}: the harness output differs from a plain run (action {} vs {}, {} vs {} \
+                 bytes, bytes differing at {differ:?}): the figures would not measure the \
+                 program on its input",
+                via.action,
+                direct.action,
+                via.packet.len(),
+                direct.packet.len()
+            );
+        }
+        Ok(())
+    }
 }
 
 struct Settings {
@@ -289,7 +461,7 @@ fn bench() -> Result<()> {
         Settings {
             runs: 3,
             calls: 3000,
-            new_flows: 1024,
+            new_flows: 8192,
             repeat: 100_000,
             scales: vec![1_000, 100_000],
         }
@@ -297,7 +469,7 @@ fn bench() -> Result<()> {
         Settings {
             runs: 7,
             calls: 20_000,
-            new_flows: 4096,
+            new_flows: 32_768,
             repeat: 1_000_000,
             scales: vec![1_000, 100_000, 1_000_000],
         }
@@ -324,32 +496,13 @@ fn ifindexes() -> Result<(u32, u32)> {
     ))
 }
 
-/// Part 1: established flows, new flows, pass-through, floor.
+/// Part 1: established flows, new flows, pass-through, floor, bare forwarder.
 fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
     let (v6if, v4if) = ifindexes()?;
     let mut t = Loaded::new("tr", 262_144)?;
     let empty = empty_xdp_program()?;
-    let memset52 = common::byte_loop_memset_program(52)?;
-    let mut base = dataplane::load_unpinned()
-        .map_err(|e| anyhow::anyhow!("loading the eBPF object for the baselines: {e}"))?;
-    let floor: &mut aya::programs::Xdp = base
-        .program_mut("baseline_tx")
-        .context("the eBPF object has no baseline_tx")?
-        .try_into()
-        .map_err(|e| anyhow::anyhow!("baseline_tx: {e}"))?;
-    floor
-        .load()
-        .map_err(|e| anyhow::anyhow!("the kernel refused baseline_tx: {e}"))?;
-    let floor_fd = floor.fd()?.as_fd().try_clone_to_owned()?;
-    let floor_fd = floor_fd.as_fd();
-    let fwd: &mut aya::programs::Xdp = base
-        .program_mut("baseline_forward")
-        .context("the eBPF object has no baseline_forward")?
-        .try_into()
-        .map_err(|e| anyhow::anyhow!("baseline_forward: {e}"))?;
-    fwd.load()
-        .map_err(|e| anyhow::anyhow!("the kernel refused baseline_forward: {e}"))?;
-    let fwd_fd = fwd.fd()?.as_fd();
+    let mut h = Harness::new()?;
+    let (floor, fwd) = (h.floor.try_clone()?, h.fwd.try_clone()?);
     // Plain forwarding of the same packets: IPv6 to the client (received on v4a), IPv4 to the
     // server (received on v6a).
     let fwd6 = {
@@ -370,6 +523,7 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
             &ipv4(POOL, SERVER4, 17, 64, 0, 1, true, &seg),
         )
     };
+    let tr = translator_fd(&mut t)?;
     let fd = t.fd()?;
 
     // Established flows: the first packet of each creates the session.
@@ -384,17 +538,6 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
     let out = run1(fd, &e6, v6if, "echo request")?;
     let icmp_id = port4(&out.packet, "ICMP")?;
 
-    // Does a repeat count restore the packet between repetitions? (It did not when this was
-    // written: that is why translating packets are measured with repeat = 1.)
-    let once = testrun::run(fd, &u6, v6if, 1)?;
-    let twice = testrun::run(fd, &u6, v6if, 2)?;
-    let restores = once.packet == twice.packet && once.action == twice.action;
-    let method = if restores {
-        "repeat=1 per packet (the kernel restores the packet between repetitions)"
-    } else {
-        "repeat=1 per packet (a repeat count re-runs the program on its own output)"
-    };
-
     let established: Vec<(&str, Vec<u8>, u32)> = vec![
         ("established UDP 6->4", u6.clone(), v6if),
         ("established UDP 4->6", udp4(udp_pool, 9), v4if),
@@ -404,46 +547,131 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
         ("established ICMP echo 4->6", echo4_reply(icmp_id), v4if),
     ];
     let pass = udp6_to(GATEWAY6, 40003, 22);
+    for (what, frame, ifindex) in &established {
+        h.check(&tr, fd, frame, *ifindex, XDP_REDIRECT, what)?;
+    }
+    h.check(&tr, fd, &pass, v6if, XDP_PASS, "pass-through")?;
+    h.check(
+        &fwd,
+        fwd.as_fd(),
+        &fwd4,
+        v6if,
+        XDP_REDIRECT,
+        "forwarder IPv4",
+    )?;
+    h.check(
+        &fwd,
+        fwd.as_fd(),
+        &fwd6,
+        v4if,
+        XDP_REDIRECT,
+        "forwarder IPv6",
+    )?;
 
-    // Profiling aid: `TRANSLATOR_BENCH_SPIN=<case>:<seconds>` runs one case in a loop (for
-    // `perf record -e cpu-clock -a -g` from another shell) and measures nothing else. Cases:
-    // udp64, udp46, fwd4, fwd6, floor, empty.
+    // Profiling aid: `TRANSLATOR_BENCH_SPIN=<case>:<seconds>` runs one case through the harness
+    // in a loop (for `perf record -e cpu-clock -a -g` from another shell) and measures nothing
+    // else. Cases: udp64, udp46, fwd4, fwd6, floor.
     if let Ok(spin) = std::env::var("TRANSLATOR_BENCH_SPIN") {
         let (case, secs) = spin.split_once(':').unwrap_or((spin.as_str(), "10"));
         let secs: u64 = secs.parse().context("TRANSLATOR_BENCH_SPIN seconds")?;
-        let (prog, frame, ifindex) = match case {
-            "udp64" => (fd, &established[0].1, v6if),
-            "udp46" => (fd, &established[1].1, v4if),
-            "fwd4" => (fwd_fd, &fwd4, v6if),
-            "fwd6" => (fwd_fd, &fwd6, v4if),
-            "floor" => (floor_fd, &u6, v6if),
-            "empty" => (empty.as_fd(), &u6, v6if),
+        let (prog, frame, ifindex, want) = match case {
+            "udp64" => (&tr, &established[0].1, v6if, XDP_REDIRECT),
+            "udp46" => (&tr, &established[1].1, v4if, XDP_REDIRECT),
+            "fwd4" => (&fwd, &fwd4, v6if, XDP_REDIRECT),
+            "fwd6" => (&fwd, &fwd6, v4if, XDP_REDIRECT),
+            "floor" => (&floor, &u6, v6if, XDP_TX),
             other => bail!("TRANSLATOR_BENCH_SPIN: unknown case {other:?}"),
         };
         let deadline = Instant::now() + std::time::Duration::from_secs(secs);
         let mut n = 0u64;
-        let mut total = 0u64;
         while Instant::now() < deadline {
-            for _ in 0..1000 {
-                total += u64::from(run1(prog, frame, ifindex, case)?.ns_per_run);
-            }
-            n += 1000;
+            h.run(prog, frame, None, ifindex, s.repeat, want, case)?;
+            n += u64::from(s.repeat);
         }
-        println!("spin {case}: {n} runs, mean {} ns (raw)", total / n.max(1));
+        println!("spin {case}: {n} repetitions");
         return Ok(Vec::new());
     }
 
-    let mut empty_s = Vec::new();
+    let mut own_s = Vec::new();
     let mut floor_s = Vec::new();
     let mut pass_s = Vec::new();
     let mut est_s: Vec<Vec<f64>> = vec![Vec::new(); established.len()];
     let (mut fwd6_s, mut fwd4_s) = (Vec::new(), Vec::new());
-    let mut new_s = Vec::new();
-    let mut new_median_s = Vec::new();
-    let mut eim_s = Vec::new();
-    let mut memset_s = Vec::new();
-    let (mut empty_rep, mut floor_rep, mut pass_rep) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut new_s, mut eim_s) = (Vec::new(), Vec::new());
+    let (mut cold64_s, mut cold46_s, mut empty_s) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..s.runs {
+        let (x, own) = h.net(&floor, &u6, None, v6if, s.repeat, XDP_TX, "baseline_tx")?;
+        floor_s.push(x);
+        own_s.push(own);
+        let rep = s.repeat;
+        pass_s.push(
+            h.net(&tr, &pass, None, v6if, rep, XDP_PASS, "pass-through")?
+                .0,
+        );
+        fwd4_s.push(
+            h.net(&fwd, &fwd4, None, v6if, rep, XDP_REDIRECT, "forwarder IPv4")?
+                .0,
+        );
+        fwd6_s.push(
+            h.net(&fwd, &fwd6, None, v4if, rep, XDP_REDIRECT, "forwarder IPv6")?
+                .0,
+        );
+        for (i, (what, frame, ifindex)) in established.iter().enumerate() {
+            est_s[i].push(
+                h.net(&tr, frame, None, *ifindex, rep, XDP_REDIRECT, what)?
+                    .0,
+            );
+        }
+        // New flows in a fresh table: clients 2001:db8:1::1:<n / 64>, ports 20000 + n % 64.
+        let mut fresh = Loaded::new(&format!("nf{run}"), 262_144)?;
+        let nf = translator_fd(&mut fresh)?;
+        let first = udp6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 1, 0), 20000);
+        let vary = Vary {
+            lo_off: SPORT6,
+            lo_base: 20000,
+            lo_mod: 64,
+            hi_off: SRC6_LOW,
+            hi_base: 0x0001_0000,
+            hi_len: 4,
+        };
+        let flows = s.new_flows as u32;
+        new_s.push(
+            h.net(
+                &nf,
+                &first,
+                Some(vary),
+                v6if,
+                flows,
+                XDP_REDIRECT,
+                "new flow",
+            )?
+            .0,
+        );
+        // New sessions on one binding (endpoint-independent mapping): one client port, a new
+        // destination port each time (the very first repetition also makes the binding).
+        let one = udp6_to_from(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 3, 0), 50000, 2);
+        let vary = Vary {
+            lo_off: DPORT6,
+            lo_base: 2,
+            lo_mod: 65000,
+            hi_off: 0,
+            hi_base: 0,
+            hi_len: 2,
+        };
+        let what = "new session on a binding";
+        eim_s.push(
+            h.net(&nf, &one, Some(vary), v6if, flows, XDP_REDIRECT, what)?
+                .0,
+        );
+        let created = fresh.maps.sessions6.keys().count();
+        if created < 2 * s.new_flows {
+            bail!(
+                "new flows: {created} sessions in the table, expected {}",
+                2 * s.new_flows
+            );
+        }
+        drop(fresh);
+        // Cold: one syscall per packet.
         let e = median_u32(&mut per_call(
             empty.as_fd(),
             std::slice::from_ref(&u6),
@@ -453,57 +681,8 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
             "empty program",
         )?);
         empty_s.push(e);
-        memset_s.push(
-            median_u32(&mut per_call(
-                memset52.as_fd(),
-                std::slice::from_ref(&u6),
-                v6if,
-                s.calls,
-                XDP_PASS,
-                "memset program",
-            )?) - e,
-        );
-        floor_s.push(
-            median_u32(&mut per_call(
-                floor_fd,
-                std::slice::from_ref(&u6),
-                v6if,
-                s.calls,
-                XDP_TX,
-                "baseline_tx",
-            )?) - e,
-        );
-        pass_s.push(
-            median_u32(&mut per_call(
-                fd,
-                std::slice::from_ref(&pass),
-                v6if,
-                s.calls,
-                XDP_PASS,
-                "pass-through",
-            )?) - e,
-        );
-        fwd6_s.push(
-            median_u32(&mut per_call(
-                fwd_fd,
-                std::slice::from_ref(&fwd6),
-                v4if,
-                s.calls,
-                XDP_REDIRECT,
-                "baseline_forward IPv6",
-            )?) - e,
-        );
-        fwd4_s.push(
-            median_u32(&mut per_call(
-                fwd_fd,
-                std::slice::from_ref(&fwd4),
-                v6if,
-                s.calls,
-                XDP_REDIRECT,
-                "baseline_forward IPv4",
-            )?) - e,
-        );
-        for (i, (what, frame, ifindex)) in established.iter().enumerate() {
+        for (i, dst) in [(0, &mut cold64_s), (1, &mut cold46_s)] {
+            let (what, frame, ifindex) = &established[i];
             let m = median_u32(&mut per_call(
                 fd,
                 std::slice::from_ref(frame),
@@ -512,82 +691,44 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
                 XDP_REDIRECT,
                 what,
             )?);
-            est_s[i].push(m - e);
+            dst.push(m - e);
         }
-        // New flows: fresh clients 2001:db8:1::1:<run>:<n>, 64 ports each.
-        let frames: Vec<Vec<u8>> = (0..s.new_flows)
-            .map(|i| {
-                let client = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 1, run as u16, (i / 64) as u16, 0);
-                udp6(client, 20000 + (i % 64) as u16)
-            })
-            .collect();
-        let mut times = Vec::with_capacity(frames.len());
-        for f in &frames {
-            let out = run1(fd, f, v6if, "new flow")?;
-            if out.action != XDP_REDIRECT {
-                bail!("new flow: action {} (expected XDP_REDIRECT)", out.action);
-            }
-            times.push(out.ns_per_run);
-        }
-        let mean = times.iter().map(|&x| f64::from(x)).sum::<f64>() / times.len() as f64;
-        new_s.push(mean - e);
-        new_median_s.push(median_u32(&mut times) - e);
-        // New sessions on an existing binding (endpoint-independent mapping): one client port,
-        // a new destination port each time. The first packet makes the binding (not timed).
-        let client = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 3, run as u16, 0, 0);
-        run1(fd, &udp6_to_from(client, 50000, 1), v6if, "EIM binding")?;
-        let frames: Vec<Vec<u8>> = (0..s.new_flows)
-            .map(|i| udp6_to_from(client, 50000, 2 + i as u16))
-            .collect();
-        let mut sum = 0.0;
-        for f in &frames {
-            let out = run1(fd, f, v6if, "new session on a binding")?;
-            if out.action != XDP_REDIRECT {
-                bail!(
-                    "new session on a binding: action {} (expected XDP_REDIRECT)",
-                    out.action
-                );
-            }
-            sum += f64::from(out.ns_per_run);
-        }
-        eim_s.push(sum / frames.len() as f64 - e);
-        empty_rep.push(repeated(empty.as_fd(), &u6, v6if, s.repeat, XDP_PASS)?);
-        floor_rep.push(repeated(floor_fd, &u6, v6if, s.repeat, XDP_TX)?);
-        pass_rep.push(repeated(fd, &pass, v6if, s.repeat, XDP_PASS)?);
     }
-    let overhead = common::stats(&empty_s).0.unwrap_or(0.0);
-    let net = format!("{method}; net of the {overhead:.0} ns test-run overhead");
-    let floor_row = Row::new(
-        "testrun",
-        "floor: baseline_tx (swap MACs, XDP_TX)",
-        "ns/packet",
-        floor_s,
-        &net,
+    let own = common::stats(&own_s).0.unwrap_or(0.0);
+    let net = format!(
+        "repeat={} through the harness, net of its {own:.0} ns (restore + tail call)",
+        s.repeat
     );
     let mut rows = vec![
         Row::new(
             "testrun",
-            "empty program (test-run overhead, subtracted)",
+            "harness: restore the frame + tail call (subtracted)",
             "ns/packet",
-            empty_s,
-            "r0 = XDP_PASS; exit, repeat=1 per packet, raw kernel time",
+            own_s,
+            &format!("repeat={}, raw kernel time per repetition", s.repeat),
         ),
-        floor_row,
+        Row::new(
+            "testrun",
+            "floor: baseline_tx (swap MACs, XDP_TX)",
+            "ns/packet",
+            floor_s,
+            &net,
+        ),
     ];
     // Ratios: to the bare forwarder doing the same route lookup (the IPv4 one for packets that
-    // leave as IPv4). The floor's net cost is a few ns, too close to zero for a ratio.
-    let fwd6_row = Row::new(
-        "testrun",
-        "bare XDP forwarder IPv6 (baseline_forward)",
-        "ns/packet",
-        fwd6_s,
-        &net,
-    );
+    // leave as IPv4).
     let fwd4_row = Row::new(
         "testrun",
         "bare XDP forwarder IPv4 (baseline_forward)",
         "ns/packet",
         fwd4_s,
+        &net,
+    );
+    let fwd6_row = Row::new(
+        "testrun",
+        "bare XDP forwarder IPv6 (baseline_forward)",
+        "ns/packet",
+        fwd6_s,
         &net,
     );
     rows.push(fwd4_row.clone());
@@ -600,8 +741,6 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
         };
         rows.push(Row::new("testrun", what, "ns/packet", samples, &net).ratio_to(base));
     }
-    let mut med = new_median_s.clone();
-    med.sort_by(f64::total_cmp);
     rows.push(
         Row::new(
             "testrun",
@@ -609,11 +748,9 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
             "ns/packet",
             new_s,
             &format!(
-                "mean over {} new flows per run, 64 per client (block allocation amortized); \
-                 per-run medians {:.0}..{:.0} ns; {net}",
+                "{} new flows per run, each repetition a new client port (64 per client: the \
+                 block allocation is amortized), fresh table; {net}",
                 s.new_flows,
-                med.first().copied().unwrap_or(0.0),
-                med.last().copied().unwrap_or(0.0)
             ),
         )
         .ratio_to(&fwd4_row),
@@ -625,8 +762,8 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
             "ns/packet",
             eim_s,
             &format!(
-                "mean over {} new destination ports from one client port (EIM: the binding \
-                 exists, only the session is created); {net}",
+                "{} new destination ports from one client port (EIM: the binding exists, only the \
+                 session is created); {net}",
                 s.new_flows
             ),
         )
@@ -634,51 +771,25 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
     );
     rows.push(Row::new(
         "testrun",
-        "profile: 52-byte byte-loop memset",
-        "ns/packet",
-        memset_s,
-        &format!(
-            "what the translator spends zeroing its bpf_fib_lookup struct on every translated \
-             packet (core::mem::zeroed compiles to a call of a BPF memset subprogram that stores \
-             one byte per iteration: 52 x 5 instructions); {net}"
-        ),
-    ));
-    rows.push(Row::new(
-        "testrun",
         "pass-through (IPv6 not for the prefix)",
         "ns/packet",
         pass_s,
         &net,
     ));
-    let rep = format!(
-        "repeat={} (valid: the program leaves the packet as it was)",
-        s.repeat
-    );
-    let floor_rep_row = Row::new(
-        "testrun",
-        "check: floor baseline_tx, large repeat",
-        "ns/packet",
-        floor_rep,
-        &rep,
-    );
-    rows.push(Row::new(
-        "testrun",
-        "check: empty program, large repeat",
-        "ns/packet",
-        empty_rep,
-        &rep,
-    ));
-    rows.push(floor_rep_row.clone());
-    rows.push(
-        Row::new(
+    let e = common::stats(&empty_s).0.unwrap_or(0.0);
+    for (what, samples) in [("UDP 6->4", cold64_s), ("UDP 4->6", cold46_s)] {
+        rows.push(Row::new(
             "testrun",
-            "check: pass-through, large repeat",
+            &format!("cross-check: established {what}, one syscall per packet"),
             "ns/packet",
-            pass_rep,
-            &rep,
-        )
-        .ratio_to(&floor_rep_row),
-    );
+            samples,
+            &format!(
+                "repeat=1, {} calls, median kernel time net of an empty program's {e:.0} ns: \
+                 caches cold from the syscall in between",
+                s.calls
+            ),
+        ));
+    }
     let info = dataplane::program(t.ebpf.as_mut().context("unloaded")?)?.info()?;
     rows.push(Row::new(
         "testrun",
@@ -692,6 +803,11 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
         ),
     ));
     Ok(rows)
+}
+
+fn translator_fd(t: &mut Loaded) -> Result<ProgramFd> {
+    let ebpf = t.ebpf.as_mut().context("program already unloaded")?;
+    Ok(dataplane::program(ebpf)?.fd()?.try_clone()?)
 }
 
 /// CLOCK_MONOTONIC in ns (what `bpf_ktime_get_coarse_ns` compares with).
@@ -714,7 +830,10 @@ fn populate(maps: &mut Maps, n: u32) -> Result<()> {
     let now = monotonic_ns();
     let client = raw6(u128::from(CLIENT));
     let (remote, pool) = (raw4(u32::from(SERVER4)), raw4(u32::from(POOL)));
-    for i in 0..n {
+    for j in 0..n {
+        // A permutation of 0..n (7919 is prime to every table size used): the sessions the
+        // scale figures visit (0..4096) end up spread over the preallocated elements.
+        let i = ((u64::from(j) * 7919) % u64::from(n)) as u32;
         let (cport, rport) = session(i);
         let k6 = SessionKey6 {
             client,
@@ -774,17 +893,6 @@ fn memlock(pin: &Path) -> Result<(f64, f64)> {
     Ok((get("bytes_memlock")?, get("max_entries")?))
 }
 
-/// A small deterministic generator for sampling flows (xorshift).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// Part 2: established flows against tables of 1k, 100k and 1M sessions; memory per session.
 fn scale_section(s: &Settings) -> Result<Vec<Row>> {
     let (v6if, v4if) = ifindexes()?;
@@ -798,62 +906,54 @@ fn scale_section(s: &Settings) -> Result<Vec<Row>> {
         let started = Instant::now();
         populate(&mut t.maps, n)?;
         let fill_secs = started.elapsed().as_secs_f64();
-        let empty = empty_xdp_program()?;
-        // 4096 flows sampled from the whole table, one packet each in turn: a lookup that
-        // misses the CPU caches as often as real traffic over a big table would.
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let picks: Vec<u32> = (0..4096)
-            .map(|_| (rng.next() % u64::from(n)) as u32)
-            .collect();
-        let f6: Vec<Vec<u8>> = picks
-            .iter()
-            .map(|&i| {
-                let (c, r) = session(i);
-                udp6_to(SERVER6, c, r)
-            })
-            .collect();
-        let f4: Vec<Vec<u8>> = picks
-            .iter()
-            .map(|&i| {
-                let (c, r) = session(i);
-                udp4(c, r)
-            })
-            .collect();
-        let fd = t.fd()?;
+        // The same flows at every table size (sessions 0..flows, as many as the smallest table
+        // holds, put at places spread over the whole table by `populate`), one packet each in
+        // turn through the harness: what changes is the table, not the working set.
+        let flows = s.scales.iter().copied().min().unwrap_or(n).min(4096);
+        let tr = translator_fd(&mut t)?;
+        let mut h = Harness::new()?;
+        let vary = |off| Vary {
+            lo_off: off,
+            lo_base: 1,
+            lo_mod: flows,
+            hi_off: 0,
+            hi_base: 0,
+            hi_len: 2,
+        };
+        let (f6, f4) = (udp6_to(SERVER6, 1, 1000), udp4(1, 1000));
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for _ in 0..s.runs {
-            let e = median_u32(&mut per_call(
-                empty.as_fd(),
-                &f6[..1],
-                v6if,
-                s.calls,
-                XDP_PASS,
-                "empty program",
-            )?);
+            let what = "scale 6->4";
             a.push(
-                median_u32(&mut per_call(
-                    fd,
+                h.net(
+                    &tr,
                     &f6,
+                    Some(vary(SPORT6)),
                     v6if,
-                    s.calls,
+                    s.repeat,
                     XDP_REDIRECT,
-                    "scale 6->4",
-                )?) - e,
+                    what,
+                )?
+                .0,
             );
+            let what = "scale 4->6";
             b.push(
-                median_u32(&mut per_call(
-                    fd,
+                h.net(
+                    &tr,
                     &f4,
+                    Some(vary(DPORT4)),
                     v4if,
-                    s.calls,
+                    s.repeat,
                     XDP_REDIRECT,
-                    "scale 4->6",
-                )?) - e,
+                    what,
+                )?
+                .0,
             );
         }
         let note = format!(
-            "{n} sessions in the table (filled in {fill_secs:.1} s), 4096 random flows round \
-             robin; repeat=1, net of the empty-program overhead"
+            "{n} sessions in the table (filled in {fill_secs:.1} s), {flows} flows spread over \
+             it, round robin; repeat={} through the harness, net of it",
+            s.repeat
         );
         let mut r6 = Row::new(
             "scale",

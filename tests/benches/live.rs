@@ -55,19 +55,33 @@ fn mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
-/// The three namespaces of one setup.
+/// How the generator's frames reach the gateway's IPv6 side.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Ingress {
+    /// A veth pair from the client namespace; the generator is an `AF_PACKET` socket there.
+    Veth,
+    /// A TAP device in the gateway namespace that the generator writes frames into: tun runs
+    /// XDP natively on the written frame before any skb exists, as a NIC driver does, so no
+    /// setup pays veth's copy of skbs into XDP buffers. The gateway's work runs inline in the
+    /// generator's `write()`.
+    Tap,
+}
+
+/// The three namespaces of one setup (the client one is unused with TAP ingress).
 struct Net {
     client: NetNs,
     gateway: NetNs,
     server: NetNs,
+    ingress: Ingress,
 }
 
 impl Net {
-    fn new() -> Result<Self> {
+    fn new(ingress: Ingress) -> Result<Self> {
         let net = Self {
             client: NetNs::new("bcli")?,
             gateway: NetNs::new("bgw")?,
             server: NetNs::new("bsrv")?,
+            ingress,
         };
         net.wire().context("building the bench topology")?;
         Ok(net)
@@ -75,9 +89,16 @@ impl Net {
 
     fn wire(&self) -> Result<()> {
         let (c, g, s) = (&self.client, &self.gateway, &self.server);
-        for (dev, dmac, peer, pmac, ns) in
-            [(GW6, MAC_G6, CLI, MAC_C, c), (GW4, MAC_G4, SRV, MAC_S, s)]
-        {
+        let tap = self.ingress == Ingress::Tap;
+        if tap {
+            // The gateway's IPv6 side is a TAP device with the name and MAC of the veth it
+            // replaces, so every setup configures it the same way.
+            g.ip(&["tuntap", "add", "dev", GW6, "mode", "tap"])?;
+            g.ip(&["link", "set", GW6, "address", &mac(MAC_G6)])?;
+            g.ip(&["link", "set", GW6, "up"])?;
+        }
+        let pairs = [(GW6, MAC_G6, CLI, MAC_C, c), (GW4, MAC_G4, SRV, MAC_S, s)];
+        for (dev, dmac, peer, pmac, ns) in pairs.into_iter().skip(usize::from(tap)) {
             g.ip(&[
                 "link",
                 "add",
@@ -121,30 +142,9 @@ impl Net {
                 "permanent",
             ])?;
         }
-        c.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
-        c.ip(&["addr", "add", "2001:db8:1::2/64", "dev", CLI, "nodad"])?;
-        c.ip(&["link", "set", CLI, "up"])?;
-        c.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "2001:db8:1::1",
-            "dev",
-            CLI,
-        ])?;
-        c.ip(&[
-            "neigh",
-            "replace",
-            "2001:db8:1::1",
-            "lladdr",
-            &mac(MAC_G6),
-            "dev",
-            CLI,
-            "nud",
-            "permanent",
-        ])?;
+        if !tap {
+            self.wire_client()?;
+        }
         s.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
         s.ip(&["addr", "add", "192.0.2.2/24", "dev", SRV])?;
         s.ip(&["addr", "add", "2001:db8:2::2/64", "dev", SRV, "nodad"])?;
@@ -175,26 +175,58 @@ impl Net {
         }
         // End hosts: full checksums and no GSO on what they send (XDP cannot finish partial
         // checksums), GRO so that redirected frames are received (veth needs NAPI for them).
-        for (ns, dev) in [(c, CLI), (s, SRV)] {
+        let hosts = [(s, SRV), (c, CLI)];
+        for (ns, dev) in hosts.into_iter().take(if tap { 1 } else { 2 }) {
             ns.run(&[
                 "ethtool", "-K", dev, "tx", "off", "gso", "off", "tso", "off", "gro", "on",
             ])?;
         }
-        // Gateway: NAPI (GRO) on both sides for every setup, the IPv6 side's NAPI in a kthread.
-        for dev in [GW6, GW4] {
-            g.run(&["ethtool", "-K", dev, "gro", "on"])?;
+        // Gateway: NAPI (GRO) on the veths for every setup, the IPv6 side's NAPI in a kthread.
+        g.run(&["ethtool", "-K", GW4, "gro", "on"])?;
+        if !tap {
+            g.run(&["ethtool", "-K", GW6, "gro", "on"])?;
+            g.run(&[
+                "sh",
+                "-c",
+                &format!("echo 1 > /sys/class/net/{GW6}/threaded"),
+            ])?;
         }
-        g.run(&[
-            "sh",
-            "-c",
-            &format!("echo 1 > /sys/class/net/{GW6}/threaded"),
-        ])?;
         // Count and drop the generator's packets at the server.
         s.run(&[
             "nft",
             "add table inet bench; add counter inet bench rx; \
              add chain inet bench pre { type filter hook prerouting priority -300; }; \
              add rule inet bench pre udp dport 9 counter name rx drop",
+        ])?;
+        Ok(())
+    }
+
+    /// The client namespace's side of the IPv6 veth.
+    fn wire_client(&self) -> Result<()> {
+        let c = &self.client;
+        c.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        c.ip(&["addr", "add", "2001:db8:1::2/64", "dev", CLI, "nodad"])?;
+        c.ip(&["link", "set", CLI, "up"])?;
+        c.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::1",
+            "dev",
+            CLI,
+        ])?;
+        c.ip(&[
+            "neigh",
+            "replace",
+            "2001:db8:1::1",
+            "lladdr",
+            &mac(MAC_G6),
+            "dev",
+            CLI,
+            "nud",
+            "permanent",
         ])?;
         Ok(())
     }
@@ -418,17 +450,91 @@ fn generator_kind() -> &'static str {
 }
 
 fn xdp_send_loop(frames: &[Vec<u8>], stop: &AtomicBool, sent: &AtomicU64) -> Result<()> {
-    const REPEAT: u32 = 8192;
+    let repeat: u32 = std::env::var("TRANSLATOR_BENCH_XDP_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8192);
     let prog = common::xdp_program_returning(3)?;
     let ifindex = translator::netns::ifindex(CLI).with_context(|| format!("no {CLI}"))?;
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
-        live_frames(&prog, &frames[i % frames.len()], ifindex, REPEAT)
+        live_frames(&prog, &frames[i % frames.len()], ifindex, repeat)
             .context("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES")?;
-        sent.fetch_add(u64::from(REPEAT), Ordering::Relaxed);
+        sent.fetch_add(u64::from(repeat), Ordering::Relaxed);
         i += 1;
     }
     Ok(())
+}
+
+/// Opens the TAP device `dev` (in the calling thread's namespace) for writing frames into it,
+/// non-blocking: tun runs XDP natively only for non-blocking writers.
+fn tap_open(dev: &str) -> Result<OwnedFd> {
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    const IFF_TAP: libc::c_short = 0x0002;
+    const IFF_NO_PI: libc::c_short = 0x1000;
+    // SAFETY: plain open(2) of a NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening /dev/net/tun");
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    let tun = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: zeroed ifreq is valid; the name fits (checked) and stays NUL-terminated.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if dev.len() >= req.ifr_name.len() {
+        bail!("interface name {dev} too long");
+    }
+    for (d, b) in req.ifr_name.iter_mut().zip(dev.bytes()) {
+        *d = b as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI;
+    // SAFETY: TUNSETIFF takes a pointer to an ifreq that outlives the call.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req as *mut libc::ifreq) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("attaching to the TAP device {dev} (TUNSETIFF)"));
+    }
+    Ok(tun)
+}
+
+/// CPU time of the calling thread, ns.
+fn thread_cpu_ns() -> u64 {
+    // SAFETY: zeroed timespec filled by clock_gettime.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Writes `frames` round robin into the TAP device until `stop`, one `write()` each; publishes
+/// the frames written and the thread's CPU time (which includes the gateway's work, done
+/// inline).
+fn tap_send_loop(
+    tap: &OwnedFd,
+    frames: &[Vec<u8>],
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+    cpu: &AtomicU64,
+) {
+    let mut n = 0u64;
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..256 {
+            let f = &frames[i % frames.len()];
+            i = i.wrapping_add(1);
+            // SAFETY: the frame outlives the call.
+            let rc = unsafe { libc::write(tap.as_raw_fd(), f.as_ptr().cast(), f.len()) };
+            if rc > 0 {
+                n += 1;
+            }
+        }
+        sent.store(n, Ordering::Relaxed);
+        cpu.store(thread_cpu_ns(), Ordering::Relaxed);
+    }
 }
 
 /// One measured run: packets per second delivered at the server, sent by the generator, and
@@ -442,17 +548,27 @@ fn measure(
 ) -> Result<(f64, f64, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
+    let writer_cpu = Arc::new(AtomicU64::new(0));
     let frames = frames.to_vec();
-    let (stop2, sent2) = (stop.clone(), sent.clone());
-    let sender = net.client.spawn_thread(move || -> Result<()> {
-        pin_current_thread(0);
-        if generator_kind() == "xdp" {
-            return xdp_send_loop(&frames, &stop2, &sent2);
-        }
-        let sock = packet_socket(CLI)?;
-        send_loop(&sock, &frames, &stop2, &sent2);
-        Ok(())
-    })?;
+    let (stop2, sent2, cpu2) = (stop.clone(), sent.clone(), writer_cpu.clone());
+    let sender = if net.ingress == Ingress::Tap {
+        net.gateway.spawn_thread(move || -> Result<()> {
+            pin_current_thread(0);
+            let tap = tap_open(GW6)?;
+            tap_send_loop(&tap, &frames, &stop2, &sent2, &cpu2);
+            Ok(())
+        })?
+    } else {
+        net.client.spawn_thread(move || -> Result<()> {
+            pin_current_thread(0);
+            if generator_kind() == "xdp" {
+                return xdp_send_loop(&frames, &stop2, &sent2);
+            }
+            let sock = packet_socket(CLI)?;
+            send_loop(&sock, &frames, &stop2, &sent2);
+            Ok(())
+        })?
+    };
     struct Stop(Arc<AtomicBool>);
     impl Drop for Stop {
         fn drop(&mut self) {
@@ -466,9 +582,9 @@ fn measure(
         sent.load(Ordering::Relaxed),
         Instant::now(),
     );
-    let c0 = cpu_total(pids);
+    let c0 = cpu_total(pids) + writer_cpu.load(Ordering::Relaxed) as f64 / 1e9;
     std::thread::sleep(Duration::from_secs_f64(secs));
-    let c1 = cpu_total(pids);
+    let c1 = cpu_total(pids) + writer_cpu.load(Ordering::Relaxed) as f64 / 1e9;
     let (d1, s1, t1) = (
         net.delivered()?,
         sent.load(Ordering::Relaxed),
@@ -657,7 +773,9 @@ addresses = ["192.0.2.1"]
             running._dir = Some(dir);
         }
     }
-    running.pids.extend(net.pin_napi()?);
+    if net.ingress == Ingress::Veth {
+        running.pids.extend(net.pin_napi()?);
+    }
     Ok(running)
 }
 
@@ -741,18 +859,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench() -> Result<()> {
-    require_root()?;
-    let (runs, secs) = if quick() { (1, 2.0) } else { (3, 5.0) };
+/// 64-byte UDP through every setup with one kind of ingress: delivered packets per second and
+/// the gateway's capacity per core.
+fn udp_rows(ingress: Ingress, runs: usize, secs: f64, wanted: &dyn Fn(Setup) -> bool) -> Vec<Row> {
     let setups = [
         Setup::Forwarder,
         Setup::Translator,
         Setup::Kernel,
         Setup::Tayga,
     ];
-    // TRANSLATOR_BENCH_LIVE=forwarder,kernel,... limits the setups (for trying things out).
-    let only = std::env::var("TRANSLATOR_BENCH_LIVE").unwrap_or_default();
-    let wanted = |s: Setup| only.is_empty() || only.split(',').any(|w| s.key() == w);
     type Samples = (Vec<f64>, Vec<f64>, Vec<f64>);
     // Round robin (setup A, B, C, D, then A again...), each run on a fresh topology, so that a
     // change in the machine's load during the bench touches every setup alike.
@@ -768,7 +883,7 @@ fn bench() -> Result<()> {
             };
             let setup = *setup;
             let r = (|| -> Result<(f64, f64, f64)> {
-                let net = Net::new()?;
+                let net = Net::new(ingress)?;
                 let running = start(&net, setup)?;
                 let frames = frames(setup.destination());
                 measure(&net, &running.pids, &frames, Duration::from_secs(1), secs)
@@ -789,10 +904,15 @@ fn bench() -> Result<()> {
     let mut rows = Vec::new();
     let row_of = |setup: Setup, capacity: bool| -> Option<Row> {
         pps.iter().find(|(s, _)| *s == setup).map(|(s, r)| {
-            let name = if capacity {
-                format!("64-byte UDP, gateway capacity per core: {}", s.name())
+            let via = if ingress == Ingress::Tap {
+                " via TAP"
             } else {
-                format!("64-byte UDP: {}", s.name())
+                ""
+            };
+            let name = if capacity {
+                format!("64-byte UDP{via}, gateway capacity per core: {}", s.name())
+            } else {
+                format!("64-byte UDP{via}: {}", s.name())
             };
             let unit = if capacity {
                 "packets/s/core"
@@ -810,9 +930,15 @@ fn bench() -> Result<()> {
                             .map(|c| if *c > 0.0 { 1e9 / c } else { 0.0 })
                             .collect(),
                         &format!(
-                            "1 s / CPU time of the gateway's NAPI kthread{} per delivered \
-                             packet ({:.0} ns; includes the server veth's receive, which runs \
-                             there too); delivered {:.0} of {:.0} offered packets/s",
+                            "1 s / CPU time of {}{} per delivered packet ({:.0} ns; includes \
+                             the server veth's receive, which runs there too); delivered {:.0} \
+                             of {:.0} offered packets/s",
+                            if ingress == Ingress::Tap {
+                                "the generator's thread (write() into the TAP runs the gateway \
+                                 inline)"
+                            } else {
+                                "the gateway's NAPI kthread"
+                            },
                             if *s == Setup::Tayga { " + tayga" } else { "" },
                             mc.unwrap_or(0.0),
                             common::stats(got).0.unwrap_or(0.0),
@@ -838,7 +964,11 @@ fn bench() -> Result<()> {
                         &format!(
                             "delivered at the server, {secs} s per run after 1 s warm-up; \
                              generator ({}) offered {o:.0} packets/s ({bound})",
-                            generator_kind(),
+                            if ingress == Ingress::Tap {
+                                "write() of each frame into a TAP device, native XDP on tun"
+                            } else {
+                                generator_kind()
+                            },
                         ),
                     )
                 }
@@ -853,6 +983,26 @@ fn bench() -> Result<()> {
             row_of(Setup::Kernel, capacity),
             row_of(Setup::Tayga, capacity),
         ));
+    }
+    rows
+}
+
+fn bench() -> Result<()> {
+    require_root()?;
+    let (runs, secs) = if quick() { (1, 2.0) } else { (3, 5.0) };
+    // TRANSLATOR_BENCH_LIVE=forwarder,kernel,... limits the setups (for trying things out).
+    let only = std::env::var("TRANSLATOR_BENCH_LIVE").unwrap_or_default();
+    let wanted = |s: Setup| only.is_empty() || only.split(',').any(|w| s.key() == w);
+    let mut rows = Vec::new();
+    for ingress in [Ingress::Veth, Ingress::Tap] {
+        if only.contains(if ingress == Ingress::Tap {
+            "notap"
+        } else {
+            "noveth"
+        }) {
+            continue;
+        }
+        rows.extend(udp_rows(ingress, runs, secs, &wanted));
     }
     // TCP.
     let tcp_secs = if quick() { 2 } else { 5 };
@@ -869,7 +1019,7 @@ fn bench() -> Result<()> {
             };
             let setup = *setup;
             let r = (|| -> Result<f64> {
-                let net = Net::new()?;
+                let net = Net::new(Ingress::Veth)?;
                 let _running = start(&net, setup)?;
                 iperf(&net, setup, tcp_secs)
             })();

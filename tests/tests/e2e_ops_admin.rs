@@ -2143,9 +2143,6 @@ fn reload_with_an_unbindable_metrics_listen_keeps_the_controller() -> Result<()>
 /// Two operators trace at once with different filters (`--port 7000` and `--port 7001`): each
 /// sees its own flow's packets, translated, and none of the other's.
 #[test]
-#[ignore = "gateway bug (or undocumented limit): the data plane has one trace filter, the last \
-            tracer to renew its lease wins; `trace --port 7000` running next to `trace --port \
-            7001` printed only the port-7001 packets and missed its own"]
 fn two_concurrent_traces_each_see_their_own_filter() -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("trace2")?;
@@ -2560,9 +2557,6 @@ fn reload_refused_at_the_log_file_leaves_nothing_half_applied() -> Result<()> {
 /// A tracer killed with SIGKILL leaves the trace on until its lease runs out (3 s); packets of
 /// that time must not show up in the next tracer's output, which has another filter.
 #[test]
-#[ignore = "gateway bug: packets traced for a killed tracer stay in the TRACE_EVENTS ring and the \
-            next `translator trace` prints them first, although they match neither its filter \
-            nor its time (it does not discard what was queued before it started)"]
 fn next_tracer_does_not_print_a_killed_tracers_packets() -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("tracek")?;

@@ -39,10 +39,19 @@ pub const FRAGS4: &str = "FRAGS4";
 /// experimental); the kernel drops them quietly when no one listens.
 pub const SLOW_PATH_ETHERTYPE: u16 = 0x88b5;
 
-/// The live-trace switch and filter: array of one [`TraceFilter`] (pinned).
+/// Tracers that can run at once on one instance.
+pub const TRACE_SLOTS: usize = 4;
+/// The live-trace switches and filters: array of [`TRACE_SLOTS`] [`TraceFilter`]s, one per
+/// running tracer (pinned).
 pub const TRACE_FILTER: &str = "TRACE_FILTER";
-/// Live-trace records: ring buffer of [`TraceEvent`] (pinned).
-pub const TRACE_EVENTS: &str = "TRACE_EVENTS";
+/// Live-trace records, one ring buffer of [`TraceEvent`] per slot of [`TRACE_FILTER`] (a ring
+/// buffer has one reader) (pinned).
+pub const TRACE_EVENTS: [&str; TRACE_SLOTS] = [
+    "TRACE_EVENTS0",
+    "TRACE_EVENTS1",
+    "TRACE_EVENTS2",
+    "TRACE_EVENTS3",
+];
 /// `TraceEvent::reason` when the packet was not dropped.
 pub const TRACE_NOT_DROPPED: u8 = 0xff;
 
@@ -57,11 +66,14 @@ pub const BLOCK_EVENTS: &str = "BLOCK_EVENTS";
 pub const ICMP_RATE: &str = "ICMP_RATE";
 
 /// Every map the program pins, for listing and removal.
-pub const ALL_MAPS: [&str; 19] = [
+pub const ALL_MAPS: [&str; 22] = [
     BLOCK_EVENTS,
     SESSION_EVENTS,
     TRACE_FILTER,
-    TRACE_EVENTS,
+    TRACE_EVENTS[0],
+    TRACE_EVENTS[1],
+    TRACE_EVENTS[2],
+    TRACE_EVENTS[3],
     FRAGS6,
     FRAGS4,
     SESSIONS6,
@@ -325,7 +337,9 @@ pub struct TraceFilter {
     pub _pad: u8,
     /// Port (either side, before or after translation), host order, or 0 for any.
     pub port: u16,
-    pub _pad2: u32,
+    /// The tracer's id, copied into the events of this slot (a new tracer in the slot of a
+    /// killed one tells its own events from those still queued).
+    pub id: u32,
 }
 
 /// One traced packet: its addresses and ports as received and as sent, and what happened.
@@ -352,6 +366,51 @@ pub struct TraceEvent {
     /// Drop reason, or [`TRACE_NOT_DROPPED`].
     pub reason: u8,
     pub _pad: [u8; 3],
+    /// [`TraceFilter::id`] of the slot the event was reported for.
+    pub id: u32,
+}
+
+/// Benchmark harness frame (map `BENCH_FRAME`, never used by the translator): the packet the
+/// harness program writes back before every repetition of a `BPF_PROG_TEST_RUN`, so a repeat
+/// count measures the program under test on the same input each time.
+pub const BENCH_FRAME: &str = "BENCH_FRAME";
+/// The program the benchmark harness tail-calls after restoring the frame (slot 0).
+pub const BENCH_NEXT: &str = "BENCH_NEXT";
+/// Largest frame the harness restores.
+pub const BENCH_FRAME_MAX: usize = 128;
+
+/// Value of [`BENCH_FRAME`]. With `lo_off` set, repetition `n` (a per-CPU count) also gets the
+/// 16-bit value `lo_base + n % lo_mod` at `lo_off` and, with `hi_off` set, `hi_base + n / lo_mod`
+/// at `hi_off` (`hi_len` 2 or 4 bytes), both in network order: a port and a port or an address
+/// word, so that every repetition can be a different flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchFrame {
+    pub len: u32,
+    pub lo_off: u32,
+    pub lo_base: u32,
+    pub lo_mod: u32,
+    pub hi_off: u32,
+    pub hi_base: u32,
+    pub hi_len: u32,
+    pub _pad: u32,
+    pub bytes: [u8; BENCH_FRAME_MAX],
+}
+
+impl Default for BenchFrame {
+    fn default() -> Self {
+        BenchFrame {
+            len: 0,
+            lo_off: 0,
+            lo_base: 0,
+            lo_mod: 1,
+            hi_off: 0,
+            hi_base: 0,
+            hi_len: 2,
+            _pad: 0,
+            bytes: [0; BENCH_FRAME_MAX],
+        }
+    }
 }
 
 /// Value of [`POOL`].
@@ -379,10 +438,11 @@ pod!(
     BlockEvent => 32,
     TraceFilter => 16,
     SessionEvent => 40,
-    TraceEvent => 80,
+    TraceEvent => 84,
     Frag6Key => 28,
     Frag6Value => 16,
     Frag4Key => 12,
     Frag4Value => 24,
     crate::config::DataplaneConfig => 64,
+    BenchFrame => 160,
 );

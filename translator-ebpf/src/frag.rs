@@ -8,7 +8,7 @@
 //! needs the whole datagram), and packets that must be fragmented (DF clear, too big).
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup, xdp_action},
+    bindings::xdp_action,
     helpers::{bpf_xdp_adjust_head, generated::bpf_xdp_store_bytes},
     macros::map,
     maps::LruHashMap,
@@ -130,8 +130,7 @@ pub(crate) fn rest_6to4(ctx: &XdpContext, r: &Rest6) -> Result<u32, DropReason> 
         None => return punt(ctx),
     };
     let tot_len = r.payload_len - FRAG_LEN as u16 + IPV4_LEN as u16;
-    // SAFETY: plain-old-data struct, all zeroes is valid.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    crate::packet::zeroed_fib!(fib);
     fib.family = AF_INET;
     fib.l4_protocol = proto;
     fib.__bindgen_anon_1.tot_len = tot_len;
@@ -139,7 +138,7 @@ pub(crate) fn rest_6to4(ctx: &XdpContext, r: &Rest6) -> Result<u32, DropReason> 
     fib.__bindgen_anon_3.ipv4_src = pool;
     fib.__bindgen_anon_4.ipv4_dst = r.remote;
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    let verdict = match route(ctx, &mut fib) {
+    let verdict = match route(ctx, fib) {
         Err(DropReason::MtuExceeded) => return punt(ctx),
         v => v?,
     };
@@ -163,7 +162,7 @@ pub(crate) fn rest_6to4(ctx: &XdpContext, r: &Rest6) -> Result<u32, DropReason> 
         dst: r.remote,
     };
     ip4.csum = ipv4_header_checksum(&ip4);
-    let eth = out_eth(ctx, verdict, &fib, ETH_P_IP)?;
+    let eth = out_eth(ctx, verdict, fib, ETH_P_IP)?;
     let p4: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN + DELTA)?;
     let pe: *mut EthHdr = ptr_at(ctx, DELTA)?;
     // SAFETY: bounds checked by ptr_at.
@@ -177,7 +176,7 @@ pub(crate) fn rest_6to4(ctx: &XdpContext, r: &Rest6) -> Result<u32, DropReason> 
     }
     event(Event::FragmentTranslated);
     translated(ctx, Event::Translated6to4, Event::Bytes6to4);
-    forward(ctx, verdict, &fib)
+    forward(ctx, verdict, fib)
 }
 
 /// Translates a later IPv4 fragment (offset > 0) to a pool address into an IPv6 fragment.
@@ -232,15 +231,14 @@ pub(crate) fn rest_4to6(ctx: &XdpContext, h: &Ipv4Hdr) -> Result<u32, DropReason
         // Larger than the lowest IPv6 MTU: fragmented further by the slow path.
         return punt(ctx);
     }
-    // SAFETY: plain-old-data struct, all zeroes is valid.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    crate::packet::zeroed_fib!(fib);
     fib.family = AF_INET6;
     fib.l4_protocol = nh;
     fib.__bindgen_anon_1.tot_len = payload_len + IPV6_LEN as u16;
     fib.__bindgen_anon_3.ipv6_src = src6;
     fib.__bindgen_anon_4.ipv6_dst = client;
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    let verdict = match route(ctx, &mut fib) {
+    let verdict = match route(ctx, fib) {
         Err(DropReason::MtuExceeded) => return punt(ctx),
         v => v?,
     };
@@ -251,7 +249,7 @@ pub(crate) fn rest_4to6(ctx: &XdpContext, h: &Ipv4Hdr) -> Result<u32, DropReason
     };
     let fw = u16::from_be(h.frag);
     let word = ((fw & 0x1fff) << 3) | if fw & 0x2000 != 0 { 1 } else { 0 };
-    let eth = out_eth(ctx, verdict, &fib, ETH_P_IPV6)?;
+    let eth = out_eth(ctx, verdict, fib, ETH_P_IPV6)?;
     // SAFETY: the context pointer is the program's own.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(DELTA as i32)) } != 0 {
         return Err(DropReason::HelperFailed);
@@ -279,5 +277,5 @@ pub(crate) fn rest_4to6(ctx: &XdpContext, h: &Ipv4Hdr) -> Result<u32, DropReason
     }
     event(Event::FragmentTranslated);
     translated(ctx, Event::Translated4to6, Event::Bytes4to6);
-    forward(ctx, verdict, &fib)
+    forward(ctx, verdict, fib)
 }

@@ -10,7 +10,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup, xdp_action},
+    bindings::xdp_action,
     helpers::{
         bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
         generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
@@ -257,14 +257,13 @@ pub(crate) fn from_ipv4_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
 
     // Route toward the client first (the outer hop limit depends on the verdict).
-    // SAFETY: plain-old-data struct, all zeroes is valid.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    crate::packet::zeroed_fib!(fib);
     fib.family = AF_INET6;
     fib.l4_protocol = IPPROTO_ICMPV6;
     fib.__bindgen_anon_3.ipv6_src = src6;
     fib.__bindgen_anon_4.ipv6_dst = client;
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    let verdict = route(ctx, &mut fib)?;
+    let verdict = route(ctx, fib)?;
     let hop = if verdict == xdp_action::XDP_PASS {
         outer.ttl
     } else {
@@ -272,7 +271,7 @@ pub(crate) fn from_ipv4_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     };
 
     let mut icmp6_len = tot_len - IPV4_LEN + (IPV6_LEN - IPV4_LEN);
-    let eth = out_eth(ctx, verdict, &fib, ETH_P_IPV6)?;
+    let eth = out_eth(ctx, verdict, fib, ETH_P_IPV6)?;
     // SAFETY: the context pointer is the program's own.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(GROWTH as i32)) } != 0 {
         return Err(DropReason::HelperFailed);
@@ -326,7 +325,7 @@ pub(crate) fn from_ipv4_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     // SAFETY: bounds checked by ptr_at.
     unsafe { (*pi).b = checksum::finish(sum) };
     event(Event::IcmpErrorTranslated);
-    forward(ctx, verdict, &fib)
+    forward(ctx, verdict, fib)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -494,15 +493,14 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
 
     let icmp4_len = payload_len - (IPV6_LEN - IPV4_LEN) + pad4;
     let tot_len = (IPV4_LEN + icmp4_len) as u16;
-    // SAFETY: plain-old-data struct, all zeroes is valid.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    crate::packet::zeroed_fib!(fib);
     fib.family = AF_INET;
     fib.l4_protocol = IPPROTO_ICMP;
     fib.__bindgen_anon_1.tot_len = tot_len;
     fib.__bindgen_anon_3.ipv4_src = pool;
     fib.__bindgen_anon_4.ipv4_dst = dst4;
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    let verdict = route(ctx, &mut fib)?;
+    let verdict = route(ctx, fib)?;
     let ttl = if verdict == xdp_action::XDP_PASS {
         hop
     } else {
@@ -536,7 +534,7 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
         dst: pool,
     };
     in4.csum = ipv4_header_checksum(&in4);
-    let eth = out_eth(ctx, verdict, &fib, ETH_P_IP)?;
+    let eth = out_eth(ctx, verdict, fib, ETH_P_IP)?;
     // New headers go right in front of the quoted transport header, then the head moves up.
     let pe: *mut EthHdr = ptr_at(ctx, GROWTH)?;
     let p4: *mut Ipv4Hdr = ptr_at(ctx, GROWTH + ETH_LEN)?;
@@ -568,7 +566,7 @@ pub(crate) fn from_ipv6_error(ctx: &XdpContext) -> Result<u32, DropReason> {
     // SAFETY: bounds checked by ptr_at.
     unsafe { (*pi).b = checksum::finish(sum) };
     event(Event::IcmpErrorTranslated);
-    forward(ctx, verdict, &fib)
+    forward(ctx, verdict, fib)
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 //! Headers after Ethernet are only 2-byte aligned; like C XDP programs, the program reads them
 //! with natural-width loads, which the verifier allows for packet data (not strict alignment).
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{bindings::bpf_fib_lookup, programs::XdpContext};
 use translator_common::counters::DropReason;
 
 pub const ETH_LEN: usize = 14;
@@ -103,6 +103,36 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, DropReason> {
     }
     Ok((start + off) as *mut T)
 }
+
+/// Zeroes the route-lookup struct at `f` with 4-byte stores, in place. (`core::mem::zeroed`
+/// compiled to a call of a memset subprogram that stores one byte per iteration: hundreds of
+/// instructions on every translated packet; returning a zeroed value would cost a second copy
+/// on the stack, which the call chain's 512 bytes cannot spare.)
+#[inline(always)]
+pub fn zero_fib(f: *mut bpf_fib_lookup) {
+    const WORDS: usize = core::mem::size_of::<bpf_fib_lookup>() / 4;
+    const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>() % 4 == 0);
+    const _: () = assert!(core::mem::align_of::<bpf_fib_lookup>() >= 4);
+    let w = f as *mut u32;
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: within the struct (size and alignment checked above); volatile, so the
+        // compiler keeps these stores instead of turning them back into a memset call.
+        unsafe { core::ptr::write_volatile(w.add(i), 0) };
+        i += 1;
+    }
+}
+
+/// Declares `$name: &mut bpf_fib_lookup`, all zero, on the stack (see [`zero_fib`]).
+macro_rules! zeroed_fib {
+    ($name:ident) => {
+        let mut $name = core::mem::MaybeUninit::<aya_ebpf::bindings::bpf_fib_lookup>::uninit();
+        crate::packet::zero_fib($name.as_mut_ptr());
+        // SAFETY: zero_fib wrote every byte; all zeroes is a valid value of this plain struct.
+        let $name = unsafe { $name.assume_init_mut() };
+    };
+}
+pub(crate) use zeroed_fib;
 
 /// ICMP type and code from the raw first word.
 #[inline(always)]

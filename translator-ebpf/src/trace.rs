@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use translator_common::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-    maps::{TraceEvent, TraceFilter},
+    maps::{TRACE_SLOTS, TraceEvent, TraceFilter},
 };
 
 use crate::{
@@ -21,9 +21,16 @@ use crate::{
 };
 
 #[map]
-static TRACE_FILTER: Array<TraceFilter> = Array::pinned(1, 0);
+static TRACE_FILTER: Array<TraceFilter> = Array::pinned(TRACE_SLOTS as u32, 0);
+// One ring per slot (names in translator_common::maps::TRACE_EVENTS).
 #[map]
-static TRACE_EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
+static TRACE_EVENTS0: RingBuf = RingBuf::pinned(128 * 1024, 0);
+#[map]
+static TRACE_EVENTS1: RingBuf = RingBuf::pinned(128 * 1024, 0);
+#[map]
+static TRACE_EVENTS2: RingBuf = RingBuf::pinned(128 * 1024, 0);
+#[map]
+static TRACE_EVENTS3: RingBuf = RingBuf::pinned(128 * 1024, 0);
 /// The event being built for the current packet (per CPU, off the stack).
 #[map]
 static TRACE_SCRATCH: PerCpuArray<TraceEvent> = PerCpuArray::with_max_entries(1, 0);
@@ -31,10 +38,22 @@ static TRACE_SCRATCH: PerCpuArray<TraceEvent> = PerCpuArray::with_max_entries(1,
 /// Whether a tracer is listening (its lease has not run out).
 #[inline(always)]
 pub(crate) fn enabled() -> bool {
-    match TRACE_FILTER.get(0) {
-        Some(f) if f.until != 0 => now() < f.until,
-        _ => false,
+    let mut t = 0;
+    let mut i = 0;
+    while i < TRACE_SLOTS as u32 {
+        if let Some(f) = TRACE_FILTER.get(i)
+            && f.until != 0
+        {
+            if t == 0 {
+                t = now();
+            }
+            if t < f.until {
+                return true;
+            }
+        }
+        i += 1;
     }
+    false
 }
 
 /// Headers of the packet in the context: family, addresses, protocol, ports.
@@ -130,14 +149,13 @@ pub(crate) fn before(ctx: &XdpContext) {
     ev.in_dport = ports.1;
 }
 
-/// Completes the record with the packet as sent and the verdict, and reports it when it
-/// matches the tracer's filter.
+/// Completes the record with the packet as sent and the verdict, and reports it to every
+/// tracer whose filter it matches.
 #[inline(never)]
 pub(crate) fn after(ctx: &XdpContext, action: u32, reason: u8) {
     let Some(ev) = TRACE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let Some(f) = TRACE_FILTER.get(0) else { return };
     // SAFETY: per-CPU value; XDP programs do not nest on one CPU.
     let ev = unsafe { &mut *ev };
     let mut ports = (0, 0);
@@ -152,14 +170,33 @@ pub(crate) fn after(ctx: &XdpContext, action: u32, reason: u8) {
     } else {
         ev.in_proto
     };
+    let t = now();
+    let mut i = 0;
+    while i < TRACE_SLOTS as u32 {
+        if let Some(f) = TRACE_FILTER.get(i)
+            && t < f.until
+            && matches(f, ev, proto)
+        {
+            ev.id = f.id;
+            let _ = match i {
+                0 => TRACE_EVENTS0.output::<TraceEvent>(&*ev, 0),
+                1 => TRACE_EVENTS1.output::<TraceEvent>(&*ev, 0),
+                2 => TRACE_EVENTS2.output::<TraceEvent>(&*ev, 0),
+                _ => TRACE_EVENTS3.output::<TraceEvent>(&*ev, 0),
+            };
+        }
+        i += 1;
+    }
+}
+
+#[inline(always)]
+fn matches(f: &TraceFilter, ev: &TraceEvent, proto: u8) -> bool {
     if f.proto != 0 && f.proto != proto {
-        return;
+        return false;
     }
     if f.port != 0 {
         let p = f.port.to_be();
-        if ev.in_sport != p && ev.in_dport != p && ev.out_sport != p && ev.out_dport != p {
-            return;
-        }
+        return ev.in_sport == p || ev.in_dport == p || ev.out_sport == p || ev.out_dport == p;
     }
-    let _ = TRACE_EVENTS.output::<TraceEvent>(&*ev, 0);
+    true
 }

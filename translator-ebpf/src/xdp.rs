@@ -565,6 +565,19 @@ fn create_outbound(pkt: &Packet6) -> Result<bool, DropReason> {
         let _ = SESSIONS6.remove(key);
         return Err(DropReason::TableFull);
     }
+    if config().flags & CFG_ENDPOINT_INDEPENDENT_FILTERING == 0 {
+        permit(pool, pool_port, key, now);
+    }
+    event(Event::SessionCreated);
+    log_session(key, pool, pool_port, now);
+    Ok(hairpin)
+}
+
+/// Records that the binding `pool:pool_port` sent to `key.remote` (address-dependent filtering).
+/// An existing permit only gets its time refreshed: a plain store instead of an insert, which
+/// takes the bucket lock.
+#[inline(always)]
+fn permit(pool: u32, pool_port: u16, key: &SessionKey6, now: u64) {
     let fkey = FilterKey {
         pool,
         remote: key.remote,
@@ -572,12 +585,15 @@ fn create_outbound(pkt: &Packet6) -> Result<bool, DropReason> {
         proto: key.proto,
         _pad: 0,
     };
-    // The permit only matters for address-dependent filtering; the table is as large as the
-    // session table, so it cannot be full when the session insert succeeded.
-    let _ = FILTERS.insert(&fkey, &now, 0);
-    event(Event::SessionCreated);
-    log_session(key, pool, pool_port, now);
-    Ok(hairpin)
+    match FILTERS.get_ptr_mut(&fkey) {
+        // SAFETY: map value pointer from a successful lookup.
+        Some(last) => unsafe { *last = now },
+        // The table is as large as the session table, so it cannot be full when the session
+        // insert succeeded.
+        None => {
+            let _ = FILTERS.insert(&fkey, &now, 0);
+        }
+    }
 }
 
 /// Finds a free pool port for a new binding in the client's blocks, taking a new block from the
@@ -791,8 +807,7 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
     let proto = pkt.l4.proto;
 
     // Route first: the result decides the TTL (the kernel decrements it itself when we pass).
-    // SAFETY: plain-old-data struct, all zeroes is valid.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    crate::packet::zeroed_fib!(fib);
     fib.family = AF_INET;
     fib.l4_protocol = proto;
     fib.sport = pkt.pool_port;
@@ -802,7 +817,7 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
     fib.__bindgen_anon_3.ipv4_src = pkt.pool;
     fib.__bindgen_anon_4.ipv4_dst = key.remote;
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    let verdict = match route(ctx, &mut fib) {
+    let verdict = match route(ctx, fib) {
         // An IPv6 fragment too big for the IPv4 link: fragment further (slow path).
         Err(DropReason::MtuExceeded) if pkt.frag.is_some() => return punt(ctx),
         r => r?,
@@ -874,7 +889,7 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
         dst: key.remote,
     };
     ip4.csum = ipv4_header_checksum(&ip4);
-    let eth = out_eth(ctx, verdict, &fib, ETH_P_IP)?;
+    let eth = out_eth(ctx, verdict, fib, ETH_P_IP)?;
     // The verifier needs constant offsets: one branch per header size.
     if shrink == IPV6_LEN - IPV4_LEN {
         let p4: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN + IPV6_LEN - IPV4_LEN)?;
@@ -902,7 +917,7 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
         event(Event::FragmentTranslated);
     }
     translated(ctx, Event::Translated6to4, Event::Bytes6to4);
-    forward(ctx, verdict, &fib)
+    forward(ctx, verdict, fib)
 }
 
 /// A UDP checksum of zero means "none" in IPv4 and is illegal in IPv6: send 0xffff instead
@@ -1304,8 +1319,7 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
         p.l4.proto
     };
 
-    // SAFETY: plain-old-data struct, all zeroes is valid.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    crate::packet::zeroed_fib!(fib);
     fib.family = AF_INET6;
     fib.l4_protocol = nh;
     if p.l4.proto != IPPROTO_ICMP {
@@ -1317,7 +1331,7 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
     fib.__bindgen_anon_3.ipv6_src = src6;
     fib.__bindgen_anon_4.ipv6_dst = p.client;
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    let verdict = match route(ctx, &mut fib) {
+    let verdict = match route(ctx, fib) {
         // DF clear: the packet must be fragmented, which the slow path does (RFC 7915 4.1).
         Err(DropReason::MtuExceeded) if u16::from_be(h.frag) & 0x4000 == 0 => return punt(ctx),
         r => r?,
@@ -1330,7 +1344,7 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
 
     rewrite_l4_4to6(ctx, p, &src6)?;
 
-    let eth = out_eth(ctx, verdict, &fib, ETH_P_IPV6)?;
+    let eth = out_eth(ctx, verdict, fib, ETH_P_IPV6)?;
     let ip6 = Ipv6Hdr {
         vtc_flow: ((6u32 << 28) | ((h.tos as u32) << 20)).to_be(),
         payload_len: (payload_len + (grow - (IPV6_LEN - IPV4_LEN)) as u16).to_be(),
@@ -1366,7 +1380,7 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
         event(Event::FragmentTranslated);
     }
     translated(ctx, Event::Translated4to6, Event::Bytes4to6);
-    forward(ctx, verdict, &fib)
+    forward(ctx, verdict, fib)
 }
 
 /// Updates the destination port (ICMP: type and identifier) and the transport checksum for
@@ -1461,8 +1475,7 @@ fn hairpin_rewrite(
         rfc6052::from_raw4(pkt.pool),
     ));
 
-    // SAFETY: plain-old-data struct, all zeroes is valid.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    crate::packet::zeroed_fib!(fib);
     fib.family = AF_INET6;
     fib.l4_protocol = pkt.l4.proto;
     fib.sport = pkt.pool_port;
@@ -1470,7 +1483,7 @@ fn hairpin_rewrite(
     fib.__bindgen_anon_3.ipv6_src = src6;
     fib.__bindgen_anon_4.ipv6_dst = *client;
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    let verdict = route(ctx, &mut fib)?;
+    let verdict = route(ctx, fib)?;
     let hop = if verdict == xdp_action::XDP_PASS {
         pkt.hop
     } else {
@@ -1495,7 +1508,7 @@ fn hairpin_rewrite(
             (*lh).d = udp_csum(checksum::update((*lh).d, removed, added));
         }
     }
-    let eth = out_eth(ctx, verdict, &fib, ETH_P_IPV6)?;
+    let eth = out_eth(ctx, verdict, fib, ETH_P_IPV6)?;
     let pe: *mut EthHdr = ptr_at(ctx, 0)?;
     let p6: *mut Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
     // SAFETY: bounds checked by ptr_at.
@@ -1506,5 +1519,5 @@ fn hairpin_rewrite(
         (*p6).dst = *client;
     }
     event(Event::Hairpinned);
-    forward(ctx, verdict, &fib)
+    forward(ctx, verdict, fib)
 }

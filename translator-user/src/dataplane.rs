@@ -239,7 +239,9 @@ pub fn load(cfg: &Config, pins: Option<&Path>) -> anyhow::Result<Ebpf> {
 pub fn load_unpinned() -> anyhow::Result<Ebpf> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = Path::new(BPFFS_ROOT).join(format!(".unpinned-{}-{n}", std::process::id()));
+    // Beside the instances' folder, not in it (nothing there may look like an instance), and
+    // without a '.': bpffs refuses names with dots.
+    let dir = PathBuf::from(format!("{BPFFS_ROOT}-unpinned-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let loaded = EbpfLoader::new()
         .default_map_pin_directory(&dir)

@@ -8,7 +8,7 @@ use aya::maps::{Array, MapData, RingBuf};
 use serde::Serialize;
 use translator_common::{
     counters::DropReason,
-    maps::{TRACE_EVENTS, TRACE_FILTER, TRACE_NOT_DROPPED, TraceEvent, TraceFilter},
+    maps::{TRACE_EVENTS, TRACE_FILTER, TRACE_NOT_DROPPED, TRACE_SLOTS, TraceEvent, TraceFilter},
     rfc6052,
 };
 
@@ -123,23 +123,102 @@ fn side_text(s: &Side) -> String {
     format!("{} -> {}", fmt(s.src, s.sport), fmt(s.dst, s.dport))
 }
 
+/// A slot of the data plane's trace filters, held by this tracer until it ends (or its lease
+/// runs out, if it is killed).
+struct Slot {
+    filter: Array<MapData, TraceFilter>,
+    index: u32,
+    base: TraceFilter,
+}
+
+impl Slot {
+    /// Takes a free slot (one whose lease ran out) for a filter; another tracer starting at the
+    /// same moment may pick the same slot, which the read-back after the write settles.
+    fn claim(
+        mut filter: Array<MapData, TraceFilter>,
+        base: TraceFilter,
+        instance: &str,
+    ) -> anyhow::Result<Self> {
+        for _attempt in 0..TRACE_SLOTS {
+            let now = monotonic_ns();
+            let free = (0..TRACE_SLOTS as u32).find(|&i| {
+                filter
+                    .get(&i, 0)
+                    .is_ok_and(|f| f.until == 0 || f.until <= now)
+            });
+            let Some(index) = free else { break };
+            let lease = TraceFilter {
+                until: now + LEASE.as_nanos() as u64,
+                ..base
+            };
+            filter
+                .set(index, lease, 0)
+                .map_err(|e| anyhow!("switching the trace on: {e}"))?;
+            std::thread::sleep(Duration::from_millis(5));
+            if filter.get(&index, 0).is_ok_and(|f| f.id == base.id) {
+                return Ok(Self {
+                    filter,
+                    index,
+                    base,
+                });
+            }
+        }
+        Err(anyhow!(
+            "{TRACE_SLOTS} tracers already run on instance {instance:?} (the most at once): \
+             stop one, or wait for one to finish"
+        ))
+    }
+
+    fn renew(&mut self) -> anyhow::Result<()> {
+        let f = TraceFilter {
+            until: monotonic_ns() + LEASE.as_nanos() as u64,
+            ..self.base
+        };
+        self.filter
+            .set(self.index, f, 0)
+            .map_err(|e| anyhow!("renewing the trace lease: {e}"))
+    }
+}
+
+impl Drop for Slot {
+    /// Switches this tracer's filter off at once (it would stop by itself when the lease runs
+    /// out), unless the slot has passed to another tracer meanwhile.
+    fn drop(&mut self) {
+        if self
+            .filter
+            .get(&self.index, 0)
+            .is_ok_and(|f| f.id == self.base.id)
+        {
+            let _ = self.filter.set(self.index, TraceFilter::default(), 0);
+        }
+    }
+}
+
+/// An id for this tracer, different from the last one's in the same slot.
+fn tracer_id() -> u32 {
+    let mixed = (u64::from(std::process::id()) << 32) ^ monotonic_ns();
+    ((mixed ^ (mixed >> 29)) as u32) | 1
+}
+
 pub fn main(a: Args) -> anyhow::Result<()> {
     let inst = Instance::new(&a.instance.instance);
-    let mut filter: Array<MapData, TraceFilter> = open_map(&inst.pins, TRACE_FILTER)?
+    let filter: Array<MapData, TraceFilter> = open_map(&inst.pins, TRACE_FILTER)?
         .try_into()
         .map_err(|e| anyhow!("{TRACE_FILTER}: {e}"))?;
-    let mut ring: RingBuf<MapData> = open_map(&inst.pins, TRACE_EVENTS)?
-        .try_into()
-        .map_err(|e| anyhow!("{TRACE_EVENTS}: {e}"))?;
     let base = TraceFilter {
         until: 0,
         proto: a.protocol.map_or(0, Protocol::number),
         _pad: 0,
         port: a.port.unwrap_or(0),
-        _pad2: 0,
+        id: tracer_id(),
     };
+    let mut slot = Slot::claim(filter, base, &inst.name)?;
+    let ring_name = TRACE_EVENTS[slot.index as usize];
+    let mut ring: RingBuf<MapData> = open_map(&inst.pins, ring_name)?
+        .try_into()
+        .map_err(|e| anyhow!("{ring_name}: {e}"))?;
     let deadline = a.seconds.map(|s| Instant::now() + Duration::from_secs(s));
-    let mut renewed = Instant::now() - LEASE;
+    let mut renewed = Instant::now();
     let mut seen = 0u64;
     let result = (|| -> anyhow::Result<()> {
         loop {
@@ -147,13 +226,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
                 return Ok(());
             }
             if renewed.elapsed() >= LEASE / 3 {
-                let f = TraceFilter {
-                    until: monotonic_ns() + LEASE.as_nanos() as u64,
-                    ..base
-                };
-                filter
-                    .set(0, f, 0)
-                    .map_err(|e| anyhow!("switching the trace on: {e}"))?;
+                slot.renew()?;
                 renewed = Instant::now();
             }
             let mut got = false;
@@ -164,6 +237,10 @@ pub fn main(a: Args) -> anyhow::Result<()> {
                 }
                 // SAFETY: the data plane writes whole TraceEvent records (length checked).
                 let ev: TraceEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                if ev.id != base.id {
+                    // Queued for an earlier tracer in this slot.
+                    continue;
+                }
                 let r = record(&ev);
                 if let Some(c) = a.client {
                     let sides = [Some(&r.received), r.sent.as_ref()];
@@ -204,7 +281,6 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             }
         }
     })();
-    // Switch the trace off at once (it would stop by itself when the lease runs out).
-    let _ = filter.set(0, base, 0);
+    drop(slot);
     result
 }
