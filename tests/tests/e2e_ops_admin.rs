@@ -1917,9 +1917,6 @@ fn ipv4only_under(prefix: &str) -> Result<BTreeSet<Ipv6Addr>> {
 /// answering on the same socket address (five times over, so a rebind race shows), and a new
 /// listen port moves it.
 #[test]
-#[ignore = "gateway bug: a reload that changes [dns64] aborts the old server task and binds the \
-            same address at once; the old sockets are not closed yet, the new bind fails with \
-            EADDRINUSE and the whole controller exits (after `translator reload` said ok)"]
 fn reload_of_dns64_settings_keeps_the_resolver_answering() -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("rldns")?;
@@ -2209,10 +2206,6 @@ fn two_concurrent_traces_each_see_their_own_filter() -> Result<()> {
 /// stamped with the time it was taken (not the restart), so `log query` for a time during the
 /// outage names the client; a time given with a UTC offset means the same instant.
 #[test]
-#[ignore = "gateway bug: BLOCK_EVENTS (and SESSION_EVENTS) is not a pinned ring buffer, so each \
-            controller start loads a program with a new, empty ring: blocks the data plane took \
-            while no controller ran never reach the block log (the file stays empty), and \
-            `log query` names nobody for them"]
 fn block_taken_while_the_controller_is_down_is_logged_with_its_time() -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("blkdown")?;

@@ -15,7 +15,8 @@ use aya_ebpf::{
         xdp_action,
     },
     helpers::{
-        bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head,
+        bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_redirect,
+        bpf_xdp_adjust_head,
         generated::{bpf_fib_lookup as fib_lookup, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
@@ -167,6 +168,14 @@ pub(crate) fn config() -> &'static DataplaneConfig {
 pub(crate) fn now() -> u64 {
     // SAFETY: helper without arguments.
     unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// CLOCK_MONOTONIC now, exact: for the times the logs print (the coarse clock lags by up to a
+/// scheduler tick, which would stamp an allocation before the packet that made it arrived).
+#[inline(always)]
+fn now_exact() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 #[inline(always)]
@@ -569,7 +578,7 @@ fn create_outbound(pkt: &Packet6) -> Result<bool, DropReason> {
         permit(pool, pool_port, key, now);
     }
     event(Event::SessionCreated);
-    log_session(key, pool, pool_port, now);
+    log_session(key, pool, pool_port);
     Ok(hairpin)
 }
 
@@ -673,7 +682,7 @@ fn allocate_binding(ctx: &XdpContext, pkt: &mut Packet6) -> Result<(), DropReaso
 
 /// Reports a new session when the session log is on.
 #[inline(always)]
-fn log_session(key: &SessionKey6, pool: u32, pool_port: u16, now: u64) {
+fn log_session(key: &SessionKey6, pool: u32, pool_port: u16) {
     if config().flags & CFG_LOG_SESSIONS == 0 {
         return;
     }
@@ -687,7 +696,7 @@ fn log_session(key: &SessionKey6, pool: u32, pool_port: u16, now: u64) {
             pool_port_be: pool_port,
             proto: key.proto,
             _pad: 0,
-            time: now,
+            time: now_exact(),
         });
         e.submit(0);
     }
@@ -702,7 +711,7 @@ fn log_block(ctx: &XdpContext, bkey: &BindingKey6, block: &BlockId) {
         start: block.start,
         proto: bkey.proto,
         _pad: 0,
-        time: now(),
+        time: now_exact(),
     };
     // Lost only if the controller has not drained the ring for a long while.
     let _ = BLOCK_EVENTS.output::<BlockEvent>(&ev, 0);
@@ -1237,7 +1246,7 @@ fn create_inbound(
         return Err(DropReason::TableFull);
     }
     event(Event::SessionCreated);
-    log_session(&k6, key.pool, key.pool_port_be, now);
+    log_session(&k6, key.pool, key.pool_port_be);
     Ok(Some((b.client, b.client_port_be)))
 }
 

@@ -57,7 +57,25 @@ pub async fn serve(cfg: ValidDns64, stats: Arc<Dns64Stats>) -> anyhow::Result<()
     if !cfg.enabled {
         return Ok(());
     }
-    let listeners = server::bind(&cfg.listen).await?;
+    // After a reload the old server's listeners close as its tasks are dropped, which can take
+    // a moment: an address still in use is tried again for a while.
+    let mut tries = 0;
+    let listeners = loop {
+        match server::bind(&cfg.listen).await {
+            Ok(l) => break l,
+            Err(e)
+                if tries < 50
+                    && e.chain().any(|c| {
+                        c.downcast_ref::<std::io::Error>()
+                            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+                    }) =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     log::info!(
         "dns64: serving on {:?}, upstreams {:?}, prefixes {:?}",
         listeners.local_addrs(),

@@ -217,12 +217,26 @@ pub(crate) async fn bind(listen: &[SocketAddr]) -> anyhow::Result<Listeners> {
     Ok(l)
 }
 
-/// Sets the flag when dropped: the UDP threads stop when `run` ends or is dropped.
-struct StopOnDrop(Arc<AtomicBool>);
+/// Stops the UDP threads when `run` ends or is dropped (a reload aborts it): sets the flag,
+/// wakes the threads out of their receive (`shutdown`), and waits for them, so that when the
+/// server is gone its sockets are closed and nothing answers on the old address any more.
+struct StopOnDrop {
+    stop: Arc<AtomicBool>,
+    workers: Vec<(Arc<std::net::UdpSocket>, std::thread::JoinHandle<()>)>,
+}
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+        for (sock, _) in &self.workers {
+            // SAFETY: shutdown(2) on a socket this struct keeps open. On an unconnected UDP
+            // socket it fails with ENOTCONN but still wakes a blocked receive, which then
+            // returns at once.
+            unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RD) };
+        }
+        for (_, thread) in self.workers.drain(..) {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -231,15 +245,21 @@ impl Drop for StopOnDrop {
 /// needs upstream work goes to the runtime.
 pub(crate) async fn run(listeners: Listeners, engine: Arc<Engine>) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
-    let _stop_guard = StopOnDrop(stop.clone());
+    let mut guard = StopOnDrop {
+        stop: stop.clone(),
+        workers: Vec::new(),
+    };
     let rt = tokio::runtime::Handle::current();
     for socks in listeners.udp {
         for sock in socks {
+            let sock = Arc::new(sock);
             let (engine, rt, stop) = (engine.clone(), rt.clone(), stop.clone());
-            std::thread::Builder::new()
+            let worker = sock.clone();
+            let thread = std::thread::Builder::new()
                 .name("dns64-udp".into())
-                .spawn(move || udp_worker(Arc::new(sock), &engine, &rt, &stop))
+                .spawn(move || udp_worker(worker, &engine, &rt, &stop))
                 .context("starting a dns64 UDP thread")?;
+            guard.workers.push((sock, thread));
         }
     }
     let mut set = JoinSet::new();
