@@ -31,8 +31,9 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
-    maps::{Array, MapData, ProgramArray},
+    maps::{Array, MapData, PerCpuArray, PerCpuValues, ProgramArray},
     programs::ProgramFd,
+    util::nr_cpus,
 };
 use common::{Row, empty_xdp_program, median_u32, quick, write_rows};
 use translator::{
@@ -289,13 +290,17 @@ struct Harness {
     ret: ProgramFd,
     floor: ProgramFd,
     fwd: ProgramFd,
+    insert: ProgramFd,
+    lookup: ProgramFd,
     frame: Array<MapData, BenchFrame>,
     next: ProgramArray<MapData>,
+    seq: PerCpuArray<MapData, u32>,
 }
 
 impl Harness {
-    fn new() -> Result<Self> {
-        let mut base = dataplane::load_unpinned()
+    /// `hash_entries`: size of the bench-only hash table `BENCH_HASH`.
+    fn new(hash_entries: u32) -> Result<Self> {
+        let mut base = dataplane::load_unpinned_sized(&[("BENCH_HASH", hash_entries)])
             .map_err(|e| anyhow::anyhow!("loading the eBPF object for the baselines: {e}"))?;
         let mut load = |name: &str| -> Result<ProgramFd> {
             let p: &mut aya::programs::Xdp = base
@@ -311,6 +316,12 @@ impl Harness {
         let ret = load("bench_return")?;
         let floor = load("baseline_tx")?;
         let fwd = load("baseline_forward")?;
+        let insert = load("bench_insert")?;
+        let lookup = load("bench_lookup")?;
+        let seq = PerCpuArray::try_from(
+            base.take_map("BENCH_SEQ")
+                .context("the eBPF object has no BENCH_SEQ map")?,
+        )?;
         let frame = Array::try_from(
             base.take_map(translator_common::maps::BENCH_FRAME)
                 .context("the eBPF object has no BENCH_FRAME map")?,
@@ -325,9 +336,19 @@ impl Harness {
             ret,
             floor,
             fwd,
+            insert,
+            lookup,
             frame,
             next,
+            seq,
         })
+    }
+
+    /// Starts the per-repetition numbering again from 0 (on every CPU).
+    fn reset_seq(&mut self) -> Result<()> {
+        let n = nr_cpus().map_err(|(_, e)| anyhow::anyhow!("counting CPUs: {e}"))?;
+        self.seq.set(0, PerCpuValues::try_from(vec![0u32; n])?, 0)?;
+        Ok(())
     }
 
     /// Runs `target` through the harness on `frame`, `repeat` times; checks the action.
@@ -501,8 +522,9 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
     let (v6if, v4if) = ifindexes()?;
     let mut t = Loaded::new("tr", 262_144)?;
     let empty = empty_xdp_program()?;
-    let mut h = Harness::new()?;
+    let mut h = Harness::new(262_144)?;
     let (floor, fwd) = (h.floor.try_clone()?, h.fwd.try_clone()?);
+    let (insert, lookup) = (h.insert.try_clone()?, h.lookup.try_clone()?);
     // Plain forwarding of the same packets: IPv6 to the client (received on v4a), IPv4 to the
     // server (received on v6a).
     let fwd6 = {
@@ -598,6 +620,7 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
     let mut est_s: Vec<Vec<f64>> = vec![Vec::new(); established.len()];
     let (mut fwd6_s, mut fwd4_s) = (Vec::new(), Vec::new());
     let (mut new_s, mut eim_s) = (Vec::new(), Vec::new());
+    let (mut insert_s, mut lookup_s) = (Vec::new(), Vec::new());
     let (mut cold64_s, mut cold46_s, mut empty_s) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..s.runs {
         let (x, own) = h.net(&floor, &u6, None, v6if, s.repeat, XDP_TX, "baseline_tx")?;
@@ -671,6 +694,29 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
             );
         }
         drop(fresh);
+        // One hash insert of a new key, then one lookup of each of those keys, in a table as
+        // large as the session table above (each repetition a new key: its client word and
+        // port).
+        let vary = Vary {
+            lo_off: SPORT6,
+            lo_base: 1,
+            lo_mod: 60_000,
+            hi_off: SRC6_LOW,
+            hi_base: (run as u32 + 1) << 20,
+            hi_len: 4,
+        };
+        h.reset_seq()?;
+        let what = "hash insert";
+        insert_s.push(
+            h.net(&insert, &u6, Some(vary), v6if, flows, XDP_TX, what)?
+                .0,
+        );
+        h.reset_seq()?;
+        let what = "hash lookup";
+        lookup_s.push(
+            h.net(&lookup, &u6, Some(vary), v6if, flows, XDP_TX, what)?
+                .0,
+        );
         // Cold: one syscall per packet.
         let e = median_u32(&mut per_call(
             empty.as_fd(),
@@ -769,6 +815,23 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
         )
         .ratio_to(&fwd4_row),
     );
+    for (what, samples) in [
+        ("profile: one hash map insert (new key)", insert_s),
+        ("profile: one hash map lookup (hit)", lookup_s),
+    ] {
+        rows.push(Row::new(
+            "testrun",
+            what,
+            "ns/packet",
+            samples,
+            &format!(
+                "{} keys per run into a preallocated BPF hash map of 262144 entries, 32-byte \
+                 values (like the session tables); a new flow makes 5 such inserts (binding both \
+                 ways, session both ways, filtering permit); {net}",
+                s.new_flows
+            ),
+        ));
+    }
     rows.push(Row::new(
         "testrun",
         "pass-through (IPv6 not for the prefix)",
@@ -911,7 +974,7 @@ fn scale_section(s: &Settings) -> Result<Vec<Row>> {
         // turn through the harness: what changes is the table, not the working set.
         let flows = s.scales.iter().copied().min().unwrap_or(n).min(4096);
         let tr = translator_fd(&mut t)?;
-        let mut h = Harness::new()?;
+        let mut h = Harness::new(1)?;
         let vary = |off| Vary {
             lo_off: off,
             lo_base: 1,

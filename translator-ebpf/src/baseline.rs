@@ -12,7 +12,7 @@
 use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
+    bindings::{BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, bpf_fib_lookup, xdp_action},
     helpers::{
         bpf_redirect,
         generated::{
@@ -21,7 +21,7 @@ use aya_ebpf::{
         },
     },
     macros::{map, xdp},
-    maps::{Array, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use translator_common::maps::{BENCH_FRAME_MAX, BenchFrame};
@@ -185,4 +185,44 @@ fn restore(ctx: &XdpContext) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// Bench-only hash table, preallocated like the session tables (sized by the benchmark; one
+/// entry otherwise, so the controller's loads of this object cost nothing).
+#[map]
+static BENCH_HASH: HashMap<u64, [u64; 3]> = HashMap::with_max_entries(1, 0);
+
+/// The key the benchmark's frames carry: the IPv6 source's last word and the UDP source port,
+/// which the harness changes at every repetition.
+#[inline(always)]
+fn bench_key(ctx: &XdpContext) -> Option<u64> {
+    let w = ptr_at::<u32>(ctx, 34).ok()?;
+    let p = ptr_at::<u16>(ctx, 54).ok()?;
+    // SAFETY: bounds checked by ptr_at.
+    Some(unsafe { (u64::from(*w) << 16) | u64::from(*p) })
+}
+
+/// Bench-only: one insert of a new key into `BENCH_HASH` (what creating a session costs per
+/// table); `XDP_TX` when it went in.
+#[xdp]
+pub fn bench_insert(ctx: XdpContext) -> u32 {
+    let Some(k) = bench_key(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    match BENCH_HASH.insert(&k, &[k, k, k], BPF_NOEXIST as u64) {
+        Ok(()) => xdp_action::XDP_TX,
+        Err(_) => xdp_action::XDP_DROP,
+    }
+}
+
+/// Bench-only: one lookup of a key in `BENCH_HASH`; `XDP_TX` when found.
+#[xdp]
+pub fn bench_lookup(ctx: XdpContext) -> u32 {
+    let Some(k) = bench_key(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    match BENCH_HASH.get_ptr(&k) {
+        Some(_) => xdp_action::XDP_TX,
+        None => xdp_action::XDP_DROP,
+    }
 }

@@ -237,14 +237,23 @@ pub fn load(cfg: &Config, pins: Option<&Path>) -> anyhow::Result<Ebpf> {
 /// folder that is removed again at once (the maps live on as long as the `Ebpf` holds them).
 /// Loading without this would pin them at the bpffs root.
 pub fn load_unpinned() -> anyhow::Result<Ebpf> {
+    load_unpinned_sized(&[])
+}
+
+/// [`load_unpinned`] with the size of some maps set (`(name, max_entries)`).
+pub fn load_unpinned_sized(sizes: &[(&str, u32)]) -> anyhow::Result<Ebpf> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Beside the instances' folder, not in it (nothing there may look like an instance), and
     // without a '.': bpffs refuses names with dots.
     let dir = PathBuf::from(format!("{BPFFS_ROOT}-unpinned-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let loaded = EbpfLoader::new()
-        .default_map_pin_directory(&dir)
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(&dir);
+    for (name, n) in sizes {
+        loader.map_max_entries(name, *n);
+    }
+    let loaded = loader
         .load(PROGRAM)
         .map_err(|e| anyhow!("loading the eBPF object: {e}"));
     if let Ok(entries) = std::fs::read_dir(&dir) {
