@@ -33,4 +33,7 @@ pub struct DataplaneConfig {
     pub icmp_src6: [u32; 4],
     /// Least time between two ICMP errors the gateway sends, per CPU (ns); 0: no errors.
     pub icmp_interval_ns: u64,
+    /// Mask of `pool.subscriber_prefix_len`, raw words: port blocks are held by the client
+    /// address masked with it.
+    pub subscriber_mask: [u32; 4],
 }

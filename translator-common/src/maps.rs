@@ -443,6 +443,6 @@ pod!(
     Frag6Value => 16,
     Frag4Key => 12,
     Frag4Value => 24,
-    crate::config::DataplaneConfig => 64,
+    crate::config::DataplaneConfig => 80,
     BenchFrame => 160,
 );

@@ -62,6 +62,7 @@ static CONFIG: DataplaneConfig = DataplaneConfig {
     ipv6_mtu: 1280,
     icmp_src6: [0; 4],
     icmp_interval_ns: 0,
+    subscriber_mask: [u32::MAX; 4],
 };
 
 // Sizes are defaults; the controller sets the real ones at load time.
@@ -613,6 +614,13 @@ fn allocate_binding(ctx: &XdpContext, pkt: &mut Packet6) -> Result<(), DropReaso
     let cfg = config();
     let bkey = &binding_key(&pkt.key);
     let now = pkt.now;
+    // One key, its slot number changed in place (the stack is tight on this call chain).
+    let mut sk = BlockSlotKey {
+        client: subscriber(&bkey.client),
+        proto: bkey.proto,
+        slot: 0,
+        _pad: [0; 2],
+    };
     let max = if (cfg.max_blocks as u32) < MAX_BLOCKS_PER_CLIENT {
         cfg.max_blocks as u32
     } else {
@@ -623,7 +631,8 @@ fn allocate_binding(ctx: &XdpContext, pkt: &mut Packet6) -> Result<(), DropReaso
     // make every path distinct).
     let mut slot = 0u32;
     while slot < max {
-        if let Some(s) = BLOCK_SLOTS.get_ptr_mut(slot_key(bkey, slot)) {
+        sk.slot = slot as u8;
+        if let Some(s) = BLOCK_SLOTS.get_ptr_mut(&sk) {
             if let Some((pool, port)) = try_block(s, bkey, now)? {
                 pkt.pool = pool;
                 pkt.pool_port = port;
@@ -635,7 +644,8 @@ fn allocate_binding(ctx: &XdpContext, pkt: &mut Packet6) -> Result<(), DropReaso
     let mut free_slot = MAX_BLOCKS_PER_CLIENT;
     let mut slot = 0u32;
     while slot < max {
-        if BLOCK_SLOTS.get_ptr(slot_key(bkey, slot)).is_none() {
+        sk.slot = slot as u8;
+        if BLOCK_SLOTS.get_ptr(&sk).is_none() {
             free_slot = slot;
             break;
         }
@@ -653,7 +663,7 @@ fn allocate_binding(ctx: &XdpContext, pkt: &mut Packet6) -> Result<(), DropReaso
         Ok(Some(b)) => b,
         _ => return Err(DropReason::PoolExhausted),
     };
-    let sk = slot_key(bkey, free_slot);
+    sk.slot = free_slot as u8;
     let value = BlockSlot {
         block,
         next: 0,
@@ -706,7 +716,7 @@ fn log_session(key: &SessionKey6, pool: u32, pool_port: u16) {
 #[inline(never)]
 fn log_block(ctx: &XdpContext, bkey: &BindingKey6, block: &BlockId) {
     let ev = BlockEvent {
-        client: bkey.client,
+        client: subscriber(&bkey.client),
         pool: block.pool,
         start: block.start,
         proto: bkey.proto,
@@ -716,7 +726,7 @@ fn log_block(ctx: &XdpContext, bkey: &BindingKey6, block: &BlockId) {
     // Lost only if the controller has not drained the ring for a long while.
     let _ = BLOCK_EVENTS.output::<BlockEvent>(&ev, 0);
     // SAFETY: same size, and the raw words' memory is the address bytes.
-    let client: [u8; 16] = unsafe { core::mem::transmute(bkey.client) };
+    let client: [u8; 16] = unsafe { core::mem::transmute(ev.client) };
     info!(
         ctx,
         "block {:i} ports {}+{} proto {} taken by {:i}",
@@ -728,14 +738,17 @@ fn log_block(ctx: &XdpContext, bkey: &BindingKey6, block: &BlockId) {
     );
 }
 
+/// Block slots belong to the subscriber: the client address masked to
+/// `pool.subscriber_prefix_len`.
 #[inline(always)]
-fn slot_key(bkey: &BindingKey6, slot: u32) -> BlockSlotKey {
-    BlockSlotKey {
-        client: bkey.client,
-        proto: bkey.proto,
-        slot: slot as u8,
-        _pad: [0; 2],
-    }
+fn subscriber(client: &[u32; 4]) -> [u32; 4] {
+    let m = &config().subscriber_mask;
+    [
+        client[0] & m[0],
+        client[1] & m[1],
+        client[2] & m[2],
+        client[3] & m[3],
+    ]
 }
 
 /// Probes up to [`PROBES`] ports of one block. `Ok(None)`: the block looks full.

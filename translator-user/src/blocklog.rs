@@ -24,10 +24,33 @@ pub struct Entry {
     pub ts: String,
     pub event: String,
     pub client: Ipv6Addr,
+    /// The holder is the prefix `client`/`client_prefix_len` (`pool.subscriber_prefix_len`);
+    /// left out of the line when it is 128 (one address).
+    #[serde(default = "one_address", skip_serializing_if = "is_one_address")]
+    pub client_prefix_len: u8,
     pub protocol: Protocol,
     pub pool: Ipv4Addr,
     pub first_port: u16,
     pub last_port: u16,
+}
+
+fn one_address() -> u8 {
+    128
+}
+
+fn is_one_address(len: &u8) -> bool {
+    *len >= 128
+}
+
+impl Entry {
+    /// The holder as text: the address, or the subscriber prefix.
+    pub fn holder(&self) -> String {
+        if is_one_address(&self.client_prefix_len) {
+            self.client.to_string()
+        } else {
+            format!("{}/{}", self.client, self.client_prefix_len)
+        }
+    }
 }
 
 pub const ALLOCATED: &str = "block-allocated";
@@ -67,7 +90,7 @@ impl BlockLog {
     pub fn write_aged(
         &mut self,
         event: &str,
-        client: Ipv6Addr,
+        (client, client_prefix_len): (Ipv6Addr, u8),
         protocol: Protocol,
         pool: Ipv4Addr,
         first_port: u16,
@@ -81,6 +104,7 @@ impl BlockLog {
             ts: aged(age),
             event: event.to_owned(),
             client,
+            client_prefix_len,
             protocol,
             pool,
             first_port,
@@ -206,6 +230,34 @@ pub fn query(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subscriber_prefix_holder_is_named_with_its_length() {
+        let mut e = Entry {
+            ts: "2026-11-28T10:00:00.000Z".into(),
+            event: ALLOCATED.into(),
+            client: "2001:db8:1::".parse().expect("address"),
+            client_prefix_len: 64,
+            protocol: Protocol::Udp,
+            pool: Ipv4Addr::new(192, 0, 2, 1),
+            first_port: 1024,
+            last_port: 1087,
+        };
+        let line = serde_json::to_string(&e).expect("json");
+        assert!(
+            line.contains(r#""client":"2001:db8:1::","client_prefix_len":64"#),
+            "{line}"
+        );
+        assert_eq!(e.holder(), "2001:db8:1::/64");
+        let back: Entry = serde_json::from_str(&line).expect("parse");
+        assert_eq!(back, e);
+        e.client_prefix_len = 128;
+        let line = serde_json::to_string(&e).expect("json");
+        assert!(!line.contains("client_prefix_len"), "{line}");
+        assert_eq!(e.holder(), "2001:db8:1::");
+        let back: Entry = serde_json::from_str(&line).expect("parse");
+        assert_eq!(back.client_prefix_len, 128);
+    }
 
     #[test]
     fn query_finds_the_holder_at_a_time() {

@@ -162,6 +162,16 @@ pub struct RawPool {
     /// Blocks one client may hold per protocol (1..=16). Default 8.
     #[serde(default = "default_max_blocks")]
     pub max_blocks_per_client: u8,
+    /// Prefix length that makes one client (subscriber) for the block limit: addresses in the
+    /// same prefix of this length share blocks and `max_blocks_per_client` (RFC 6888 REQ-4).
+    /// 128 (default): every address is a client of its own; 64 or 56 where each subscriber
+    /// has a prefix, so that a host rotating its addresses cannot take more.
+    #[serde(default = "default_subscriber_prefix_len")]
+    pub subscriber_prefix_len: u8,
+}
+
+fn default_subscriber_prefix_len() -> u8 {
+    128
 }
 
 fn default_ports() -> String {
@@ -392,6 +402,8 @@ pub struct Config {
     pub layouts: [BlockLayout; 3],
     pub block_size: u16,
     pub max_blocks_per_client: u8,
+    /// Client addresses are masked to this length for the block limit (`pool.subscriber_prefix_len`).
+    pub subscriber_prefix_len: u8,
     pub timeouts: Timeouts,
     pub sessions: u32,
     pub statics: Vec<StaticMapping>,
@@ -587,6 +599,16 @@ impl Config {
             layouts.push(layout);
         }
         let layouts: [BlockLayout; 3] = [layouts[0], layouts[1], layouts[2]];
+        let subscriber_prefix_len = raw.pool.subscriber_prefix_len;
+        if !(32..=128).contains(&subscriber_prefix_len) {
+            return Err(err(
+                "pool.subscriber_prefix_len",
+                format!(
+                    "{subscriber_prefix_len}; valid: 32 to 128 (128: each address is a client; \
+                     64 or 56: one client per subscriber prefix)"
+                ),
+            ));
+        }
         let max_blocks = raw.pool.max_blocks_per_client;
         if max_blocks == 0 || u32::from(max_blocks) > MAX_BLOCKS_PER_CLIENT {
             return Err(err(
@@ -691,6 +713,7 @@ impl Config {
             layouts,
             block_size,
             max_blocks_per_client: max_blocks,
+            subscriber_prefix_len,
             timeouts,
             sessions,
             statics,
@@ -905,6 +928,16 @@ ipv4_port = 8080
             "block_size = 64",
             "block_size = 64\nudp_ports = \"1025-1030\"",
             "pool.udp_ports",
+        );
+        bad(
+            "block_size = 64",
+            "block_size = 64\nsubscriber_prefix_len = 129",
+            "pool.subscriber_prefix_len",
+        );
+        bad(
+            "block_size = 64",
+            "block_size = 64\nsubscriber_prefix_len = 16",
+            "pool.subscriber_prefix_len",
         );
         bad(
             "[[static]]",

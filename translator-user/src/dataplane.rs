@@ -185,7 +185,15 @@ pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
         ipv6_mtu: cfg.ipv6_mtu,
         icmp_src6: raw6(icmp_src6.map_or(0, u128::from)),
         icmp_interval_ns,
+        subscriber_mask: raw6(rfc6052::mask(cfg.subscriber_prefix_len)),
     }
+}
+
+/// The client (subscriber) that holds port blocks for a client address: the address masked to
+/// `pool.subscriber_prefix_len`, raw words (what the data plane puts in block-slot keys).
+pub fn subscriber(cfg: &Config, client: [u32; 4]) -> [u32; 4] {
+    let mask = raw6(rfc6052::mask(cfg.subscriber_prefix_len));
+    core::array::from_fn(|i| client[i] & mask[i])
 }
 
 fn queue_name(p: Protocol) -> &'static str {
@@ -786,7 +794,7 @@ impl Maps {
         let mut free_slot = None;
         for slot in 0..cfg.max_blocks_per_client {
             let sk = BlockSlotKey {
-                client: k6.client,
+                client: subscriber(cfg, k6.client),
                 proto: k6.proto,
                 slot,
                 _pad: [0; 2],

@@ -48,7 +48,10 @@ fn log_releases(inst: &Instance) {
         if let Some(p) = crate::config::Protocol::from_number(k.proto) {
             log.write_aged(
                 crate::blocklog::RELEASED,
-                std::net::Ipv6Addr::from(translator_common::rfc6052::from_raw6(&k.client)),
+                (
+                    std::net::Ipv6Addr::from(translator_common::rfc6052::from_raw6(&k.client)),
+                    cfg.subscriber_prefix_len,
+                ),
                 p,
                 std::net::Ipv4Addr::from(translator_common::rfc6052::from_raw4(slot.block.pool)),
                 slot.block.start,

@@ -73,7 +73,12 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     for e in &held {
         println!(
             "{} {} ports {}-{} held by {} (allocated {})",
-            e.protocol, e.pool, e.first_port, e.last_port, e.client, e.ts
+            e.protocol,
+            e.pool,
+            e.first_port,
+            e.last_port,
+            e.holder(),
+            e.ts
         );
     }
     Ok(())

@@ -129,7 +129,11 @@ fn check_adoptable(inst: &Instance, cfg: &Config) -> anyhow::Result<()> {
         );
         return Ok(());
     };
-    if old.pool != cfg.pool || old.layouts != cfg.layouts || old.sessions != cfg.sessions {
+    if old.pool != cfg.pool
+        || old.layouts != cfg.layouts
+        || old.sessions != cfg.sessions
+        || old.subscriber_prefix_len != cfg.subscriber_prefix_len
+    {
         anyhow::bail!(
             "pool.*/limits.sessions differ from the running data plane of instance {:?}; \
              these cannot change while sessions exist: run `translator down --instance {}` first \
@@ -427,7 +431,10 @@ impl Controller {
             let age = Duration::from_nanos(now_mono.saturating_sub(ev.time));
             self.block_log.write_aged(
                 crate::blocklog::ALLOCATED,
-                std::net::Ipv6Addr::from(rfc6052::from_raw6(&ev.client)),
+                (
+                    std::net::Ipv6Addr::from(rfc6052::from_raw6(&ev.client)),
+                    self.cfg.subscriber_prefix_len,
+                ),
                 p,
                 std::net::Ipv4Addr::from(rfc6052::from_raw4(ev.pool)),
                 ev.start,
@@ -466,7 +473,10 @@ impl Controller {
             if let Some(p) = Protocol::from_number(k.proto) {
                 self.block_log.write_aged(
                     crate::blocklog::RELEASED,
-                    std::net::Ipv6Addr::from(rfc6052::from_raw6(&k.client)),
+                    (
+                        std::net::Ipv6Addr::from(rfc6052::from_raw6(&k.client)),
+                        self.cfg.subscriber_prefix_len,
+                    ),
                     p,
                     std::net::Ipv4Addr::from(rfc6052::from_raw4(block.pool)),
                     block.start,
@@ -519,6 +529,10 @@ impl Controller {
             ("nat64.prefix", old.prefix != new.prefix),
             ("pool.addresses", old.pool != new.pool),
             ("pool.*_ports / pool.block_size", old.layouts != new.layouts),
+            (
+                "pool.subscriber_prefix_len",
+                old.subscriber_prefix_len != new.subscriber_prefix_len,
+            ),
             ("limits.sessions", old.sessions != new.sessions),
         ];
         if let Some((setting, _)) = fixed.iter().find(|(_, changed)| *changed) {

@@ -1,0 +1,160 @@
+//! Port blocks per subscriber (`pool.subscriber_prefix_len`, RFC 6888 REQ-4): with 64, the
+//! addresses of one /64 share one client's blocks and block limit, so a host that rotates its
+//! addresses cannot take more of the pool; with the default 128 each address is a client.
+//! Real packets through `BPF_PROG_TEST_RUN` in a fixture namespace.
+
+use std::net::Ipv6Addr;
+
+use anyhow::{Context as _, Result, ensure};
+use translator::{
+    config::Config,
+    dataplane::{self, Instance, Maps},
+    testrun,
+};
+use translator_common::{counters::DropReason, rfc6052};
+use translator_tests::{
+    fixture::{MAC_CLIENT, MAC_GW6, fixture_net},
+    packets::*,
+    require_root,
+};
+
+/// 192.0.2.2 under 2001:db8:64::/96.
+const SERVER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0xc000, 0x202);
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+fn udp_from(src: Ipv6Addr, sport: u16) -> Vec<u8> {
+    let seg = udp(src.into(), SERVER6.into(), sport, 9, b"subscriber");
+    eth(
+        MAC_GW6,
+        MAC_CLIENT,
+        0x86dd,
+        &ipv6(src, SERVER6, 17, 64, 0, &seg),
+    )
+}
+
+type Outcome = (Vec<(u32, Vec<u8>)>, Vec<Ipv6Addr>, u64);
+
+/// Sends one new UDP flow from each (address, port); returns the actions and output frames,
+/// the block holders (BLOCK_SLOTS clients) and the client-limit drop count afterwards.
+fn run(subscriber_len: u8, flows: &[(Ipv6Addr, u16)]) -> Result<Outcome> {
+    let ns = fixture_net()?;
+    ns.in_ns(|| -> Result<Outcome> {
+        translator::netns::ensure_bpffs()?;
+        let v6if = translator::netns::ifindex("v6a").context("no v6a")?;
+        let cfg = Config::parse(&format!(
+            r#"
+instance = "subscr-{}-{subscriber_len}"
+[interfaces]
+ipv6 = "v6a"
+ipv4 = "v4a"
+[nat64]
+prefix = "2001:db8:64::/96"
+clients = ["2001:db8:1::/48"]
+[pool]
+addresses = ["192.0.2.1"]
+block_size = 64
+max_blocks_per_client = 1
+subscriber_prefix_len = {subscriber_len}
+"#,
+            std::process::id()
+        ))?;
+        let inst = Instance::new(&cfg.instance);
+        let result = (|| -> Result<Outcome> {
+            let mut obj = dataplane::load(&cfg, Some(&inst.pins))?;
+            let mut maps = Maps::open(&inst.pins)?;
+            maps.fill_pool(&cfg)?;
+            maps.sync_policy(&cfg)?;
+            let fd = dataplane::program(&mut obj)?.fd()?.try_clone()?;
+            let mut actions = Vec::new();
+            for &(src, port) in flows {
+                use std::os::fd::AsFd as _;
+                let out = testrun::run(fd.as_fd(), &udp_from(src, port), v6if, 1)?;
+                actions.push((out.action, out.packet));
+            }
+            let mut holders: Vec<Ipv6Addr> = maps
+                .block_slots
+                .keys()
+                .filter_map(Result::ok)
+                .map(|k| Ipv6Addr::from(rfc6052::from_raw6(&k.client)))
+                .collect();
+            holders.sort();
+            let (_, drops) = maps.counters()?;
+            let limit = drops
+                .iter()
+                .find(|(d, _)| *d == DropReason::ClientLimit)
+                .map_or(0, |(_, n)| *n);
+            Ok((actions, holders, limit))
+        })();
+        dataplane::down(&inst)?;
+        result
+    })?
+}
+
+fn addr(s: &str) -> Ipv6Addr {
+    s.parse().expect("test address")
+}
+
+/// 64 flows from one address fill its only block; then one flow from another address of the
+/// same /64, and one from an address of another /64.
+fn flows() -> Vec<(Ipv6Addr, u16)> {
+    let mut f: Vec<(Ipv6Addr, u16)> = (0..64).map(|i| (addr("2001:db8:1::a"), 1000 + i)).collect();
+    f.push((addr("2001:db8:1::b"), 2000));
+    f.push((addr("2001:db8:1:1::c"), 3000));
+    f
+}
+
+#[test]
+fn addresses_of_one_subscriber_prefix_share_its_blocks_and_limit() -> Result<()> {
+    require_root()?;
+    let (outcomes, holders, limit) = run(64, &flows())?;
+    let actions: Vec<u32> = outcomes.iter().map(|(a, _)| *a).collect();
+    ensure!(
+        actions[..64].iter().all(|&a| a == XDP_REDIRECT),
+        "the first 64 flows of 2001:db8:1::a must be translated: {actions:?}"
+    );
+    // Refused, with an ICMPv6 destination unreachable (type 1) sent back to the client.
+    let (action, refused) = &outcomes[64];
+    ensure!(
+        *action == XDP_TX
+            && refused.len() > 54
+            && refused[12..14] == [0x86, 0xdd]
+            && refused[20] == 58
+            && refused[54] == 1,
+        "2001:db8:1::b is in the same /64, whose one block is full: expected an ICMPv6 \
+         destination unreachable back (XDP_TX), got action {action}"
+    );
+    ensure!(
+        actions[65] == XDP_REDIRECT,
+        "2001:db8:1:1::c is another subscriber: it must get a block, got action {}",
+        actions[65]
+    );
+    ensure!(limit == 1, "client-limit drops: {limit}, expected 1");
+    ensure!(
+        holders == [addr("2001:db8:1::"), addr("2001:db8:1:1::")],
+        "blocks are held by the subscriber prefixes, found {holders:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn by_default_every_address_is_a_client_of_its_own() -> Result<()> {
+    require_root()?;
+    let (outcomes, holders, limit) = run(128, &flows())?;
+    let actions: Vec<u32> = outcomes.iter().map(|(a, _)| *a).collect();
+    ensure!(
+        actions.iter().all(|&a| a == XDP_REDIRECT),
+        "with subscriber_prefix_len 128 every address has its own block: {actions:?}"
+    );
+    ensure!(limit == 0, "client-limit drops: {limit}, expected 0");
+    ensure!(
+        holders
+            == [
+                addr("2001:db8:1::a"),
+                addr("2001:db8:1::b"),
+                addr("2001:db8:1:1::c")
+            ],
+        "blocks are held by the addresses, found {holders:?}"
+    );
+    Ok(())
+}
