@@ -59,7 +59,7 @@ const POOL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
 const PAYLOAD: &[u8] = b"benchmark!";
 
-fn config(instance: &str, sessions: u32) -> Result<Config> {
+fn config(instance: &str, sessions: u32, route_cache_ms: u32) -> Result<Config> {
     Config::parse(&format!(
         r#"
 instance = "{instance}"
@@ -69,6 +69,7 @@ ipv4 = "v4a"
 [nat64]
 prefix = "2001:db8:64::/96"
 clients = ["2001:db8:1::/64"]
+route_cache_ms = {route_cache_ms}
 [pool]
 addresses = ["192.0.2.1"]
 block_size = 64
@@ -88,8 +89,12 @@ struct Loaded {
 
 impl Loaded {
     fn new(tag: &str, sessions: u32) -> Result<Self> {
+        Self::with_route_cache(tag, sessions, 0)
+    }
+
+    fn with_route_cache(tag: &str, sessions: u32, route_cache_ms: u32) -> Result<Self> {
         let name = format!("bench-{tag}-{}", std::process::id());
-        let cfg = config(&name, sessions)?;
+        let cfg = config(&name, sessions, route_cache_ms)?;
         let inst = Instance::new(&name);
         let _ = dataplane::down(&inst);
         let ebpf = dataplane::load(&cfg, Some(&inst.pins)).inspect_err(|_| {
@@ -569,6 +574,17 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
         ("established ICMP echo 4->6", echo4_reply(icmp_id), v4if),
     ];
     let pass = udp6_to(GATEWAY6, 40003, 22);
+    // The same UDP flow through an instance with the route cache on.
+    let mut cached = Loaded::with_route_cache("rc", 65_536, 1000)?;
+    let rc = translator_fd(&mut cached)?;
+    let out = run1(rc.as_fd(), &u6, v6if, "UDP first packet, route cache on")?;
+    let rc_frames = [
+        ("6->4", u6.clone(), v6if),
+        ("4->6", udp4(port4(&out.packet, "UDP")?, 9), v4if),
+    ];
+    for (what, frame, ifindex) in &rc_frames {
+        h.check(&rc, rc.as_fd(), frame, *ifindex, XDP_REDIRECT, what)?;
+    }
     for (what, frame, ifindex) in &established {
         h.check(&tr, fd, frame, *ifindex, XDP_REDIRECT, what)?;
     }
@@ -621,6 +637,7 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
     let (mut fwd6_s, mut fwd4_s) = (Vec::new(), Vec::new());
     let (mut new_s, mut eim_s) = (Vec::new(), Vec::new());
     let (mut insert_s, mut lookup_s) = (Vec::new(), Vec::new());
+    let mut rc_s: Vec<Vec<f64>> = vec![Vec::new(); rc_frames.len()];
     let (mut cold64_s, mut cold46_s, mut empty_s) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..s.runs {
         let (x, own) = h.net(&floor, &u6, None, v6if, s.repeat, XDP_TX, "baseline_tx")?;
@@ -642,6 +659,12 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
         for (i, (what, frame, ifindex)) in established.iter().enumerate() {
             est_s[i].push(
                 h.net(&tr, frame, None, *ifindex, rep, XDP_REDIRECT, what)?
+                    .0,
+            );
+        }
+        for (i, (what, frame, ifindex)) in rc_frames.iter().enumerate() {
+            rc_s[i].push(
+                h.net(&rc, frame, None, *ifindex, rep, XDP_REDIRECT, what)?
                     .0,
             );
         }
@@ -786,6 +809,22 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
             &fwd6_row
         };
         rows.push(Row::new("testrun", what, "ns/packet", samples, &net).ratio_to(base));
+    }
+    for ((dir, _, _), samples) in rc_frames.iter().zip(rc_s) {
+        let base = if *dir == "6->4" { &fwd4_row } else { &fwd6_row };
+        rows.push(
+            Row::new(
+                "testrun",
+                &format!("established UDP {dir}, route cache on"),
+                "ns/packet",
+                samples,
+                &format!(
+                    "nat64.route_cache_ms = 1000 (off by default): the route lookup's answer is \
+                     reused for up to 1 s; {net}"
+                ),
+            )
+            .ratio_to(base),
+        );
     }
     rows.push(
         Row::new(

@@ -36,4 +36,7 @@ pub struct DataplaneConfig {
     /// Mask of `pool.subscriber_prefix_len`, raw words: port blocks are held by the client
     /// address masked with it.
     pub subscriber_mask: [u32; 4],
+    /// How long a route lookup's answer is reused for packets to the same destination (ns;
+    /// 0: every packet is looked up). `nat64.route_cache_ms`.
+    pub route_cache_ns: u64,
 }

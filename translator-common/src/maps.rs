@@ -413,6 +413,42 @@ impl Default for BenchFrame {
     }
 }
 
+/// Next hops of translated packets, when the route cache is on (`nat64.route_cache_ms`):
+/// [`RouteKey4`] / [`RouteKey6`] -> [`RouteEntry`] (LRU, not pinned).
+pub const ROUTES4: &str = "ROUTES4";
+pub const ROUTES6: &str = "ROUTES6";
+
+/// Key of [`ROUTES4`]: destination and the interface the packet came in on (both raw).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RouteKey4 {
+    pub dst: u32,
+    pub ifindex_in: u32,
+}
+
+/// Key of [`ROUTES6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RouteKey6 {
+    pub dst: [u32; 4],
+    pub ifindex_in: u32,
+}
+
+/// A route lookup's answer, kept for `route_cache_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// CLOCK_MONOTONIC ns of the lookup.
+    pub stamp: u64,
+    pub ifindex: u32,
+    /// Largest packet (the lookup's total length) known to fit the route's MTU.
+    pub max_len: u16,
+    pub _pad: u16,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub _pad2: u32,
+}
+
 /// Value of [`POOL`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -443,6 +479,9 @@ pod!(
     Frag6Value => 16,
     Frag4Key => 12,
     Frag4Value => 24,
-    crate::config::DataplaneConfig => 80,
+    crate::config::DataplaneConfig => 88,
     BenchFrame => 160,
+    RouteKey4 => 8,
+    RouteKey6 => 20,
+    RouteEntry => 32,
 );

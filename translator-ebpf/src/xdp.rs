@@ -20,7 +20,7 @@ use aya_ebpf::{
         generated::{bpf_fib_lookup as fib_lookup, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
-    maps::{HashMap, LpmTrie, PerCpuArray, Queue, RingBuf, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, Queue, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use aya_log_ebpf::info;
@@ -36,8 +36,8 @@ use translator_common::{
     maps::{
         BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockEvent,
         BlockId, BlockSlot, BlockSlotKey, FilterKey, MAX_BLOCKS_PER_CLIENT, POOL_LOCAL,
-        PoolAddress, SEEN_FIN, SEEN_RST, SEEN_SYN, SESSION_HAIRPIN, SessionEvent, SessionKey4,
-        SessionKey6, SessionValue4, SessionValue6,
+        PoolAddress, RouteEntry, RouteKey4, RouteKey6, SEEN_FIN, SEEN_RST, SEEN_SYN,
+        SESSION_HAIRPIN, SessionEvent, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
     },
     ports::{next_hint, probe_offset},
     rfc6052,
@@ -63,6 +63,7 @@ static CONFIG: DataplaneConfig = DataplaneConfig {
     icmp_src6: [0; 4],
     icmp_interval_ns: 0,
     subscriber_mask: [u32::MAX; 4],
+    route_cache_ns: 0,
 };
 
 // Sizes are defaults; the controller sets the real ones at load time.
@@ -88,6 +89,11 @@ static FREE_ICMP: Queue<BlockId> = Queue::pinned(1024, 0);
 static CLIENTS: LpmTrie<[u32; 4], u32> = LpmTrie::pinned(1024, 0);
 #[map]
 pub(crate) static POOL: HashMap<u32, PoolAddress> = HashMap::pinned(256, 0);
+/// The route cache (`nat64.route_cache_ms`): answers of route lookups per destination.
+#[map]
+static ROUTES4: LruHashMap<RouteKey4, RouteEntry> = LruHashMap::with_max_entries(4096, 0);
+#[map]
+static ROUTES6: LruHashMap<RouteKey6, RouteEntry> = LruHashMap::with_max_entries(4096, 0);
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 /// Sessions for the controller's optional session log. Pinned, like the block events: what
@@ -829,7 +835,7 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
     let proto = pkt.l4.proto;
 
     // Route first: the result decides the TTL (the kernel decrements it itself when we pass).
-    crate::packet::zeroed_fib!(fib);
+    let fib = scratch_fib()?;
     fib.family = AF_INET;
     fib.l4_protocol = proto;
     fib.sport = pkt.pool_port;
@@ -839,7 +845,7 @@ fn translate_6to4(ctx: &XdpContext, pkt: &Packet6) -> Result<u32, DropReason> {
     fib.__bindgen_anon_3.ipv4_src = pkt.pool;
     fib.__bindgen_anon_4.ipv4_dst = key.remote;
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    let verdict = match route(ctx, fib) {
+    let verdict = match route_cached(ctx, fib, pkt.now, true) {
         // An IPv6 fragment too big for the IPv4 link: fragment further (slow path).
         Err(DropReason::MtuExceeded) if pkt.frag.is_some() => return punt(ctx),
         r => r?,
@@ -1004,6 +1010,104 @@ pub(crate) fn route(ctx: &XdpContext, fib: &mut bpf_fib_lookup) -> Result<u32, D
         }
         _ => Ok(xdp_action::XDP_PASS),
     }
+}
+
+/// The route lookup of a translated packet, off the stack (the call chain's 512 bytes are
+/// spent): per CPU, zeroed for each packet.
+#[map]
+static FIB_SCRATCH: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn scratch_fib() -> Result<&'static mut bpf_fib_lookup, DropReason> {
+    match FIB_SCRATCH.get_ptr_mut(0) {
+        Some(p) => {
+            crate::packet::zero_fib(p);
+            // SAFETY: per-CPU value, zeroed above; XDP programs do not nest on one CPU, and
+            // the reference does not outlive the packet's processing.
+            Ok(unsafe { &mut *p })
+        }
+        None => Err(DropReason::HelperFailed),
+    }
+}
+
+/// Keys and entry of a route-cache lookup, off the stack (the call chain's 512 bytes are
+/// spent).
+#[repr(C)]
+struct RouteScratch {
+    k4: RouteKey4,
+    k6: RouteKey6,
+    e: RouteEntry,
+}
+
+#[map]
+static ROUTE_SCRATCH: PerCpuArray<RouteScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// [`route`] through the route cache when it is on: a destination looked up less than
+/// `route_cache_ns` ago, for a packet no larger than one that fitted then, reuses that answer
+/// (interface and MACs). Only successful lookups are kept; anything else is looked up every
+/// time. IPv4 destinations when `v4`, else IPv6.
+#[inline(always)]
+pub(crate) fn route_cached(
+    ctx: &XdpContext,
+    fib: &mut bpf_fib_lookup,
+    now: u64,
+    v4: bool,
+) -> Result<u32, DropReason> {
+    let ttl = config().route_cache_ns;
+    if ttl == 0 {
+        return route(ctx, fib);
+    }
+    let sc = match ROUTE_SCRATCH.get_ptr_mut(0) {
+        // SAFETY: per-CPU value; XDP programs do not nest on one CPU.
+        Some(p) => unsafe { &mut *p },
+        None => return route(ctx, fib),
+    };
+    // SAFETY: the callers set the family's members of these unions.
+    let len = unsafe { fib.__bindgen_anon_1.tot_len };
+    let hit = if v4 {
+        sc.k4 = RouteKey4 {
+            // SAFETY: as above.
+            dst: unsafe { fib.__bindgen_anon_4.ipv4_dst },
+            ifindex_in: fib.ifindex,
+        };
+        ROUTES4.get_ptr(&sc.k4)
+    } else {
+        sc.k6 = RouteKey6 {
+            // SAFETY: as above.
+            dst: unsafe { fib.__bindgen_anon_4.ipv6_dst },
+            ifindex_in: fib.ifindex,
+        };
+        ROUTES6.get_ptr(&sc.k6)
+    };
+    if let Some(e) = hit {
+        // SAFETY: map value pointer from a successful lookup, read at once.
+        unsafe {
+            if now.wrapping_sub((*e).stamp) < ttl && len <= (*e).max_len {
+                fib.ifindex = (*e).ifindex;
+                fib.smac = (*e).smac;
+                fib.dmac = (*e).dmac;
+                return Ok(xdp_action::XDP_REDIRECT);
+            }
+        }
+    }
+    let verdict = route(ctx, fib)?;
+    if verdict == xdp_action::XDP_REDIRECT {
+        sc.e = RouteEntry {
+            stamp: now,
+            ifindex: fib.ifindex,
+            max_len: len,
+            _pad: 0,
+            smac: fib.smac,
+            dmac: fib.dmac,
+            _pad2: 0,
+        };
+        let _ = if v4 {
+            ROUTES4.insert(&sc.k4, &sc.e, 0)
+        } else {
+            ROUTES6.insert(&sc.k6, &sc.e, 0)
+        };
+    }
+    Ok(verdict)
 }
 
 /// Sends the rewritten frame: back out of the same interface (one-armed), to another
@@ -1341,7 +1445,7 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
         p.l4.proto
     };
 
-    crate::packet::zeroed_fib!(fib);
+    let fib = scratch_fib()?;
     fib.family = AF_INET6;
     fib.l4_protocol = nh;
     if p.l4.proto != IPPROTO_ICMP {
@@ -1353,7 +1457,7 @@ fn translate_4to6(ctx: &XdpContext, p: &Packet4) -> Result<u32, DropReason> {
     fib.__bindgen_anon_3.ipv6_src = src6;
     fib.__bindgen_anon_4.ipv6_dst = p.client;
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    let verdict = match route(ctx, fib) {
+    let verdict = match route_cached(ctx, fib, now(), false) {
         // DF clear: the packet must be fragmented, which the slow path does (RFC 7915 4.1).
         Err(DropReason::MtuExceeded) if u16::from_be(h.frag) & 0x4000 == 0 => return punt(ctx),
         r => r?,

@@ -127,6 +127,10 @@ pub struct RawNat64 {
     /// the lowest MTU on the IPv6 side). Default 1280.
     #[serde(default = "default_ipv6_mtu")]
     pub ipv6_mtu: u16,
+    /// Milliseconds a route lookup's answer (interface, MACs) is reused for translated packets
+    /// to the same destination; 0 (default): every packet is looked up.
+    #[serde(default)]
+    pub route_cache_ms: u32,
 }
 
 fn default_ipv6_mtu() -> u16 {
@@ -397,6 +401,8 @@ pub struct Config {
     pub icmp_source6: Option<Ipv6Addr>,
     pub icmp_errors_per_second: u32,
     pub ipv6_mtu: u16,
+    /// `nat64.route_cache_ms` (0: off).
+    pub route_cache_ms: u32,
     pub pool: Vec<Ipv4Addr>,
     /// Port layout per protocol, indexed by [`Protocol::index`].
     pub layouts: [BlockLayout; 3],
@@ -539,6 +545,16 @@ impl Config {
             ));
         }
 
+        if raw.nat64.route_cache_ms > 10_000 {
+            return Err(err(
+                "nat64.route_cache_ms",
+                format!(
+                    "{}; valid: 0 (off) to 10000: a route or neighbour change reaches traffic \
+                     after at most this long",
+                    raw.nat64.route_cache_ms
+                ),
+            ));
+        }
         if raw.nat64.ipv6_mtu < 1280 {
             return Err(err(
                 "nat64.ipv6_mtu",
@@ -709,6 +725,7 @@ impl Config {
             icmp_source6,
             icmp_errors_per_second: raw.nat64.icmp_errors_per_second,
             ipv6_mtu: raw.nat64.ipv6_mtu,
+            route_cache_ms: raw.nat64.route_cache_ms,
             pool,
             layouts,
             block_size,
@@ -928,6 +945,11 @@ ipv4_port = 8080
             "block_size = 64",
             "block_size = 64\nudp_ports = \"1025-1030\"",
             "pool.udp_ports",
+        );
+        bad(
+            "[pool]",
+            "route_cache_ms = 10001\n[pool]",
+            "nat64.route_cache_ms",
         );
         bad(
             "block_size = 64",

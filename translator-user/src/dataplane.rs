@@ -186,6 +186,7 @@ pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
         icmp_src6: raw6(icmp_src6.map_or(0, u128::from)),
         icmp_interval_ns,
         subscriber_mask: raw6(rfc6052::mask(cfg.subscriber_prefix_len)),
+        route_cache_ns: u64::from(cfg.route_cache_ms) * 1_000_000,
     }
 }
 
