@@ -5,7 +5,8 @@
 //! shrinking IPv6 into IPv4 and growing IPv4 into IPv6), and the per-repetition port really
 //! changes. They also check that the unpinned load the benchmarks use leaves nothing in bpffs.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+mod fixture_instance;
+
 use std::os::fd::AsFd as _;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -13,25 +14,19 @@ use aya::{
     maps::{Array, MapData, ProgramArray},
     programs::{ProgramFd, Xdp},
 };
+use fixture_instance::{
+    CLIENT, POOL, SERVER4, SERVER6, XDP_REDIRECT, XDP_TX, with_fixture_instance,
+};
 use translator::{
-    config::Config,
-    dataplane::{self, Instance, Maps},
+    dataplane,
     testrun::{self, Outcome},
 };
 use translator_common::maps::{BENCH_FRAME, BENCH_NEXT, BenchFrame};
 use translator_tests::{
-    fixture::{MAC_CLIENT, MAC_GW4, MAC_GW6, MAC_SERVER, fixture_net},
+    fixture::{MAC_CLIENT, MAC_GW4, MAC_GW6, MAC_SERVER},
     packets::*,
     require_root,
 };
-
-const CLIENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
-/// 192.0.2.2 under 2001:db8:64::/96.
-const SERVER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0xc000, 0x202);
-const SERVER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-const POOL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
 
 struct Harness {
     _obj: aya::Ebpf,
@@ -112,11 +107,12 @@ fn leftover_pins() -> Vec<String> {
 #[test]
 fn harness_restores_the_frame_before_every_repetition() -> Result<()> {
     require_root()?;
-    let ns = fixture_net()?;
-    ns.in_ns(|| -> Result<()> {
-        translator::netns::ensure_bpffs()?;
-        let v6if = translator::netns::ifindex("v6a").context("no v6a")?;
-        let v4if = translator::netns::ifindex("v4a").context("no v4a")?;
+    let settings = r#"clients = ["2001:db8:1::/64"]
+[pool]
+addresses = ["192.0.2.1"]
+"#;
+    with_fixture_instance("harness", settings, |fx| {
+        let (v6if, v4if) = (fx.v6if, fx.v4if);
         let mut h = Harness::new()?;
         if !leftover_pins().is_empty() {
             bail!("load_unpinned left {:?} in /sys/fs/bpf", leftover_pins());
@@ -141,84 +137,63 @@ fn harness_restores_the_frame_before_every_repetition() -> Result<()> {
         );
         assert_eq!(via.packet[14 + 8], 63, "TTL decremented once");
 
-        // Per-repetition ports: repetition n (from 0) gets 1000 + n % 10; after 25 runs the last
-        // one (n = 24) has source port 1004 (the per-CPU count starts at 0 for a fresh object).
+        // Per-repetition ports: repetition n (from 0) gets 1000 + n % 10; after 25 runs the
+        // last one (n = 24) has source port 1004 (the per-CPU count starts at 0 for a fresh
+        // object).
         let via = h.run(&fwd, &fwd4, Some((34, 1000, 10)), v6if, 25)?;
         assert_eq!(u16::from_be_bytes([via.packet[34], via.packet[35]]), 1004);
 
         // The translator: IPv6 -> IPv4 shrinks the frame, IPv4 -> IPv6 grows it.
-        let cfg = Config::parse(&format!(
-            r#"
-instance = "harness-{}"
-[interfaces]
-ipv6 = "v6a"
-ipv4 = "v4a"
-[nat64]
-prefix = "2001:db8:64::/96"
-clients = ["2001:db8:1::/64"]
-[pool]
-addresses = ["192.0.2.1"]
-"#,
-            std::process::id()
-        ))?;
-        let inst = Instance::new(&cfg.instance);
-        let result = (|| -> Result<()> {
-            let mut obj = dataplane::load(&cfg, Some(&inst.pins))?;
-            let mut maps = Maps::open(&inst.pins)?;
-            maps.fill_pool(&cfg)?;
-            maps.sync_policy(&cfg)?;
-            let tr = dataplane::program(&mut obj)?.fd()?.try_clone()?;
-            let seg = udp(CLIENT.into(), SERVER6.into(), 40000, 9, b"harness");
-            let u6 = eth(
-                MAC_GW6,
-                MAC_CLIENT,
-                0x86dd,
-                &ipv6(CLIENT, SERVER6, 17, 64, 0, &seg),
-            );
-            let first = testrun::run(tr.as_fd(), &u6, v6if, 1)?;
-            assert_eq!(
-                first.action, XDP_REDIRECT,
-                "first packet creates the session"
-            );
-            let pool_port = u16::from_be_bytes([first.packet[34], first.packet[35]]);
-            let plain = testrun::run(tr.as_fd(), &u6, v6if, 1)?;
-            let via = h.run(&tr, &u6, None, v6if, 500)?;
-            assert_eq!(via.action, XDP_REDIRECT);
-            assert_eq!(
-                without_id(via.packet),
-                without_id(plain.packet),
-                "6->4 output"
-            );
+        let tr = fx.prog.try_clone()?;
+        let seg = udp(CLIENT.into(), SERVER6.into(), 40000, 9, b"harness");
+        let u6 = eth(
+            MAC_GW6,
+            MAC_CLIENT,
+            0x86dd,
+            &ipv6(CLIENT, SERVER6, 17, 64, 0, &seg),
+        );
+        let first = fx.run(&u6, v6if)?;
+        assert_eq!(
+            first.action, XDP_REDIRECT,
+            "first packet creates the session"
+        );
+        let pool_port = u16::from_be_bytes([first.packet[34], first.packet[35]]);
+        let plain = fx.run(&u6, v6if)?;
+        let via = h.run(&tr, &u6, None, v6if, 500)?;
+        assert_eq!(via.action, XDP_REDIRECT);
+        assert_eq!(
+            without_id(via.packet),
+            without_id(plain.packet),
+            "6->4 output"
+        );
 
-            let seg = udp(SERVER4.into(), POOL.into(), 9, pool_port, b"harness");
-            let u4 = eth(
-                MAC_GW4,
-                MAC_SERVER,
-                0x0800,
-                &ipv4(SERVER4, POOL, 17, 64, 0, 1, true, &seg),
-            );
-            let plain = testrun::run(tr.as_fd(), &u4, v4if, 1)?;
-            let via = h.run(&tr, &u4, None, v4if, 500)?;
-            assert_eq!(plain.action, XDP_REDIRECT);
-            assert_eq!(via.action, plain.action);
-            assert_eq!(via.packet, plain.packet, "4->6 output");
-            assert_eq!(via.packet.len(), u4.len() + 20);
+        let seg = udp(SERVER4.into(), POOL.into(), 9, pool_port, b"harness");
+        let u4 = eth(
+            MAC_GW4,
+            MAC_SERVER,
+            0x0800,
+            &ipv4(SERVER4, POOL, 17, 64, 0, 1, true, &seg),
+        );
+        let plain = fx.run(&u4, v4if)?;
+        let via = h.run(&tr, &u4, None, v4if, 500)?;
+        assert_eq!(plain.action, XDP_REDIRECT);
+        assert_eq!(via.action, plain.action);
+        assert_eq!(via.packet, plain.packet, "4->6 output");
+        assert_eq!(via.packet.len(), u4.len() + 20);
 
-            // The harness alone (tail call into a program that returns XDP_TX).
-            let ret: &mut Xdp = obj
-                .program_mut("bench_return")
-                .context("no bench_return")?
-                .try_into()
-                .map_err(|e| anyhow!("bench_return: {e}"))?;
-            ret.load()
-                .map_err(|e| anyhow!("loading bench_return: {e}"))?;
-            let ret = ret.fd()?.try_clone()?;
-            let via = h.run(&ret, &u4, None, v4if, 10)?;
-            assert_eq!(via.action, XDP_TX);
-            assert_eq!(via.packet, u4);
-            Ok(())
-        })();
-        dataplane::down(&inst)?;
-        result
-    })?
+        // The harness alone (tail call into a program that returns XDP_TX).
+        let ret: &mut Xdp = fx
+            .obj
+            .program_mut("bench_return")
+            .context("no bench_return")?
+            .try_into()
+            .map_err(|e| anyhow!("bench_return: {e}"))?;
+        ret.load()
+            .map_err(|e| anyhow!("loading bench_return: {e}"))?;
+        let ret = ret.fd()?.try_clone()?;
+        let via = h.run(&ret, &u4, None, v4if, 10)?;
+        assert_eq!(via.action, XDP_TX);
+        assert_eq!(via.packet, u4);
+        Ok(())
+    })
 }

@@ -5,39 +5,23 @@
 //! still applies. Real packets through `BPF_PROG_TEST_RUN` in the fixture namespace, in both
 //! directions.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsFd as _;
+mod fixture_instance;
+
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, ensure};
-use translator::{
-    config::Config,
-    dataplane::{self, Instance, Maps},
-    testrun,
+use anyhow::{Result, ensure};
+use fixture_instance::{
+    CLIENT, POOL, SERVER4, SERVER6, XDP_REDIRECT, XDP_TX, mac_text as mac, with_fixture_instance,
 };
 use translator_tests::{
     NetNs,
-    fixture::{MAC_CLIENT, MAC_GW4, MAC_GW6, MAC_SERVER, MAC_SERVER2, fixture_net},
+    fixture::{MAC_CLIENT, MAC_GW4, MAC_GW6, MAC_SERVER, MAC_SERVER2},
     packets::*,
     require_root,
 };
 
-const CLIENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
-/// 192.0.2.2 under 2001:db8:64::/96.
-const SERVER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0xc000, 0x202);
-const SERVER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-const POOL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
 /// A MAC no fixture neighbour has.
 const MAC_NEW: [u8; 6] = [0x02, 0, 0, 0, 0, 0x42];
-
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 fn udp6(len: usize) -> Vec<u8> {
     let seg = udp(CLIENT.into(), SERVER6.into(), 40000, 9, &vec![7u8; len]);
@@ -92,78 +76,54 @@ struct Seen {
 }
 
 fn run(cache_ms: u32) -> Result<Seen> {
-    let ns = fixture_net()?;
-    ns.in_ns(|| -> Result<Seen> {
-        translator::netns::ensure_bpffs()?;
-        let v6if = translator::netns::ifindex("v6a").context("no v6a")?;
-        let v4if = translator::netns::ifindex("v4a").context("no v4a")?;
-        let cfg = Config::parse(&format!(
-            r#"
-instance = "rcache-{}-{cache_ms}"
-[interfaces]
-ipv6 = "v6a"
-ipv4 = "v4a"
-[nat64]
-prefix = "2001:db8:64::/96"
-clients = ["2001:db8:1::/64"]
+    let settings = format!(
+        r#"clients = ["2001:db8:1::/64"]
 icmp_source6 = "2001:db8:1::1"
 route_cache_ms = {cache_ms}
 [pool]
 addresses = ["192.0.2.1"]
-"#,
-            std::process::id()
-        ))?;
-        let inst = Instance::new(&cfg.instance);
-        let result = (|| -> Result<Seen> {
-            let mut obj = dataplane::load(&cfg, Some(&inst.pins))?;
-            let mut maps = Maps::open(&inst.pins)?;
-            maps.fill_pool(&cfg)?;
-            maps.sync_policy(&cfg)?;
-            let fd = dataplane::program(&mut obj)?.fd()?.try_clone()?;
-            let send = |frame: &[u8], ifindex: u32| -> Result<testrun::Outcome> {
-                Ok(testrun::run(fd.as_fd(), frame, ifindex, 1)?)
-            };
-            let small = udp6(10);
-            let first = send(&small, v6if)?;
-            ensure!(
-                first.action == XDP_REDIRECT,
-                "first packet: {}",
-                first.action
-            );
-            let pool_port = u16::from_be_bytes([first.packet[34], first.packet[35]]);
-            let back = send(&udp4(pool_port), v4if)?;
-            ensure!(back.action == XDP_REDIRECT, "reply: {}", back.action);
+"#
+    );
+    with_fixture_instance(&format!("rcache-{cache_ms}"), &settings, |fx| {
+        let (v6if, v4if) = (fx.v6if, fx.v4if);
+        let small = udp6(10);
+        let first = fx.run(&small, v6if)?;
+        ensure!(
+            first.action == XDP_REDIRECT,
+            "first packet: {}",
+            first.action
+        );
+        let pool_port = u16::from_be_bytes([first.packet[34], first.packet[35]]);
+        let back = fx.run(&udp4(pool_port), v4if)?;
+        ensure!(back.action == XDP_REDIRECT, "reply: {}", back.action);
 
-            neigh(&ns, "192.0.2.2", MAC_NEW, "v4a")?;
-            neigh(&ns, "2001:db8:1::2", MAC_SERVER2, "v6a")?;
-            let soon4 = send(&small, v6if)?;
-            let soon6 = send(&udp4(pool_port), v4if)?;
-            std::thread::sleep(Duration::from_millis(u64::from(cache_ms) + 300));
-            let later4 = send(&small, v6if)?;
-            let later6 = send(&udp4(pool_port), v4if)?;
+        neigh(fx.ns, "192.0.2.2", MAC_NEW, "v4a")?;
+        neigh(fx.ns, "2001:db8:1::2", MAC_SERVER2, "v6a")?;
+        let soon4 = fx.run(&small, v6if)?;
+        let soon6 = fx.run(&udp4(pool_port), v4if)?;
+        std::thread::sleep(Duration::from_millis(u64::from(cache_ms) + 300));
+        let later4 = fx.run(&small, v6if)?;
+        let later6 = fx.run(&udp4(pool_port), v4if)?;
 
-            // Larger than any packet that used the cached route, and than the link: the MTU
-            // check must still answer (packet too big, sent back to the client).
-            ns.ip(&["link", "set", "v4a", "mtu", "1000"])?;
-            let big = send(&udp6(1200), v6if)?;
-            let icmp_type = big.packet.get(54).copied().unwrap_or(0);
-            Ok(Seen {
-                out4: [
-                    dst_mac(&first.packet),
-                    dst_mac(&soon4.packet),
-                    dst_mac(&later4.packet),
-                ],
-                out6: [
-                    dst_mac(&back.packet),
-                    dst_mac(&soon6.packet),
-                    dst_mac(&later6.packet),
-                ],
-                big: (big.action, icmp_type),
-            })
-        })();
-        dataplane::down(&inst)?;
-        result
-    })?
+        // Larger than any packet that used the cached route, and than the link: the MTU
+        // check must still answer (packet too big, sent back to the client).
+        fx.ns.ip(&["link", "set", "v4a", "mtu", "1000"])?;
+        let big = fx.run(&udp6(1200), v6if)?;
+        let icmp_type = big.packet.get(54).copied().unwrap_or(0);
+        Ok(Seen {
+            out4: [
+                dst_mac(&first.packet),
+                dst_mac(&soon4.packet),
+                dst_mac(&later4.packet),
+            ],
+            out6: [
+                dst_mac(&back.packet),
+                dst_mac(&soon6.packet),
+                dst_mac(&later6.packet),
+            ],
+            big: (big.action, icmp_type),
+        })
+    })
 }
 
 #[test]

@@ -3,25 +3,18 @@
 //! addresses cannot take more of the pool; with the default 128 each address is a client.
 //! Real packets through `BPF_PROG_TEST_RUN` in a fixture namespace.
 
+mod fixture_instance;
+
 use std::net::Ipv6Addr;
 
-use anyhow::{Context as _, Result, ensure};
-use translator::{
-    config::Config,
-    dataplane::{self, Instance, Maps},
-    testrun,
-};
+use anyhow::{Result, ensure};
+use fixture_instance::{SERVER6, XDP_REDIRECT, XDP_TX, with_fixture_instance};
 use translator_common::{counters::DropReason, rfc6052};
 use translator_tests::{
-    fixture::{MAC_CLIENT, MAC_GW6, fixture_net},
+    fixture::{MAC_CLIENT, MAC_GW6},
     packets::*,
     require_root,
 };
-
-/// 192.0.2.2 under 2001:db8:64::/96.
-const SERVER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0xc000, 0x202);
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
 
 fn udp_from(src: Ipv6Addr, sport: u16) -> Vec<u8> {
     let seg = udp(src.into(), SERVER6.into(), sport, 9, b"subscriber");
@@ -38,57 +31,36 @@ type Outcome = (Vec<(u32, Vec<u8>)>, Vec<Ipv6Addr>, u64);
 /// Sends one new UDP flow from each (address, port); returns the actions and output frames,
 /// the block holders (BLOCK_SLOTS clients) and the client-limit drop count afterwards.
 fn run(subscriber_len: u8, flows: &[(Ipv6Addr, u16)]) -> Result<Outcome> {
-    let ns = fixture_net()?;
-    ns.in_ns(|| -> Result<Outcome> {
-        translator::netns::ensure_bpffs()?;
-        let v6if = translator::netns::ifindex("v6a").context("no v6a")?;
-        let cfg = Config::parse(&format!(
-            r#"
-instance = "subscr-{}-{subscriber_len}"
-[interfaces]
-ipv6 = "v6a"
-ipv4 = "v4a"
-[nat64]
-prefix = "2001:db8:64::/96"
-clients = ["2001:db8:1::/48"]
+    let settings = format!(
+        r#"clients = ["2001:db8:1::/48"]
 [pool]
 addresses = ["192.0.2.1"]
 block_size = 64
 max_blocks_per_client = 1
 subscriber_prefix_len = {subscriber_len}
-"#,
-            std::process::id()
-        ))?;
-        let inst = Instance::new(&cfg.instance);
-        let result = (|| -> Result<Outcome> {
-            let mut obj = dataplane::load(&cfg, Some(&inst.pins))?;
-            let mut maps = Maps::open(&inst.pins)?;
-            maps.fill_pool(&cfg)?;
-            maps.sync_policy(&cfg)?;
-            let fd = dataplane::program(&mut obj)?.fd()?.try_clone()?;
-            let mut actions = Vec::new();
-            for &(src, port) in flows {
-                use std::os::fd::AsFd as _;
-                let out = testrun::run(fd.as_fd(), &udp_from(src, port), v6if, 1)?;
-                actions.push((out.action, out.packet));
-            }
-            let mut holders: Vec<Ipv6Addr> = maps
-                .block_slots
-                .keys()
-                .filter_map(Result::ok)
-                .map(|k| Ipv6Addr::from(rfc6052::from_raw6(&k.client)))
-                .collect();
-            holders.sort();
-            let (_, drops) = maps.counters()?;
-            let limit = drops
-                .iter()
-                .find(|(d, _)| *d == DropReason::ClientLimit)
-                .map_or(0, |(_, n)| *n);
-            Ok((actions, holders, limit))
-        })();
-        dataplane::down(&inst)?;
-        result
-    })?
+"#
+    );
+    with_fixture_instance(&format!("subscr-{subscriber_len}"), &settings, |fx| {
+        let mut actions = Vec::new();
+        for &(src, port) in flows {
+            let out = fx.run(&udp_from(src, port), fx.v6if)?;
+            actions.push((out.action, out.packet));
+        }
+        let mut holders: Vec<Ipv6Addr> = fx
+            .maps
+            .block_slots
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| Ipv6Addr::from(rfc6052::from_raw6(&k.client)))
+            .collect();
+        holders.sort();
+        let (_, drops) = fx.maps.counters()?;
+        let limit = drops
+            .iter()
+            .find(|(d, _)| *d == DropReason::ClientLimit)
+            .map_or(0, |(_, n)| *n);
+        Ok((actions, holders, limit))
+    })
 }
 
 fn addr(s: &str) -> Ipv6Addr {
