@@ -30,19 +30,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use aya::{
-    maps::{Array, MapData, PerCpuArray, PerCpuValues, ProgramArray},
-    programs::ProgramFd,
-    util::nr_cpus,
-};
+use aya::programs::ProgramFd;
 use common::{Row, empty_xdp_program, median_u32, quick, write_rows};
 use translator::{
     config::Config,
     dataplane::{self, Instance, Maps},
-    testrun,
+    testrun::{self, Vary},
 };
 use translator_common::{
-    maps::{BENCH_FRAME_MAX, BenchFrame, SessionKey4, SessionKey6, SessionValue4, SessionValue6},
+    maps::{SessionKey4, SessionKey6, SessionValue4, SessionValue6},
     rfc6052::{raw4, raw6},
 };
 use translator_tests::{
@@ -270,17 +266,6 @@ fn per_call(
     Ok(times)
 }
 
-/// Per-repetition changes the harness makes to the frame (see [`BenchFrame`]).
-#[derive(Clone, Copy)]
-struct Vary {
-    lo_off: u32,
-    lo_base: u32,
-    lo_mod: u32,
-    hi_off: u32,
-    hi_base: u32,
-    hi_len: u32,
-}
-
 /// Offsets in the frames built here: UDP ports after Ethernet + IPv6, the destination port after
 /// Ethernet + IPv4, and the last word of the IPv6 source address.
 const SPORT6: u32 = 54;
@@ -288,72 +273,29 @@ const DPORT6: u32 = 56;
 const DPORT4: u32 = 36;
 const SRC6_LOW: u32 = 34;
 
-/// The harness and the baseline programs, from one unpinned load of the eBPF object.
+/// The harness ([`testrun::Harness`]) with the programs the figures compare.
 struct Harness {
-    _base: aya::Ebpf,
-    prog: ProgramFd,
+    h: testrun::Harness,
     ret: ProgramFd,
     floor: ProgramFd,
     fwd: ProgramFd,
     insert: ProgramFd,
     lookup: ProgramFd,
-    frame: Array<MapData, BenchFrame>,
-    next: ProgramArray<MapData>,
-    seq: PerCpuArray<MapData, u32>,
 }
 
 impl Harness {
     /// `hash_entries`: size of the bench-only hash table `BENCH_HASH`.
     fn new(hash_entries: u32) -> Result<Self> {
-        let mut base = dataplane::load_unpinned_sized(&[("BENCH_HASH", hash_entries)])
-            .map_err(|e| anyhow::anyhow!("loading the eBPF object for the baselines: {e}"))?;
-        let mut load = |name: &str| -> Result<ProgramFd> {
-            let p: &mut aya::programs::Xdp = base
-                .program_mut(name)
-                .with_context(|| format!("the eBPF object has no {name}"))?
-                .try_into()
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            p.load()
-                .map_err(|e| anyhow::anyhow!("the kernel refused {name}: {e}"))?;
-            Ok(p.fd()?.try_clone()?)
-        };
-        let prog = load("bench_harness")?;
-        let ret = load("bench_return")?;
-        let floor = load("baseline_tx")?;
-        let fwd = load("baseline_forward")?;
-        let insert = load("bench_insert")?;
-        let lookup = load("bench_lookup")?;
-        let seq = PerCpuArray::try_from(
-            base.take_map("BENCH_SEQ")
-                .context("the eBPF object has no BENCH_SEQ map")?,
-        )?;
-        let frame = Array::try_from(
-            base.take_map(translator_common::maps::BENCH_FRAME)
-                .context("the eBPF object has no BENCH_FRAME map")?,
-        )?;
-        let next = ProgramArray::try_from(
-            base.take_map(translator_common::maps::BENCH_NEXT)
-                .context("the eBPF object has no BENCH_NEXT map")?,
-        )?;
+        let mut h = testrun::Harness::new(hash_entries)
+            .context("loading the eBPF object for the baselines")?;
         Ok(Self {
-            _base: base,
-            prog,
-            ret,
-            floor,
-            fwd,
-            insert,
-            lookup,
-            frame,
-            next,
-            seq,
+            ret: h.program("bench_return")?,
+            floor: h.program("baseline_tx")?,
+            fwd: h.program("baseline_forward")?,
+            insert: h.program("bench_insert")?,
+            lookup: h.program("bench_lookup")?,
+            h,
         })
-    }
-
-    /// Starts the per-repetition numbering again from 0 (on every CPU).
-    fn reset_seq(&mut self) -> Result<()> {
-        let n = nr_cpus().map_err(|(_, e)| anyhow::anyhow!("counting CPUs: {e}"))?;
-        self.seq.set(0, PerCpuValues::try_from(vec![0u32; n])?, 0)?;
-        Ok(())
     }
 
     /// Runs `target` through the harness on `frame`, `repeat` times; checks the action.
@@ -368,28 +310,9 @@ impl Harness {
         want: u32,
         what: &str,
     ) -> Result<testrun::Outcome> {
-        if frame.len() > BENCH_FRAME_MAX {
-            bail!(
-                "{what}: frame of {} bytes, the harness takes {BENCH_FRAME_MAX}",
-                frame.len()
-            );
-        }
-        let mut f = BenchFrame {
-            len: frame.len() as u32,
-            ..Default::default()
-        };
-        f.bytes[..frame.len()].copy_from_slice(frame);
-        if let Some(v) = vary {
-            f.lo_off = v.lo_off;
-            f.lo_base = v.lo_base;
-            f.lo_mod = v.lo_mod;
-            f.hi_off = v.hi_off;
-            f.hi_base = v.hi_base;
-            f.hi_len = v.hi_len;
-        }
-        self.frame.set(0, f, 0)?;
-        self.next.set(0, target, 0)?;
-        let out = testrun::run(self.prog.as_fd(), frame, ifindex, repeat)
+        let out = self
+            .h
+            .run(target, frame, vary, ifindex, repeat)
             .with_context(|| format!("{what}: BPF_PROG_TEST_RUN of the harness"))?;
         if out.action != want {
             bail!(
@@ -424,7 +347,8 @@ impl Harness {
     }
 
     /// Fails unless the harness hands `target` exactly the frame a plain run sees: the output
-    /// after many repetitions equals the output of one plain run.
+    /// after many repetitions equals the output of one plain run (but for the IPv4
+    /// identification, see [`testrun::without_ipv4_id`]).
     fn check(
         &mut self,
         target: &ProgramFd,
@@ -434,20 +358,15 @@ impl Harness {
         want: u32,
         what: &str,
     ) -> Result<()> {
-        let mut direct = run1(plain, frame, ifindex, what)?;
-        let mut via = self.run(target, frame, None, ifindex, 1000, want, what)?;
-        // The IPv4 identification differs from packet to packet by design (and with it the
-        // header checksum): compare everything else.
-        for p in [&mut direct.packet, &mut via.packet] {
-            if p.len() >= 34 && p[12..14] == [0x08, 0x00] {
-                for i in [18, 19, 24, 25] {
-                    p[i] = 0;
-                }
-            }
-        }
-        if direct.action != via.action || direct.packet != via.packet {
-            let differ: Vec<usize> = (0..direct.packet.len().min(via.packet.len()))
-                .filter(|&i| direct.packet[i] != via.packet[i])
+        let direct = run1(plain, frame, ifindex, what)?;
+        let via = self.run(target, frame, None, ifindex, 1000, want, what)?;
+        let (d, v) = (
+            testrun::without_ipv4_id(direct.packet),
+            testrun::without_ipv4_id(via.packet),
+        );
+        if direct.action != via.action || d != v {
+            let differ: Vec<usize> = (0..d.len().min(v.len()))
+                .filter(|&i| d[i] != v[i])
                 .collect();
             bail!(
                 "{what}: the harness output differs from a plain run (action {} vs {}, {} vs {} \
@@ -455,11 +374,15 @@ impl Harness {
                  program on its input",
                 via.action,
                 direct.action,
-                via.packet.len(),
-                direct.packet.len()
+                v.len(),
+                d.len()
             );
         }
         Ok(())
+    }
+
+    fn reset_seq(&mut self) -> Result<()> {
+        self.h.reset_seq()
     }
 }
 

@@ -20,7 +20,7 @@
 mod common;
 
 use std::net::Ipv6Addr;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -367,77 +367,6 @@ fn send_loop(sock: &OwnedFd, frames: &[Vec<u8>], stop: &AtomicBool, sent: &Atomi
     }
 }
 
-/// `union bpf_attr` for BPF_PROG_TEST_RUN.
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
-}
-
-/// `struct xdp_md`.
-#[repr(C)]
-#[derive(Default)]
-struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
-}
-
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 2;
-
-/// Transmits `frame` `repeat` times out of `ifindex` with `BPF_PROG_TEST_RUN` in live-frames
-/// mode: `prog` returns `XDP_TX`, which the kernel turns into a redirect to that interface, so
-/// the frames leave through the veth's `ndo_xdp_xmit` without an skb.
-fn live_frames(prog: &OwnedFd, frame: &[u8], ifindex: u32, repeat: u32) -> std::io::Result<()> {
-    let ctx = XdpMd {
-        data_end: frame.len() as u32,
-        ingress_ifindex: ifindex,
-        ..Default::default()
-    };
-    let attr = TestRunAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        repeat,
-        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
-        ctx_in: &ctx as *const XdpMd as u64,
-        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-        ..Default::default()
-    };
-    // SAFETY: the attr points at live buffers of the sizes given; no output buffers.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &attr as *const TestRunAttr,
-            std::mem::size_of::<TestRunAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// The generator: `packet` (AF_PACKET + sendmmsg, the default) or `xdp` (BPF_PROG_TEST_RUN
 /// live frames, `TRANSLATOR_BENCH_GENERATOR=xdp`; on this kernel most of its frames are lost
 /// before the gateway's NAPI takes them, so it is not the default).
@@ -458,7 +387,9 @@ fn xdp_send_loop(frames: &[Vec<u8>], stop: &AtomicBool, sent: &AtomicU64) -> Res
     let ifindex = translator::netns::ifindex(CLI).with_context(|| format!("no {CLI}"))?;
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
-        live_frames(&prog, &frames[i % frames.len()], ifindex, repeat)
+        // XDP_TX from the program: the kernel turns it into a redirect to that interface, so
+        // the frames leave through the veth's ndo_xdp_xmit without an skb.
+        translator::testrun::run_live(prog.as_fd(), &frames[i % frames.len()], ifindex, repeat)
             .context("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES")?;
         sent.fetch_add(u64::from(repeat), Ordering::Relaxed);
         i += 1;

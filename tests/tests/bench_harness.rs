@@ -9,89 +9,16 @@ mod fixture_instance;
 
 use std::os::fd::AsFd as _;
 
-use anyhow::{Context as _, Result, anyhow, bail};
-use aya::{
-    maps::{Array, MapData, ProgramArray},
-    programs::{ProgramFd, Xdp},
-};
+use anyhow::{Result, bail};
 use fixture_instance::{
     CLIENT, POOL, SERVER4, SERVER6, XDP_REDIRECT, XDP_TX, with_fixture_instance,
 };
-use translator::{
-    dataplane,
-    testrun::{self, Outcome},
-};
-use translator_common::maps::{BENCH_FRAME, BENCH_NEXT, BenchFrame};
+use translator::testrun::{self, Harness, Vary, without_ipv4_id as without_id};
 use translator_tests::{
     fixture::{MAC_CLIENT, MAC_GW4, MAC_GW6, MAC_SERVER},
     packets::*,
     require_root,
 };
-
-struct Harness {
-    _obj: aya::Ebpf,
-    prog: ProgramFd,
-    fwd: ProgramFd,
-    frame: Array<MapData, BenchFrame>,
-    next: ProgramArray<MapData>,
-}
-
-impl Harness {
-    fn new() -> Result<Self> {
-        let mut obj = dataplane::load_unpinned()?;
-        let mut load = |name: &str| -> Result<ProgramFd> {
-            let p: &mut Xdp = obj
-                .program_mut(name)
-                .with_context(|| format!("no {name} in the eBPF object"))?
-                .try_into()
-                .map_err(|e| anyhow!("{name}: {e}"))?;
-            p.load().map_err(|e| anyhow!("loading {name}: {e}"))?;
-            Ok(p.fd()?.try_clone()?)
-        };
-        let prog = load("bench_harness")?;
-        let fwd = load("baseline_forward")?;
-        let frame = Array::try_from(obj.take_map(BENCH_FRAME).context("no BENCH_FRAME")?)?;
-        let next = ProgramArray::try_from(obj.take_map(BENCH_NEXT).context("no BENCH_NEXT")?)?;
-        Ok(Self {
-            _obj: obj,
-            prog,
-            fwd,
-            frame,
-            next,
-        })
-    }
-
-    fn run(
-        &mut self,
-        target: &ProgramFd,
-        input: &[u8],
-        vary: Option<(u32, u32, u32)>,
-        ifindex: u32,
-        repeat: u32,
-    ) -> Result<Outcome> {
-        let mut f = BenchFrame {
-            len: input.len() as u32,
-            ..Default::default()
-        };
-        f.bytes[..input.len()].copy_from_slice(input);
-        if let Some((off, base, modulo)) = vary {
-            (f.lo_off, f.lo_base, f.lo_mod) = (off, base, modulo);
-        }
-        self.frame.set(0, f, 0)?;
-        self.next.set(0, target, 0)?;
-        Ok(testrun::run(self.prog.as_fd(), input, ifindex, repeat)?)
-    }
-}
-
-/// The frame with the IPv4 identification and header checksum cleared (random per packet).
-fn without_id(mut p: Vec<u8>) -> Vec<u8> {
-    if p.len() >= 34 && p[12..14] == [0x08, 0x00] {
-        for i in [18, 19, 24, 25] {
-            p[i] = 0;
-        }
-    }
-    p
-}
 
 fn leftover_pins() -> Vec<String> {
     std::fs::read_dir("/sys/fs/bpf")
@@ -113,7 +40,7 @@ addresses = ["192.0.2.1"]
 "#;
     with_fixture_instance("harness", settings, |fx| {
         let (v6if, v4if) = (fx.v6if, fx.v4if);
-        let mut h = Harness::new()?;
+        let mut h = Harness::new(1)?;
         if !leftover_pins().is_empty() {
             bail!("load_unpinned left {:?} in /sys/fs/bpf", leftover_pins());
         }
@@ -126,7 +53,7 @@ addresses = ["192.0.2.1"]
             0x0800,
             &ipv4(POOL, SERVER4, 17, 64, 0, 1, true, &seg),
         );
-        let fwd = h.fwd.try_clone()?;
+        let fwd = h.program("baseline_forward")?;
         let plain = testrun::run(fwd.as_fd(), &fwd4, v6if, 1)?;
         let via = h.run(&fwd, &fwd4, None, v6if, 1000)?;
         assert_eq!(plain.action, XDP_REDIRECT);
@@ -140,7 +67,15 @@ addresses = ["192.0.2.1"]
         // Per-repetition ports: repetition n (from 0) gets 1000 + n % 10; after 25 runs the
         // last one (n = 24) has source port 1004 (the per-CPU count starts at 0 for a fresh
         // object).
-        let via = h.run(&fwd, &fwd4, Some((34, 1000, 10)), v6if, 25)?;
+        let vary = Vary {
+            lo_off: 34,
+            lo_base: 1000,
+            lo_mod: 10,
+            hi_off: 0,
+            hi_base: 0,
+            hi_len: 2,
+        };
+        let via = h.run(&fwd, &fwd4, Some(vary), v6if, 25)?;
         assert_eq!(u16::from_be_bytes([via.packet[34], via.packet[35]]), 1004);
 
         // The translator: IPv6 -> IPv4 shrinks the frame, IPv4 -> IPv6 grows it.
@@ -182,15 +117,7 @@ addresses = ["192.0.2.1"]
         assert_eq!(via.packet.len(), u4.len() + 20);
 
         // The harness alone (tail call into a program that returns XDP_TX).
-        let ret: &mut Xdp = fx
-            .obj
-            .program_mut("bench_return")
-            .context("no bench_return")?
-            .try_into()
-            .map_err(|e| anyhow!("bench_return: {e}"))?;
-        ret.load()
-            .map_err(|e| anyhow!("loading bench_return: {e}"))?;
-        let ret = ret.fd()?.try_clone()?;
+        let ret = h.program("bench_return")?;
         let via = h.run(&ret, &u4, None, v4if, 10)?;
         assert_eq!(via.action, XDP_TX);
         assert_eq!(via.packet, u4);

@@ -516,64 +516,48 @@ impl Senders {
     }
 
     fn send(&self, out: &Output) -> usize {
+        let (fd, pkts, family) = match out {
+            Output::V4(pkts) => (&self.v4, pkts, "IPv4"),
+            Output::V6(pkts) => (&self.v6, pkts, "IPv6"),
+        };
         let mut sent = 0;
-        match out {
-            Output::V4(pkts) => {
-                for p in pkts {
-                    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-                    sa.sin_family = libc::AF_INET as u16;
-                    sa.sin_addr.s_addr = u32::from_ne_bytes([p[16], p[17], p[18], p[19]]);
-                    // SAFETY: valid buffer and address.
-                    let rc = unsafe {
-                        libc::sendto(
-                            self.v4.as_raw_fd(),
-                            p.as_ptr().cast(),
-                            p.len(),
-                            0,
-                            (&raw const sa).cast(),
-                            std::mem::size_of::<libc::sockaddr_in>() as u32,
-                        )
-                    };
-                    if rc >= 0 {
-                        sent += 1;
-                    } else {
-                        log::debug!(
-                            "slow path: sending IPv4: {}",
-                            std::io::Error::last_os_error()
-                        );
-                    }
-                }
-            }
-            Output::V6(pkts) => {
-                for p in pkts {
-                    // SAFETY: zeroed sockaddr is valid.
-                    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-                    sa.sin6_family = libc::AF_INET6 as u16;
-                    sa.sin6_addr.s6_addr.copy_from_slice(&p[24..40]);
-                    // SAFETY: valid buffer and address.
-                    let rc = unsafe {
-                        libc::sendto(
-                            self.v6.as_raw_fd(),
-                            p.as_ptr().cast(),
-                            p.len(),
-                            0,
-                            (&raw const sa).cast(),
-                            std::mem::size_of::<libc::sockaddr_in6>() as u32,
-                        )
-                    };
-                    if rc >= 0 {
-                        sent += 1;
-                    } else {
-                        log::debug!(
-                            "slow path: sending IPv6: {}",
-                            std::io::Error::last_os_error()
-                        );
-                    }
-                }
+        for p in pkts {
+            match send_raw(fd, p) {
+                Ok(()) => sent += 1,
+                Err(e) => log::debug!("slow path: sending {family}: {e}"),
             }
         }
         sent
     }
+}
+
+/// Sends a whole IP packet (header included) on a raw socket, to the packet's destination.
+fn send_raw(fd: &OwnedFd, p: &[u8]) -> std::io::Result<()> {
+    let dst: std::net::IpAddr = match p.first().map(|b| b >> 4) {
+        Some(4) if p.len() >= 20 => std::net::Ipv4Addr::from([p[16], p[17], p[18], p[19]]).into(),
+        Some(6) if p.len() >= 40 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&p[24..40]);
+            std::net::Ipv6Addr::from(a).into()
+        }
+        _ => return Err(std::io::Error::other("not an IP packet")),
+    };
+    let sa = socket2::SockAddr::from(std::net::SocketAddr::new(dst, 0));
+    // SAFETY: valid buffer, and an address of the length given.
+    let rc = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            p.as_ptr().cast(),
+            p.len(),
+            0,
+            sa.as_ptr().cast(),
+            sa.len(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A packet socket receiving the slow-path ethertype on one interface.

@@ -135,3 +135,124 @@ pub fn run(
         ns_per_run: attr.duration,
     })
 }
+
+/// Per-repetition changes the benchmark harness makes to its frame (see
+/// [`translator_common::maps::BenchFrame`]): repetition `n` gets the port `lo_base + n % lo_mod`
+/// at `lo_off` and, when `hi_off` is set, `hi_base + n / lo_mod` (`hi_len` 2 or 4 bytes) at
+/// `hi_off`.
+#[derive(Clone, Copy, Debug)]
+pub struct Vary {
+    pub lo_off: u32,
+    pub lo_base: u32,
+    pub lo_mod: u32,
+    pub hi_off: u32,
+    pub hi_base: u32,
+    pub hi_len: u32,
+}
+
+/// The benchmark harness (`bench_harness` in the eBPF object): a repeat count of
+/// `BPF_PROG_TEST_RUN` that hands the program under test the same frame every time. The
+/// program writes the frame back before each repetition and tail-calls the target. Loaded
+/// from an unpinned copy of the object, whose other programs (baselines, bench helpers)
+/// [`Harness::program`] loads.
+pub struct Harness {
+    obj: aya::Ebpf,
+    prog: aya::programs::ProgramFd,
+    frame: aya::maps::Array<aya::maps::MapData, translator_common::maps::BenchFrame>,
+    next: aya::maps::ProgramArray<aya::maps::MapData>,
+    seq: aya::maps::PerCpuArray<aya::maps::MapData, u32>,
+}
+
+impl Harness {
+    /// `hash_entries`: size of the bench-only hash table `BENCH_HASH`.
+    pub fn new(hash_entries: u32) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        use translator_common::maps::{BENCH_FRAME, BENCH_NEXT};
+        let mut obj = crate::dataplane::load_unpinned_sized(&[("BENCH_HASH", hash_entries)])?;
+        let take = |obj: &mut aya::Ebpf, name: &str| {
+            obj.take_map(name)
+                .with_context(|| format!("the eBPF object has no {name} map"))
+        };
+        let frame = aya::maps::Array::try_from(take(&mut obj, BENCH_FRAME)?)?;
+        let next = aya::maps::ProgramArray::try_from(take(&mut obj, BENCH_NEXT)?)?;
+        let seq = aya::maps::PerCpuArray::try_from(take(&mut obj, "BENCH_SEQ")?)?;
+        let mut h = Self {
+            prog: load_program(&mut obj, "bench_harness")?,
+            obj,
+            frame,
+            next,
+            seq,
+        };
+        h.reset_seq()?;
+        Ok(h)
+    }
+
+    /// Loads another XDP program of the harness's copy of the object (e.g. `baseline_forward`).
+    pub fn program(&mut self, name: &str) -> anyhow::Result<aya::programs::ProgramFd> {
+        load_program(&mut self.obj, name)
+    }
+
+    /// Runs `target` through the harness on `frame`, `repeat` times.
+    pub fn run(
+        &mut self,
+        target: &aya::programs::ProgramFd,
+        frame: &[u8],
+        vary: Option<Vary>,
+        ingress_ifindex: u32,
+        repeat: u32,
+    ) -> anyhow::Result<Outcome> {
+        use std::os::fd::AsFd as _;
+        use translator_common::maps::{BENCH_FRAME_MAX, BenchFrame};
+        if frame.len() > BENCH_FRAME_MAX {
+            anyhow::bail!(
+                "a frame of {} bytes; the harness takes up to {BENCH_FRAME_MAX}",
+                frame.len()
+            );
+        }
+        let mut f = BenchFrame {
+            len: frame.len() as u32,
+            ..Default::default()
+        };
+        f.bytes[..frame.len()].copy_from_slice(frame);
+        if let Some(v) = vary {
+            (f.lo_off, f.lo_base, f.lo_mod) = (v.lo_off, v.lo_base, v.lo_mod);
+            (f.hi_off, f.hi_base, f.hi_len) = (v.hi_off, v.hi_base, v.hi_len);
+        }
+        self.frame.set(0, f, 0)?;
+        self.next.set(0, target, 0)?;
+        Ok(run(self.prog.as_fd(), frame, ingress_ifindex, repeat)?)
+    }
+
+    /// Starts the per-repetition numbering again from 0 (on every CPU).
+    pub fn reset_seq(&mut self) -> anyhow::Result<()> {
+        let n = aya::util::nr_cpus().map_err(|(_, e)| anyhow::anyhow!("counting CPUs: {e}"))?;
+        self.seq
+            .set(0, aya::maps::PerCpuValues::try_from(vec![0u32; n])?, 0)?;
+        Ok(())
+    }
+}
+
+/// Loads the XDP program `name` of `obj` and returns a handle to it.
+pub fn load_program(obj: &mut aya::Ebpf, name: &str) -> anyhow::Result<aya::programs::ProgramFd> {
+    use anyhow::Context as _;
+    let p: &mut aya::programs::Xdp = obj
+        .program_mut(name)
+        .with_context(|| format!("the eBPF object has no program {name}"))?
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    p.load()
+        .map_err(|e| anyhow::anyhow!("the kernel refused {name}: {e}"))?;
+    Ok(p.fd()?.try_clone()?)
+}
+
+/// An Ethernet frame with the IPv4 identification and header checksum cleared, when it carries
+/// IPv4: they differ from packet to packet by design (IPv6 -> IPv4 without DF), so frames are
+/// compared without them.
+pub fn without_ipv4_id(mut frame: Vec<u8>) -> Vec<u8> {
+    if frame.len() >= 34 && frame[12..14] == [0x08, 0x00] {
+        for i in [18, 19, 24, 25] {
+            frame[i] = 0;
+        }
+    }
+    frame
+}
