@@ -493,6 +493,10 @@ fn udp_sockets(ns: &NetNs, addr: Ipv6Addr, n: usize) -> Result<Vec<UdpSocket>> {
 /// second: the first datagram of a new neighbour may wait for neighbour discovery).
 fn udp_round_trip(sock: &UdpSocket, to: SocketAddr, payload: &[u8]) -> Result<()> {
     let mut buf = [0u8; 2048];
+    // A late echo of an earlier round trip's retry may still be queued: drop it first.
+    sock.set_nonblocking(true)?;
+    while sock.recv_from(&mut buf).is_ok() {}
+    sock.set_nonblocking(false)?;
     for _ in 0..3 {
         sock.send_to(payload, to)?;
         match udp_recv(sock, &mut buf, Duration::from_secs(1)) {
