@@ -1301,7 +1301,7 @@ fn trace_shows_translated_and_dropped_packets_with_reasons() -> Result<()> {
 fn exposition_parser_reads_the_renderer_and_rejects_broken_text() -> Result<()> {
     use translator::config::Protocol;
     use translator::metrics::{Blocks, Snapshot, render};
-    use translator::sessions::SessionState;
+    use translator::state::SessionState;
     use translator_common::counters::{DropReason, Event};
     let snap = Snapshot {
         events: Event::ALL.iter().map(|e| (*e, 3)).collect(),

@@ -130,6 +130,20 @@ pub struct SessionKey6 {
     pub _pad: [u8; 3],
 }
 
+impl SessionKey6 {
+    /// The [`SESSIONS4`] key of the same session, given this entry's value.
+    pub fn reverse(&self, v: &SessionValue6) -> SessionKey4 {
+        SessionKey4 {
+            pool: v.pool,
+            remote: self.remote,
+            pool_port_be: v.pool_port_be,
+            remote_port_be: self.remote_port_be,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
 /// Value of [`SESSIONS6`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

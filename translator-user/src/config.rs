@@ -743,8 +743,8 @@ impl Config {
     }
 
     /// The timeout of a session in the given state.
-    pub fn timeout(&self, state: crate::sessions::SessionState) -> Duration {
-        use crate::sessions::SessionState::*;
+    pub fn timeout(&self, state: crate::state::SessionState) -> Duration {
+        use crate::state::SessionState::*;
         match state {
             Udp => self.timeouts.udp,
             Icmp => self.timeouts.icmp,

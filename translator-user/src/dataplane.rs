@@ -728,7 +728,7 @@ impl Maps {
             proto,
             _pad: 0,
         };
-        let now = crate::sessions::monotonic_ns();
+        let now = crate::clock::monotonic_ns();
         let (pool, pool_port) = match self.bindings6.get(&k6, 0) {
             Ok(b) => (b.pool, b.pool_port_be),
             Err(_) => self.allocate(cfg, p, &k6, now)?,
@@ -751,7 +751,7 @@ impl Maps {
         self.sessions6
             .insert(key, v6, 0)
             .map_err(|e| anyhow!("session table: {e}"))?;
-        let k4 = crate::sessions::reverse_key(&key, &v6);
+        let k4 = key.reverse(&v6);
         let v4 = SessionValue4 {
             client: key.client,
             client_port_be: key.client_port_be,
@@ -910,7 +910,7 @@ impl Maps {
         {
             bail!("filtered (address-dependent)");
         }
-        let now = crate::sessions::monotonic_ns();
+        let now = crate::clock::monotonic_ns();
         let v4 = SessionValue4 {
             client: b.client,
             client_port_be: b.client_port_be,

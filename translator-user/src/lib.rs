@@ -3,6 +3,7 @@
 
 pub mod blocklog;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dataplane;
 pub mod dns64;
@@ -10,4 +11,5 @@ pub mod metrics;
 pub mod netns;
 pub mod sessions;
 pub mod slowpath;
+pub mod state;
 pub mod testrun;

@@ -35,7 +35,7 @@ use translator_common::counters::{DropReason, Event};
 use crate::{
     config::{Config, Protocol},
     dataplane::Maps,
-    sessions::{self, SessionState},
+    state::SessionState,
 };
 
 /// The content type of the text exposition format.
@@ -105,9 +105,9 @@ pub fn collect(pins: &Path, run_dir: &Path, cfg: &Config) -> anyhow::Result<Snap
         };
         let flags4 = maps
             .sessions4
-            .get(&sessions::reverse_key(&k, &v6), 0)
+            .get(&k.reverse(&v6), 0)
             .map_or(0, |v| v.flags);
-        let state = sessions::classify(k.proto, v6.flags, flags4);
+        let state = crate::state::classify(k.proto, v6.flags, flags4);
         if let Some(e) = sessions
             .iter_mut()
             .find(|(ep, es, _)| *ep == p && *es == state)

@@ -1,10 +1,5 @@
-//! The session table as the controller sees it: RFC 6146 states and timers, listing, expiry
-//! of sessions, bindings, filtering permits and port blocks.
-//!
-//! The data plane stamps `last_seen` and the TCP flags each direction has sent; the state and
-//! the timer are derived here (RFC 6146 section 3.5.2, simplified to what the flags tell):
-//! RST seen, or FIN seen in both directions: transitory; SYN seen in both directions:
-//! established; otherwise (a half-open connection): transitory.
+//! The session table as the controller sees it: listing, and expiry of sessions, bindings,
+//! filtering permits and port blocks by the RFC 6146 timers (the states: `crate::state`).
 
 use std::{
     collections::HashSet,
@@ -14,74 +9,23 @@ use std::{
 
 use serde::Serialize;
 use translator_common::{
-    IPPROTO_ICMP, IPPROTO_TCP,
     maps::{
-        BINDING_STATIC, BindingKey4, BlockSlotKey, FilterKey, SEEN_FIN, SEEN_RST, SEEN_SYN,
-        SESSION_HAIRPIN, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
+        BINDING_STATIC, BindingKey4, BlockSlotKey, FilterKey, SESSION_HAIRPIN, SessionKey4,
+        SessionKey6, SessionValue4, SessionValue6,
     },
     rfc6052::{from_raw4, from_raw6},
 };
 
 use crate::{
+    clock::monotonic_ns,
     config::{Config, Protocol},
     dataplane::Maps,
+    state::{SessionState, classify},
 };
 
 /// Time the controller leaves a binding, permit or block alone after the data plane last used
 /// it, so it never frees something a packet on another CPU is about to use.
 pub const GRACE: Duration = Duration::from_secs(2);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum SessionState {
-    #[serde(rename = "udp")]
-    Udp,
-    #[serde(rename = "icmp")]
-    Icmp,
-    #[serde(rename = "established")]
-    TcpEstablished,
-    #[serde(rename = "transitory")]
-    TcpTransitory,
-}
-
-impl SessionState {
-    pub fn name(self) -> &'static str {
-        match self {
-            SessionState::Udp => "udp",
-            SessionState::Icmp => "icmp",
-            SessionState::TcpEstablished => "established",
-            SessionState::TcpTransitory => "transitory",
-        }
-    }
-}
-
-/// The RFC 6146 state of a session from the flags each side has sent.
-pub fn classify(proto: u8, flags6: u8, flags4: u8) -> SessionState {
-    match proto {
-        IPPROTO_TCP => {
-            let both = flags6 & flags4;
-            if (flags6 | flags4) & SEEN_RST != 0 || both & SEEN_FIN != 0 {
-                SessionState::TcpTransitory
-            } else if both & SEEN_SYN != 0 {
-                SessionState::TcpEstablished
-            } else {
-                SessionState::TcpTransitory
-            }
-        }
-        IPPROTO_ICMP => SessionState::Icmp,
-        _ => SessionState::Udp,
-    }
-}
-
-/// CLOCK_MONOTONIC in ns, the clock the data plane stamps with (its coarse variant).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// One session, both directions joined.
 #[derive(Debug, Clone, Serialize)]
@@ -97,18 +41,6 @@ pub struct SessionInfo {
     pub idle_secs: u64,
     pub expires_in_secs: u64,
     pub hairpin: bool,
-}
-
-/// The IPv4-side key of an IPv6-side session entry.
-pub fn reverse_key(k: &SessionKey6, v: &SessionValue6) -> SessionKey4 {
-    SessionKey4 {
-        pool: v.pool,
-        remote: k.remote,
-        pool_port_be: v.pool_port_be,
-        remote_port_be: k.remote_port_be,
-        proto: k.proto,
-        _pad: [0; 3],
-    }
 }
 
 fn info(
@@ -146,7 +78,7 @@ pub fn list(maps: &Maps, cfg: &Config) -> Vec<SessionInfo> {
         .iter()
         .filter_map(Result::ok)
         .filter_map(|(k, v6)| {
-            let v4 = maps.sessions4.get(&reverse_key(&k, &v6), 0).ok();
+            let v4 = maps.sessions4.get(&k.reverse(&v6), 0).ok();
             info(cfg, &k, &v6, v4.as_ref(), now)
         })
         .collect();
@@ -178,7 +110,7 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     let mut live_filters = HashSet::new();
     let mut live4 = HashSet::new();
     for (k, v6) in maps.sessions6.iter().filter_map(Result::ok) {
-        let k4 = reverse_key(&k, &v6);
+        let k4 = k.reverse(&v6);
         let v4 = maps.sessions4.get(&k4, 0).ok();
         let last = v6.last_seen.max(v4.map_or(0, |v| v.last_seen));
         let state = classify(k.proto, v6.flags, v4.map_or(0, |v| v.flags));
@@ -288,31 +220,4 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
         }
     }
     done
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use translator_common::IPPROTO_UDP;
-
-    #[test]
-    fn tcp_states() {
-        use SessionState::*;
-        assert_eq!(classify(IPPROTO_TCP, SEEN_SYN, 0), TcpTransitory);
-        assert_eq!(classify(IPPROTO_TCP, SEEN_SYN, SEEN_SYN), TcpEstablished);
-        assert_eq!(
-            classify(IPPROTO_TCP, SEEN_SYN | SEEN_FIN, SEEN_SYN),
-            TcpEstablished
-        );
-        assert_eq!(
-            classify(IPPROTO_TCP, SEEN_SYN | SEEN_FIN, SEEN_SYN | SEEN_FIN),
-            TcpTransitory
-        );
-        assert_eq!(
-            classify(IPPROTO_TCP, SEEN_SYN, SEEN_SYN | SEEN_RST),
-            TcpTransitory
-        );
-        assert_eq!(classify(IPPROTO_UDP, 0, 0), Udp);
-        assert_eq!(classify(IPPROTO_ICMP, 0, 0), Icmp);
-    }
 }

@@ -393,7 +393,7 @@ impl Controller {
         if let Some(l) = self.logger.as_mut() {
             l.flush();
         }
-        let now_mono = sessions::monotonic_ns();
+        let now_mono = crate::clock::monotonic_ns();
         let mut created = Vec::new();
         if let Some(rb) = self.session_events.as_mut() {
             while let Some(item) = rb.next() {

@@ -13,9 +13,9 @@ use translator_common::{
 };
 
 use crate::{
+    clock::monotonic_ns,
     config::Protocol,
     dataplane::{Instance, open_map},
-    sessions::monotonic_ns,
 };
 
 #[derive(Debug, clap::Args)]
