@@ -111,7 +111,7 @@ impl Loaded {
 
     fn fd(&mut self) -> Result<BorrowedFd<'_>> {
         let ebpf = self.ebpf.as_mut().context("program already unloaded")?;
-        let prog = dataplane::program(ebpf)?;
+        let prog = dataplane::xdp_program(ebpf)?;
         Ok(prog.fd()?.as_fd())
     }
 
@@ -815,7 +815,7 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
             ),
         ));
     }
-    let info = dataplane::program(t.ebpf.as_mut().context("unloaded")?)?.info()?;
+    let info = dataplane::xdp_program(t.ebpf.as_mut().context("unloaded")?)?.info()?;
     rows.push(Row::new(
         "testrun",
         "translator program size (xlated insns)",
@@ -832,7 +832,7 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
 
 fn translator_fd(t: &mut Loaded) -> Result<ProgramFd> {
     let ebpf = t.ebpf.as_mut().context("program already unloaded")?;
-    Ok(dataplane::program(ebpf)?.fd()?.try_clone()?)
+    Ok(dataplane::xdp_program(ebpf)?.fd()?.try_clone()?)
 }
 
 /// CLOCK_MONOTONIC in ns (what `bpf_ktime_get_coarse_ns` compares with).

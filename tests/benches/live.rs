@@ -641,7 +641,7 @@ addresses = ["192.0.2.1"]
                 let mut maps = Maps::open(&inst.pins)?;
                 maps.fill_pool(&cfg)?;
                 maps.sync_policy(&cfg)?;
-                let prog = dataplane::program(&mut ebpf)?;
+                let prog = dataplane::xdp_program(&mut ebpf)?;
                 for dev in [GW6, GW4] {
                     prog.attach(dev, aya::programs::XdpMode::Driver)
                         .map_err(|e| anyhow!("attaching the translator to {dev}: {e}"))?;

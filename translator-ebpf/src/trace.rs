@@ -2,42 +2,26 @@
 //! matching its filter is reported with its headers as received and as sent, and the verdict
 //! (action, drop reason). Off, it costs one array read per packet.
 
-use aya_ebpf::{
-    macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
-    programs::XdpContext,
-};
 use translator_common::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     maps::{TRACE_SLOTS, TraceEvent, TraceFilter},
 };
 
 use crate::{
-    packet::{
-        ETH_LEN, ETH_P_IP, ETH_P_IPV6, EthHdr, FRAG_LEN, IPPROTO_FRAGMENT, IPV4_LEN, IPV6_LEN,
-        Ipv4Hdr, Ipv6Hdr, L4Head, ptr_at,
+    context::{Packet, Verdict, ptr_at},
+    maps::{
+        TRACE_EVENTS0, TRACE_EVENTS1, TRACE_EVENTS2, TRACE_EVENTS3, TRACE_FILTER, TRACE_SCRATCH,
     },
-    xdp::now,
+    observe::now,
+    wire::{
+        ETH_LEN, ETH_P_IP, ETH_P_IPV6, EthHdr, FRAG_LEN, IPPROTO_FRAGMENT, IPV4_LEN, IPV6_LEN,
+        Ipv4Hdr, Ipv6Hdr, L4Head,
+    },
 };
-
-#[map]
-static TRACE_FILTER: Array<TraceFilter> = Array::pinned(TRACE_SLOTS as u32, 0);
-// One ring per slot (names in translator_common::maps::TRACE_EVENTS).
-#[map]
-static TRACE_EVENTS0: RingBuf = RingBuf::pinned(128 * 1024, 0);
-#[map]
-static TRACE_EVENTS1: RingBuf = RingBuf::pinned(128 * 1024, 0);
-#[map]
-static TRACE_EVENTS2: RingBuf = RingBuf::pinned(128 * 1024, 0);
-#[map]
-static TRACE_EVENTS3: RingBuf = RingBuf::pinned(128 * 1024, 0);
-/// The event being built for the current packet (per CPU, off the stack).
-#[map]
-static TRACE_SCRATCH: PerCpuArray<TraceEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Whether a tracer is listening (its lease has not run out).
 #[inline(always)]
-pub(crate) fn enabled() -> bool {
+pub fn enabled() -> bool {
     let mut t = 0;
     let mut i = 0;
     while i < TRACE_SLOTS as u32 {
@@ -59,7 +43,7 @@ pub(crate) fn enabled() -> bool {
 /// Headers of the packet in the context: family, addresses, protocol, ports.
 #[inline(always)]
 fn headers(
-    ctx: &XdpContext,
+    ctx: &impl Packet,
     src: &mut [u32; 4],
     dst: &mut [u32; 4],
     ports: &mut (u16, u16),
@@ -134,11 +118,11 @@ fn headers(
 
 /// Records the packet as received.
 #[inline(never)]
-pub(crate) fn before(ctx: &XdpContext) {
+pub fn before<C: Packet>(ctx: &C) {
     let Some(ev) = TRACE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: per-CPU value; XDP programs do not nest on one CPU.
+    // SAFETY: per-CPU value; programs do not nest on one CPU.
     let ev = unsafe { &mut *ev };
     *ev = TraceEvent::default();
     let mut ports = (0, 0);
@@ -152,18 +136,18 @@ pub(crate) fn before(ctx: &XdpContext) {
 /// Completes the record with the packet as sent and the verdict, and reports it to every
 /// tracer whose filter it matches.
 #[inline(never)]
-pub(crate) fn after(ctx: &XdpContext, action: u32, reason: u8) {
+pub fn after<C: Packet>(ctx: &C, verdict: Verdict, reason: u8) {
     let Some(ev) = TRACE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: per-CPU value; XDP programs do not nest on one CPU.
+    // SAFETY: per-CPU value; programs do not nest on one CPU.
     let ev = unsafe { &mut *ev };
     let mut ports = (0, 0);
     let (family, _) = headers(ctx, &mut ev.out_src, &mut ev.out_dst, &mut ports);
     ev.out_family = family;
     ev.out_sport = ports.0;
     ev.out_dport = ports.1;
-    ev.action = action as u8;
+    ev.action = verdict.trace_code();
     ev.reason = reason;
     let proto = if ev.in_proto == IPPROTO_ICMPV6 {
         IPPROTO_ICMP

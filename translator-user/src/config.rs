@@ -93,7 +93,8 @@ pub struct RawInterfaces {
     pub ipv6: String,
     /// Interface facing the IPv4 network; may be the same as `ipv6` (one-armed).
     pub ipv4: String,
-    /// "native" (driver XDP, default) or "generic" (skb XDP, works everywhere, slower).
+    /// "native" (driver XDP, default), "generic" (skb XDP, works everywhere, slower) or "tc"
+    /// (TC ingress on the skb: veth, containers, GSO kept).
     #[serde(default = "default_mode")]
     pub mode: String,
 }
@@ -328,8 +329,28 @@ impl std::fmt::Display for Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
+    /// XDP in the driver, before any skb exists (NICs, TAP).
     Native,
+    /// XDP on the skb (any interface, slower).
     Generic,
+    /// TC (clsact ingress through TCX) on the skb as it is, GSO included: veth, containers.
+    Tc,
+}
+
+impl AttachMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+            AttachMode::Tc => "tc",
+        }
+    }
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl std::str::FromStr for AttachMode {
@@ -338,7 +359,10 @@ impl std::str::FromStr for AttachMode {
         match s {
             "native" => Ok(AttachMode::Native),
             "generic" => Ok(AttachMode::Generic),
-            other => Err(format!("unknown mode {other:?}; valid: native, generic")),
+            "tc" => Ok(AttachMode::Tc),
+            other => Err(format!(
+                "unknown mode {other:?}; valid: native, generic, tc"
+            )),
         }
     }
 }

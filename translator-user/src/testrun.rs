@@ -1,6 +1,7 @@
-//! `BPF_PROG_TEST_RUN` for the XDP program: runs it on a packet in the kernel without a
-//! device, returns the action and the packet as the program left it. Used by the packet
-//! fixture tests and the data-plane benchmark.
+//! `BPF_PROG_TEST_RUN` for the data plane's programs: runs one on a packet in the kernel
+//! without sending anything, returns its verdict and the packet as the program left it. XDP
+//! programs get an `xdp_md`, TC (`SCHED_CLS`) programs an skb built from the frame. Used by the
+//! packet fixture tests and the data-plane benchmark.
 
 use std::os::fd::{AsRawFd as _, BorrowedFd};
 
@@ -38,6 +39,49 @@ struct XdpMd {
     rx_queue_index: u32,
     egress_ifindex: u32,
 }
+
+/// `struct __sk_buff` as the test run takes it (fields it does not accept stay zero).
+#[repr(C)]
+#[derive(Default)]
+struct SkBuffCtx {
+    len: u32,
+    pkt_type: u32,
+    mark: u32,
+    queue_mapping: u32,
+    protocol: u32,
+    vlan_present: u32,
+    vlan_tci: u32,
+    vlan_proto: u32,
+    priority: u32,
+    ingress_ifindex: u32,
+    ifindex: u32,
+    tc_index: u32,
+    cb: [u32; 5],
+    hash: u32,
+    tc_classid: u32,
+    data: u32,
+    data_end: u32,
+    napi_id: u32,
+    family: u32,
+    remote_ip4: u32,
+    local_ip4: u32,
+    remote_ip6: [u32; 4],
+    local_ip6: [u32; 4],
+    remote_port: u32,
+    local_port: u32,
+    data_meta: u32,
+    flow_keys: u64,
+    tstamp: u64,
+    wire_len: u32,
+    gso_segs: u32,
+    sk: u64,
+    gso_size: u32,
+    tstamp_type: u8,
+    _bits: [u8; 3],
+    hwtstamp: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<SkBuffCtx>() == 192);
 
 /// The syscall. The attr's pointers must point at live buffers of the sizes it gives.
 fn test_run(attr: &mut TestRunAttr) -> std::io::Result<()> {
@@ -125,6 +169,42 @@ pub fn run(
         repeat,
         ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
         ctx_in: &ctx as *const XdpMd as u64,
+        ..Default::default()
+    };
+    test_run(&mut attr)?;
+    out.truncate(attr.data_size_out as usize);
+    Ok(Outcome {
+        action: attr.retval,
+        packet: out,
+        ns_per_run: attr.duration,
+    })
+}
+
+/// Runs the TC program `repeat` times on an skb made of `packet`, as if received on `ifindex`
+/// (which must exist in the caller's network namespace: the skb's device, where route lookups
+/// happen). The action is the TC return code (`TC_ACT_OK` = 0, `TC_ACT_SHOT` = 2,
+/// `TC_ACT_REDIRECT` = 7).
+pub fn run_skb(
+    prog: BorrowedFd<'_>,
+    packet: &[u8],
+    ifindex: u32,
+    repeat: u32,
+) -> std::io::Result<Outcome> {
+    let mut out = vec![0u8; packet.len() + 256];
+    let ctx = SkBuffCtx {
+        ifindex,
+        ingress_ifindex: ifindex,
+        ..Default::default()
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: packet.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: packet.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat,
+        ctx_size_in: std::mem::size_of::<SkBuffCtx>() as u32,
+        ctx_in: &ctx as *const SkBuffCtx as u64,
         ..Default::default()
     };
     test_run(&mut attr)?;

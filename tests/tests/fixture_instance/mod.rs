@@ -73,7 +73,7 @@ pub fn with_fixture_instance<R: Send>(
             let mut maps = Maps::open(&inst.pins)?;
             maps.fill_pool(&cfg)?;
             maps.sync_policy(&cfg)?;
-            let prog = dataplane::program(&mut obj)?.fd()?.try_clone()?;
+            let prog = dataplane::xdp_program(&mut obj)?.fd()?.try_clone()?;
             let mut fx = Fixture {
                 ns,
                 obj,

@@ -20,13 +20,16 @@ use aya_ebpf::{
             bpf_xdp_store_bytes,
         },
     },
-    macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, ProgramArray},
+    macros::xdp,
     programs::XdpContext,
 };
-use translator_common::maps::{BENCH_FRAME_MAX, BenchFrame};
+use translator_common::maps::BENCH_FRAME_MAX;
 
-use crate::packet::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ipv6Hdr, ptr_at};
+use crate::{
+    context::ptr_at,
+    maps::{BENCH_FRAME, BENCH_HASH, BENCH_NEXT, BENCH_SEQ},
+    wire::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ipv6Hdr, zeroed_fib},
+};
 
 #[xdp]
 pub fn baseline_tx(ctx: XdpContext) -> u32 {
@@ -50,7 +53,7 @@ pub fn baseline_forward(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn forward(ctx: &XdpContext) -> Option<u32> {
     let eth = ptr_at::<EthHdr>(ctx, 0).ok()?;
-    crate::packet::zeroed_fib!(fib);
+    zeroed_fib!(fib);
     // SAFETY: bounds checked by ptr_at for every header read and written.
     unsafe {
         if (*eth).proto == ETH_P_IP {
@@ -99,16 +102,6 @@ fn forward(ctx: &XdpContext) -> Option<u32> {
         Some(bpf_redirect(fib.ifindex, 0) as u32)
     }
 }
-
-#[map]
-static BENCH_FRAME: Array<BenchFrame> = Array::with_max_entries(1, 0);
-
-#[map]
-static BENCH_NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
-
-/// Repetitions so far on this CPU (numbers the new flows).
-#[map]
-static BENCH_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn bench_harness(ctx: XdpContext) -> u32 {
@@ -186,11 +179,6 @@ fn restore(ctx: &XdpContext) -> Option<()> {
     }
     Some(())
 }
-
-/// Bench-only hash table, preallocated like the session tables (sized by the benchmark; one
-/// entry otherwise, so the controller's loads of this object cost nothing).
-#[map]
-static BENCH_HASH: HashMap<u64, [u64; 3]> = HashMap::with_max_entries(1, 0);
 
 /// The key the benchmark's frames carry: the IPv6 source's last word and the UDP source port,
 /// which the harness changes at every repetition.

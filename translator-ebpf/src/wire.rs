@@ -1,12 +1,11 @@
-//! Wire-format headers and the one bounds-checked packet accessor.
+//! Wire-format headers and protocol constants.
 //!
 //! Multi-byte fields are raw: the integer whose memory is the wire bytes (network order), so
 //! copying and checksumming them needs no byte swaps (see `translator_common::checksum`).
 //! Headers after Ethernet are only 2-byte aligned; like C XDP programs, the program reads them
 //! with natural-width loads, which the verifier allows for packet data (not strict alignment).
 
-use aya_ebpf::{bindings::bpf_fib_lookup, programs::XdpContext};
-use translator_common::counters::DropReason;
+use aya_ebpf::bindings::bpf_fib_lookup;
 
 pub const ETH_LEN: usize = 14;
 pub const IPV6_LEN: usize = 40;
@@ -64,6 +63,22 @@ pub struct FragHdr {
 
 pub const FRAG_LEN: usize = 8;
 pub const IPPROTO_FRAGMENT: u8 = 44;
+/// ICMP header length (type, code, checksum, 4 bytes "rest").
+pub const ICMP_LEN: usize = 8;
+/// Offsets of an ICMP error message and the packet it quotes, IPv4 and IPv6 layouts.
+pub const V4_ICMP: usize = ETH_LEN + IPV4_LEN;
+pub const V4_INNER: usize = V4_ICMP + ICMP_LEN;
+pub const V4_INNER_L4: usize = V4_INNER + IPV4_LEN;
+pub const V6_ICMP: usize = ETH_LEN + IPV6_LEN;
+pub const V6_INNER: usize = V6_ICMP + ICMP_LEN;
+pub const V6_INNER_L4: usize = V6_INNER + IPV6_LEN;
+/// Longest ICMPv6 error: the whole packet fits the IPv6 minimum MTU (RFC 4443 section 2.4).
+pub const MAX_ICMP6: usize = translator_common::icmp::IPV6_MIN_MTU as usize - IPV6_LEN;
+/// Longest ICMPv4 error: 576 bytes in all (RFC 1812 section 4.3.2.3).
+pub const MAX_ICMP4: usize = 576 - IPV4_LEN;
+/// Address families as `bpf_fib_lookup` takes them.
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
 
 /// The first 8 bytes of TCP, UDP and ICMP echo headers.
 #[repr(C)]
@@ -93,17 +108,6 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 
-/// A pointer to a `T` at byte `off` of the packet, or `Truncated` when the packet is shorter.
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, DropReason> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + off + core::mem::size_of::<T>() > end {
-        return Err(DropReason::Truncated);
-    }
-    Ok((start + off) as *mut T)
-}
-
 /// Zeroes the route-lookup struct at `f` with 4-byte stores, in place. (`core::mem::zeroed`
 /// compiled to a call of a memset subprogram that stores one byte per iteration: hundreds of
 /// instructions on every translated packet; returning a zeroed value would cost a second copy
@@ -127,7 +131,7 @@ pub fn zero_fib(f: *mut bpf_fib_lookup) {
 macro_rules! zeroed_fib {
     ($name:ident) => {
         let mut $name = core::mem::MaybeUninit::<aya_ebpf::bindings::bpf_fib_lookup>::uninit();
-        crate::packet::zero_fib($name.as_mut_ptr());
+        crate::wire::zero_fib($name.as_mut_ptr());
         // SAFETY: zero_fib wrote every byte; all zeroes is a valid value of this plain struct.
         let $name = unsafe { $name.assume_init_mut() };
     };

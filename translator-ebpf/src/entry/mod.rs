@@ -1,0 +1,6 @@
+//! The programs the kernel runs: each adapts its context and maps the verdict to its own
+//! return code; everything else is the shared core. Nothing imports from here.
+
+pub mod bench;
+pub mod tc;
+pub mod xdp;

@@ -1,0 +1,331 @@
+//! IPv4 to IPv6 (RFC 7915 section 4): packets, later fragments, and ICMPv4 errors with the
+//! packet they quote.
+
+use aya_ebpf::bindings::bpf_fib_lookup;
+use translator_common::{
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    checksum::{self, raw16, sum_raw4, sum_raw6},
+    counters::DropReason,
+    icmp::{self, Rest},
+};
+
+use super::{rest_word, shift_right};
+use crate::{
+    checksum::{sum_packet, udp},
+    context::{Family, Packet, ptr_at},
+    steps::send::{Next, eth_header},
+    tuple::{Icmp4Error, Packet4, Tuple6},
+    wire::{
+        ETH_LEN, ETH_P_IPV6, FRAG_LEN, FragHdr, ICMP_LEN, IPPROTO_FRAGMENT, IPV4_LEN, IPV6_LEN,
+        Ipv4Hdr, Ipv6Hdr, L4Head, MAX_ICMP6, V4_INNER_L4, V6_ICMP, V6_INNER, icmp_type, icmp_word,
+    },
+};
+
+/// Header bytes that change between an IPv4 fragment and an IPv6 fragment (IPv6 + fragment
+/// header).
+const FRAG_DELTA: usize = IPV6_LEN + FRAG_LEN - IPV4_LEN;
+/// An error grows by this much (two IP headers change size).
+const ERROR_DELTA: usize = 2 * (IPV6_LEN - IPV4_LEN);
+
+/// Bytes an IPv4 packet grows by: the larger IPv6 header, and a fragment header for a first
+/// fragment.
+#[inline(always)]
+pub fn growth(h: &Ipv4Hdr) -> usize {
+    if u16::from_be(h.frag) & 0x2000 != 0 {
+        FRAG_DELTA
+    } else {
+        IPV6_LEN - IPV4_LEN
+    }
+}
+
+/// Rewrites a remote host's IPv4 packet (whole, or a first fragment) into IPv6 in place for the
+/// outgoing tuple `t`, routed to `next` (RFC 7915 section 4.1).
+#[inline(always)]
+pub fn packet<C: Packet>(
+    ctx: &C,
+    p: &Packet4,
+    t: &Tuple6,
+    next: Next,
+    fib: &bpf_fib_lookup,
+) -> Result<(), DropReason> {
+    let h = &p.h;
+    let payload_len = u16::from_be(h.tot_len) - IPV4_LEN as u16;
+    let first_fragment = u16::from_be(h.frag) & 0x2000 != 0;
+    let grow = growth(h);
+    let nh = if p.l4.proto == IPPROTO_ICMP {
+        IPPROTO_ICMPV6
+    } else {
+        p.l4.proto
+    };
+    transport(ctx, p, t)?;
+    let eth = eth_header(ctx, next, fib, ETH_P_IPV6)?;
+    let ip6 = Ipv6Hdr {
+        vtc_flow: ((6u32 << 28) | ((h.tos as u32) << 20)).to_be(),
+        payload_len: (payload_len + (grow - (IPV6_LEN - IPV4_LEN)) as u16).to_be(),
+        next_header: if first_fragment { IPPROTO_FRAGMENT } else { nh },
+        hop_limit: next.hop(h.ttl),
+        src: t.src,
+        dst: t.dst,
+    };
+    ctx.resize(grow as i32, Family::To6)?;
+    ctx.write(0, &eth)?;
+    ctx.write(ETH_LEN, &ip6)?;
+    if first_fragment {
+        // RFC 7915 section 4.1: a fragment header with the IPv4 identification; offset 0, M.
+        ctx.write(
+            ETH_LEN + IPV6_LEN,
+            &FragHdr {
+                next_header: nh,
+                reserved: 0,
+                off_flags: 1u16.to_be(),
+                id: (u16::from_be(h.id) as u32).to_be(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Updates the ports (ICMP: type and identifier) and the transport checksum for IPv4 -> IPv6.
+#[inline(never)]
+fn transport<C: Packet>(ctx: &C, p: &Packet4, t: &Tuple6) -> Result<(), DropReason> {
+    let h = &p.h;
+    let payload_len = u16::from_be(h.tot_len) - IPV4_LEN as u16;
+    let l4off = ETH_LEN + IPV4_LEN;
+    let ports = (
+        p.l4.sport as u32 + p.l4.dport as u32,
+        t.sport as u32 + t.dport as u32,
+    );
+    let v6 = sum_raw6(&t.src) + sum_raw6(&t.dst);
+    let v4 = sum_raw4(h.src) + sum_raw4(h.dst);
+    match p.l4.proto {
+        IPPROTO_TCP => {
+            ctx.write(l4off, &[t.sport, t.dport])?;
+            ctx.l4_csum(l4off + 16, (v4, v6), ports, false)
+        }
+        IPPROTO_UDP => {
+            ctx.write(l4off, &[t.sport, t.dport])?;
+            let lh: *mut L4Head = ptr_at(ctx, l4off)?;
+            // SAFETY: bounds checked by ptr_at.
+            if unsafe { (*lh).d } == 0 {
+                // No IPv4 checksum: IPv6 requires one, computed over the whole datagram.
+                let data = sum_packet(ctx, l4off, payload_len as usize)?;
+                let c =
+                    checksum::finish(data + v6 + raw16(payload_len) + raw16(IPPROTO_UDP as u16));
+                ctx.write(l4off + 6, &udp(c))
+            } else {
+                ctx.l4_csum(l4off + 6, (v4, v6), ports, true)
+            }
+        }
+        _ => {
+            // Echo 8/0 -> 128/129; the IPv6 pseudo-header is added.
+            let lh: *mut L4Head = ptr_at(ctx, l4off)?;
+            // SAFETY: bounds checked by ptr_at.
+            let old_type = unsafe { (*lh).a };
+            let new_type = icmp_word(if icmp_type(old_type) == 8 { 128 } else { 129 }, 0);
+            ctx.write(l4off, &new_type)?;
+            ctx.write(l4off + 4, &t.dport)?;
+            let pseudo = v6 + raw16(payload_len) + raw16(IPPROTO_ICMPV6 as u16);
+            ctx.l4_csum(
+                l4off + 2,
+                (0, pseudo),
+                (ports.0 + old_type as u32, ports.1 + new_type as u32),
+                false,
+            )
+        }
+    }
+}
+
+/// Rewrites a later IPv4 fragment (offset > 0) into an IPv6 fragment from `src6` to `client`.
+#[inline(always)]
+pub fn later_fragment<C: Packet>(
+    ctx: &C,
+    h: &Ipv4Hdr,
+    src6: &[u32; 4],
+    client: &[u32; 4],
+    next: Next,
+    fib: &bpf_fib_lookup,
+) -> Result<(), DropReason> {
+    let fw = u16::from_be(h.frag);
+    let word = ((fw & 0x1fff) << 3) | if fw & 0x2000 != 0 { 1 } else { 0 };
+    let eth = eth_header(ctx, next, fib, ETH_P_IPV6)?;
+    ctx.resize(FRAG_DELTA as i32, Family::To6)?;
+    ctx.write(0, &eth)?;
+    ctx.write(
+        ETH_LEN,
+        &Ipv6Hdr {
+            vtc_flow: ((6u32 << 28) | ((h.tos as u32) << 20)).to_be(),
+            payload_len: later_payload_len(h).to_be(),
+            next_header: IPPROTO_FRAGMENT,
+            hop_limit: next.hop(h.ttl),
+            src: *src6,
+            dst: *client,
+        },
+    )?;
+    ctx.write(
+        ETH_LEN + IPV6_LEN,
+        &FragHdr {
+            next_header: h.proto,
+            reserved: 0,
+            off_flags: word.to_be(),
+            id: (u16::from_be(h.id) as u32).to_be(),
+        },
+    )
+}
+
+/// The IPv6 payload length (fragment header included) of a later IPv4 fragment.
+#[inline(always)]
+pub fn later_payload_len(h: &Ipv4Hdr) -> u16 {
+    u16::from_be(h.tot_len) - IPV4_LEN as u16 + FRAG_LEN as u16
+}
+
+/// Padding an ICMPv6 error gets in front of an extension structure it carries over: the
+/// original datagram, now 20 bytes longer, is zero-padded to 64-bit words.
+#[inline(always)]
+fn pad6(e: &Icmp4Error) -> usize {
+    if e.keep_ext {
+        let orig6 = e.orig4 + (IPV6_LEN - IPV4_LEN);
+        (8 - orig6 % 8) % 8
+    } else {
+        0
+    }
+}
+
+/// The ICMPv6 message length an ICMPv4 error becomes (at most the IPv6 minimum MTU in all).
+#[inline(always)]
+pub fn error_len(e: &Icmp4Error) -> usize {
+    let len = e.tot_len - IPV4_LEN + (IPV6_LEN - IPV4_LEN) + pad6(e);
+    if len > MAX_ICMP6 { MAX_ICMP6 } else { len }
+}
+
+/// Rewrites an ICMPv4 error and the packet it quotes into an ICMPv6 error in place (RFC 7915
+/// sections 4.2 and 4.3), for the addresses and ports in `e.map`, routed to `next`.
+///
+/// The quoted transport header stays where it is; the three headers in front of it are
+/// rewritten and the packet grows by 40 bytes.
+#[inline(always)]
+pub fn error<C: Packet>(
+    ctx: &C,
+    e: &Icmp4Error,
+    next: Next,
+    fib: &bpf_fib_lookup,
+) -> Result<(), DropReason> {
+    let (outer, inn, l4h, map) = (&e.outer, &e.inner, &e.l4, &e.map);
+    let rest = e.rest;
+    let inner_len = u16::from_be(inn.tot_len).saturating_sub(IPV4_LEN as u16);
+    let pointer = match icmp::pointer_4to6(
+        (u32::from_be(((rest.1 as u32) << 16) | rest.0 as u32) >> 24) as u8,
+    ) {
+        Some(p) if e.kind == Rest::Pointer => Ok(p),
+        _ => Err(DropReason::UnsupportedIcmp),
+    };
+    let mtu = if e.kind == Rest::Mtu {
+        icmp::mtu_4to6(u16::from_be(rest.1), u16::from_be(inn.tot_len), 0)
+    } else {
+        0
+    };
+    let orig6 = e.orig4 + (IPV6_LEN - IPV4_LEN);
+    let pad6 = pad6(e);
+    let rest6 = if e.keep_ext {
+        // Length of the (padded) original datagram in 64-bit words, first byte of the rest.
+        u32::from_ne_bytes([((orig6 + pad6) / 8) as u8, 0, 0, 0])
+    } else {
+        rest_word(e.kind, mtu, pointer)?
+    };
+    if e.has_ext && !e.keep_ext {
+        ctx.set_len(ETH_LEN + e.tot_len)?;
+    }
+
+    // The quoted packet: the pool port becomes the client's, addresses change. Its checksum is
+    // data inside the error, updated here and written back.
+    let quoted_len = e.tot_len - IPV4_LEN - ICMP_LEN - IPV4_LEN;
+    match inn.proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            let removed = sum_raw4(inn.src) + sum_raw4(inn.dst) + l4h.a as u32 + l4h.b as u32;
+            let added = sum_raw6(&map.inner_src)
+                + sum_raw6(&map.inner_dst)
+                + map.inner_sport as u32
+                + map.inner_dport as u32;
+            ctx.write(V4_INNER_L4, &[map.inner_sport, map.inner_dport])?;
+            if inn.proto == IPPROTO_UDP {
+                if l4h.d != 0 {
+                    let c = udp(checksum::update(l4h.d, removed, added));
+                    ctx.write(V4_INNER_L4 + 6, &c)?;
+                }
+            } else if quoted_len >= 18 {
+                let p: *mut u16 = ptr_at(ctx, V4_INNER_L4 + 16)?;
+                // SAFETY: bounds checked by ptr_at.
+                let c = checksum::update(unsafe { *p }, removed, added);
+                ctx.write(V4_INNER_L4 + 16, &c)?;
+            }
+        }
+        _ => {
+            let echo = if icmp_type(l4h.a) == icmp::V4_ECHO_REQUEST {
+                icmp::V6_ECHO_REQUEST
+            } else {
+                icmp::V6_ECHO_REPLY
+            };
+            let new_type = icmp_word(echo, 0);
+            let removed = l4h.a as u32 + l4h.c as u32;
+            let added = new_type as u32
+                + map.inner_sport as u32
+                + sum_raw6(&map.inner_src)
+                + sum_raw6(&map.inner_dst)
+                + raw16(inner_len)
+                + raw16(IPPROTO_ICMPV6 as u16);
+            let c = checksum::update(l4h.b, removed, added);
+            ctx.write(V4_INNER_L4, &[new_type, c, map.inner_sport])?;
+        }
+    }
+
+    let mut icmp6_len = e.tot_len - IPV4_LEN + (IPV6_LEN - IPV4_LEN);
+    let eth = eth_header(ctx, next, fib, ETH_P_IPV6)?;
+    ctx.resize(ERROR_DELTA as i32, Family::To6)?;
+    if pad6 != 0 {
+        // The extension structure moves behind the padding.
+        ctx.set_len(ETH_LEN + IPV6_LEN + icmp6_len + pad6)?;
+        shift_right(ctx, V6_INNER + orig6, e.ext_len, pad6)?;
+        icmp6_len += pad6;
+    }
+    if icmp6_len > MAX_ICMP6 {
+        ctx.set_len(ETH_LEN + IPV6_LEN + MAX_ICMP6)?;
+        icmp6_len = MAX_ICMP6;
+    }
+    ctx.write(0, &eth)?;
+    ctx.write(
+        ETH_LEN,
+        &Ipv6Hdr {
+            vtc_flow: ((6u32 << 28) | ((outer.tos as u32) << 20)).to_be(),
+            payload_len: (icmp6_len as u16).to_be(),
+            next_header: IPPROTO_ICMPV6,
+            hop_limit: next.hop(outer.ttl),
+            src: map.src,
+            dst: map.dst,
+        },
+    )?;
+    ctx.write(
+        V6_ICMP,
+        &L4Head {
+            a: icmp_word(e.ty6, e.code6),
+            b: 0,
+            c: rest6 as u16,
+            d: (rest6 >> 16) as u16,
+        },
+    )?;
+    ctx.write(
+        V6_INNER,
+        &Ipv6Hdr {
+            vtc_flow: ((6u32 << 28) | ((inn.tos as u32) << 20)).to_be(),
+            payload_len: inner_len.to_be(),
+            next_header: e.inner_proto6,
+            hop_limit: inn.ttl,
+            src: map.inner_src,
+            dst: map.inner_dst,
+        },
+    )?;
+    let sum = sum_packet(ctx, V6_ICMP, icmp6_len)?
+        + sum_raw6(&map.src)
+        + sum_raw6(&map.dst)
+        + raw16(icmp6_len as u16)
+        + raw16(IPPROTO_ICMPV6 as u16);
+    ctx.write(V6_ICMP + 2, &checksum::finish(sum))
+}

@@ -1,0 +1,489 @@
+//! Determining the incoming tuple (RFC 6146 section 3.4): which packets are the translator's,
+//! and their addresses, ports (ICMP identifiers) and protocol, with the header checks RFC 7915
+//! translation relies on.
+
+use core::mem::size_of;
+
+use translator_common::{
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    counters::DropReason,
+    icmp,
+    maps::{SEEN_FIN, SEEN_RST, SEEN_SYN, SessionKey4, SessionKey6},
+    rfc6052,
+};
+
+use crate::{
+    checksum,
+    config::config,
+    context::{Packet, ptr_at},
+    maps::{MAX_EXT, POOL},
+    tuple::{Icmp4Error, Icmp6Error, L4, Packet6},
+    wire::{
+        ETH_LEN, FRAG_LEN, FragHdr, ICMP_LEN, IPPROTO_FRAGMENT, IPV4_LEN, IPV6_LEN, Ipv4Hdr,
+        Ipv6Hdr, L4Head, MAX_ICMP6, TCP_FIN, TCP_RST, TCP_SYN, TcpTail, V4_ICMP, V4_INNER,
+        V4_INNER_L4, V6_ICMP, V6_INNER, V6_INNER_L4, icmp_type,
+    },
+};
+
+/// An ICMPv6 error message sent to an address inside the prefix.
+#[inline(always)]
+pub fn is_icmp6_error(ctx: &impl Packet) -> bool {
+    let Ok(h) = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN) else {
+        return false;
+    };
+    let Ok(t) = ptr_at::<u8>(ctx, ETH_LEN + IPV6_LEN) else {
+        return false;
+    };
+    let cfg = config();
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        (*h).next_header == IPPROTO_ICMPV6
+            && icmp::is_error_v6(*t)
+            && rfc6052::matches_raw(&(*h).dst, &cfg.prefix, &cfg.mask)
+    }
+}
+
+/// For an unfragmented ICMPv4 error message without options: whether it is addressed to a
+/// pool address. `None`: not such a message.
+#[inline(always)]
+pub fn icmp4_error_to_pool(ctx: &impl Packet) -> Option<bool> {
+    let h = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN).ok()?;
+    let t = ptr_at::<u8>(ctx, ETH_LEN + IPV4_LEN).ok()?;
+    // SAFETY: bounds checked by ptr_at; read-only lookup.
+    unsafe {
+        if (*h).proto != IPPROTO_ICMP
+            || (*h).ver_ihl != 0x45
+            || u16::from_be((*h).frag) & 0x3fff != 0
+            || !icmp::is_error_v4(*t)
+        {
+            return None;
+        }
+        Some(is_pool((*h).dst))
+    }
+}
+
+/// Whether `addr` (raw) is a pool address.
+#[inline(always)]
+pub fn is_pool(addr: u32) -> bool {
+    // SAFETY: read-only lookup.
+    unsafe { POOL.get(&addr) }.is_some()
+}
+
+#[inline(always)]
+fn seen_bits(tcp_flags: u8) -> u8 {
+    let mut s = 0;
+    if tcp_flags & TCP_SYN != 0 {
+        s |= SEEN_SYN;
+    }
+    if tcp_flags & TCP_FIN != 0 {
+        s |= SEEN_FIN;
+    }
+    if tcp_flags & TCP_RST != 0 {
+        s |= SEEN_RST;
+    }
+    s
+}
+
+/// Reads the transport header at `off`. `echo` are the echo request/reply types of the packet's
+/// ICMP version; the identifier is the source "port" for IPv6 packets (the client's) and the
+/// destination "port" for IPv4 packets (the pool's).
+#[inline(always)]
+pub fn l4(
+    ctx: &impl Packet,
+    off: usize,
+    proto: u8,
+    echo: (u8, u8),
+    id_is_source: bool,
+) -> Result<L4, DropReason> {
+    let h: *mut L4Head = ptr_at(ctx, off)?;
+    // SAFETY: bounds checked by ptr_at for every read below.
+    unsafe {
+        match proto {
+            IPPROTO_TCP => {
+                let t: *mut TcpTail = ptr_at(ctx, off + 12)?;
+                Ok(L4 {
+                    proto,
+                    seen: seen_bits((*t).flags),
+                    sport: (*h).a,
+                    dport: (*h).b,
+                    hdr_len: ((*t).off >> 4) as u16 * 4,
+                })
+            }
+            IPPROTO_UDP => Ok(L4 {
+                proto,
+                seen: 0,
+                sport: (*h).a,
+                dport: (*h).b,
+                hdr_len: 8,
+            }),
+            _ => {
+                let ty = icmp_type((*h).a);
+                if ty != echo.0 && ty != echo.1 {
+                    return Err(DropReason::UnsupportedIcmp);
+                }
+                let id = (*h).c;
+                let (sport, dport) = if id_is_source { (id, 0) } else { (0, id) };
+                Ok(L4 {
+                    proto: IPPROTO_ICMP,
+                    seen: 0,
+                    sport,
+                    dport,
+                    hdr_len: 8,
+                })
+            }
+        }
+    }
+}
+
+/// What [`ipv6`] found. (Fieldless: the parsed packet goes into the caller's scratch memory.
+/// An enum carrying the packet would leave fields undefined on some paths, and the compiler
+/// fills undefined registers with whatever they hold, which the verifier refuses to copy.)
+#[repr(u32)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Parsed6 {
+    /// A whole packet or a first fragment, with its transport header.
+    Packet,
+    /// A later fragment (offset > 0): no transport header; its first fragment told where it
+    /// goes. `pkt.frag` holds its fragment header and `pkt.l4.proto` the next header.
+    Later,
+    /// Extension headers RFC 7915 lets a translator skip: the slow path walks the chain.
+    SlowPath,
+}
+
+/// Whether an IPv6 packet is addressed into the NAT64 prefix (the translator's at all).
+#[inline(always)]
+pub fn to_prefix(ctx: &impl Packet) -> Result<bool, DropReason> {
+    let ip6: *mut Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
+    let cfg = config();
+    // SAFETY: bounds checked by ptr_at.
+    Ok(rfc6052::matches_raw(
+        unsafe { &(*ip6).dst },
+        &cfg.prefix,
+        &cfg.mask,
+    ))
+}
+
+/// Parses an IPv6 packet from the IPv6 side addressed into the prefix into `pkt` (all but
+/// the binding and the time).
+#[inline(always)]
+pub fn ipv6(ctx: &impl Packet, pkt: &mut Packet6) -> Result<Parsed6, DropReason> {
+    let ip6: *mut Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
+    // SAFETY: bounds checked by ptr_at.
+    let (vtc, payload_len, nh, hop, src, dst) = unsafe {
+        (
+            u32::from_be((*ip6).vtc_flow),
+            u16::from_be((*ip6).payload_len),
+            (*ip6).next_header,
+            (*ip6).hop_limit,
+            (*ip6).src,
+            (*ip6).dst,
+        )
+    };
+    if vtc >> 28 != 6 {
+        return Err(DropReason::Malformed);
+    }
+    if !ctx.holds(ETH_LEN + IPV6_LEN + payload_len as usize) {
+        return Err(DropReason::Truncated);
+    }
+    if hop <= 1 {
+        return Err(DropReason::HopLimitExceeded);
+    }
+    let cfg = config();
+    let remote = rfc6052::raw4(rfc6052::extract(rfc6052::from_raw6(&dst), cfg.prefix_len));
+    pkt.key.client = src;
+    pkt.key.remote = remote;
+    pkt.key._pad = [0; 3];
+    pkt.dst = dst;
+    pkt.payload_len = payload_len;
+    pkt.tclass = (vtc >> 20) as u8;
+    pkt.hop = hop;
+    let (nh, l4off) = if nh == IPPROTO_FRAGMENT {
+        let fh: *mut FragHdr = ptr_at(ctx, ETH_LEN + IPV6_LEN)?;
+        // SAFETY: bounds checked by ptr_at.
+        let f = unsafe { *fh };
+        if payload_len < (FRAG_LEN + 1) as u16 {
+            return Err(DropReason::Malformed);
+        }
+        pkt.frag = Some((f.off_flags, f.id));
+        if u16::from_be(f.off_flags) & 0xfff8 != 0 {
+            pkt.l4.proto = f.next_header;
+            return Ok(Parsed6::Later);
+        }
+        (f.next_header, ETH_LEN + IPV6_LEN + FRAG_LEN)
+    } else {
+        pkt.frag = None;
+        (nh, ETH_LEN + IPV6_LEN)
+    };
+    let l4 = match nh {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6 => l4(ctx, l4off, nh, (128, 129), true)?,
+        // Hop-by-hop options, routing, destination options: RFC 7915 section 5.1 skips them
+        // (a routing header only with segments left 0); the slow path walks the chain.
+        0 | 43 | 60 => return Ok(Parsed6::SlowPath),
+        // A second fragment header, ESP, AH, mobility, HIP, shim6: not translatable.
+        44 | 50 | 51 | 135 | 139 | 140 => return Err(DropReason::Ipv6ExtensionHeader),
+        _ => return Err(DropReason::UnsupportedProtocol),
+    };
+    if l4.proto == IPPROTO_UDP {
+        let h: *mut L4Head = ptr_at(ctx, l4off)?;
+        // SAFETY: bounds checked by ptr_at.
+        if unsafe { (*h).d } == 0 {
+            return Err(DropReason::ZeroUdpChecksum6);
+        }
+    }
+    pkt.key.client_port_be = l4.sport;
+    pkt.key.remote_port_be = l4.dport;
+    pkt.key.proto = l4.proto;
+    pkt.l4 = l4;
+    Ok(Parsed6::Packet)
+}
+
+/// Transport header of an IPv4 packet, for the cases the data plane translates.
+#[inline(always)]
+pub fn ipv4_l4(ctx: &impl Packet, h: &Ipv4Hdr) -> Result<L4, DropReason> {
+    match h.proto {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP => {}
+        _ => return Err(DropReason::UnsupportedProtocol),
+    }
+    let ihl = h.ver_ihl & 0x0f;
+    if ihl != 5 {
+        return Err(if ihl < 5 {
+            DropReason::Malformed
+        } else {
+            DropReason::Ipv4Options
+        });
+    }
+    l4(ctx, ETH_LEN + IPV4_LEN, h.proto, (8, 0), false)
+}
+
+/// Validates what translation of an IPv4 packet relies on.
+#[inline(always)]
+pub fn check_ipv4(ctx: &impl Packet, h: &Ipv4Hdr) -> Result<(), DropReason> {
+    let tot_len = u16::from_be(h.tot_len) as usize;
+    if tot_len < IPV4_LEN + size_of::<L4Head>() {
+        return Err(DropReason::Malformed);
+    }
+    if !ctx.holds(ETH_LEN + tot_len) {
+        return Err(DropReason::Truncated);
+    }
+    if checksum::ipv4_header(h) != 0 {
+        return Err(DropReason::BadIpv4Checksum);
+    }
+    if h.ttl <= 1 {
+        return Err(DropReason::HopLimitExceeded);
+    }
+    Ok(())
+}
+
+/// Most padding inserted in front of an RFC 4884 extension structure.
+pub const MAX_PAD: usize = 32;
+
+/// Parses an ICMPv4 error addressed to a pool address and the packet it quotes, which is one
+/// the gateway sent (pool address as its source): its session is the error's (RFC 6146
+/// section 3.4, RFC 7915 section 4.2).
+#[inline(always)]
+pub fn icmp4_error(ctx: &impl Packet, e: &mut Icmp4Error) -> Result<(), DropReason> {
+    let h: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN)?;
+    let ic: *mut L4Head = ptr_at(ctx, V4_ICMP)?;
+    let inner: *mut Ipv4Hdr = ptr_at(ctx, V4_INNER)?;
+    let l4: *mut L4Head = ptr_at(ctx, V4_INNER_L4)?;
+    // SAFETY: bounds checked by ptr_at.
+    let (outer, ty_code, rest, inn, l4h) =
+        unsafe { (*h, (*ic).a, ((*ic).c, (*ic).d), *inner, *l4) };
+    let tot_len = u16::from_be(outer.tot_len) as usize;
+    if tot_len < IPV4_LEN + ICMP_LEN + IPV4_LEN + size_of::<L4Head>()
+        || !ctx.holds(ETH_LEN + tot_len)
+    {
+        return Err(DropReason::Truncated);
+    }
+    if checksum::ipv4_header(&outer) != 0 {
+        return Err(DropReason::BadIpv4Checksum);
+    }
+    if outer.ttl <= 1 {
+        // Never an error about an error.
+        return Err(DropReason::HopLimitExceeded);
+    }
+    if inn.ver_ihl != 0x45 {
+        return Err(DropReason::UnsupportedIcmp);
+    }
+    let [ty, code] = ty_code.to_ne_bytes();
+    let (ty6, code6, kind) = icmp::error_4to6(ty, code).ok_or(DropReason::UnsupportedIcmp)?;
+    // RFC 4884: a non-zero length (in 32-bit words) means an extension structure follows the
+    // original datagram. Destination unreachable and time exceeded carry it over (the
+    // original datagram, now 20 bytes longer, is zero-padded to 64-bit words and the length
+    // counts those); other ICMPv6 errors have no length field, so their extensions are cut.
+    let orig4 = rest.0.to_ne_bytes()[1] as usize * 4;
+    let has_ext = orig4 != 0 && IPV4_LEN + ICMP_LEN + orig4 < tot_len;
+    let ext_len = if has_ext {
+        tot_len - IPV4_LEN - ICMP_LEN - orig4
+    } else {
+        0
+    };
+    let keep_ext = has_ext
+        && (ty6 == icmp::V6_DEST_UNREACH || ty6 == icmp::V6_TIME_EXCEEDED)
+        && ext_len <= MAX_EXT
+        && orig4 + (IPV6_LEN - IPV4_LEN) + 4 + ext_len + ICMP_LEN <= MAX_ICMP6;
+    let (key, inner_proto6) = match inn.proto {
+        IPPROTO_TCP | IPPROTO_UDP => (
+            SessionKey4 {
+                pool: inn.src,
+                remote: inn.dst,
+                pool_port_be: l4h.a,
+                remote_port_be: l4h.b,
+                proto: inn.proto,
+                _pad: [0; 3],
+            },
+            inn.proto,
+        ),
+        IPPROTO_ICMP
+            if matches!(
+                icmp_type(l4h.a),
+                icmp::V4_ECHO_REQUEST | icmp::V4_ECHO_REPLY
+            ) =>
+        {
+            (
+                SessionKey4 {
+                    pool: inn.src,
+                    remote: inn.dst,
+                    pool_port_be: l4h.c,
+                    remote_port_be: 0,
+                    proto: IPPROTO_ICMP,
+                    _pad: [0; 3],
+                },
+                IPPROTO_ICMPV6,
+            )
+        }
+        _ => return Err(DropReason::UnsupportedIcmp),
+    };
+    e.outer = outer;
+    e.ty_code = ty_code;
+    e.rest = rest;
+    e.inner = inn;
+    e.l4 = l4h;
+    e.tot_len = if has_ext && !keep_ext {
+        IPV4_LEN + ICMP_LEN + orig4
+    } else {
+        tot_len
+    };
+    e.ty6 = ty6;
+    e.code6 = code6;
+    e.kind = kind;
+    e.orig4 = orig4;
+    e.ext_len = ext_len;
+    e.has_ext = has_ext;
+    e.keep_ext = keep_ext;
+    e.inner_proto6 = inner_proto6;
+    e.key = key;
+    Ok(())
+}
+
+/// Parses an ICMPv6 error toward an address inside the prefix and the packet it quotes, which
+/// is one the gateway delivered to a client (prefix address as its source): its session is the
+/// error's (RFC 6146 section 3.4, RFC 7915 section 5.2).
+#[inline(always)]
+pub fn icmp6_error(ctx: &impl Packet, e: &mut Icmp6Error) -> Result<(), DropReason> {
+    let h: *mut Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
+    let ic: *mut L4Head = ptr_at(ctx, V6_ICMP)?;
+    let inner: *mut Ipv6Hdr = ptr_at(ctx, V6_INNER)?;
+    let l4: *mut L4Head = ptr_at(ctx, V6_INNER_L4)?;
+    // SAFETY: bounds checked by ptr_at.
+    let (hop, payload_len, outer_dst, ty_code, rest, inn, l4h) = unsafe {
+        (
+            (*h).hop_limit,
+            u16::from_be((*h).payload_len) as usize,
+            (*h).dst,
+            (*ic).a,
+            ((*ic).c, (*ic).d),
+            *inner,
+            *l4,
+        )
+    };
+    if payload_len < ICMP_LEN + IPV6_LEN + size_of::<L4Head>()
+        || !ctx.holds(ETH_LEN + IPV6_LEN + payload_len)
+    {
+        return Err(DropReason::Truncated);
+    }
+    if hop <= 1 {
+        return Err(DropReason::HopLimitExceeded);
+    }
+    let [ty, code] = ty_code.to_ne_bytes();
+    let (ty4, code4, kind) = icmp::error_6to4(ty, code).ok_or(DropReason::UnsupportedIcmp)?;
+    // RFC 4884 (destination unreachable, time exceeded): a non-zero length (in 64-bit words)
+    // means extensions follow the original datagram. They are carried over: the original
+    // datagram, 20 bytes shorter in IPv4, is zero-padded to the 128 bytes ICMPv4 asks for,
+    // and the length counts 32-bit words. What does not fit that scheme is cut off.
+    let orig6 = if ty == icmp::V6_DEST_UNREACH || ty == icmp::V6_TIME_EXCEEDED {
+        rest.0.to_ne_bytes()[0] as usize * 8
+    } else {
+        0
+    };
+    let has_ext = orig6 != 0 && ICMP_LEN + orig6 < payload_len;
+    let ext_len = if has_ext {
+        payload_len - ICMP_LEN - orig6
+    } else {
+        0
+    };
+    let orig4 = orig6.saturating_sub(IPV6_LEN - IPV4_LEN);
+    let pad4 = if orig4 < 128 { 128 - orig4 } else { 0 };
+    let keep_ext = has_ext && ext_len <= MAX_EXT && pad4 <= MAX_PAD && orig6 >= IPV6_LEN + 8;
+    let cfg = config();
+    if !rfc6052::matches_raw(&inn.src, &cfg.prefix, &cfg.mask) {
+        return Err(DropReason::UnsupportedIcmp);
+    }
+    let remote = rfc6052::raw4(rfc6052::extract(
+        rfc6052::from_raw6(&inn.src),
+        cfg.prefix_len,
+    ));
+    let (key, inner_proto4) = match inn.next_header {
+        IPPROTO_TCP | IPPROTO_UDP => (
+            SessionKey6 {
+                client: inn.dst,
+                remote,
+                client_port_be: l4h.b,
+                remote_port_be: l4h.a,
+                proto: inn.next_header,
+                _pad: [0; 3],
+            },
+            inn.next_header,
+        ),
+        IPPROTO_ICMPV6
+            if matches!(
+                icmp_type(l4h.a),
+                icmp::V6_ECHO_REQUEST | icmp::V6_ECHO_REPLY
+            ) =>
+        {
+            (
+                SessionKey6 {
+                    client: inn.dst,
+                    remote,
+                    client_port_be: l4h.c,
+                    remote_port_be: 0,
+                    proto: IPPROTO_ICMP,
+                    _pad: [0; 3],
+                },
+                IPPROTO_ICMP,
+            )
+        }
+        _ => return Err(DropReason::UnsupportedIcmp),
+    };
+    e.hop = hop;
+    e.payload_len = if has_ext && !keep_ext {
+        ICMP_LEN + orig6
+    } else {
+        payload_len
+    };
+    e.outer_dst = outer_dst;
+    e.ty_code = ty_code;
+    e.rest = rest;
+    e.inner = inn;
+    e.l4 = l4h;
+    e.ty4 = ty4;
+    e.code4 = code4;
+    e.kind = kind;
+    e.orig6 = orig6;
+    e.ext_len = ext_len;
+    e.has_ext = has_ext;
+    e.keep_ext = keep_ext;
+    e.inner_proto4 = inner_proto4;
+    e.key = key;
+    Ok(())
+}
