@@ -1,512 +1,59 @@
-//! Prometheus metrics endpoint (text exposition format 0.0.4), off by default.
+//! Prometheus metrics endpoint, off by default.
 //!
 //! `translator run` serves `GET /metrics` on `metrics.listen` when the setting is present.
 //! Every scrape reads the pinned maps (counters, sessions, bindings, port blocks) and the
 //! controller's `controller.json` (slow-path and DNS64 counters, written every tick), so the
 //! numbers are the ones `translator stats` and `translator status` print. Scrapes less than
-//! [`CACHE_FOR`] apart share one rendering, and only one rendering runs at a time.
+//! [`CACHE_FOR`] apart share one reading, and only one reading runs at a time.
 //!
-//! Cost: a scrape walks the session table once (one IPv4-side lookup per session to classify
-//! it), the binding table and the block-slot table; with millions of sessions a scrape takes
-//! a noticeable fraction of a second of CPU. Bytes per direction are not counted by the data
-//! plane yet and are not exported.
+//! Three parts; exposition and HTTP never touch the maps, collection knows no format:
+//! - [`collect`] reads a [`Snapshot`] (module `collect`). Cost: a scrape walks the session table
+//!   once (one IPv4-side lookup per session to classify it), the binding table and the
+//!   block-slot table; with millions of sessions a scrape takes a noticeable fraction of a
+//!   second of CPU. Bytes per direction are the events `bytes-6to4` and `bytes-4to6`.
+//! - [`Format`] writes a snapshot with `prometheus-client` (module `exposition`): the Prometheus
+//!   text format 0.0.4 by default, OpenMetrics 1.0.0 text when the scraper's `Accept` header
+//!   prefers it (Prometheus itself does). The crate writes every line; the one piece written
+//!   here is that choice ([`Format::negotiate`], a loop over the `Accept` ranges): neither hyper
+//!   nor `http` parses `Accept`, and the choice hangs on the `version` parameter (OpenMetrics
+//!   0.0.1 or `text/plain;version=1.0.0` are not what this endpoint writes).
+//! - [`serve`] answers HTTP with hyper (module `http`): HTTP/1.x, one request per connection,
+//!   `GET` and `HEAD` on `/metrics`, 404 elsewhere, 503 with the reason when the maps cannot be
+//!   read, a bounded request head, timeouts and a cap on concurrent connections.
 //!
-//! The HTTP side is deliberately minimal: HTTP/1.x, one request per connection
-//! (`Connection: close`), `GET` and `HEAD` on `/metrics`, 404 elsewhere, a bounded request head,
-//! read and write timeouts and a cap on concurrent connections.
+//! Nothing here is on a hot path: it runs once per scrape.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+mod collect;
+mod exposition;
+mod http;
 
-use anyhow::anyhow;
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-    sync::{Mutex, Semaphore},
-};
-use translator_common::counters::{DropReason, Event};
-
-use crate::{
-    config::{Config, Protocol},
-    dataplane::Maps,
-    state::SessionState,
-};
-
-/// The content type of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// Scrapes closer together than this get the same rendering.
-pub const CACHE_FOR: Duration = Duration::from_secs(1);
-/// Longest request head accepted (request line and headers).
-const MAX_HEAD: usize = 8192;
-/// Time a client has to send its request, and to take the response.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at the same time; more are closed at once.
-const MAX_CONNECTIONS: usize = 16;
-
-/// Counters by name, as `controller.json` holds them.
-pub type Named = BTreeMap<String, u64>;
-
-/// Port blocks of one protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Blocks {
-    pub protocol: Protocol,
-    pub in_use: u64,
-    pub total: u64,
-}
-
-/// Everything one scrape reports.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// Data-plane events (every [`Event`]).
-    pub events: Vec<(Event, u64)>,
-    /// Data-plane drops (every [`DropReason`]).
-    pub drops: Vec<(DropReason, u64)>,
-    /// Sessions per protocol and state (every valid pair, zeros included).
-    pub sessions: Vec<(Protocol, SessionState, u64)>,
-    /// Bindings (dynamic and static) in the binding table.
-    pub bindings: u64,
-    /// Port blocks per protocol.
-    pub blocks: Vec<Blocks>,
-    /// Slow-path counters from `controller.json`, when present.
-    pub slow_path: Option<Named>,
-    /// DNS64 counters from `controller.json`, when the server is enabled.
-    pub dns64: Option<Named>,
-}
-
-/// The session states a protocol's sessions can be in.
-fn states(p: Protocol) -> &'static [SessionState] {
-    match p {
-        Protocol::Tcp => &[SessionState::TcpEstablished, SessionState::TcpTransitory],
-        Protocol::Udp => &[SessionState::Udp],
-        Protocol::Icmp => &[SessionState::Icmp],
-    }
-}
-
-/// Reads a snapshot from the pinned maps in `pins` and `run_dir/controller.json` (blocking).
-pub fn collect(pins: &Path, run_dir: &Path, cfg: &Config) -> anyhow::Result<Snapshot> {
-    let maps = Maps::open(pins)?;
-    let (events, drops) = maps.counters()?;
-
-    // Sessions: one walk, classified like `sessions::list` does, without building and sorting
-    // the whole list.
-    let mut sessions: Vec<(Protocol, SessionState, u64)> = Protocol::ALL
-        .into_iter()
-        .flat_map(|p| states(p).iter().map(move |s| (p, *s, 0)))
-        .collect();
-    for (k, v6) in maps.sessions6.iter().filter_map(Result::ok) {
-        let Some(p) = Protocol::from_number(k.proto) else {
-            continue;
-        };
-        let flags4 = maps
-            .sessions4
-            .get(&k.reverse(&v6), 0)
-            .map_or(0, |v| v.flags);
-        let state = crate::state::classify(k.proto, v6.flags, flags4);
-        if let Some(e) = sessions
-            .iter_mut()
-            .find(|(ep, es, _)| *ep == p && *es == state)
-        {
-            e.2 += 1;
-        }
-    }
-
-    let bindings = maps.bindings4.keys().filter_map(Result::ok).count() as u64;
-    let mut in_use = [0u64; 3];
-    for k in maps.block_slots.keys().filter_map(Result::ok) {
-        if let Some(p) = Protocol::from_number(k.proto) {
-            in_use[p.index()] += 1;
-        }
-    }
-    let blocks = Protocol::ALL
-        .into_iter()
-        .map(|p| Blocks {
-            protocol: p,
-            in_use: in_use[p.index()],
-            total: u64::from(cfg.total_blocks(p)),
-        })
-        .collect();
-
-    let (slow_path, dns64) = read_controller(&run_dir.join("controller.json"));
-    Ok(Snapshot {
-        events,
-        drops,
-        sessions,
-        bindings,
-        blocks,
-        slow_path,
-        dns64,
-    })
-}
-
-/// The "slow_path" and "dns64" counter maps of `controller.json` (absent when the file is
-/// missing or unreadable; values that are not unsigned integers are skipped).
-fn read_controller(path: &Path) -> (Option<Named>, Option<Named>) {
-    let Some(v) = std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-    else {
-        return (None, None);
-    };
-    let section = |name: &str| {
-        v.get(name).and_then(|s| s.as_object()).map(|o| {
-            o.iter()
-                .filter_map(|(k, n)| Some((k.clone(), n.as_u64()?)))
-                .collect::<BTreeMap<_, _>>()
-        })
-    };
-    (section("slow_path"), section("dns64"))
-}
-
-/// Escapes a label value (backslash, double quote, newline).
-fn escape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{k}=\"{}\"", escape(v));
-        }
-        out.push('}');
-    }
-    let _ = writeln!(out, " {value}");
-}
-
-/// Renders a snapshot in the Prometheus text format.
-pub fn render(s: &Snapshot) -> String {
-    let mut out = String::with_capacity(8192);
-    let event = |e: Event| {
-        s.events
-            .iter()
-            .find(|(x, _)| *x == e)
-            .map_or(0, |(_, n)| *n)
-    };
-
-    let name = "translator_packets_total";
-    family(
-        &mut out,
-        name,
-        "counter",
-        "Packets translated by the data plane, by direction (hairpin: IPv6 client to IPv6 \
-         client through a pool address).",
-    );
-    for (dir, e) in [
-        ("6to4", Event::Translated6to4),
-        ("4to6", Event::Translated4to6),
-        ("hairpin", Event::Hairpinned),
-    ] {
-        sample(&mut out, name, &[("direction", dir)], event(e));
-    }
-
-    let name = "translator_events_total";
-    family(
-        &mut out,
-        name,
-        "counter",
-        "Data-plane events, as `translator stats` lists them.",
-    );
-    for (e, n) in &s.events {
-        sample(&mut out, name, &[("event", e.name())], *n);
-    }
-
-    let name = "translator_drops_total";
-    family(
-        &mut out,
-        name,
-        "counter",
-        "Packets dropped by the data plane, by reason.",
-    );
-    for (r, n) in &s.drops {
-        sample(&mut out, name, &[("reason", r.name())], *n);
-    }
-
-    let name = "translator_sessions";
-    family(
-        &mut out,
-        name,
-        "gauge",
-        "Sessions in the session table, by protocol and RFC 6146 state.",
-    );
-    for (p, st, n) in &s.sessions {
-        sample(
-            &mut out,
-            name,
-            &[("protocol", p.name()), ("state", st.name())],
-            *n,
-        );
-    }
-
-    let name = "translator_bindings";
-    family(
-        &mut out,
-        name,
-        "gauge",
-        "Bindings (client address and port to pool address and port), static ones included.",
-    );
-    sample(&mut out, name, &[], s.bindings);
-
-    let name = "translator_port_blocks_in_use";
-    family(
-        &mut out,
-        name,
-        "gauge",
-        "Port blocks held by clients, by protocol.",
-    );
-    for b in &s.blocks {
-        sample(&mut out, name, &[("protocol", b.protocol.name())], b.in_use);
-    }
-    let name = "translator_port_blocks_total";
-    family(
-        &mut out,
-        name,
-        "gauge",
-        "Port blocks in the pool, by protocol.",
-    );
-    for b in &s.blocks {
-        sample(&mut out, name, &[("protocol", b.protocol.name())], b.total);
-    }
-
-    for (name, help, section) in [
-        (
-            "translator_slow_path_total",
-            "Packets and datagrams handled by the user-space slow path (reassembly, \
-             fragmentation), by counter.",
-            &s.slow_path,
-        ),
-        (
-            "translator_dns64_total",
-            "DNS64 server counters (present when the server is enabled).",
-            &s.dns64,
-        ),
-    ] {
-        if let Some(map) = section {
-            family(&mut out, name, "counter", help);
-            for (k, n) in map {
-                sample(&mut out, name, &[("counter", k)], *n);
-            }
-        }
-    }
-    out
-}
-
-// ------------------------------------------------------------------------------------------------
-// HTTP.
-
-type RenderFn = dyn Fn() -> anyhow::Result<String> + Send + Sync;
-
-/// The rendering function with its one-second cache.
-struct Endpoint {
-    render: Box<RenderFn>,
-    cache: Mutex<Option<(Instant, Arc<String>)>>,
-}
-
-impl Endpoint {
-    async fn body(self: &Arc<Self>) -> anyhow::Result<Arc<String>> {
-        // Holding the lock while rendering: concurrent scrapes wait and share the result.
-        let mut cache = self.cache.lock().await;
-        if let Some((at, body)) = cache.as_ref()
-            && at.elapsed() < CACHE_FOR
-        {
-            return Ok(body.clone());
-        }
-        let me = self.clone();
-        let body = tokio::task::spawn_blocking(move || (me.render)())
-            .await
-            .map_err(|e| anyhow!("rendering metrics: {e}"))??;
-        let body = Arc::new(body);
-        *cache = Some((Instant::now(), body.clone()));
-        Ok(body)
-    }
-}
-
-/// Serves `GET /metrics` on `listen` until the task is dropped. Only failing to listen is an
-/// error; a failing scrape answers 503 with the reason.
-pub async fn serve(
-    listen: SocketAddr,
-    pins: PathBuf,
-    run_dir: PathBuf,
-    cfg: Arc<Config>,
-) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow!("metrics.listen: cannot listen on {listen}: {e}"))?;
-    log::info!("metrics: serving http://{listen}/metrics");
-    let scrape = move || collect(&pins, &run_dir, &cfg).map(|s| render(&s));
-    serve_on(listener, Box::new(scrape)).await
-}
-
-async fn serve_on(listener: TcpListener, render: Box<RenderFn>) -> anyhow::Result<()> {
-    let ep = Arc::new(Endpoint {
-        render,
-        cache: Mutex::new(None),
-    });
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                log::warn!("metrics: accepting a connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            log::debug!("metrics: too many connections, closing the one from {peer}");
-            continue;
-        };
-        let ep = ep.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(&ep, stream).await {
-                log::debug!("metrics: {peer}: {e}");
-            }
-            drop(permit);
-        });
-    }
-}
-
-/// Reads the request head (up to the empty line). `None` when the client closed early or sent
-/// more than [`MAX_HEAD`] bytes.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
-            return Ok(Some(buf));
-        }
-        if buf.len() > MAX_HEAD {
-            return Ok(None);
-        }
-    }
-}
-
-/// A response: status line, extra headers, body, and whether the body is sent (not for HEAD).
-struct Response {
-    status: &'static str,
-    content_type: &'static str,
-    extra: &'static str,
-    body: Arc<String>,
-    send_body: bool,
-}
-
-impl Response {
-    fn text(status: &'static str, body: impl Into<String>) -> Self {
-        Self {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            extra: "",
-            body: Arc::new(body.into()),
-            send_body: true,
-        }
-    }
-}
-
-async fn respond(ep: &Arc<Endpoint>, head: &[u8]) -> Response {
-    let line = head
-        .split(|b| *b == b'\n')
-        .next()
-        .map(|l| String::from_utf8_lossy(l).trim_end().to_owned())
-        .unwrap_or_default();
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Response::text("400 Bad Request", "bad request line\n");
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Response::text("400 Bad Request", "HTTP/1.x only\n");
-    }
-    let path = target.split('?').next().unwrap_or(target);
-    if path != "/metrics" {
-        return Response::text("404 Not Found", "not found; metrics are at /metrics\n");
-    }
-    let send_body = match method {
-        "GET" => true,
-        "HEAD" => false,
-        _ => {
-            let mut r = Response::text("405 Method Not Allowed", "GET or HEAD only\n");
-            r.extra = "Allow: GET, HEAD\r\n";
-            return r;
-        }
-    };
-    match ep.body().await {
-        Ok(body) => Response {
-            status: "200 OK",
-            content_type: CONTENT_TYPE,
-            extra: "",
-            body,
-            send_body,
-        },
-        Err(e) => {
-            log::warn!("metrics: scrape failed: {e:#}");
-            let mut r = Response::text("503 Service Unavailable", format!("{e:#}\n"));
-            r.send_body = send_body;
-            r
-        }
-    }
-}
-
-async fn handle(ep: &Arc<Endpoint>, mut stream: TcpStream) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(Some(h))) => h,
-        Ok(Ok(None)) | Err(_) => return Ok(()),
-        Ok(Err(e)) => return Err(e),
-    };
-    let r = respond(ep, &head).await;
-    let header = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
-        r.status,
-        r.content_type,
-        r.body.len(),
-        r.extra
-    );
-    let write = async {
-        stream.write_all(header.as_bytes()).await?;
-        if r.send_body {
-            stream.write_all(r.body.as_bytes()).await?;
-        }
-        stream.shutdown().await
-    };
-    match tokio::time::timeout(IO_TIMEOUT, write).await {
-        Ok(r) => r,
-        Err(_) => Ok(()),
-    }
-}
+pub use collect::{Blocks, Named, Snapshot, collect};
+pub use exposition::{Format, render};
+pub use http::{CACHE_FOR, bind, serve, serve_bound};
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashSet};
+    use std::{
+        collections::{BTreeMap, HashSet},
+        net::SocketAddr,
+        path::PathBuf,
+        sync::Arc,
+    };
 
-    use super::*;
+    use anyhow::anyhow;
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        net::{TcpListener, TcpStream},
+    };
+    use translator_common::counters::{DropReason, Event};
+
+    use super::{collect::read_controller, http::serve_on, *};
+    use crate::{
+        config::{Config, Protocol},
+        state::SessionState,
+    };
+
+    const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
     fn snapshot() -> Snapshot {
         Snapshot {
@@ -781,7 +328,7 @@ mod tests {
             listener,
             Box::new(move || {
                 c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(render(&snapshot()))
+                Ok(snapshot())
             }),
         ));
 
@@ -793,9 +340,10 @@ mod tests {
         let (samples, _) = parse(body);
         assert!(samples.len() > DropReason::ALL.len());
 
-        // A second scrape within CACHE_FOR reuses the rendering.
+        // A second scrape within CACHE_FOR reuses the reading (hyper answers an HTTP/1.0
+        // request in HTTP/1.0).
         let r = get(addr, "GET /metrics?x=1 HTTP/1.0\r\n\r\n").await;
-        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(r.starts_with("HTTP/1.0 200 OK\r\n"), "{r}");
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
 
         let r = get(addr, "HEAD /metrics HTTP/1.1\r\n\r\n").await;
@@ -806,6 +354,182 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{r}");
         let r = get(addr, "garbage\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
+        server.abort();
+    }
+
+    #[test]
+    fn negotiation() {
+        use Format::{OpenMetrics as Om, Prometheus as Text};
+        // Prometheus 2 and 3 ask for OpenMetrics first.
+        let prometheus2 = "application/openmetrics-text;version=1.0.0;q=0.5,\
+                           application/openmetrics-text;version=0.0.1;q=0.4,\
+                           text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        let prometheus3 = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,\
+                           application/openmetrics-text;version=0.0.1;q=0.4,\
+                           text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,\
+                           text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+        for (accept, want) in [
+            (&[][..], Text),
+            (&["*/*"], Text),
+            (&[prometheus2], Om),
+            (&[prometheus3], Om),
+            (&["application/openmetrics-text"], Om),
+            (&["APPLICATION/OpenMetrics-Text; Version=\"1.0.0\""], Om),
+            (&["text/plain; version=0.0.4"], Text),
+            // Versions this endpoint does not write.
+            (&["application/openmetrics-text; version=0.0.1"], Text),
+            (
+                &["application/openmetrics-text;version=2.0.0, text/plain;q=0.1"],
+                Text,
+            ),
+            // Qualities, across several Accept headers too; a tie keeps the default.
+            (
+                &["text/plain;version=0.0.4;q=0.9, application/openmetrics-text;q=0.5"],
+                Text,
+            ),
+            (
+                &["application/openmetrics-text;q=0.5", "text/plain;q=0.6"],
+                Text,
+            ),
+            (
+                &["application/openmetrics-text;q=0.7", "text/plain;q=0.6"],
+                Om,
+            ),
+            (&["application/openmetrics-text, text/plain"], Text),
+            (&["application/*;q=0.8, text/*;q=0.5"], Om),
+            // The most specific range decides: text/plain is refused, */* lets OpenMetrics in.
+            (&["text/plain;q=0, */*"], Om),
+            (
+                &["text/plain;version=0.0.4;q=0.1, text/*;q=0.9, */*;q=0.5"],
+                Om,
+            ),
+            // Malformed qualities void their range; nothing acceptable falls back to the text.
+            (
+                &["application/openmetrics-text;q=high, text/plain;q=0.1"],
+                Text,
+            ),
+            (&["application/openmetrics-text;q=2"], Text),
+            (&["application/json"], Text),
+            (&[",;=,"], Text),
+        ] {
+            assert_eq!(
+                Format::negotiate(accept.iter().copied()),
+                want,
+                "{accept:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn openmetrics_names_counters_without_total() {
+        let text = Format::OpenMetrics
+            .encode(Arc::new(snapshot()))
+            .expect("encode");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        for line in [
+            "# TYPE translator_packets counter\n",
+            "translator_packets_total{direction=\"4to6\"} 10\n",
+            "# TYPE translator_port_blocks_total gauge\n",
+            "translator_bindings 5\n",
+            "translator_dns64_total{counter=\"odd\\\"name\\\\\"} 1\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+        assert!(!render(&snapshot()).contains("# EOF"));
+    }
+
+    /// Serves `snapshot()` on a free port.
+    async fn server() -> (SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        (
+            addr,
+            tokio::spawn(serve_on(listener, Box::new(|| Ok(snapshot())))),
+        )
+    }
+
+    #[tokio::test]
+    async fn http_negotiates_the_format() {
+        let (addr, server) = server().await;
+        let open = Format::OpenMetrics.content_type();
+        let r = get(
+            addr,
+            "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=1.0.0\r\n\r\n",
+        )
+        .await;
+        let (head, body) = r.split_once("\r\n\r\n").expect("head");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains(&format!("Content-Type: {open}")), "{head}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
+
+        let r = get(
+            addr,
+            "GET /metrics HTTP/1.1\r\nAccept: text/plain;version=0.0.4;q=0.9\r\n\
+             Accept: application/openmetrics-text;q=0.5\r\n\r\n",
+        )
+        .await;
+        let (head, body) = r.split_once("\r\n\r\n").expect("head");
+        assert!(
+            head.contains(&format!("Content-Type: {CONTENT_TYPE}")),
+            "{head}"
+        );
+        parse(body);
+
+        let r = get(
+            addr,
+            "HEAD /metrics HTTP/1.1\r\nAccept: application/openmetrics-text\r\n\r\n",
+        )
+        .await;
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n")
+                && r.contains(&format!("Content-Type: {open}"))
+                && r.ends_with("\r\n\r\n"),
+            "{r}"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn http_limits() {
+        let (addr, server) = server().await;
+        // A request head over 8 KiB (sent unfinished, and read by the server before it answers,
+        // so that closing does not reset the connection under the answer).
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let big = format!("GET /metrics HTTP/1.1\r\nX: {}", "a".repeat(8500));
+        s.write_all(big.as_bytes()).await.expect("write");
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.expect("read");
+        assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+
+        // 16 idle connections take every slot: the next one is closed without an answer.
+        let mut idle = Vec::new();
+        for _ in 0..16 {
+            idle.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let mut r = String::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_string(&mut r)).await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "a 17th connection was not closed at once: {read:?} {r:?}"
+        );
+        drop(idle);
+        let mut served = false;
+        for _ in 0..50 {
+            if get(addr, "GET /metrics HTTP/1.1\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 200 OK\r\n")
+            {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            served,
+            "the slots are not given back when the idle clients leave"
+        );
         server.abort();
     }
 

@@ -34,6 +34,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "dnsperf",
     // a reference NAT64 to compare against
     "tayga",
+    // a real Prometheus and OpenMetrics text parser for the metrics tests (/usr/bin/python3)
+    "python3-prometheus-client",
 ];
 
 /// What `check` found missing.
