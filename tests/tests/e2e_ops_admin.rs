@@ -2585,8 +2585,6 @@ fn reload_moves_and_removes_the_metrics_endpoint() -> Result<()> {
 /// `translator run` whose `metrics.listen` cannot be bound (an address the gateway does not
 /// have) stops with an error naming `metrics.listen`, as the README says.
 #[test]
-#[ignore = "gateway bug: `translator run` binds metrics.listen in a spawned task and only logs \
-            the failure (cli/run.rs start_metrics); it keeps running without the endpoint"]
 fn run_with_an_unbindable_metrics_listen_stops_naming_the_setting() -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("runmetx")?;

@@ -50,6 +50,17 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     }
     enable_forwarding(&cfg)?;
 
+    // Listening sockets are bound before anything is attached: an address that cannot be had
+    // stops the start with nothing half done.
+    let metrics_listener = cfg
+        .metrics_listen
+        .map(|listen| {
+            std::net::TcpListener::bind(listen)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| anyhow::anyhow!("metrics.listen: cannot listen on {listen}: {e}"))
+        })
+        .transpose()?;
+
     let inst = Instance::new(&cfg.instance);
     let adopt = inst.has_pins();
     if adopt {
@@ -80,7 +91,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     let result = rt.block_on(async {
         let mut c = Controller::new(cfg, inst, maps, ebpf, a.config.clone())?;
-        c.serve().await
+        c.serve(metrics_listener).await
     });
     log::info!(
         "controller stopped; the data plane keeps forwarding (`translator down` removes it)"
@@ -373,19 +384,31 @@ impl Controller {
     }
 
     /// (Re)starts the metrics endpoint; an old one is stopped first and its socket closed.
-    async fn start_metrics(&mut self) {
+    /// (Re)starts the metrics endpoint on `metrics.listen`, on `bound` when the caller already
+    /// holds the socket.
+    async fn start_metrics(&mut self, bound: Option<std::net::TcpListener>) {
         if let Some(h) = self.metrics.take() {
             h.abort();
             let _ = h.await;
         }
-        self.metrics = self.cfg.metrics_listen.map(|listen| {
-            tokio::spawn(crate::metrics::serve(
-                listen,
-                self.inst.pins.clone(),
-                self.inst.run.clone(),
-                Arc::new(self.cfg.clone()),
-            ))
-        });
+        let (pins, run, cfg) = (
+            self.inst.pins.clone(),
+            self.inst.run.clone(),
+            Arc::new(self.cfg.clone()),
+        );
+        self.metrics = match (self.cfg.metrics_listen, bound) {
+            (None, _) => None,
+            (Some(_), Some(l)) => match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => Some(tokio::spawn(crate::metrics::serve_bound(l, pins, run, cfg))),
+                Err(e) => {
+                    log::error!("metrics.listen: the bound socket is not usable: {e}");
+                    None
+                }
+            },
+            (Some(listen), None) => Some(tokio::spawn(crate::metrics::serve(
+                listen, pins, run, cfg,
+            ))),
+        };
     }
 
     /// Drains the data plane's log records and block allocations.
@@ -607,7 +630,7 @@ impl Controller {
             changes.push("dns64".into());
         }
         if old.metrics_listen != self.cfg.metrics_listen {
-            self.start_metrics().await;
+            self.start_metrics(None).await;
             changes.push("metrics.listen".into());
         }
         // The slow path translates with the configuration too.
@@ -622,10 +645,10 @@ impl Controller {
         })
     }
 
-    async fn serve(&mut self) -> anyhow::Result<()> {
+    async fn serve(&mut self, metrics: Option<std::net::TcpListener>) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         self.start_dns().await;
-        self.start_metrics().await;
+        self.start_metrics(metrics).await;
         let mut tick = tokio::time::interval(expiry_period(&self.cfg));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut drain = tokio::time::interval(DRAIN);
