@@ -10,7 +10,8 @@
 //! gateway box would. Delivered packets are counted at the server by an nftables rule in
 //! prerouting that counts and drops UDP port 9 (no ICMP answers travel back).
 //!
-//! Setups: our translator (XDP on both gateway interfaces, native mode); the bare XDP forwarder
+//! Setups: our translator (XDP on both gateway interfaces, native mode), and the same translator
+//! in tc mode (its TC program on both interfaces' ingress, through TCX); the bare XDP forwarder
 //! `baseline_forward` (plain IPv6 forwarding to 2001:db8:2::2, the floor); plain kernel IPv6
 //! forwarding (no XDP); TAYGA (tun device, prefix 2001:db8:64::/96, dynamic pool 192.168.255.0/24
 //! with nftables masquerade to 192.0.2.1: the classic stateful NAT64). Each run: 1 s warm-up,
@@ -540,6 +541,7 @@ fn measure(
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Setup {
     Translator,
+    TranslatorTc,
     Forwarder,
     Kernel,
     Tayga,
@@ -549,6 +551,7 @@ impl Setup {
     fn name(self) -> &'static str {
         match self {
             Setup::Translator => "our gateway (XDP NAT64)",
+            Setup::TranslatorTc => "our gateway in tc mode (TC NAT64)",
             Setup::Forwarder => "bare XDP forwarder (IPv6, floor)",
             Setup::Kernel => "kernel IPv6 forwarding",
             Setup::Tayga => "TAYGA + nftables masquerade",
@@ -558,6 +561,7 @@ impl Setup {
     fn key(self) -> &'static str {
         match self {
             Setup::Translator => "translator",
+            Setup::TranslatorTc => "tc",
             Setup::Forwarder => "forwarder",
             Setup::Kernel => "kernel",
             Setup::Tayga => "tayga",
@@ -566,7 +570,7 @@ impl Setup {
 
     fn destination(self) -> Ipv6Addr {
         match self {
-            Setup::Translator | Setup::Tayga => SERVER_NAT64,
+            Setup::Translator | Setup::TranslatorTc | Setup::Tayga => SERVER_NAT64,
             Setup::Forwarder | Setup::Kernel => SERVER6,
         }
     }
@@ -617,7 +621,8 @@ fn start(net: &Net, setup: Setup) -> Result<Running> {
     let g = &net.gateway;
     let mut running = Running::default();
     match setup {
-        Setup::Translator => {
+        Setup::Translator | Setup::TranslatorTc => {
+            let tc = setup == Setup::TranslatorTc;
             let name = format!("benchlive-{}", std::process::id());
             let cfg = Config::parse(&format!(
                 r#"
@@ -628,9 +633,11 @@ ipv4 = "{GW4}"
 [nat64]
 prefix = "2001:db8:64::/96"
 clients = ["2001:db8:1::/64"]
+mode = "{}"
 [pool]
 addresses = ["192.0.2.1"]
-"#
+"#,
+                if tc { "tc" } else { "native" }
             ))?;
             let inst = Instance::new(&name);
             running._instance = Some(PinsGuard(inst.clone()));
@@ -641,10 +648,22 @@ addresses = ["192.0.2.1"]
                 let mut maps = Maps::open(&inst.pins)?;
                 maps.fill_pool(&cfg)?;
                 maps.sync_policy(&cfg)?;
-                let prog = dataplane::xdp_program(&mut ebpf)?;
                 for dev in [GW6, GW4] {
-                    prog.attach(dev, aya::programs::XdpMode::Driver)
-                        .map_err(|e| anyhow!("attaching the translator to {dev}: {e}"))?;
+                    if tc {
+                        dataplane::tc_program(&mut ebpf)?
+                            .attach_with_options(
+                                dev,
+                                aya::programs::TcAttachType::Ingress,
+                                aya::programs::tc::TcAttachOptions::TcxOrder(
+                                    aya::programs::LinkOrder::default(),
+                                ),
+                            )
+                            .map_err(|e| anyhow!("attaching the TC translator to {dev}: {e}"))?;
+                    } else {
+                        dataplane::xdp_program(&mut ebpf)?
+                            .attach(dev, aya::programs::XdpMode::Driver)
+                            .map_err(|e| anyhow!("attaching the translator to {dev}: {e}"))?;
+                    }
                 }
                 Ok(ebpf)
             })??;
@@ -745,16 +764,16 @@ fn iperf(net: &Net, setup: Setup, secs: u32) -> Result<f64> {
 
 // ------------------------------------------------------------------------------- main
 
-/// The rows of one comparison: the forwarder first, every row's ratio to it, and ours with its
-/// ratios to kernel forwarding and TAYGA in the note.
+/// The rows of one comparison: the forwarder first, every row's ratio to it, and ours (XDP and
+/// tc mode) with their ratios to kernel forwarding and TAYGA in the note.
 fn compare(
     fwd: Option<Row>,
-    ours: Option<Row>,
+    ours: &[Option<Row>],
     kernel: Option<Row>,
     tayga: Option<Row>,
 ) -> Vec<Row> {
     let mut rows = Vec::new();
-    if let Some(ours) = &ours {
+    for ours in ours.iter().flatten() {
         let ratios = [("kernel", &kernel), ("TAYGA", &tayga)]
             .iter()
             .filter_map(|(n, r)| {
@@ -796,6 +815,7 @@ fn udp_rows(ingress: Ingress, runs: usize, secs: f64, wanted: &dyn Fn(Setup) -> 
     let setups = [
         Setup::Forwarder,
         Setup::Translator,
+        Setup::TranslatorTc,
         Setup::Kernel,
         Setup::Tayga,
     ];
@@ -910,7 +930,10 @@ fn udp_rows(ingress: Ingress, runs: usize, secs: f64, wanted: &dyn Fn(Setup) -> 
     for capacity in [false, true] {
         rows.extend(compare(
             row_of(Setup::Forwarder, capacity),
-            row_of(Setup::Translator, capacity),
+            &[
+                row_of(Setup::Translator, capacity),
+                row_of(Setup::TranslatorTc, capacity),
+            ],
             row_of(Setup::Kernel, capacity),
             row_of(Setup::Tayga, capacity),
         ));
@@ -937,12 +960,16 @@ fn bench() -> Result<()> {
     }
     // TCP.
     let tcp_secs = if quick() { 2 } else { 5 };
-    let mut tcp_runs: Vec<(Setup, Result<Vec<f64>>)> =
-        [Setup::Translator, Setup::Kernel, Setup::Tayga]
-            .into_iter()
-            .filter(|s| wanted(*s) && !only.contains("notcp"))
-            .map(|s| (s, Ok(Vec::new())))
-            .collect();
+    let mut tcp_runs: Vec<(Setup, Result<Vec<f64>>)> = [
+        Setup::Translator,
+        Setup::TranslatorTc,
+        Setup::Kernel,
+        Setup::Tayga,
+    ]
+    .into_iter()
+    .filter(|s| wanted(*s) && !only.contains("notcp"))
+    .map(|s| (s, Ok(Vec::new())))
+    .collect();
     for _ in 0..runs {
         for (setup, acc) in &mut tcp_runs {
             let Ok(v) = acc else {
@@ -988,7 +1015,7 @@ fn bench() -> Result<()> {
     };
     rows.extend(compare(
         None,
-        tcp(Setup::Translator),
+        &[tcp(Setup::Translator), tcp(Setup::TranslatorTc)],
         tcp(Setup::Kernel),
         tcp(Setup::Tayga),
     ));

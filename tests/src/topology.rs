@@ -68,9 +68,18 @@ pub fn server_via_prefix() -> Ipv6Addr {
 pub struct TopologyBuilder {
     tag: String,
     one_armed: bool,
+    plain: bool,
 }
 
 impl TopologyBuilder {
+    /// Veths as a container runtime leaves them: checksum offload, TSO and GRO as the kernel
+    /// sets them, and no XDP programs on the peers. The XDP data plane needs the preparation the
+    /// default topology makes (module docs); tc mode needs none.
+    pub fn plain_veths(mut self, yes: bool) -> Self {
+        self.plain = yes;
+        self
+    }
+
     /// A single interface on the gateway for both IPv6 and IPv4.
     pub fn one_armed(mut self, yes: bool) -> Self {
         self.one_armed = yes;
@@ -95,7 +104,7 @@ impl TopologyBuilder {
             lan,
             _xdp_pass: Vec::new(),
         };
-        topo.wire().with_context(|| {
+        topo.wire(self.plain).with_context(|| {
             format!(
                 "building the {} topology",
                 if self.one_armed {
@@ -130,6 +139,7 @@ impl Topology {
         TopologyBuilder {
             tag: tag.to_owned(),
             one_armed: false,
+            plain: false,
         }
     }
 
@@ -164,7 +174,14 @@ impl Topology {
         GatewayConfig::new(self.ipv6_interface(), self.ipv4_interface())
     }
 
-    fn wire(&mut self) -> Result<()> {
+    /// [`Topology::config`] with the gateway in attach mode `mode` (native, generic, tc).
+    pub fn config_in(&self, mode: &str) -> GatewayConfig {
+        let mut c = self.config();
+        c.mode = Some(mode.to_owned());
+        c
+    }
+
+    fn wire(&mut self, plain: bool) -> Result<()> {
         let (c, g, s) = (&self.client, &self.gateway, &self.server);
         let mut xdp_pass = Vec::new();
         match &self.lan {
@@ -219,14 +236,18 @@ impl Topology {
                     lan.ip(&["link", "set", port, "up"])?;
                     // The bridge ports receive what the gateway sends with XDP_TX, and forward the
                     // others' frames: give them NAPI and full checksums too.
-                    endpoint_offloads(lan, port)?;
+                    if !plain {
+                        endpoint_offloads(lan, port)?;
+                    }
                 }
                 gateway_interface(g, "g0")?;
                 g.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "g0", "nodad"])?;
                 g.ip(&["addr", "add", "192.0.2.1/24", "dev", "g0"])?;
                 // XDP_TX on g0 lands in lg's ring, and veth only kicks the peer's NAPI for
                 // XDP_TX when the peer runs an XDP program: give lg one that passes everything.
-                xdp_pass.push(XdpPass::attach(lan, "lg")?);
+                if !plain {
+                    xdp_pass.push(XdpPass::attach(lan, "lg")?);
+                }
             }
         }
         g.sysctl("net.ipv4.ip_forward", "1")?;
@@ -239,7 +260,9 @@ impl Topology {
         c.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
         c.ip(&["addr", "add", "2001:db8:1::2/64", "dev", "c0", "nodad"])?;
         c.ip(&["link", "set", "c0", "up"])?;
-        endpoint_offloads(c, "c0")?;
+        if !plain {
+            endpoint_offloads(c, "c0")?;
+        }
         c.ip(&[
             "-6",
             "route",
@@ -256,7 +279,9 @@ impl Topology {
         s.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
         s.ip(&["addr", "add", "192.0.2.2/24", "dev", "s0"])?;
         s.ip(&["link", "set", "s0", "up"])?;
-        endpoint_offloads(s, "s0")?;
+        if !plain {
+            endpoint_offloads(s, "s0")?;
+        }
         s.ip(&["route", "add", "default", "via", "192.0.2.1", "dev", "s0"])?;
         s.ip(&[
             "route",

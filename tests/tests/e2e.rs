@@ -230,9 +230,19 @@ fn generated_configs_pass_translator_check() -> Result<()> {
 
 #[test]
 fn ping_through_the_prefix() -> Result<()> {
+    ping_through_the_prefix_in("native")
+}
+
+/// [`ping_through_the_prefix`] with the gateway in tc mode.
+#[test]
+fn ping_through_the_prefix_tc() -> Result<()> {
+    ping_through_the_prefix_in("tc")
+}
+
+fn ping_through_the_prefix_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("ping")?;
-    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
     ping_all(&topo.client, &server_via_prefix().to_string(), 3)?;
 
     let sessions = gw.sessions()?;
@@ -255,6 +265,16 @@ fn ping_through_the_prefix() -> Result<()> {
 
 #[test]
 fn tcp_http_through_the_prefix() -> Result<()> {
+    tcp_http_through_the_prefix_in("native")
+}
+
+/// [`tcp_http_through_the_prefix`] with the gateway in tc mode.
+#[test]
+fn tcp_http_through_the_prefix_tc() -> Result<()> {
+    tcp_http_through_the_prefix_in("tc")
+}
+
+fn tcp_http_through_the_prefix_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("tcp")?;
     let http = HttpServer::start(&topo.server, 80)?;
@@ -262,7 +282,7 @@ fn tcp_http_through_the_prefix() -> Result<()> {
     let big = pattern(300_000, 7);
     http.add_file("index.html", &small)?;
     http.add_file("big.bin", &big)?;
-    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
 
     same_bytes(
         "index.html",
@@ -290,6 +310,16 @@ fn tcp_http_through_the_prefix() -> Result<()> {
 
 #[test]
 fn iperf3_tcp_through_the_prefix() -> Result<()> {
+    iperf3_tcp_through_the_prefix_in("native")
+}
+
+/// [`iperf3_tcp_through_the_prefix`] with the gateway in tc mode.
+#[test]
+fn iperf3_tcp_through_the_prefix_tc() -> Result<()> {
+    iperf3_tcp_through_the_prefix_in("tc")
+}
+
+fn iperf3_tcp_through_the_prefix_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("iperf")?;
     let scratch = TempDir::new("iperf")?;
@@ -305,7 +335,7 @@ fn iperf3_tcp_through_the_prefix() -> Result<()> {
         }),
         "iperf3 -s did not start listening"
     );
-    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
     let out = topo.client.run_timeout(
         &[
             "iperf3",
@@ -337,10 +367,20 @@ fn iperf3_tcp_through_the_prefix() -> Result<()> {
 
 #[test]
 fn udp_both_ways() -> Result<()> {
+    udp_both_ways_in("native")
+}
+
+/// [`udp_both_ways`] with the gateway in tc mode.
+#[test]
+fn udp_both_ways_tc() -> Result<()> {
+    udp_both_ways_in("tc")
+}
+
+fn udp_both_ways_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("udp")?;
     let echo = UdpEcho::start(&topo.server, "0.0.0.0:7777".parse()?)?;
-    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
     let server: SocketAddr = (server_via_prefix(), 7777).into();
     let payloads: Vec<Vec<u8>> = [1usize, 100, 1000, 1400]
         .iter()
@@ -698,12 +738,22 @@ fn bib_add_and_del_at_run_time() -> Result<()> {
 
 #[test]
 fn one_armed_gateway_ping_and_curl() -> Result<()> {
+    one_armed_gateway_ping_and_curl_in("native")
+}
+
+/// [`one_armed_gateway_ping_and_curl`] with the gateway in tc mode.
+#[test]
+fn one_armed_gateway_ping_and_curl_tc() -> Result<()> {
+    one_armed_gateway_ping_and_curl_in("tc")
+}
+
+fn one_armed_gateway_ping_and_curl_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::one_armed("onearm")?;
     let http = HttpServer::start(&topo.server, 80)?;
     let page = pattern(100_000, 11);
     http.add_file("page.bin", &page)?;
-    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
     ping_all(&topo.client, &server_via_prefix().to_string(), 3)?;
     same_bytes(
         "page.bin",
@@ -817,6 +867,16 @@ fn sessions_expire() -> Result<()> {
 
 #[test]
 fn controller_restart_during_a_tcp_transfer() -> Result<()> {
+    controller_restart_during_a_tcp_transfer_in("native")
+}
+
+/// [`controller_restart_during_a_tcp_transfer`] with the gateway in tc mode.
+#[test]
+fn controller_restart_during_a_tcp_transfer_tc() -> Result<()> {
+    controller_restart_during_a_tcp_transfer_in("tc")
+}
+
+fn controller_restart_during_a_tcp_transfer_in(mode: &str) -> Result<()> {
     const SIZE: usize = 8 * 1024 * 1024;
     const RATE: u64 = 1024 * 1024;
     let _lock = prepare()?;
@@ -824,7 +884,7 @@ fn controller_restart_during_a_tcp_transfer() -> Result<()> {
     let body = Arc::new(pattern(SIZE, 42));
     // Paced by the server: the transfer takes about 8 s and keeps crossing the gateway.
     let _http = PacedHttp::start(&topo.server, "0.0.0.0:8000".parse()?, body.clone(), RATE)?;
-    let mut gw = Gateway::start(&topo.gateway, topo.config())?;
+    let mut gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
 
     let scratch = TempDir::new("restart")?;
     let out = scratch.join("large.bin");
@@ -905,5 +965,229 @@ fn controller_restart_during_a_tcp_transfer() -> Result<()> {
         "the TCP session vanished after the transfer; {}",
         describe_sessions(&sessions)
     );
+    Ok(())
+}
+
+/// One iperf3 TCP stream from the client to the server through the prefix, `secs` long;
+/// received bits per second.
+fn iperf3_stream(topo: &Topology, secs: u32) -> Result<f64> {
+    let scratch = TempDir::new("iperf")?;
+    let _server = topo.server.spawn(
+        &["iperf3", "-s", "-1", "-B", "192.0.2.2", "-p", "5201"],
+        &scratch.join("iperf3-server.log"),
+    )?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || {
+            topo.server
+                .try_run(&["ss", "-Hltn", "sport = :5201"], Duration::from_secs(5))
+                .is_ok_and(|o| !o.stdout.is_empty())
+        }),
+        "iperf3 -s did not start listening"
+    );
+    let out = topo.client.run_timeout(
+        &[
+            "iperf3",
+            "-c",
+            &server_via_prefix().to_string(),
+            "-p",
+            "5201",
+            "-t",
+            &secs.to_string(),
+            "-J",
+        ],
+        Duration::from_secs(u64::from(secs) + 30),
+    )?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("iperf3 -J printed: {}", out.stdout_str()))?;
+    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    ensure!(
+        received > 1_000_000,
+        "iperf3 through the gateway received only {received} bytes"
+    );
+    Ok(report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0))
+}
+
+/// tc mode on veths left as a container runtime leaves them: the hosts send partially
+/// checksummed packets (checksum offload) and TSO super-packets, and their peers run no XDP
+/// program. The TC program works on those skbs as they are (the kernel finishes the checksums,
+/// GSO is kept), and what it sends back out reaches the host at once.
+#[test]
+fn tc_mode_on_plain_veths() -> Result<()> {
+    let _lock = prepare()?;
+    for one_armed in [false, true] {
+        let topo = Topology::builder(if one_armed { "plain1" } else { "plain2" })
+            .one_armed(one_armed)
+            .plain_veths(true)
+            .build()?;
+        let offloads = topo.client.run(&["ethtool", "-k", "c0"])?.stdout_str();
+        ensure!(
+            offloads.contains("tx-checksumming: on")
+                && offloads.contains("tcp-segmentation-offload: on"),
+            "the client's veth should keep checksum offload and TSO:\n{offloads}"
+        );
+        let http = HttpServer::start(&topo.server, 80)?;
+        let page = pattern(500_000, 17);
+        http.add_file("page.bin", &page)?;
+        let gw = Gateway::start(&topo.gateway, topo.config_in("tc"))?;
+        ping_all(&topo.client, &server_via_prefix().to_string(), 3)?;
+        same_bytes(
+            "page.bin",
+            &curl(&topo.client, &server_url("page.bin"))?,
+            &page,
+        )?;
+        let bps = iperf3_stream(&topo, 2)?;
+        println!(
+            "tc mode, {}, plain veths: iperf3 {:.2} Gbit/s",
+            if one_armed { "one-armed" } else { "two-armed" },
+            bps / 1e9
+        );
+        // Hop limit 1: the gateway's time exceeded goes back out of the interface the packet
+        // came in on (XDP_TX on XDP; a redirect on TC) and must reach the client's ping.
+        let out = topo.client.try_run(
+            &[
+                "ping",
+                "-6",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                "-t",
+                "1",
+                &server_via_prefix().to_string(),
+            ],
+            Duration::from_secs(10),
+        )?;
+        ensure!(
+            out.stdout_str().contains("Time exceeded"),
+            "ping with hop limit 1 should get the gateway's time exceeded at once:\n{}\n{}",
+            out.stdout_str(),
+            diagnose(&topo, &gw)
+        );
+        let stats = gw.stats()?;
+        ensure!(
+            stats.total_drops() == stats.drop_count("hop-limit-exceeded"),
+            "no drops but the hop limit one expected, stats: {stats:?}"
+        );
+    }
+    Ok(())
+}
+
+/// `translator check` and `translator status` say which mode suits the interfaces they see, and
+/// why: tc for veth.
+#[test]
+fn check_and_status_say_tc_suits_veth() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("advice")?;
+    let gw = Gateway::start(&topo.gateway, topo.config_in("native"))?;
+    let mut check = gw.command();
+    check.arg("check").arg("--config").arg(gw.config_path());
+    let out = translator_tests::cmd::run_ok(&mut check, Duration::from_secs(30))?;
+    let text = out.stdout_str();
+    for iface in ["g6", "g4"] {
+        ensure!(
+            text.contains(&format!("interfaces.mode = \"native\" on {iface} (veth)"))
+                && text.contains("mode \"tc\" suits it better"),
+            "`translator check` does not advise tc mode for {iface}:\n{text}"
+        );
+    }
+    let status = gw.status()?;
+    let advice = status["advice"]
+        .as_array()
+        .context("`status --json` has no advice")?;
+    ensure!(
+        advice.len() == 2
+            && advice
+                .iter()
+                .all(|a| a["driver"] == "veth" && a["suggested"] == "tc"),
+        "`status --json` should suggest tc for both veths: {advice:?}"
+    );
+    let text = gw.cli(&["status"])?.stdout_str();
+    ensure!(
+        text.contains("mode \"tc\" suits it better"),
+        "`translator status` does not advise tc mode:\n{text}"
+    );
+    ensure!(
+        gw.log().contains("mode \"tc\" suits it better"),
+        "`translator run` does not warn about native XDP on veth; its log:\n{}",
+        gw.log()
+    );
+    Ok(())
+}
+
+/// Changing `interfaces.mode` from native to tc and back while sessions exist: the controller
+/// detaches the old kind of program, attaches the new one on the same maps, and the flow keeps
+/// its session and mapping.
+#[test]
+fn mode_change_keeps_sessions() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("modechg")?;
+    let _echo = UdpEcho::start(&topo.server, "0.0.0.0:7777".parse()?)?;
+    let mut config = topo.config_in("native");
+    let mut gw = Gateway::start(&topo.gateway, config.clone())?;
+    let server: SocketAddr = (server_via_prefix(), 7777).into();
+    let sock = topo
+        .client
+        .in_ns(|| UdpSocket::bind("[::]:0"))?
+        .context("binding the client's UDP socket")?;
+    let port = sock.local_addr()?.port();
+    let exchange = |what: &str| -> Result<()> {
+        let mut buf = [0u8; 64];
+        sock.send_to(what.as_bytes(), server)?;
+        let (n, _) = udp_recv(&sock, &mut buf, Duration::from_secs(3))
+            .with_context(|| format!("no echo of {what:?}"))?;
+        same_bytes("UDP echo", &buf[..n], what.as_bytes())
+    };
+    let mapping = |gw: &Gateway<'_>| -> Result<(std::net::Ipv4Addr, u16)> {
+        gw.sessions()?
+            .iter()
+            .find(|s| s.protocol == "udp" && s.client_port == port)
+            .map(|s| (s.pool, s.pool_port))
+            .context("no UDP session of the client's socket")
+    };
+    exchange("native")?;
+    let first = mapping(&gw)?;
+    for mode in ["tc", "native"] {
+        gw.stop()?;
+        config.mode = Some(mode.to_owned());
+        std::fs::write(gw.config_path(), config.to_toml())?;
+        gw.launch()?;
+        exchange(mode)?;
+        ensure!(
+            mapping(&gw)? == first,
+            "the session's mapping changed when the mode became {mode}"
+        );
+        let link = topo
+            .gateway
+            .run(&["ip", "-d", "link", "show", "g6"])?
+            .stdout_str();
+        let tcx: Vec<String> = topo.gateway.in_ns(|| -> Result<Vec<String>> {
+            let (_, progs) = aya::programs::SchedClassifier::query_tcx(
+                "g6",
+                aya::programs::TcAttachType::Ingress,
+            )?;
+            Ok(progs
+                .iter()
+                .filter_map(|p| p.name_as_str().map(str::to_owned))
+                .collect())
+        })??;
+        let (xdp, tc) = (
+            link.contains("prog/xdp"),
+            tcx.iter().any(|n| n == "translator_tc"),
+        );
+        ensure!(
+            if mode == "tc" { tc && !xdp } else { xdp && !tc },
+            "in {mode} mode g6 should carry only the {} program (XDP attached: {xdp}, TCX \
+             ingress: {tcx:?}):\n{link}",
+            if mode == "tc" { "TC" } else { "XDP" }
+        );
+        let status = gw.status()?;
+        ensure!(
+            status["mode"].to_string().contains(mode),
+            "`status --json` does not report {mode} mode: {}",
+            status["mode"]
+        );
+    }
     Ok(())
 }

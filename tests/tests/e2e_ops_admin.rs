@@ -1911,6 +1911,18 @@ fn reaches_client(
 /// port, the counters, the block log (a new block after the swap is logged) and `trace`.
 #[test]
 fn reload_of_a_data_plane_setting_keeps_sessions_counters_log_and_trace() -> Result<()> {
+    reload_of_a_data_plane_setting_keeps_sessions_counters_log_and_trace_in("native")
+}
+
+/// [`reload_of_a_data_plane_setting_keeps_sessions_counters_log_and_trace`] with the gateway in tc mode.
+#[test]
+fn reload_of_a_data_plane_setting_keeps_sessions_counters_log_and_trace_tc() -> Result<()> {
+    reload_of_a_data_plane_setting_keeps_sessions_counters_log_and_trace_in("tc")
+}
+
+fn reload_of_a_data_plane_setting_keeps_sessions_counters_log_and_trace_in(
+    mode: &str,
+) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("rlprog")?;
     topo.server
@@ -1920,7 +1932,7 @@ fn reload_of_a_data_plane_setting_keeps_sessions_counters_log_and_trace() -> Res
     let scratch = TempDir::new("rlprog")?;
     let file = scratch.join("blocks.jsonl");
     let file_s = file.to_str().context("temp path is not UTF-8")?.to_owned();
-    let mut config = topo.config();
+    let mut config = topo.config_in(mode);
     config.pool = vec![ALT_POOL_V4.to_string()];
     config.filtering = Some("address-dependent".into());
     config.extra = format!("[log]\nblocks = \"{file_s}\"\n");
@@ -2140,6 +2152,16 @@ fn sighup_reload_adds_and_removes_a_client_prefix_at_once() -> Result<()> {
 /// same session.
 #[test]
 fn reloads_during_a_transfer_leave_it_intact() -> Result<()> {
+    reloads_during_a_transfer_leave_it_intact_in("native")
+}
+
+/// [`reloads_during_a_transfer_leave_it_intact`] with the gateway in tc mode.
+#[test]
+fn reloads_during_a_transfer_leave_it_intact_tc() -> Result<()> {
+    reloads_during_a_transfer_leave_it_intact_in("tc")
+}
+
+fn reloads_during_a_transfer_leave_it_intact_in(mode: &str) -> Result<()> {
     const SIZE: usize = 8 * 1024 * 1024;
     // Slow enough that four program swaps (each a verifier pass, seconds on a loaded CI
     // machine) happen well before the end: about 43 s for the whole file.
@@ -2153,7 +2175,7 @@ fn reloads_during_a_transfer_leave_it_intact() -> Result<()> {
         body.clone(),
         RATE,
     )?;
-    let mut config = topo.config();
+    let mut config = topo.config_in(mode);
     config.pool = vec![ALT_POOL_V4.to_string()];
     let gw = Gateway::start(&topo.gateway, config.clone())?;
     let scratch = TempDir::new("rlxfer")?;

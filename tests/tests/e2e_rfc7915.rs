@@ -210,6 +210,12 @@ impl RouterTopology {
     fn config(&self) -> GatewayConfig {
         GatewayConfig::new("g6", "g4")
     }
+
+    fn config_in(&self, mode: &str) -> GatewayConfig {
+        let mut c = self.config();
+        c.mode = Some(mode.to_owned());
+        c
+    }
 }
 
 /// ```text
@@ -562,11 +568,21 @@ fn curl(ns: &NetNs, url: &str) -> Result<Vec<u8>> {
 
 #[test]
 fn traceroute_udp_icmp_and_tcp_show_gateway_then_server() -> Result<()> {
+    traceroute_udp_icmp_and_tcp_show_gateway_then_server_in("native")
+}
+
+/// [`traceroute_udp_icmp_and_tcp_show_gateway_then_server`] with the gateway in tc mode.
+#[test]
+fn traceroute_udp_icmp_and_tcp_show_gateway_then_server_tc() -> Result<()> {
+    traceroute_udp_icmp_and_tcp_show_gateway_then_server_in("tc")
+}
+
+fn traceroute_udp_icmp_and_tcp_show_gateway_then_server_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("trc")?;
     let _pass = client_xdp_pass(&topo)?;
     no_icmp_ratelimit(&topo.server)?;
-    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
     let server = server_via_prefix();
 
     let before = gw.stats()?;
@@ -613,10 +629,20 @@ fn traceroute_udp_icmp_and_tcp_show_gateway_then_server() -> Result<()> {
 /// `XDP_TX`.
 #[test]
 fn traceroute_through_a_one_armed_gateway() -> Result<()> {
+    traceroute_through_a_one_armed_gateway_in("native")
+}
+
+/// [`traceroute_through_a_one_armed_gateway`] with the gateway in tc mode.
+#[test]
+fn traceroute_through_a_one_armed_gateway_tc() -> Result<()> {
+    traceroute_through_a_one_armed_gateway_in("tc")
+}
+
+fn traceroute_through_a_one_armed_gateway_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::one_armed("tr1a")?;
     no_icmp_ratelimit(&topo.server)?;
-    let _gw = Gateway::start(&topo.gateway, topo.config())?;
+    let _gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
     let server = server_via_prefix();
     for (method, extra) in [
         ("UDP", &[][..]),
@@ -675,12 +701,22 @@ fn traceroute_through_an_ipv4_router_shows_its_translated_address() -> Result<()
 /// client's ICMPv6 port unreachable, translated, ends the trace.
 #[test]
 fn traceroute_from_the_ipv4_side_to_a_static_mapping() -> Result<()> {
+    traceroute_from_the_ipv4_side_to_a_static_mapping_in("native")
+}
+
+/// [`traceroute_from_the_ipv4_side_to_a_static_mapping`] with the gateway in tc mode.
+#[test]
+fn traceroute_from_the_ipv4_side_to_a_static_mapping_tc() -> Result<()> {
+    traceroute_from_the_ipv4_side_to_a_static_mapping_in("tc")
+}
+
+fn traceroute_from_the_ipv4_side_to_a_static_mapping_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("trv4")?;
     let _pass = client_xdp_pass(&topo)?;
     // The gateway's ICMPv4 errors leave g4 with XDP_TX.
     let _server_pass = XdpPass::attach(&topo.server, "s0")?;
-    let mut config = topo.config();
+    let mut config = topo.config_in(mode);
     config.statics.push(StaticMapping {
         protocol: "udp".into(),
         ipv6: CLIENT_V6,
@@ -931,6 +967,16 @@ fn upload_and_echo(client: &NetNs, to: SocketAddr, size: usize, seed: u64) -> Re
 
 #[test]
 fn pmtu_gateway_sends_packet_too_big_for_its_smaller_ipv4_link() -> Result<()> {
+    pmtu_gateway_sends_packet_too_big_for_its_smaller_ipv4_link_in("native")
+}
+
+/// [`pmtu_gateway_sends_packet_too_big_for_its_smaller_ipv4_link`] with the gateway in tc mode.
+#[test]
+fn pmtu_gateway_sends_packet_too_big_for_its_smaller_ipv4_link_tc() -> Result<()> {
+    pmtu_gateway_sends_packet_too_big_for_its_smaller_ipv4_link_in("tc")
+}
+
+fn pmtu_gateway_sends_packet_too_big_for_its_smaller_ipv4_link_in(mode: &str) -> Result<()> {
     const SIZE: usize = 4 * 1024 * 1024;
     let _lock = prepare()?;
     let topo = Topology::two_armed("pmtu")?;
@@ -946,7 +992,7 @@ fn pmtu_gateway_sends_packet_too_big_for_its_smaller_ipv4_link() -> Result<()> {
     let body = pattern(SIZE, 21);
     http.add_file("big.bin", &body)?;
     let echo = TcpEcho::start(&topo.server, "0.0.0.0:9000".parse()?)?;
-    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
     let server = server_via_prefix();
 
     // (a) tracepath: the 1500-byte probe becomes a 1480-byte IPv4 packet that does not fit g4;
@@ -998,6 +1044,16 @@ fn pmtu_gateway_sends_packet_too_big_for_its_smaller_ipv4_link() -> Result<()> {
 
 #[test]
 fn pmtu_router_fragmentation_needed_is_translated_to_packet_too_big() -> Result<()> {
+    pmtu_router_fragmentation_needed_is_translated_to_packet_too_big_in("native")
+}
+
+/// [`pmtu_router_fragmentation_needed_is_translated_to_packet_too_big`] with the gateway in tc mode.
+#[test]
+fn pmtu_router_fragmentation_needed_is_translated_to_packet_too_big_tc() -> Result<()> {
+    pmtu_router_fragmentation_needed_is_translated_to_packet_too_big_in("tc")
+}
+
+fn pmtu_router_fragmentation_needed_is_translated_to_packet_too_big_in(mode: &str) -> Result<()> {
     const SIZE: usize = 4 * 1024 * 1024;
     let _lock = prepare()?;
     let topo = RouterTopology::build("pmtr", 1500, 1400)?;
@@ -1009,7 +1065,7 @@ fn pmtu_router_fragmentation_needed_is_translated_to_packet_too_big() -> Result<
     let body = pattern(SIZE, 22);
     http.add_file("big.bin", &body)?;
     let _echo = TcpEcho::start(&topo.server, "0.0.0.0:9000".parse()?)?;
-    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
     let server = nat64(FAR_SERVER_V4);
 
     // The 1480-byte translated probe fits g4 but not the router's r1: the router's ICMPv4
@@ -1140,6 +1196,18 @@ fn pmtu_below_the_ipv6_minimum_on_the_ipv4_side() -> Result<()> {
 /// server, which then sends smaller segments and the download completes.
 #[test]
 fn pmtu_ipv6_router_packet_too_big_is_translated_to_fragmentation_needed() -> Result<()> {
+    pmtu_ipv6_router_packet_too_big_is_translated_to_fragmentation_needed_in("native")
+}
+
+/// [`pmtu_ipv6_router_packet_too_big_is_translated_to_fragmentation_needed`] with the gateway in tc mode.
+#[test]
+fn pmtu_ipv6_router_packet_too_big_is_translated_to_fragmentation_needed_tc() -> Result<()> {
+    pmtu_ipv6_router_packet_too_big_is_translated_to_fragmentation_needed_in("tc")
+}
+
+fn pmtu_ipv6_router_packet_too_big_is_translated_to_fragmentation_needed_in(
+    mode: &str,
+) -> Result<()> {
     const SIZE: usize = 2 * 1024 * 1024;
     let _lock = prepare()?;
     let topo = V6RouterTopology::build("pmt6", 1280)?;
@@ -1160,7 +1228,9 @@ fn pmtu_ipv6_router_packet_too_big_is_translated_to_fragmentation_needed() -> Re
     let http = HttpServer::start(&topo.server, 80)?;
     let body = pattern(SIZE, 24);
     http.add_file("big.bin", &body)?;
-    let gw = Gateway::start(&topo.gateway, GatewayConfig::new("g6", "g4"))?;
+    let mut config = GatewayConfig::new("g6", "g4");
+    config.mode = Some(mode.to_owned());
+    let gw = Gateway::start(&topo.gateway, config)?;
     let server = server_via_prefix();
 
     let before = gw.stats()?;
@@ -1205,10 +1275,20 @@ fn expect_fragments_handled(before: &Stats, after: &Stats) -> Result<()> {
 
 #[test]
 fn ping_3000_bytes_fragments_both_ways() -> Result<()> {
+    ping_3000_bytes_fragments_both_ways_in("native")
+}
+
+/// [`ping_3000_bytes_fragments_both_ways`] with the gateway in tc mode.
+#[test]
+fn ping_3000_bytes_fragments_both_ways_tc() -> Result<()> {
+    ping_3000_bytes_fragments_both_ways_in("tc")
+}
+
+fn ping_3000_bytes_fragments_both_ways_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("frgp")?;
     let _pass = client_xdp_pass(&topo)?;
-    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
     let before = gw.stats()?;
     let text = ping_all(
         &topo.client,
@@ -1279,11 +1359,21 @@ fn ping_3000_bytes_from_the_ipv4_side_through_a_static_icmp_mapping() -> Result<
 
 #[test]
 fn udp_4000_byte_datagrams_both_ways() -> Result<()> {
+    udp_4000_byte_datagrams_both_ways_in("native")
+}
+
+/// [`udp_4000_byte_datagrams_both_ways`] with the gateway in tc mode.
+#[test]
+fn udp_4000_byte_datagrams_both_ways_tc() -> Result<()> {
+    udp_4000_byte_datagrams_both_ways_in("tc")
+}
+
+fn udp_4000_byte_datagrams_both_ways_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("frgu")?;
     let _pass = client_xdp_pass(&topo)?;
     let echo = UdpEcho::start(&topo.server, "0.0.0.0:7400".parse()?)?;
-    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
     let server: SocketAddr = (server_via_prefix(), 7400).into();
     let before = gw.stats()?;
 
@@ -1448,6 +1538,16 @@ fn ipv4_df_clear_packet_over_1280_reaches_the_client_in_fragments() -> Result<()
 /// so the server must learn a path MTU of 1260 (1280 - 20) and its smaller datagram arrives.
 #[test]
 fn gateway_sends_fragmentation_needed_when_the_ipv6_link_is_smaller() -> Result<()> {
+    gateway_sends_fragmentation_needed_when_the_ipv6_link_is_smaller_in("native")
+}
+
+/// [`gateway_sends_fragmentation_needed_when_the_ipv6_link_is_smaller`] with the gateway in tc mode.
+#[test]
+fn gateway_sends_fragmentation_needed_when_the_ipv6_link_is_smaller_tc() -> Result<()> {
+    gateway_sends_fragmentation_needed_when_the_ipv6_link_is_smaller_in("tc")
+}
+
+fn gateway_sends_fragmentation_needed_when_the_ipv6_link_is_smaller_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let (topo, config) = static_udp_8080("fneed")?;
     topo.gateway.ip(&["link", "set", "g6", "mtu", "1280"])?;
@@ -1455,6 +1555,8 @@ fn gateway_sends_fragmentation_needed_when_the_ipv6_link_is_smaller() -> Result<
     let _pass = client_xdp_pass(&topo)?;
     // The error leaves g4 with XDP_TX: s0 needs an XDP program to be woken for it.
     let _server_pass = XdpPass::attach(&topo.server, "s0")?;
+    let mut config = config;
+    config.mode = Some(mode.to_owned());
     let gw = Gateway::start(&topo.gateway, config)?;
     let sock = topo
         .client
@@ -1539,11 +1641,21 @@ fn set_ipv6_padn_header(sock: &UdpSocket, option: libc::c_int) -> std::io::Resul
 /// datagram behind them is translated and its echo comes back.
 #[test]
 fn udp_behind_ipv6_extension_headers_is_translated() -> Result<()> {
+    udp_behind_ipv6_extension_headers_is_translated_in("native")
+}
+
+/// [`udp_behind_ipv6_extension_headers_is_translated`] with the gateway in tc mode.
+#[test]
+fn udp_behind_ipv6_extension_headers_is_translated_tc() -> Result<()> {
+    udp_behind_ipv6_extension_headers_is_translated_in("tc")
+}
+
+fn udp_behind_ipv6_extension_headers_is_translated_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("exth")?;
     let _pass = client_xdp_pass(&topo)?;
     let echo = UdpEcho::start(&topo.server, "0.0.0.0:7500".parse()?)?;
-    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
     let server: SocketAddr = (server_via_prefix(), 7500).into();
     for (name, option) in [
         ("hop-by-hop", libc::IPV6_HOPOPTS),
@@ -1748,11 +1860,23 @@ fn split(l4: &[u8], size: usize) -> Vec<(usize, bool, Vec<u8>)> {
 /// static mapping of the client.
 #[test]
 fn fragments_in_reverse_order_both_ways() -> Result<()> {
+    fragments_in_reverse_order_both_ways_in("native")
+}
+
+/// [`fragments_in_reverse_order_both_ways`] with the gateway in tc mode.
+#[test]
+fn fragments_in_reverse_order_both_ways_tc() -> Result<()> {
+    fragments_in_reverse_order_both_ways_in("tc")
+}
+
+fn fragments_in_reverse_order_both_ways_in(mode: &str) -> Result<()> {
     use translator_tests::packets;
     let _lock = prepare()?;
     let (topo, config) = static_udp_8080("frgr")?;
     let _pass = client_xdp_pass(&topo)?;
     let echo = UdpEcho::start(&topo.server, "0.0.0.0:7600".parse()?)?;
+    let mut config = config;
+    config.mode = Some(mode.to_owned());
     let gw = Gateway::start(&topo.gateway, config)?;
     let server6 = server_via_prefix();
     let sock = topo
@@ -1951,10 +2075,22 @@ fn hairpin_udp_4000_byte_datagrams() -> Result<()> {
 
 #[test]
 fn hairpin_udp_between_two_ipv6_clients() -> Result<()> {
+    hairpin_udp_between_two_ipv6_clients_in("native")
+}
+
+/// [`hairpin_udp_between_two_ipv6_clients`] with the gateway in tc mode.
+#[test]
+fn hairpin_udp_between_two_ipv6_clients_tc() -> Result<()> {
+    hairpin_udp_between_two_ipv6_clients_in("tc")
+}
+
+fn hairpin_udp_between_two_ipv6_clients_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let (topo, config) = hairpin_topology("hpu", "udp")?;
     let _pass = client_xdp_pass(&topo)?;
     let echo = UdpEcho::start(&topo.client, SocketAddr::from((CLIENT_V6, 8080)))?;
+    let mut config = config;
+    config.mode = Some(mode.to_owned());
     let gw = Gateway::start(&topo.gateway, config)?;
     let public: SocketAddr = (nat64(GATEWAY_V4), 8080).into();
 

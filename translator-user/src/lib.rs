@@ -8,6 +8,7 @@ pub mod config;
 pub mod dataplane;
 pub mod dns64;
 pub mod metrics;
+pub mod modes;
 pub mod netns;
 pub mod sessions;
 pub mod slowpath;

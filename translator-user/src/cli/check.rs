@@ -1,6 +1,9 @@
 use std::path::PathBuf;
 
-use crate::config::{Config, Protocol};
+use crate::{
+    config::{Config, Protocol},
+    dataplane, modes,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -13,8 +16,24 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let cfg = Config::load(&a.config)?;
     println!("{}: valid", a.config.display());
     println!("  instance  {}", cfg.instance);
-    println!("  ipv6      {} ({:?})", cfg.ipv6_interface, cfg.mode);
+    println!("  ipv6      {}", cfg.ipv6_interface);
     println!("  ipv4      {}", cfg.ipv4_interface);
+    println!("  mode      {}", cfg.mode);
+    // Which mode suits the interfaces, as far as this host has them.
+    for iface in dataplane::interfaces(&cfg) {
+        if crate::netns::ifindex(&iface).is_none() {
+            println!("            {iface}: not on this host (run `check` where the gateway runs)");
+            continue;
+        }
+        let a = modes::advise(&iface);
+        match a.warning(cfg.mode) {
+            Some(w) => println!("  note      {w}"),
+            None => println!(
+                "            {iface}: {} suits it ({})",
+                a.suggested, a.reason
+            ),
+        }
+    }
     println!("  prefix    {}", cfg.prefix);
     let clients: Vec<String> = cfg.clients.iter().map(ToString::to_string).collect();
     println!("  clients   {}", clients.join(", "));

@@ -49,6 +49,11 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         }
     }
     enable_forwarding(&cfg)?;
+    for iface in dataplane::interfaces(&cfg) {
+        if let Some(w) = crate::modes::advise(&iface).warning(cfg.mode) {
+            log::warn!("{w}");
+        }
+    }
 
     // Listening sockets are bound before anything is attached: an address that cannot be had
     // stops the start with nothing half done.
@@ -405,9 +410,9 @@ impl Controller {
                     None
                 }
             },
-            (Some(listen), None) => Some(tokio::spawn(crate::metrics::serve(
-                listen, pins, run, cfg,
-            ))),
+            (Some(listen), None) => {
+                Some(tokio::spawn(crate::metrics::serve(listen, pins, run, cfg)))
+            }
         };
     }
 

@@ -22,6 +22,8 @@ struct Status {
     config: String,
     interfaces: Interfaces,
     mode: Vec<(String, String)>,
+    /// The mode that suits each interface, and why.
+    advice: Vec<crate::modes::Advice>,
     prefix: String,
     clients: Vec<String>,
     sessions: usize,
@@ -78,6 +80,10 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             ipv4: cfg.ipv4_interface.clone(),
         },
         mode: state.attached.clone(),
+        advice: crate::dataplane::interfaces(&cfg)
+            .iter()
+            .map(|i| crate::modes::advise(i))
+            .collect(),
         prefix: cfg.prefix.to_string(),
         clients: cfg.clients.iter().map(ToString::to_string).collect(),
         sessions: maps.sessions6.keys().count(),
@@ -114,6 +120,15 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             _ => "ipv4",
         };
         println!("interface    {iface} ({role}, {mode})");
+    }
+    for a in &s.advice {
+        match a.warning(cfg.mode) {
+            Some(w) => println!("note         {w}"),
+            None => println!(
+                "             {}: {} suits it ({})",
+                a.interface, a.suggested, a.reason
+            ),
+        }
     }
     println!("prefix       {}", s.prefix);
     println!("clients      {}", s.clients.join(", "));
