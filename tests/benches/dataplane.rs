@@ -33,7 +33,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::programs::ProgramFd;
 use common::{Row, empty_xdp_program, median_u32, quick, write_rows};
 use translator::{
-    config::Config,
+    config::{AttachMode, Config},
     dataplane::{self, Instance, Maps},
     testrun::{self, Vary},
 };
@@ -266,6 +266,34 @@ fn per_call(
     Ok(times)
 }
 
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_REDIRECT: u32 = 7;
+
+/// [`per_call`] for a TC program: the frame as an skb, one syscall per packet.
+fn per_call_skb(
+    fd: BorrowedFd<'_>,
+    frame: &[u8],
+    ifindex: u32,
+    calls: usize,
+    want: u32,
+    what: &str,
+) -> Result<Vec<u32>> {
+    let mut times = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let out = testrun::run_skb(fd, frame, ifindex, 1)
+            .with_context(|| format!("{what}: BPF_PROG_TEST_RUN of the TC program"))?;
+        if out.action != want {
+            bail!(
+                "{what}: the TC program returned {} (expected {want}); the figure would not \
+                 measure the intended path",
+                out.action
+            );
+        }
+        times.push(out.ns_per_run);
+    }
+    Ok(times)
+}
+
 /// Offsets in the frames built here: UDP ports after Ethernet + IPv6, the destination port after
 /// Ethernet + IPv4, and the last word of the IPv6 source address.
 const SPORT6: u32 = 54;
@@ -474,6 +502,9 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
         )
     };
     let tr = translator_fd(&mut t)?;
+    // The TC program on the same maps (the sessions made below), one syscall per packet on an
+    // skb.
+    let tc = dataplane::load_program(t.ebpf.as_mut().context("unloaded")?, AttachMode::Tc)?;
     let fd = t.fd()?;
 
     // Established flows: the first packet of each creates the session.
@@ -562,6 +593,8 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
     let (mut insert_s, mut lookup_s) = (Vec::new(), Vec::new());
     let mut rc_s: Vec<Vec<f64>> = vec![Vec::new(); rc_frames.len()];
     let (mut cold64_s, mut cold46_s, mut empty_s) = (Vec::new(), Vec::new(), Vec::new());
+    let empty_tc = common::empty_tc_program()?;
+    let (mut tc64_s, mut tc46_s, mut empty_tc_s) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..s.runs {
         let (x, own) = h.net(&floor, &u6, None, v6if, s.repeat, XDP_TX, "baseline_tx")?;
         floor_s.push(x);
@@ -681,6 +714,27 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
                 *ifindex,
                 s.calls,
                 XDP_REDIRECT,
+                what,
+            )?);
+            dst.push(m - e);
+        }
+        let e = median_u32(&mut per_call_skb(
+            empty_tc.as_fd(),
+            &u6,
+            v6if,
+            s.calls,
+            TC_ACT_OK,
+            "empty TC program",
+        )?);
+        empty_tc_s.push(e);
+        for (i, dst) in [(0, &mut tc64_s), (1, &mut tc46_s)] {
+            let (what, frame, ifindex) = &established[i];
+            let m = median_u32(&mut per_call_skb(
+                tc.as_fd(),
+                frame,
+                *ifindex,
+                s.calls,
+                TC_ACT_REDIRECT,
                 what,
             )?);
             dst.push(m - e);
@@ -815,18 +869,38 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
             ),
         ));
     }
-    let info = dataplane::xdp_program(t.ebpf.as_mut().context("unloaded")?)?.info()?;
-    rows.push(Row::new(
-        "testrun",
-        "translator program size (xlated insns)",
-        "instructions",
-        vec![f64::from(info.size_translated().unwrap_or(0) / 8)],
-        &format!(
-            "{} bytes JITed, {} instructions verified",
-            info.size_jitted(),
-            info.verified_instruction_count().unwrap_or(0)
-        ),
-    ));
+    let e = common::stats(&empty_tc_s).0.unwrap_or(0.0);
+    for (what, samples) in [("UDP 6->4", tc64_s), ("UDP 4->6", tc46_s)] {
+        rows.push(Row::new(
+            "testrun",
+            &format!("TC program (tc mode): established {what}, one syscall per packet"),
+            "ns/packet",
+            samples,
+            &format!(
+                "an skb per call, repeat=1, {} calls, median kernel time net of an empty TC \
+                 program's {e:.0} ns (compare with the cross-check rows, not the harness rows)",
+                s.calls
+            ),
+        ));
+    }
+    let ebpf = t.ebpf.as_mut().context("unloaded")?;
+    let infos = [
+        ("XDP", dataplane::xdp_program(ebpf)?.info()?),
+        ("TC", dataplane::tc_program(ebpf)?.info()?),
+    ];
+    for (kind, info) in infos {
+        rows.push(Row::new(
+            "testrun",
+            &format!("translator {kind} program size (xlated insns)"),
+            "instructions",
+            vec![f64::from(info.size_translated().unwrap_or(0) / 8)],
+            &format!(
+                "{} bytes JITed, {} instructions processed by the verifier at load",
+                info.size_jitted(),
+                info.verified_instruction_count().unwrap_or(0)
+            ),
+        ));
+    }
     Ok(rows)
 }
 

@@ -126,7 +126,8 @@ fn graph(root: &Path) -> Result<BTreeMap<String, BTreeSet<String>>> {
     sources(root, &mut files)?;
     let mut code = BTreeMap::new();
     for f in &files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         code.insert(module_of(root, f), strip_comments(&text));
     }
     let modules: BTreeSet<String> = code.keys().cloned().collect();
@@ -235,7 +236,10 @@ fn no_import_circles() -> Result<()> {
     for krate in ["translator-ebpf", "translator-user", "translator-common"] {
         let g = graph(&crate_src(krate))?;
         if g.len() < 3 {
-            bail!("{krate}: only {} modules found; is the source tree there?", g.len());
+            bail!(
+                "{krate}: only {} modules found; is the source tree there?",
+                g.len()
+            );
         }
         for c in cycles(&g) {
             found.push(format!("{krate}: {}", c.join(" <-> ")));
@@ -260,7 +264,10 @@ fn nothing_imports_from_an_entry_point() -> Result<()> {
         })
         .collect();
     if !bad.is_empty() {
-        bail!("data-plane modules import from entry points:\n{}", bad.join("\n"));
+        bail!(
+            "data-plane modules import from entry points:\n{}",
+            bad.join("\n")
+        );
     }
     Ok(())
 }

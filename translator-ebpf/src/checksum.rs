@@ -43,6 +43,7 @@ pub fn udp(c: u16) -> u16 {
 /// call site (a loop that stops at `len` would give it one path per possible length).
 #[inline(never)]
 pub fn sum_packet<C: Packet>(ctx: &C, off: usize, len: usize) -> Result<u32, DropReason> {
+    ctx.enter();
     if len == 0 {
         return Ok(0);
     }

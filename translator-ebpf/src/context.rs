@@ -90,6 +90,12 @@ pub trait Packet: EbpfContext {
     /// that to the kernel.
     const SKB: bool;
 
+    /// Called first in every subprogram that takes the context. Without it the compiler may
+    /// load the packet pointers in the caller and pass them as arguments; the verifier then no
+    /// longer sees context reads in the subprogram and refuses the arithmetic that widens them.
+    /// A volatile read, which the compiler does not move, keeps the later reads where they are.
+    fn enter(&self);
+
     /// Makes the headers readable directly (TC: pulls them into the skb's linear part).
     fn prepare(&self) -> Result<(), DropReason> {
         Ok(())
@@ -171,23 +177,25 @@ fn csum_diff(removed: u32, added: u32) -> u64 {
     (checksum::fold(added) as u32 + (!checksum::fold(removed)) as u32) as u64
 }
 
-// The packet pointers are read from the context with volatile loads: otherwise the compiler
-// may load them in a caller and pass them to a subprogram as arguments, where the verifier no
-// longer sees context reads and refuses the arithmetic that widens them.
-
 impl Packet for XdpContext {
     const SKB: bool = false;
 
     #[inline(always)]
+    fn enter(&self) {
+        // SAFETY: a readable field of the program's own context.
+        unsafe { core::ptr::read_volatile(&raw const (*self.ctx).data) };
+    }
+
+    #[inline(always)]
     fn data(&self) -> usize {
         // SAFETY: a readable field of the program's own context.
-        unsafe { core::ptr::read_volatile(&raw const (*self.ctx).data) as usize }
+        unsafe { (*self.ctx).data as usize }
     }
 
     #[inline(always)]
     fn data_end(&self) -> usize {
         // SAFETY: a readable field of the program's own context.
-        unsafe { core::ptr::read_volatile(&raw const (*self.ctx).data_end) as usize }
+        unsafe { (*self.ctx).data_end as usize }
     }
 
     #[inline(always)]
@@ -315,6 +323,12 @@ impl Packet for TcContext {
     const SKB: bool = true;
 
     #[inline(always)]
+    fn enter(&self) {
+        // SAFETY: a readable field of the program's own context.
+        unsafe { core::ptr::read_volatile(&raw const (*self.skb.skb).data) };
+    }
+
+    #[inline(always)]
     fn prepare(&self) -> Result<(), DropReason> {
         let linear = (Packet::data_end(self) - Packet::data(self)) as u32;
         let len = TcContext::len(self);
@@ -331,13 +345,13 @@ impl Packet for TcContext {
     #[inline(always)]
     fn data(&self) -> usize {
         // SAFETY: a readable field of the program's own context.
-        unsafe { core::ptr::read_volatile(&raw const (*self.skb.skb).data) as usize }
+        unsafe { (*self.skb.skb).data as usize }
     }
 
     #[inline(always)]
     fn data_end(&self) -> usize {
         // SAFETY: a readable field of the program's own context.
-        unsafe { core::ptr::read_volatile(&raw const (*self.skb.skb).data_end) as usize }
+        unsafe { (*self.skb.skb).data_end as usize }
     }
 
     #[inline(always)]

@@ -155,6 +155,7 @@ fn process<C: Packet>(ctx: &C) -> Result<Verdict, DropReason> {
 /// packet for the prefix, found or created.
 #[inline(never)]
 fn from_ipv6<C: Packet>(ctx: &C, pkt: &mut Packet6) -> Result<Found, DropReason> {
+    ctx.enter();
     match incoming::ipv6(ctx, pkt)? {
         Parsed6::Packet => {}
         Parsed6::Later => return Ok(Found::Later),
@@ -179,6 +180,7 @@ fn from_ipv6<C: Packet>(ctx: &C, pkt: &mut Packet6) -> Result<Found, DropReason>
 /// Routes, rewrites and sends a client's packet whose session is known.
 #[inline(never)]
 fn translate_6to4<C: Packet>(ctx: &C, pkt: &Packet6) -> Result<Verdict, DropReason> {
+    ctx.enter();
     let t = outgoing::tuple4(pkt);
     let tot_len = to4::tot_len(pkt);
     // Route first: the result decides the TTL (the kernel decrements it itself when we pass).
@@ -209,6 +211,7 @@ fn translate_6to4<C: Packet>(ctx: &C, pkt: &Packet6) -> Result<Verdict, DropReas
 /// A later IPv6 fragment, translated from what its first fragment left.
 #[inline(never)]
 fn later_6to4<C: Packet>(ctx: &C, r: &Packet6) -> Result<Verdict, DropReason> {
+    ctx.enter();
     let proto = match r.l4.proto {
         IPPROTO_TCP | IPPROTO_UDP => r.l4.proto,
         IPPROTO_ICMPV6 => return punt(ctx),
@@ -242,6 +245,7 @@ fn later_6to4<C: Packet>(ctx: &C, r: &Packet6) -> Result<Verdict, DropReason> {
 /// incoming tuple is the quoted packet's, whose session must exist; the outgoing addresses.
 #[inline(never)]
 fn icmp6_error_found<C: Packet>(ctx: &C, e: &mut Icmp6Error) -> Result<(), DropReason> {
+    ctx.enter();
     incoming::icmp6_error(ctx, e)?;
     let (pool, pool_port) = session::pool_of(&e.key).ok_or(DropReason::NoSession)?;
     e.map = outgoing::error_map4(
@@ -257,6 +261,7 @@ fn icmp6_error_found<C: Packet>(ctx: &C, e: &mut Icmp6Error) -> Result<(), DropR
 /// Routes, rewrites and sends an ICMPv6 error [`icmp6_error_found`] mapped.
 #[inline(never)]
 fn icmp6_error_translate<C: Packet>(ctx: &C, e: &Icmp6Error) -> Result<Verdict, DropReason> {
+    ctx.enter();
     let fib = scratch_fib()?;
     fib.family = AF_INET;
     fib.l4_protocol = IPPROTO_ICMP;
@@ -277,6 +282,7 @@ fn icmp6_error_translate<C: Packet>(ctx: &C, e: &Icmp6Error) -> Result<Verdict, 
 /// host's packet to a pool address, found or created where the filtering policy allows.
 #[inline(never)]
 fn from_ipv4<C: Packet>(ctx: &C, pkt: &mut Packet4) -> Result<Found, DropReason> {
+    ctx.enter();
     let ip4: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN)?;
     // SAFETY: bounds checked by ptr_at.
     let h = unsafe { *ip4 };
@@ -366,6 +372,7 @@ fn from_ipv4<C: Packet>(ctx: &C, pkt: &mut Packet4) -> Result<Found, DropReason>
 /// Routes, rewrites and sends a remote host's packet whose session is known.
 #[inline(never)]
 fn translate_4to6<C: Packet>(ctx: &C, p: &Packet4) -> Result<Verdict, DropReason> {
+    ctx.enter();
     let h = &p.h;
     let payload_len = u16::from_be(h.tot_len) - IPV4_LEN as u16;
     let grow = to6::growth(h);
@@ -414,6 +421,7 @@ fn translate_4to6<C: Packet>(ctx: &C, p: &Packet4) -> Result<Verdict, DropReason
 /// A later IPv4 fragment to a pool address, translated from what its first fragment left.
 #[inline(never)]
 fn later_4to6<C: Packet>(ctx: &C, h: &Ipv4Hdr) -> Result<Verdict, DropReason> {
+    ctx.enter();
     let tot_len = u16::from_be(h.tot_len);
     if h.ver_ihl != 0x45 {
         // Options are not translated (RFC 7915 section 4.1): the slow path skips them.
@@ -470,6 +478,7 @@ fn later_4to6<C: Packet>(ctx: &C, h: &Ipv4Hdr) -> Result<Verdict, DropReason> {
 /// the quoted packet's, whose session must exist; the outgoing addresses.
 #[inline(never)]
 fn icmp4_error_found<C: Packet>(ctx: &C, e: &mut Icmp4Error) -> Result<(), DropReason> {
+    ctx.enter();
     incoming::icmp4_error(ctx, e)?;
     let (client, client_port) = session::client_of(&e.key).ok_or(DropReason::NoSession)?;
     e.map = outgoing::error_map6(
@@ -485,6 +494,7 @@ fn icmp4_error_found<C: Packet>(ctx: &C, e: &mut Icmp4Error) -> Result<(), DropR
 /// Routes, rewrites and sends an ICMPv4 error [`icmp4_error_found`] mapped.
 #[inline(never)]
 fn icmp4_error_translate<C: Packet>(ctx: &C, e: &Icmp4Error) -> Result<Verdict, DropReason> {
+    ctx.enter();
     let fib = scratch_fib()?;
     fib.family = AF_INET6;
     fib.l4_protocol = IPPROTO_ICMPV6;

@@ -15,6 +15,7 @@ use crate::{
 
 #[inline(never)]
 pub fn punt<C: Packet>(ctx: &C) -> Result<Verdict, DropReason> {
+    ctx.enter();
     // Through the helper, not a packet pointer: callers reach here after head adjustments
     // and checks the verifier would otherwise have to follow through.
     let proto = SLOW_PATH_ETHERTYPE.to_be();

@@ -119,6 +119,7 @@ fn headers(
 /// Records the packet as received.
 #[inline(never)]
 pub fn before<C: Packet>(ctx: &C) {
+    ctx.enter();
     let Some(ev) = TRACE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -137,6 +138,7 @@ pub fn before<C: Packet>(ctx: &C) {
 /// tracer whose filter it matches.
 #[inline(never)]
 pub fn after<C: Packet>(ctx: &C, verdict: Verdict, reason: u8) {
+    ctx.enter();
     let Some(ev) = TRACE_SCRATCH.get_ptr_mut(0) else {
         return;
     };

@@ -207,14 +207,29 @@ pub fn xdp_program_returning(action: u8) -> Result<OwnedFd> {
     ])
 }
 
+/// Loads `r0 = TC_ACT_OK; exit`: the TC counterpart of [`empty_xdp_program`].
+pub fn empty_tc_program() -> Result<OwnedFd> {
+    load_prog(
+        BPF_PROG_TYPE_SCHED_CLS,
+        &[[0xb7, 0, 0, 0, 0, 0, 0, 0], [0x95, 0, 0, 0, 0, 0, 0, 0]],
+    )
+}
+
 /// Loads an XDP program from raw instructions (8 bytes each, little endian).
 pub fn load_xdp(insns: &[[u8; 8]]) -> Result<OwnedFd> {
+    load_prog(BPF_PROG_TYPE_XDP, insns)
+}
+
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+
+/// Loads a program of `prog_type` from raw instructions.
+fn load_prog(prog_type: u32, insns: &[[u8; 8]]) -> Result<OwnedFd> {
     let insns: Vec<u64> = insns.iter().map(|i| u64::from_le_bytes(*i)).collect();
     let license = b"GPL\0";
     let mut name = [0u8; 16];
     name[..10].copy_from_slice(b"bench_prog");
     let attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
+        prog_type,
         insn_cnt: u32::try_from(insns.len()).context("program too long")?,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,

@@ -37,6 +37,7 @@ fn rest_word(kind: Rest, mtu: u32, pointer: Result<u32, DropReason>) -> Result<u
 /// an RFC 4884 extension structure behind the padding of the original datagram.
 #[inline(never)]
 fn shift_right<C: Packet>(ctx: &C, from: usize, len: usize, by: usize) -> Result<(), DropReason> {
+    ctx.enter();
     if len == 0 || len > MAX_EXT || by == 0 || by > MAX_PAD {
         return Err(DropReason::UnsupportedIcmp);
     }

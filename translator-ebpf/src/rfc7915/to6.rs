@@ -88,6 +88,7 @@ pub fn packet<C: Packet>(
 /// Updates the ports (ICMP: type and identifier) and the transport checksum for IPv4 -> IPv6.
 #[inline(never)]
 fn transport<C: Packet>(ctx: &C, p: &Packet4, t: &Tuple6) -> Result<(), DropReason> {
+    ctx.enter();
     let h = &p.h;
     let payload_len = u16::from_be(h.tot_len) - IPV4_LEN as u16;
     let l4off = ETH_LEN + IPV4_LEN;

@@ -38,8 +38,9 @@ fn key(pkt: &Packet6) -> SessionKey4 {
 }
 
 /// The peer's session (found, or opened as an inbound packet would open it) and the rewrite.
-#[inline(always)]
+#[inline(never)]
 pub fn handle<C: Packet>(ctx: &C, pkt: &Packet6) -> Result<Verdict, DropReason> {
+    ctx.enter();
     let k4 = key(pkt);
     let peer = match session::find4(&k4) {
         Some(v) => session::use4(v, pkt.l4.seen, pkt.now),
@@ -56,6 +57,7 @@ fn rewrite<C: Packet>(
     pkt: &Packet6,
     peer: &([u32; 4], u16),
 ) -> Result<Verdict, DropReason> {
+    ctx.enter();
     if pkt.l4.proto == IPPROTO_ICMP {
         // Echo through a pool address would need the peer's identifier mapping; not supported.
         return Err(DropReason::UnsupportedIcmp);

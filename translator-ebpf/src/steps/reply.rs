@@ -64,6 +64,7 @@ fn may_send() -> bool {
 /// frame, which now holds the error.
 #[inline(never)]
 pub fn answer<C: Packet>(ctx: &C, reason: DropReason) -> Option<Verdict> {
+    ctx.enter();
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok()?;
     // SAFETY: bounds checked by ptr_at.
     let proto = unsafe { (*eth).proto };
@@ -157,6 +158,7 @@ fn quote<C: Packet>(ctx: &C, quote: usize) -> Result<usize, DropReason> {
 /// Turns the frame into an ICMPv6 error about it, sent back where it came from.
 #[inline(never)]
 fn send6<C: Packet>(ctx: &C, r: &Reply) -> Result<Verdict, DropReason> {
+    ctx.enter();
     let Reply { ty, code, rest } = *r;
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     let h: *mut Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
@@ -208,6 +210,7 @@ fn send6<C: Packet>(ctx: &C, r: &Reply) -> Result<Verdict, DropReason> {
 /// where it came from.
 #[inline(never)]
 fn send4<C: Packet>(ctx: &C, hdr: &Ipv4Hdr, r: &Reply) -> Result<Verdict, DropReason> {
+    ctx.enter();
     let Reply { ty, code, rest } = *r;
     // Only packets to a pool address get here; answer from that address.
     if !is_pool(hdr.dst) {
