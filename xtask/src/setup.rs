@@ -34,6 +34,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "dnsperf",
     // a reference NAT64 to compare against
     "tayga",
+    // router advertisement clients (RA tests and the demo): rdisc6, rdnssd
+    "ndisc6",
+    "rdnssd",
 ];
 
 /// What `check` found missing.
