@@ -77,6 +77,8 @@ pub struct Snapshot {
     pub slow_path: Option<Named>,
     /// DNS64 counters from `controller.json`, when the server is enabled.
     pub dns64: Option<Named>,
+    /// Router advertisement counters from `controller.json`, when `[ra]` is enabled.
+    pub ra: Option<Named>,
 }
 
 /// The session states a protocol's sessions can be in.
@@ -132,7 +134,7 @@ pub fn collect(pins: &Path, run_dir: &Path, cfg: &Config) -> anyhow::Result<Snap
         })
         .collect();
 
-    let (slow_path, dns64) = read_controller(&run_dir.join("controller.json"));
+    let (slow_path, dns64, ra) = read_controller(&run_dir.join("controller.json"));
     Ok(Snapshot {
         events,
         drops,
@@ -141,17 +143,18 @@ pub fn collect(pins: &Path, run_dir: &Path, cfg: &Config) -> anyhow::Result<Snap
         blocks,
         slow_path,
         dns64,
+        ra,
     })
 }
 
-/// The "slow_path" and "dns64" counter maps of `controller.json` (absent when the file is
-/// missing or unreadable; values that are not unsigned integers are skipped).
-fn read_controller(path: &Path) -> (Option<Named>, Option<Named>) {
+/// The "slow_path", "dns64" and "ra" counter maps of `controller.json` (absent when the file
+/// is missing or unreadable; values that are not unsigned integers are skipped).
+fn read_controller(path: &Path) -> (Option<Named>, Option<Named>, Option<Named>) {
     let Some(v) = std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
     else {
-        return (None, None);
+        return (None, None, None);
     };
     let section = |name: &str| {
         v.get(name).and_then(|s| s.as_object()).map(|o| {
@@ -160,7 +163,7 @@ fn read_controller(path: &Path) -> (Option<Named>, Option<Named>) {
                 .collect::<BTreeMap<_, _>>()
         })
     };
-    (section("slow_path"), section("dns64"))
+    (section("slow_path"), section("dns64"), section("ra"))
 }
 
 /// Escapes a label value (backslash, double quote, newline).
@@ -302,6 +305,11 @@ pub fn render(s: &Snapshot) -> String {
             "translator_dns64_total",
             "DNS64 server counters (present when the server is enabled).",
             &s.dns64,
+        ),
+        (
+            "translator_ra_total",
+            "Router advertisement counters (present when [ra] is enabled).",
+            &s.ra,
         ),
     ] {
         if let Some(map) = section {
@@ -539,6 +547,7 @@ mod tests {
                 ("queries".to_owned(), 9),
                 ("odd\"name\\".to_owned(), 1),
             ])),
+            ra: Some(BTreeMap::from([("ra-sent".to_owned(), 2)])),
         }
     }
 
@@ -719,6 +728,10 @@ mod tests {
             v("translator_dns64_total", &[("counter", "odd\"name\\")]),
             Some(1.0)
         );
+        assert_eq!(
+            v("translator_ra_total", &[("counter", "ra-sent")]),
+            Some(2.0)
+        );
     }
 
     #[test]
@@ -726,9 +739,11 @@ mod tests {
         let mut s = snapshot();
         s.dns64 = None;
         s.slow_path = None;
+        s.ra = None;
         let text = render(&s);
         let (samples, types) = parse(&text);
         assert!(!types.contains_key("translator_dns64_total"));
+        assert!(!types.contains_key("translator_ra_total"));
         assert!(!types.contains_key("translator_slow_path_total"));
         assert_eq!(
             samples
@@ -749,18 +764,19 @@ mod tests {
             r#"{"slow_path":{"slow-path-received":3,"neg":-1},"dns64":{"queries":2},"x":1}"#,
         )
         .expect("write");
-        let (slow, dns) = read_controller(&path);
+        let (slow, dns, ra) = read_controller(&path);
         assert_eq!(
             slow,
             Some(BTreeMap::from([("slow-path-received".to_owned(), 3)]))
         );
         assert_eq!(dns, Some(BTreeMap::from([("queries".to_owned(), 2)])));
+        assert_eq!(ra, None);
         std::fs::write(&path, r#"{"slow_path":{}}"#).expect("write");
-        assert_eq!(read_controller(&path), (Some(BTreeMap::new()), None));
+        assert_eq!(read_controller(&path), (Some(BTreeMap::new()), None, None));
         std::fs::write(&path, "not json").expect("write");
-        assert_eq!(read_controller(&path), (None, None));
+        assert_eq!(read_controller(&path), (None, None, None));
         let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(read_controller(&path), (None, None));
+        assert_eq!(read_controller(&path), (None, None, None));
     }
 
     async fn get(addr: SocketAddr, request: &str) -> String {

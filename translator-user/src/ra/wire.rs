@@ -52,7 +52,10 @@ pub struct Advert {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum NdOption {
     /// Type 1: the sender's link-layer address (6 bytes on Ethernet).
-    SourceLinkLayer { address: Vec<u8> },
+    SourceLinkLayer {
+        #[serde(serialize_with = "colon_hex")]
+        address: Vec<u8>,
+    },
     /// Type 5.
     Mtu { mtu: u32 },
     /// Type 3.
@@ -80,6 +83,12 @@ pub enum NdOption {
     },
     /// Anything else, as received (the bytes after type and length).
     Unknown { code: u8, data: Vec<u8> },
+}
+
+/// Bytes as `aa:bb:cc` in JSON.
+fn colon_hex<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    let text: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+    s.serialize_str(&text.join(":"))
 }
 
 /// Why an advertisement cannot be encoded.
