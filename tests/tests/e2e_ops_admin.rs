@@ -1318,6 +1318,7 @@ fn exposition_parser_reads_the_renderer_and_rejects_broken_text() -> Result<()> 
         }],
         slow_path: Some([("reassembled".to_owned(), 7)].into()),
         dns64: Some([("queries".to_owned(), 9)].into()),
+        ra: None,
     };
     let text = render(&snap);
     let samples = parse_exposition(&text)?;
