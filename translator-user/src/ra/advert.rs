@@ -213,11 +213,11 @@ impl Withdrawals {
             }
         }
         for o in [
-            (!servers.is_empty()).then(|| NdOption::Rdnss {
+            (!servers.is_empty()).then_some(NdOption::Rdnss {
                 lifetime: 0,
                 servers,
             }),
-            (!domains.is_empty()).then(|| NdOption::Dnssl {
+            (!domains.is_empty()).then_some(NdOption::Dnssl {
                 lifetime: 0,
                 domains,
             }),

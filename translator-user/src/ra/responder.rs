@@ -46,7 +46,7 @@ impl LastAdvert {
     /// The message bytes.
     pub fn bytes(&self) -> anyhow::Result<Vec<u8>> {
         let h = self.icmp_hex.as_bytes();
-        if h.len() % 2 != 0 {
+        if !h.len().is_multiple_of(2) {
             return Err(anyhow!("odd number of hex digits"));
         }
         h.chunks(2)

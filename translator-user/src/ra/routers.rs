@@ -33,7 +33,7 @@ pub struct Inputs<'a> {
 /// Seconds as a decimal without a needless fraction (radvd reads fractions).
 fn decimal(d: std::time::Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         (ms / 1000).to_string()
     } else {
         format!("{}", d.as_secs_f64())

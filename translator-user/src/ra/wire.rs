@@ -348,7 +348,7 @@ fn decode_option(code: u8, o: &[u8]) -> NdOption {
             preferred_lifetime: be32(o, 8),
             prefix: addr(o, 16),
         },
-        OPT_RDNSS if o.len() >= 24 && (o.len() - 8) % 16 == 0 => NdOption::Rdnss {
+        OPT_RDNSS if o.len() >= 24 && (o.len() - 8).is_multiple_of(16) => NdOption::Rdnss {
             lifetime: be32(o, 4),
             servers: (8..o.len()).step_by(16).map(|at| addr(o, at)).collect(),
         },
