@@ -121,7 +121,8 @@ fn rdnss_notes(cfg: &Config, link: &Link) -> (Vec<std::net::Ipv6Addr>, Vec<Strin
     }
     for s in skipped.into_iter().filter(|_| link.ifindex != 0) {
         notes.push(format!(
-            "dns64.listen {} gives no RDNSS address: {}",
+            "dns64.listen {} gives no RDNSS address here: {} (run this on the gateway, or list \
+             the resolver addresses in ra.rdnss)",
             s.listen, s.why
         ));
     }
