@@ -1,6 +1,7 @@
 //! Name service for the tests and the demo: a BIND (`named`) authoritative for one zone inside
-//! a namespace, `dig` in a namespace, and the `/etc/netns/<namespace>/` folder whose files
-//! `ip netns exec` mounts over `/etc` (a namespace's own `resolv.conf`).
+//! a namespace, `dig` in a namespace, the `/etc/netns/<namespace>/` folder whose files
+//! `ip netns exec` mounts over `/etc` (a namespace's own `resolv.conf`), and rdnssd writing a
+//! namespace's resolv.conf from router advertisements.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 
 use crate::cmd::{Proc, TempDir, wait_until};
+
+/// Where rdnssd is (Debian package rdnssd).
+pub const RDNSSD: &str = "/usr/sbin/rdnssd";
 use crate::netns::NetNs;
 
 /// Where `named` is.
@@ -163,4 +167,37 @@ impl Drop for NetnsEtc {
             let _ = std::fs::remove_dir("/etc/netns");
         }
     }
+}
+
+/// Starts rdnssd in `ns`, writing the RDNSS and DNSSL options of the router advertisements the
+/// namespace's kernel receives into `etc`'s `resolv.conf` (so `ip netns exec` commands use
+/// them). Its pid file and log go to `scratch`. Start it before the router advertises: the
+/// kernel hands it the options of advertisements received while it runs.
+///
+/// `-u root` keeps the worker's rights to write under /etc/netns (it writes a temporary file
+/// and renames it); `-H /bin/true` replaces the merge hook, which on Debian would edit the
+/// host's own /etc/resolv.conf.
+pub fn rdnssd(ns: &NetNs, etc: &NetnsEtc, scratch: &TempDir) -> Result<Proc> {
+    let resolv = etc.path("resolv.conf");
+    let resolv = resolv.to_str().context("path is not UTF-8")?.to_owned();
+    let pid = scratch.join("rdnssd.pid");
+    let pid = pid.to_str().context("path is not UTF-8")?.to_owned();
+    let proc = ns.spawn(
+        &[
+            RDNSSD,
+            "-f",
+            "-u",
+            "root",
+            "-r",
+            &resolv,
+            "-p",
+            &pid,
+            "-H",
+            "/bin/true",
+        ],
+        &scratch.join("rdnssd.log"),
+    )?;
+    // It has no readiness signal; its netlink socket is open well within this.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(proc)
 }

@@ -50,7 +50,7 @@ fn prepare() -> Result<MutexGuard<'static, ()>> {
     translator_tests::translator_bin()?;
     for tool in [
         "/usr/bin/rdisc6",
-        "/usr/sbin/rdnssd",
+        translator_tests::named::RDNSSD,
         PYTHON,
         NAMED,
         "/usr/bin/curl",
@@ -257,28 +257,7 @@ fn zero_config_client_learns_address_route_and_resolver_then_reaches_a_name() ->
     // advertisement (the kernel passes RDNSS and DNSSL options to it over netlink).
     let etc = NetnsEtc::create(&topo.client)?;
     let scratch = TempDir::new("ra-rdnssd")?;
-    let resolv = etc.path("resolv.conf");
-    let resolv_str = resolv.to_str().context("path is not UTF-8")?.to_owned();
-    let pid = scratch.join("rdnssd.pid");
-    let pid_str = pid.to_str().context("path is not UTF-8")?.to_owned();
-    // -u root: the worker keeps the rights to write under /etc/netns; -H /bin/true: no merge
-    // hook (Debian's would edit the host's /etc/resolv.conf).
-    let rdnssd = topo.client.spawn(
-        &[
-            "/usr/sbin/rdnssd",
-            "-f",
-            "-u",
-            "root",
-            "-r",
-            &resolv_str,
-            "-p",
-            &pid_str,
-            "-H",
-            "/bin/true",
-        ],
-        &scratch.join("rdnssd.log"),
-    )?;
-    std::thread::sleep(Duration::from_millis(500));
+    let rdnssd = translator_tests::named::rdnssd(&topo.client, &etc, &scratch)?;
 
     // The gateway: DNS64 on the wildcard (RDNSS then carries the interface's address), RA on.
     let cfg = gateway_config(
