@@ -5,8 +5,9 @@
 
 use std::net::Ipv6Addr;
 
-use super::config::{Skipped, ValidRa};
+use super::config::ValidRa;
 use super::link::Link;
+use super::rdnss::Skipped;
 use super::schedule::MAX_INITIAL_RTR_ADVERTISEMENTS;
 use super::wire::{Advert, NdOption, encode};
 
@@ -243,7 +244,8 @@ fn fits(a: &Advert) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ra::config::{Context, RaConfig, RdnssSource};
+    use crate::ra::config::{Context, RaConfig};
+    use crate::ra::rdnss::RdnssSource;
 
     fn ip(s: &str) -> Ipv6Addr {
         s.parse().expect("literal")

@@ -4,7 +4,9 @@
 //! large value gets a message that names the setting and the valid range instead of a serde
 //! type error.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv6Addr, SocketAddr};
+
+use super::rdnss::{MAX_SERVERS, RdnssSource, is_link_local};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -134,100 +136,6 @@ fn bad(setting: impl Into<String>, message: impl Into<String>) -> RaConfigError 
         setting: setting.into(),
         message: message.into(),
     }
-}
-
-/// Where the RDNSS addresses come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RdnssSource {
-    /// `ra.rdnss`, as listed (possibly empty: no RDNSS option).
-    Explicit(Vec<Ipv6Addr>),
-    /// Derived at every advertisement from the DNS64 listen addresses (`dns64.listen`, DNS64
-    /// enabled): see [`RdnssSource::resolve`].
-    Dns64(Vec<SocketAddr>),
-    /// No `ra.rdnss` and no enabled DNS64: no RDNSS option.
-    None,
-}
-
-/// Why a DNS64 listen address gives no RDNSS address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skipped {
-    pub listen: SocketAddr,
-    pub why: String,
-}
-
-impl RdnssSource {
-    /// The RDNSS addresses for a link whose interface is `interface` with the addresses
-    /// `link_addrs`, and the listen addresses that gave none (with the reason).
-    ///
-    /// The rule for DNS64-derived addresses: a listen address must be IPv6 and use port 53
-    /// (the option has no port); the wildcard `[::]:53` stands for every address of the
-    /// interface except link-local ones; a specific address counts only when it is assigned
-    /// to the interface (an address elsewhere, e.g. `::1`, is not on that link). At most
-    /// [`MAX_ENTRIES`] addresses, in the order found, without duplicates.
-    pub fn resolve(
-        &self,
-        interface: &str,
-        link_addrs: &[Ipv6Addr],
-    ) -> (Vec<Ipv6Addr>, Vec<Skipped>) {
-        let mut out: Vec<Ipv6Addr> = Vec::new();
-        let mut skipped = Vec::new();
-        let push = |a: Ipv6Addr, out: &mut Vec<Ipv6Addr>| {
-            if !out.contains(&a) && out.len() < MAX_ENTRIES {
-                out.push(a);
-            }
-        };
-        match self {
-            RdnssSource::Explicit(list) => {
-                for a in list {
-                    push(*a, &mut out);
-                }
-            }
-            RdnssSource::None => {}
-            RdnssSource::Dns64(listen) => {
-                for l in listen {
-                    let skip = |why: String| Skipped { listen: *l, why };
-                    let IpAddr::V6(a) = l.ip() else {
-                        skipped.push(skip(
-                            "an IPv4 address (RDNSS carries IPv6 addresses)".into(),
-                        ));
-                        continue;
-                    };
-                    if l.port() != 53 {
-                        skipped.push(skip(format!(
-                            "port {} (RDNSS has no port: hosts always ask port 53)",
-                            l.port()
-                        )));
-                        continue;
-                    }
-                    if a.is_unspecified() {
-                        let usable: Vec<Ipv6Addr> = link_addrs
-                            .iter()
-                            .copied()
-                            .filter(|x| !is_link_local(*x) && !x.is_loopback() && !x.is_multicast())
-                            .collect();
-                        if usable.is_empty() {
-                            skipped.push(skip(format!(
-                                "the wildcard, and {interface} has no address other than link-local"
-                            )));
-                        }
-                        for x in usable {
-                            push(x, &mut out);
-                        }
-                    } else if link_addrs.contains(&a) {
-                        push(a, &mut out);
-                    } else {
-                        skipped.push(skip(format!("not an address of {interface}")));
-                    }
-                }
-            }
-        }
-        (out, skipped)
-    }
-}
-
-/// Whether `a` is in fe80::/10.
-pub fn is_link_local(a: Ipv6Addr) -> bool {
-    a.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// A checked `[ra]` table, ready for the sender.
@@ -494,10 +402,10 @@ impl RaConfig {
 
         let rdnss = match &self.rdnss {
             Some(list) => {
-                if list.len() > MAX_ENTRIES {
+                if list.len() > MAX_SERVERS {
                     return Err(bad(
                         "rdnss",
-                        format!("{} addresses; at most {MAX_ENTRIES}", list.len()),
+                        format!("{} addresses; at most {MAX_SERVERS}", list.len()),
                     ));
                 }
                 let mut out = Vec::new();
@@ -796,43 +704,12 @@ mod tests {
     }
 
     #[test]
-    fn rdnss_comes_from_the_dns64_listen_addresses() {
-        let listen: Vec<SocketAddr> = [
-            "[2001:db8:1::1]:53",
-            "[::]:53",
-            "[::1]:53",
-            "192.0.2.1:53",
-            "[2001:db8:1::1]:5353",
-            "[2001:db8:9::9]:53",
-        ]
-        .iter()
-        .map(|s| s.parse().expect("literal"))
-        .collect();
+    fn rdnss_source_follows_ra_rdnss_and_dns64() {
+        let listen: Vec<SocketAddr> = vec!["[::]:53".parse().expect("literal")];
         let v = RaConfig::default()
             .validate(&ctx(CLIENTS, Some(&listen)))
             .expect("valid");
-        let link = [ip("fe80::1"), ip("2001:db8:1::1"), ip("fd00::1")];
-        let (got, skipped) = v.rdnss.resolve("eth0", &link);
-        // The specific address, then the wildcard's addresses (no duplicate, no link-local).
-        assert_eq!(got, vec![ip("2001:db8:1::1"), ip("fd00::1")]);
-        let why: Vec<String> = skipped
-            .iter()
-            .map(|s| format!("{} {}", s.listen, s.why))
-            .collect();
-        assert_eq!(
-            why,
-            [
-                "[::1]:53 not an address of eth0",
-                "192.0.2.1:53 an IPv4 address (RDNSS carries IPv6 addresses)",
-                "[2001:db8:1::1]:5353 port 5353 (RDNSS has no port: hosts always ask port 53)",
-                "[2001:db8:9::9]:53 not an address of eth0",
-            ]
-        );
-        // A wildcard on a link with only a link-local address gives nothing, and says why.
-        let only_ll = RdnssSource::Dns64(vec!["[::]:53".parse().expect("literal")]);
-        let (got, skipped) = only_ll.resolve("eth0", &[ip("fe80::1")]);
-        assert!(got.is_empty());
-        assert_eq!(skipped.len(), 1);
+        assert_eq!(v.rdnss, RdnssSource::Dns64(listen.clone()));
         // An explicit list wins over DNS64, and [] means none.
         let c = RaConfig {
             rdnss: Some(vec![]),

@@ -4,7 +4,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::config::is_link_local;
+use super::rdnss::is_link_local;
 
 /// The interface as the sender sees it now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

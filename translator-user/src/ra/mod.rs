@@ -18,13 +18,13 @@
 //! - Received solicitations must pass RFC 4861 section 6.1.1; the others are counted under
 //!   their reason and otherwise ignored.
 //!
-//! Layout (no module imports from one later in this list, except `responder`, which uses
-//! them all):
-//! - `config`: the TOML table, defaults, validation, the RDNSS derivation rule.
+//! Layout, one job per file; a module imports only from modules above it in this list:
 //! - `wire`: the messages on the wire, encoded and decoded by hand (pure).
+//! - `rdnss`: which addresses the RDNSS option carries (the derivation rule).
+//! - `config`: the TOML table, defaults, validation.
 //! - `link`: the interface's addresses and link-layer address, read fresh.
-//! - `advert`: configuration and link to an advertisement; final ones; withdrawals (pure).
 //! - `schedule`: the RFC 4861 timers as a pure state machine.
+//! - `advert`: configuration and link to an advertisement; final ones; withdrawals (pure).
 //! - `stats`: counters, `controller.json` section `"ra"`.
 //! - `trace`: events for `translator trace`.
 //! - `socket`: the raw ICMPv6 socket.
@@ -34,6 +34,7 @@
 mod advert;
 mod config;
 mod link;
+mod rdnss;
 mod responder;
 mod routers;
 mod schedule;
@@ -44,8 +45,9 @@ mod trace;
 pub mod wire;
 
 pub use advert::{build, finalize};
-pub use config::{Context, RaConfig, RaConfigError, RdnssSource, Skipped, ValidRa, is_link_local};
+pub use config::{Context, RaConfig, RaConfigError, ValidRa};
 pub use link::{Link, mac_text};
+pub use rdnss::{RdnssSource, Skipped, is_link_local};
 pub use responder::{FinalReport, Handle, LAST_FILE, LastAdvert, send_final, spawn};
 pub use routers::{Inputs, Router, stanza};
 pub use schedule::{MAX_INITIAL_RTR_ADVERT_INTERVAL, MAX_RA_DELAY_TIME, MIN_DELAY_BETWEEN_RAS};

@@ -3,8 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::config::{RdnssSource, ValidRa};
+use super::config::ValidRa;
 use super::link::mac_text;
+use super::rdnss::RdnssSource;
 use super::wire::{Advert, NdOption};
 
 /// Seconds, with "infinity" for all ones.
