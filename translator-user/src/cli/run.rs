@@ -535,8 +535,10 @@ impl Controller {
                 serde_json::to_value(self.dns_stats.snapshot())?,
             );
         }
-        if self.ra.is_some() {
-            snap.insert("ra".into(), serde_json::to_value(self.ra_stats.snapshot())?);
+        // Kept after a reload switched advertising off, so that the final one is counted.
+        let ra_counters = self.ra_stats.snapshot();
+        if self.ra.is_some() || ra_counters.values().any(|n| *n > 0) {
+            snap.insert("ra".into(), serde_json::to_value(ra_counters)?);
         }
         let slow: std::collections::BTreeMap<_, _> =
             self.slow_stats.snapshot().into_iter().collect();

@@ -315,7 +315,16 @@ impl Task {
             }
         };
         if let Err(e) = self.fd.get_ref().send(&bytes, src, ALL_NODES) {
-            self.failed(&format!("sending on {}: {e}", self.cfg.interface));
+            let why = match e.raw_os_error() {
+                // What sending from a tentative address gives.
+                Some(libc::EINVAL | libc::EADDRNOTAVAIL) => format!(
+                    "the link-local address {src} of {} is not usable yet (duplicate address \
+                     detection still running?): {e}",
+                    self.cfg.interface
+                ),
+                _ => format!("sending on {}: {e}", self.cfg.interface),
+            };
+            self.failed(&why);
             return false;
         }
         if self.failing {
