@@ -69,6 +69,7 @@ pub struct TopologyBuilder {
     tag: String,
     one_armed: bool,
     plain: bool,
+    slaac_client: bool,
 }
 
 impl TopologyBuilder {
@@ -83,6 +84,13 @@ impl TopologyBuilder {
     /// A single interface on the gateway for both IPv6 and IPv4.
     pub fn one_armed(mut self, yes: bool) -> Self {
         self.one_armed = yes;
+        self
+    }
+
+    /// A client with nothing configured: no address but its link-local one, no route, and
+    /// `accept_ra = 2`, `autoconf = 1` on `c0`, so that it takes what router advertisements say.
+    pub fn slaac_client(mut self, yes: bool) -> Self {
+        self.slaac_client = yes;
         self
     }
 
@@ -102,6 +110,7 @@ impl TopologyBuilder {
             gateway,
             server,
             lan,
+            slaac_client: self.slaac_client,
             _xdp_pass: Vec::new(),
         };
         topo.wire(self.plain).with_context(|| {
@@ -121,7 +130,8 @@ impl TopologyBuilder {
 /// The namespaces of one topology; dropping it removes them all.
 #[derive(Debug)]
 pub struct Topology {
-    /// IPv6-only client: `c0` 2001:db8:1::2/64, default route via 2001:db8:1::1.
+    /// IPv6-only client: `c0` 2001:db8:1::2/64, default route via 2001:db8:1::1 (or, with
+    /// [`TopologyBuilder::slaac_client`], nothing but what router advertisements give it).
     pub client: NetNs,
     /// The gateway: forwarding on; `g6` + `g4`, or `g0` when one-armed.
     pub gateway: NetNs,
@@ -129,6 +139,8 @@ pub struct Topology {
     pub server: NetNs,
     /// The bridge namespace of the one-armed variant.
     pub lan: Option<NetNs>,
+    /// Whether the client configures itself from router advertisements only.
+    slaac_client: bool,
     /// `XDP_PASS` programs on the veths that receive the gateway's `XDP_TX` frames.
     _xdp_pass: Vec<XdpPass>,
 }
@@ -140,6 +152,7 @@ impl Topology {
             tag: tag.to_owned(),
             one_armed: false,
             plain: false,
+            slaac_client: false,
         }
     }
 
@@ -258,21 +271,30 @@ impl Topology {
 
         // IPv6-only client.
         c.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
-        c.ip(&["addr", "add", "2001:db8:1::2/64", "dev", "c0", "nodad"])?;
-        c.ip(&["link", "set", "c0", "up"])?;
-        if !plain {
-            endpoint_offloads(c, "c0")?;
+        if self.slaac_client {
+            c.sysctl("net.ipv6.conf.c0.accept_ra", "2")?;
+            c.sysctl("net.ipv6.conf.c0.autoconf", "1")?;
+            c.ip(&["link", "set", "c0", "up"])?;
+            if !plain {
+                endpoint_offloads(c, "c0")?;
+            }
+        } else {
+            c.ip(&["addr", "add", "2001:db8:1::2/64", "dev", "c0", "nodad"])?;
+            c.ip(&["link", "set", "c0", "up"])?;
+            if !plain {
+                endpoint_offloads(c, "c0")?;
+            }
+            c.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                "2001:db8:1::1",
+                "dev",
+                "c0",
+            ])?;
         }
-        c.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "2001:db8:1::1",
-            "dev",
-            "c0",
-        ])?;
 
         // IPv4-only server.
         s.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
@@ -295,10 +317,12 @@ impl Topology {
 
         // Resolve neighbours once so the first translated packet finds them (the data plane
         // passes packets to the kernel while a neighbour is unresolved; this only saves time).
-        let _ = c.try_run(
-            &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:1::1"],
-            crate::cmd::SHORT,
-        );
+        if !self.slaac_client {
+            let _ = c.try_run(
+                &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:1::1"],
+                crate::cmd::SHORT,
+            );
+        }
         let _ = s.try_run(
             &["ping", "-4", "-c", "1", "-W", "2", "192.0.2.1"],
             crate::cmd::SHORT,

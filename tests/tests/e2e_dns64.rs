@@ -11,19 +11,18 @@
 //! [`Gateway`]), the client's resolv.conf under /etc/netns, and the namespaces. Needs root.
 
 use std::net::Ipv6Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
+use translator_tests::named::{NAMED, Named, NetnsEtc, dig};
 use translator_tests::{
-    CLIENT_V6, GATEWAY_V4, GATEWAY_V6, Gateway, HttpServer, NetNs, Proc, SERVER_V4, TempDir,
-    Topology, nat64, wait_until,
+    CLIENT_V6, GATEWAY_V4, GATEWAY_V6, Gateway, HttpServer, SERVER_V4, Topology, nat64, wait_until,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const NAMED: &str = "/usr/sbin/named";
 /// The name that has only an A record.
 const WEB: &str = "web.example.test";
 
@@ -53,137 +52,6 @@ web         IN A   {SERVER_V4}
     )
 }
 
-/// BIND authoritative for `example.test`, listening on the server's address, port 53, inside the
-/// server namespace. Field order matters: the process stops before its folder is removed.
-struct Named {
-    proc: Proc,
-    dir: TempDir,
-}
-
-impl Named {
-    fn start(ns: &NetNs) -> Result<Self> {
-        let dir = TempDir::new("named")?;
-        let d = dir
-            .path()
-            .to_str()
-            .context("temp path is not UTF-8")?
-            .to_owned();
-        std::fs::write(dir.join("example.test.zone"), zone()).context("writing the zone")?;
-        let conf = format!(
-            r#"options {{
-    directory "{d}";
-    listen-on port 53 {{ {SERVER_V4}; }};
-    listen-on-v6 {{ none; }};
-    pid-file "{d}/named.pid";
-    session-keyfile "{d}/session.key";
-    recursion no;
-    notify no;
-    querylog yes;
-}};
-controls {{ }};
-logging {{
-    channel q {{ file "{d}/query.log"; print-time yes; }};
-    category queries {{ q; }};
-    channel d {{ file "{d}/named.log"; severity info; }};
-    category default {{ d; }};
-}};
-zone "example.test" {{ type primary; file "{d}/example.test.zone"; }};
-"#
-        );
-        let conf_path = dir.join("named.conf");
-        std::fs::write(&conf_path, conf).context("writing named.conf")?;
-        let conf_str = conf_path.to_str().context("temp path is not UTF-8")?;
-        let proc = ns.spawn(
-            &[NAMED, "-f", "-4", "-n", "1", "-c", conf_str],
-            &dir.join("named.out"),
-        )?;
-        let mut named = Self { proc, dir };
-        // Up when it answers the A query for the test name on its address.
-        let server = SERVER_V4.to_string();
-        let up = wait_until(Duration::from_secs(20), || {
-            named.proc.exited().is_none()
-                && dig(ns, &server, "A", WEB).is_ok_and(|a| a == [server.clone()])
-        });
-        if !up {
-            bail!(
-                "named in {} did not answer for {WEB} within 20 s (exit status {:?}); output:\n{}\nlog:\n{}",
-                ns.name(),
-                named.proc.exited(),
-                named.proc.log(),
-                named.log()
-            );
-        }
-        Ok(named)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("named.log")).unwrap_or_default()
-    }
-
-    /// Queries BIND has received so far.
-    fn query_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("query.log")).unwrap_or_default()
-    }
-}
-
-/// `/etc/netns/<ns>/resolv.conf`, which `ip netns exec` bind-mounts over /etc/resolv.conf for the
-/// commands it runs in that namespace. Removed with its folder on drop (and /etc/netns too when
-/// this guard created it and nothing else is in it).
-struct ResolvConf {
-    dir: PathBuf,
-    created_parent: bool,
-}
-
-impl ResolvConf {
-    fn install(ns: &NetNs, nameserver: Ipv6Addr) -> Result<Self> {
-        let parent = Path::new("/etc/netns");
-        let created_parent = !parent.exists();
-        let dir = parent.join(ns.name());
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        // The guard exists from here on, so a failed write still cleans up.
-        let guard = Self {
-            dir,
-            created_parent,
-        };
-        let path = guard.dir.join("resolv.conf");
-        std::fs::write(
-            &path,
-            format!("nameserver {nameserver}\noptions timeout:2 attempts:2\n"),
-        )
-        .with_context(|| format!("writing {}", path.display()))?;
-        Ok(guard)
-    }
-}
-
-impl Drop for ResolvConf {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.dir.join("resolv.conf"));
-        if let Err(e) = std::fs::remove_dir(&self.dir) {
-            eprintln!("warning: cannot remove {}: {e}", self.dir.display());
-        }
-        if self.created_parent {
-            // Fails harmlessly when something else lives there meanwhile.
-            let _ = std::fs::remove_dir("/etc/netns");
-        }
-    }
-}
-
-/// `dig +short TYPE NAME @SERVER` in `ns`: the answer lines (errors when dig fails).
-fn dig(ns: &NetNs, server: &str, qtype: &str, name: &str) -> Result<Vec<String>> {
-    let at = format!("@{server}");
-    let out = ns.run_timeout(
-        &["dig", "+short", "+time=2", "+tries=2", &at, qtype, name],
-        Duration::from_secs(20),
-    )?;
-    Ok(out
-        .stdout_str()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with(';'))
-        .map(str::to_owned)
-        .collect())
-}
-
 /// The `dns64` section of `translator stats --json` (null when absent).
 fn dns64_stats(gw: &Gateway<'_>) -> Result<serde_json::Value> {
     let out = gw.cli(&["stats", "--json"])?;
@@ -209,7 +77,15 @@ fn curl_by_name_reaches_ipv4_only_server_through_dns64_and_nat64() -> Result<()>
     let topo = Topology::two_armed("d64")?;
 
     // The IPv4-only side: authoritative DNS and the web page.
-    let named = Named::start(&topo.server)?;
+    let server = SERVER_V4.to_string();
+    let named = Named::start(
+        &topo.server,
+        "example.test",
+        &zone(),
+        SERVER_V4,
+        WEB,
+        &server,
+    )?;
     let http = HttpServer::start(&topo.server, 80)?;
     let page = format!(
         "hello from the IPv4-only server {SERVER_V4}, reached by name (test process {})\n",
@@ -237,7 +113,11 @@ fn curl_by_name_reaches_ipv4_only_server_through_dns64_and_nat64() -> Result<()>
     );
 
     // The client resolves through the gateway only.
-    let _resolv = ResolvConf::install(&topo.client, GATEWAY_V6)?;
+    let etc = NetnsEtc::create(&topo.client)?;
+    etc.write(
+        "resolv.conf",
+        &format!("nameserver {GATEWAY_V6}\noptions timeout:2 attempts:2\n"),
+    )?;
 
     // 1. The synthesized AAAA: 192.0.2.2 under 2001:db8:64::/96, nothing else.
     let want = nat64(SERVER_V4);

@@ -1318,6 +1318,7 @@ fn exposition_parser_reads_the_renderer_and_rejects_broken_text() -> Result<()> 
         }],
         slow_path: Some([("reassembled".to_owned(), 7)].into()),
         dns64: Some([("queries".to_owned(), 9)].into()),
+        ra: None,
     };
     let text = render(&snap);
     let samples = parse_exposition(&text)?;
@@ -1671,6 +1672,7 @@ fn metrics_renderer_read_by_prometheus_parsers_in_both_formats() -> Result<()> {
             .collect(),
         slow_path: Some([("slow-path-received".to_owned(), 4)].into()),
         dns64: Some([("queries".to_owned(), 9), (odd.to_owned(), 1)].into()),
+        ra: None,
     };
     // What `stats --json` would say for this snapshot.
     let stats = FullStats {

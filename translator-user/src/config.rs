@@ -59,6 +59,9 @@ pub struct RawConfig {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// Router advertisements on `interfaces.ipv6`.
+    #[serde(default)]
+    pub ra: Option<crate::ra::RaConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -445,6 +448,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The validated `[dns64]` table, when present.
     pub dns64: Option<crate::dns64::ValidDns64>,
+    /// The validated `[ra]` table (its defaults, disabled, when the table is absent).
+    pub ra: crate::ra::ValidRa,
     /// The file as read, kept for `status` and for checks on restart.
     pub raw: RawConfig,
 }
@@ -736,6 +741,20 @@ impl Config {
             }
             None => None,
         };
+        let ra = {
+            let clients: Vec<(Ipv6Addr, u8)> = clients.iter().map(|c| (c.addr, c.len)).collect();
+            let dns64_listen = dns64.as_ref().filter(|d| d.enabled()).map(|d| d.listen());
+            raw.ra
+                .clone()
+                .unwrap_or_default()
+                .validate(&crate::ra::Context {
+                    interface: &raw.interfaces.ipv6,
+                    nat64_prefix: (prefix.addr, prefix.len),
+                    clients: &clients,
+                    dns64_listen,
+                })
+                .map_err(|e| err(format!("ra.{}", e.setting), e.message))?
+        };
 
         Ok(Config {
             instance,
@@ -759,6 +778,7 @@ impl Config {
             sessions,
             statics,
             dns64,
+            ra,
             block_log: raw.log.blocks.clone().filter(|b| !b.is_empty()),
             log_sessions: raw.log.sessions,
             metrics_listen,
@@ -995,6 +1015,41 @@ ipv4_port = 8080
             "[nat64]\nfiltering = \"strict\"",
             "nat64.filtering",
         );
+        bad(
+            "[[static]]",
+            "[ra]\nmax_interval = 2000\n[[static]]",
+            "ra.max_interval: 2000 is outside 4..1800 seconds",
+        );
+        bad(
+            "[[static]]",
+            "[ra]\nprefixes = [\"2001:db8:2::/64\"]\n[[static]]",
+            "ra.prefixes[0]",
+        );
+        bad(
+            "[[static]]",
+            "[ra]\nbogus = 1\n[[static]]",
+            "unknown field `bogus`",
+        );
+    }
+
+    #[test]
+    fn ra_takes_the_nat64_prefix_and_the_dns64_addresses() {
+        let text = GOOD.replace(
+            "[[static]]",
+            "[dns64]\nenabled = true\nlisten = [\"[2001:db8:1::1]:53\"]\nupstreams = [\"192.0.2.53\"]\n\
+             [ra]\nenabled = true\nprefixes = [\"2001:db8:1::/64\"]\n[[static]]",
+        );
+        let c = Config::parse(&text).expect("valid");
+        assert!(c.ra.enabled);
+        assert_eq!(c.ra.interface, "eth0");
+        assert_eq!(c.ra.pref64, (c.prefix.addr, c.prefix.len));
+        assert_eq!(
+            c.ra.rdnss,
+            crate::ra::RdnssSource::Dns64(vec!["[2001:db8:1::1]:53".parse().expect("literal")])
+        );
+        let plain = Config::parse(GOOD).expect("valid");
+        assert!(!plain.ra.enabled);
+        assert_eq!(plain.ra.rdnss, crate::ra::RdnssSource::None);
     }
 
     /// Mutated configuration text never panics the parser; it parses or names a problem.

@@ -1,5 +1,5 @@
 //! The translator controller as a library: configuration, data-plane loading and maps, session
-//! expiry, the DNS64 server and the CLI commands. `main.rs` only parses arguments.
+//! expiry, the DNS64 server, router advertisements and the CLI commands. `main.rs` only parses arguments.
 
 pub mod blocklog;
 pub mod cli;
@@ -10,6 +10,7 @@ pub mod dns64;
 pub mod metrics;
 pub mod modes;
 pub mod netns;
+pub mod ra;
 pub mod sessions;
 pub mod slowpath;
 pub mod state;

@@ -86,6 +86,7 @@ mod tests {
                 ("queries".to_owned(), 9),
                 ("odd\"name\\".to_owned(), 1),
             ])),
+            ra: Some(BTreeMap::from([("ra-sent".to_owned(), 2)])),
         }
     }
 
@@ -266,6 +267,10 @@ mod tests {
             v("translator_dns64_total", &[("counter", "odd\"name\\")]),
             Some(1.0)
         );
+        assert_eq!(
+            v("translator_ra_total", &[("counter", "ra-sent")]),
+            Some(2.0)
+        );
     }
 
     #[test]
@@ -273,9 +278,11 @@ mod tests {
         let mut s = snapshot();
         s.dns64 = None;
         s.slow_path = None;
+        s.ra = None;
         let text = render(&s);
         let (samples, types) = parse(&text);
         assert!(!types.contains_key("translator_dns64_total"));
+        assert!(!types.contains_key("translator_ra_total"));
         assert!(!types.contains_key("translator_slow_path_total"));
         assert_eq!(
             samples
@@ -296,18 +303,19 @@ mod tests {
             r#"{"slow_path":{"slow-path-received":3,"neg":-1},"dns64":{"queries":2},"x":1}"#,
         )
         .expect("write");
-        let (slow, dns) = read_controller(&path);
+        let (slow, dns, ra) = read_controller(&path);
         assert_eq!(
             slow,
             Some(BTreeMap::from([("slow-path-received".to_owned(), 3)]))
         );
         assert_eq!(dns, Some(BTreeMap::from([("queries".to_owned(), 2)])));
+        assert_eq!(ra, None);
         std::fs::write(&path, r#"{"slow_path":{}}"#).expect("write");
-        assert_eq!(read_controller(&path), (Some(BTreeMap::new()), None));
+        assert_eq!(read_controller(&path), (Some(BTreeMap::new()), None, None));
         std::fs::write(&path, "not json").expect("write");
-        assert_eq!(read_controller(&path), (None, None));
+        assert_eq!(read_controller(&path), (None, None, None));
         let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(read_controller(&path), (None, None));
+        assert_eq!(read_controller(&path), (None, None, None));
     }
 
     async fn get(addr: SocketAddr, request: &str) -> String {

@@ -88,7 +88,7 @@ pub fn interface_ipv6(name: &str) -> Vec<std::net::Ipv6Addr> {
 }
 
 /// Calls `f` with the interface name and address of every configured address.
-fn walk_addresses(mut f: impl FnMut(&str, *const libc::sockaddr)) {
+pub(crate) fn walk_addresses(mut f: impl FnMut(&str, *const libc::sockaddr)) {
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs allocates a list we free below.
     if unsafe { libc::getifaddrs(&mut ifap) } != 0 {

@@ -36,6 +36,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "tayga",
     // a real Prometheus and OpenMetrics text parser for the metrics tests (/usr/bin/python3)
     "python3-prometheus-client",
+    // router advertisement clients (RA tests and the demo): rdisc6, rdnssd
+    "ndisc6",
+    "rdnssd",
 ];
 
 /// What `check` found missing.

@@ -56,5 +56,6 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             "disabled"
         }
     );
+    print!("{}", crate::ra::check_summary(&cfg.ra));
     Ok(())
 }

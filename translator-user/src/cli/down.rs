@@ -18,6 +18,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         );
     }
     log_releases(&inst);
+    final_advertisement(&inst);
     if dataplane::down(&inst)? {
         println!(
             "instance {:?}: data plane detached, pins and state removed",
@@ -27,6 +28,26 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         println!("instance {:?}: nothing to remove", inst.name);
     }
     Ok(())
+}
+
+/// An instance that advertised (`[ra]` enabled) stops being the link's router for good: one
+/// final advertisement with every lifetime 0 (RFC 4861 section 6.2.5). A controller that is
+/// only stopped (or restarted) sends none.
+fn final_advertisement(inst: &Instance) {
+    let Ok(cfg) = inst.read_state().and_then(|s| s.config()) else {
+        return;
+    };
+    if !cfg.ra.enabled {
+        return;
+    }
+    match crate::ra::send_final(&cfg.ra, &inst.run) {
+        Ok(r) => println!(
+            "instance {:?}: final router advertisement sent on {} from {} (router lifetime 0, \
+             every option lifetime 0)",
+            inst.name, r.interface, r.source
+        ),
+        Err(e) => log::warn!("{e:#}"),
+    }
 }
 
 /// Every block still held is released by `down`: the block log says so, or a later query

@@ -7,6 +7,7 @@ mod check;
 mod dns64;
 mod down;
 mod log;
+mod ra;
 mod reload;
 mod run;
 mod sessions;
@@ -52,6 +53,8 @@ pub enum Command {
     Log(log::Args),
     /// Live view of packets matching a filter and what the data plane did with each.
     Trace(trace::Args),
+    /// Router advertisements: the one being sent, or another router's configuration for it.
+    Ra(ra::Args),
 }
 
 /// Options shared by the commands that read a running instance.
@@ -84,6 +87,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Reload(a) => reload::main(a),
         Command::Log(a) => log::main(a),
         Command::Trace(a) => trace::main(a),
+        Command::Ra(a) => ra::main(a),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::{
     config::{AttachMode, Config, Protocol},
     dataplane::{self, Instance, Maps, State},
     dns64::Dns64Stats,
-    netns, sessions,
+    netns, ra, sessions,
 };
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +65,8 @@ pub fn main(a: Args) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("metrics.listen: cannot listen on {listen}: {e}"))
         })
         .transpose()?;
+    // Opened before anything is loaded, so that a socket error leaves nothing behind.
+    let ra_socket = open_ra(&cfg)?;
 
     let inst = Instance::new(&cfg.instance);
     let adopt = inst.has_pins();
@@ -95,7 +97,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     let result = rt.block_on(async {
-        let mut c = Controller::new(cfg, inst, maps, ebpf, a.config.clone())?;
+        let mut c = Controller::new(cfg, inst, maps, ebpf, a.config.clone(), ra_socket)?;
         c.serve(metrics_listener).await
     });
     log::info!(
@@ -133,6 +135,16 @@ fn start(
     };
     inst.write_state(&state)?;
     Ok((ebpf, maps))
+}
+
+/// The router advertisement socket when `[ra]` is enabled.
+fn open_ra(cfg: &Config) -> anyhow::Result<Option<ra::RaSocket>> {
+    if !cfg.ra.enabled {
+        return Ok(None);
+    }
+    ra::RaSocket::open(&cfg.ra.interface, true)
+        .map(Some)
+        .map_err(|e| anyhow!("ra: cannot advertise on {}: {e:#}", cfg.ra.interface))
 }
 
 /// Refuses to adopt pinned state whose pool layout differs from the new configuration: the
@@ -237,6 +249,11 @@ struct Controller {
     metrics: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     slow_stats: Arc<crate::slowpath::SlowPathStats>,
     slow: SlowPath,
+    ra_stats: Arc<ra::RaStats>,
+    /// The router advertisement task, when `[ra]` is enabled.
+    ra: Option<ra::Handle>,
+    /// Its socket, opened at start and handed to the task when serving begins.
+    ra_socket: Option<ra::RaSocket>,
 }
 
 /// The slow-path threads, stopped on drop.
@@ -330,6 +347,7 @@ impl Controller {
         maps: Maps,
         ebpf: aya::Ebpf,
         config_path: PathBuf,
+        ra_socket: Option<ra::RaSocket>,
     ) -> anyhow::Result<Self> {
         let block_log = BlockLog::open(cfg.block_log.as_deref())?;
         let slow_stats = Arc::new(crate::slowpath::SlowPathStats::default());
@@ -349,6 +367,9 @@ impl Controller {
             metrics: None,
             slow_stats,
             slow,
+            ra_stats: Arc::new(ra::RaStats::default()),
+            ra: None,
+            ra_socket,
         };
         c.attach_rings();
         Ok(c)
@@ -386,6 +407,19 @@ impl Controller {
             let stats = self.dns_stats.clone();
             tokio::spawn(async move { crate::dns64::serve(d, stats).await })
         });
+    }
+
+    /// Starts advertising with the socket opened at start or by a reload.
+    fn start_ra(&mut self) -> anyhow::Result<()> {
+        if let Some(socket) = self.ra_socket.take() {
+            self.ra = Some(ra::spawn(
+                socket,
+                self.cfg.ra.clone(),
+                self.ra_stats.clone(),
+                self.inst.run.clone(),
+            )?);
+        }
+        Ok(())
     }
 
     /// (Re)starts the metrics endpoint; an old one is stopped first and its socket closed.
@@ -529,6 +563,11 @@ impl Controller {
                 serde_json::to_value(self.dns_stats.snapshot())?,
             );
         }
+        // Kept after a reload switched advertising off, so that the final one is counted.
+        let ra_counters = self.ra_stats.snapshot();
+        if self.ra.is_some() || ra_counters.values().any(|n| *n > 0) {
+            snap.insert("ra".into(), serde_json::to_value(ra_counters)?);
+        }
         let slow: std::collections::BTreeMap<_, _> =
             self.slow_stats.snapshot().into_iter().collect();
         snap.insert("slow_path".into(), serde_json::to_value(slow)?);
@@ -586,6 +625,11 @@ impl Controller {
             }
         }
         check_listeners(old, &new)?;
+        let ra_socket = if new.ra.enabled && !old.ra.enabled {
+            Some(open_ra(&new)?)
+        } else {
+            None
+        };
 
         let mut changes = Vec::new();
         self.maps.sync_policy(&new)?;
@@ -638,6 +682,9 @@ impl Controller {
             self.start_metrics(None).await;
             changes.push("metrics.listen".into());
         }
+        if old.ra != self.cfg.ra {
+            changes.push(self.reload_ra(&old.ra, ra_socket.flatten()).await);
+        }
         // The slow path translates with the configuration too.
         self.slow = SlowPath::start(&self.cfg, &self.inst, &self.slow_stats)?;
         let mut state = self.inst.read_state()?;
@@ -650,8 +697,41 @@ impl Controller {
         })
     }
 
+    /// Applies a changed `[ra]` table; says what it did.
+    async fn reload_ra(&mut self, old: &ra::ValidRa, socket: Option<ra::RaSocket>) -> String {
+        let new = self.cfg.ra.clone();
+        match (old.enabled, new.enabled) {
+            (true, true) => {
+                if let Some(h) = &self.ra {
+                    h.update(new);
+                }
+                "ra".into()
+            }
+            (true, false) => {
+                if let Some(h) = self.ra.take()
+                    && let Err(e) = h.cease(old.clone()).await
+                {
+                    log::error!("ra: {e:#}");
+                }
+                "ra (stopped; final advertisement sent)".into()
+            }
+            (false, true) => {
+                self.ra_socket = socket;
+                match self.start_ra() {
+                    Ok(()) => "ra (started)".into(),
+                    Err(e) => {
+                        log::error!("ra: {e:#}");
+                        format!("ra (could not start: {e:#})")
+                    }
+                }
+            }
+            (false, false) => "ra (still disabled)".into(),
+        }
+    }
+
     async fn serve(&mut self, metrics: Option<std::net::TcpListener>) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
+        self.start_ra()?;
         self.start_dns().await;
         self.start_metrics(metrics).await;
         let mut tick = tokio::time::interval(expiry_period(&self.cfg));
@@ -711,6 +791,21 @@ impl Controller {
                         Ok(Err(e)) => log::error!("the metrics endpoint stopped: {e:#}"),
                         Err(e) if e.is_cancelled() => {}
                         Err(e) => log::error!("the metrics endpoint failed: {e}"),
+                    }
+                }
+                r = async {
+                    match self.ra.as_mut() {
+                        Some(h) => h.join_handle().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    // The NAT64 keeps running whatever happens to the advertisements.
+                    self.ra = None;
+                    match r {
+                        Ok(Ok(())) => log::error!("ra: the router advertisement task stopped"),
+                        Ok(Err(e)) => log::error!("ra: the router advertisement task stopped: {e:#}"),
+                        Err(e) if e.is_cancelled() => {}
+                        Err(e) => log::error!("ra: the router advertisement task failed: {e}"),
                     }
                 }
                 _ = tokio::signal::ctrl_c() => return Ok(()),

@@ -23,6 +23,9 @@ struct Stats {
     /// Slow-path counters (written by the controller every tick).
     #[serde(skip_serializing_if = "Option::is_none")]
     slow_path: Option<BTreeMap<String, u64>>,
+    /// Router advertisement counters, when `[ra]` is enabled (written every tick).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ra: Option<BTreeMap<String, u64>>,
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -36,11 +39,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             .unwrap_or_default();
     let dns64 = controller.get("dns64").cloned();
     let slow_path = controller.get("slow_path").cloned();
+    let ra = controller.get("ra").cloned();
     let s = Stats {
         events: events.iter().map(|(e, n)| (e.name(), *n)).collect(),
         drops: drops.iter().map(|(r, n)| (r.name(), *n)).collect(),
         dns64,
         slow_path,
+        ra,
     };
     if a.json {
         return super::print_json(&s);
@@ -53,7 +58,11 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     for (r, n) in &drops {
         println!("  {:<28} {n}", r.name());
     }
-    for (title, section) in [("dns64", &s.dns64), ("slow path", &s.slow_path)] {
+    for (title, section) in [
+        ("dns64", &s.dns64),
+        ("slow path", &s.slow_path),
+        ("router advertisements", &s.ra),
+    ] {
         if let Some(d) = section {
             println!("{title}");
             for (k, n) in d {

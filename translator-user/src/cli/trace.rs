@@ -123,6 +123,28 @@ fn side_text(s: &Side) -> String {
     format!("{} -> {}", fmt(s.src, s.sport), fmt(s.dst, s.dport))
 }
 
+/// A router discovery event as `--json` prints it: `"origin": "controller"` and the event's
+/// fields (`event`: `ra` or `rs`, `src`, `dst`, `what`, `detail`).
+#[derive(Serialize)]
+struct RaRecord<'a> {
+    origin: &'static str,
+    #[serde(flatten)]
+    event: &'a crate::ra::RaEvent,
+}
+
+/// Whether a router discovery event passes the filter: ICMP only, no port, and the client
+/// address as its source or destination.
+fn ra_event_matches(a: &Args, ev: &crate::ra::RaEvent) -> bool {
+    if a.protocol.is_some_and(|p| p != Protocol::Icmp) || a.port.is_some() {
+        return false;
+    }
+    match a.client {
+        Some(IpAddr::V6(c)) => ev.src == c || ev.dst == Some(c),
+        Some(IpAddr::V4(_)) => false,
+        None => true,
+    }
+}
+
 /// A slot of the data plane's trace filters, held by this tracer until it ends (or its lease
 /// runs out, if it is killed).
 struct Slot {
@@ -217,6 +239,10 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let mut ring: RingBuf<MapData> = open_map(&inst.pins, ring_name)?
         .try_into()
         .map_err(|e| anyhow!("{ring_name}: {e}"))?;
+    // Router discovery events come from the controller, not the data plane (see `ra::trace`).
+    let ra_events = crate::ra::TraceListener::bind(&inst.run)
+        .map_err(|e| log::debug!("no router advertisement events: {e}"))
+        .ok();
     let deadline = a.seconds.map(|s| Instant::now() + Duration::from_secs(s));
     let mut renewed = Instant::now();
     let mut seen = 0u64;
@@ -230,6 +256,24 @@ pub fn main(a: Args) -> anyhow::Result<()> {
                 renewed = Instant::now();
             }
             let mut got = false;
+            for ev in ra_events.iter().flat_map(|l| l.poll()) {
+                if !ra_event_matches(&a, &ev) || a.count.is_some_and(|c| seen >= c) {
+                    continue;
+                }
+                got = true;
+                seen += 1;
+                if a.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&RaRecord {
+                            origin: "controller",
+                            event: &ev
+                        })?
+                    );
+                } else {
+                    println!("{}", ev.text());
+                }
+            }
             while let Some(item) = ring.next() {
                 got = true;
                 if item.len() < std::mem::size_of::<TraceEvent>() {

@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub slow_path: Option<Named>,
     /// DNS64 counters from `controller.json`, when the server is enabled.
     pub dns64: Option<Named>,
+    /// Router advertisement counters from `controller.json`, when `[ra]` is enabled.
+    pub ra: Option<Named>,
 }
 
 /// The session states a protocol's sessions can be in.
@@ -97,7 +99,7 @@ pub fn collect(pins: &Path, run_dir: &Path, cfg: &Config) -> anyhow::Result<Snap
         })
         .collect();
 
-    let (slow_path, dns64) = read_controller(&run_dir.join("controller.json"));
+    let (slow_path, dns64, ra) = read_controller(&run_dir.join("controller.json"));
     Ok(Snapshot {
         events,
         drops,
@@ -106,17 +108,18 @@ pub fn collect(pins: &Path, run_dir: &Path, cfg: &Config) -> anyhow::Result<Snap
         blocks,
         slow_path,
         dns64,
+        ra,
     })
 }
 
-/// The "slow_path" and "dns64" counter maps of `controller.json` (absent when the file is
+/// The "slow_path", "dns64" and "ra" counter maps of `controller.json` (absent when the file is
 /// missing or unreadable; values that are not unsigned integers are skipped).
-pub(super) fn read_controller(path: &Path) -> (Option<Named>, Option<Named>) {
+pub(super) fn read_controller(path: &Path) -> (Option<Named>, Option<Named>, Option<Named>) {
     let Some(v) = std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
     else {
-        return (None, None);
+        return (None, None, None);
     };
     let section = |name: &str| {
         v.get(name).and_then(|s| s.as_object()).map(|o| {
@@ -125,5 +128,5 @@ pub(super) fn read_controller(path: &Path) -> (Option<Named>, Option<Named>) {
                 .collect::<BTreeMap<_, _>>()
         })
     };
-    (section("slow_path"), section("dns64"))
+    (section("slow_path"), section("dns64"), section("ra"))
 }

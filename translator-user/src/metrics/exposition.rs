@@ -232,6 +232,11 @@ impl Collector for Snapshot {
                 "DNS64 server counters (present when the server is enabled).",
                 &self.dns64,
             ),
+            (
+                "translator_ra",
+                "Router advertisement counters (present when [ra] is enabled).",
+                &self.ra,
+            ),
         ] {
             if let Some(counters) = section {
                 family(
