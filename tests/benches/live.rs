@@ -630,10 +630,10 @@ instance = "{name}"
 [interfaces]
 ipv6 = "{GW6}"
 ipv4 = "{GW4}"
+mode = "{}"
 [nat64]
 prefix = "2001:db8:64::/96"
 clients = ["2001:db8:1::/64"]
-mode = "{}"
 [pool]
 addresses = ["192.0.2.1"]
 "#,
