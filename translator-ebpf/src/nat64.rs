@@ -21,7 +21,7 @@ use crate::{
     db::{frags, session},
     maps::{ICMP4_SCRATCH, ICMP6_SCRATCH, MAX_FULL_CSUM, POOL, SCRATCH4, SCRATCH6},
     observe::{drop_reason, event, now, translated},
-    rfc7915::{to4, to6},
+    rfc7915::{Out, to4, to6},
     slowpath::{is_slow_path, punt},
     steps::{
         filtering, hairpin,
@@ -199,7 +199,11 @@ fn translate_6to4<C: Packet>(ctx: &C, pkt: &Packet6) -> Result<Verdict, DropReas
         Err(DropReason::MtuExceeded) if pkt.frag.is_some() => return punt(ctx),
         r => r?,
     };
-    to4::packet(ctx, pkt, &t, next, fib)?;
+    let out = Out {
+        hop: next.hop(pkt.hop),
+        eth: send::eth_header(ctx, next, fib, ETH_P_IP)?,
+    };
+    to4::packet(ctx, pkt, &t, &out)?;
     if let Some((_, fid)) = pkt.frag {
         frags::remember6(&pkt.key, fid, pkt.pool, pkt.now);
         event(Event::FragmentTranslated);
@@ -235,7 +239,11 @@ fn later_6to4<C: Packet>(ctx: &C, r: &Packet6) -> Result<Verdict, DropReason> {
         Err(DropReason::MtuExceeded) => return punt(ctx),
         v => v?,
     };
-    to4::later_fragment(ctx, r, proto, pool, next, fib)?;
+    let out = Out {
+        hop: next.hop(r.hop),
+        eth: send::eth_header(ctx, next, fib, ETH_P_IP)?,
+    };
+    to4::later_fragment(ctx, r, proto, pool, &out)?;
     event(Event::FragmentTranslated);
     translated(ctx, Event::Translated6to4, Event::Bytes6to4);
     send::forward(ctx, next, fib)
@@ -270,7 +278,11 @@ fn icmp6_error_translate<C: Packet>(ctx: &C, e: &Icmp6Error) -> Result<Verdict, 
     fib.__bindgen_anon_4.ipv4_dst = e.map.dst;
     fib.ifindex = ctx.ifindex();
     let next = route(ctx, fib)?;
-    to4::error(ctx, e, next, fib)?;
+    let out = Out {
+        hop: next.hop(e.hop),
+        eth: send::eth_header(ctx, next, fib, ETH_P_IP)?,
+    };
+    to4::error(ctx, e, &out)?;
     event(Event::IcmpErrorTranslated);
     send::forward(ctx, next, fib)
 }
@@ -409,7 +421,11 @@ fn translate_4to6<C: Packet>(ctx: &C, p: &Packet4) -> Result<Verdict, DropReason
         Err(DropReason::MtuExceeded) if u16::from_be(h.frag) & 0x4000 == 0 => return punt(ctx),
         r => r?,
     };
-    to6::packet(ctx, p, &t, next, fib)?;
+    let out = Out {
+        hop: next.hop(h.ttl),
+        eth: send::eth_header(ctx, next, fib, ETH_P_IPV6)?,
+    };
+    to6::packet(ctx, p, &t, &out)?;
     if u16::from_be(h.frag) & 0x2000 != 0 {
         frags::remember4(h, &p.client, now());
         event(Event::FragmentTranslated);
@@ -468,7 +484,11 @@ fn later_4to6<C: Packet>(ctx: &C, h: &Ipv4Hdr) -> Result<Verdict, DropReason> {
         Err(DropReason::MtuExceeded) => return punt(ctx),
         v => v?,
     };
-    to6::later_fragment(ctx, h, &src6, &client, next, fib)?;
+    let out = Out {
+        hop: next.hop(h.ttl),
+        eth: send::eth_header(ctx, next, fib, ETH_P_IPV6)?,
+    };
+    to6::later_fragment(ctx, h, &src6, &client, &out)?;
     event(Event::FragmentTranslated);
     translated(ctx, Event::Translated4to6, Event::Bytes4to6);
     send::forward(ctx, next, fib)
@@ -503,7 +523,11 @@ fn icmp4_error_translate<C: Packet>(ctx: &C, e: &Icmp4Error) -> Result<Verdict, 
     fib.__bindgen_anon_4.ipv6_dst = e.map.dst;
     fib.ifindex = ctx.ifindex();
     let next = route(ctx, fib)?;
-    to6::error(ctx, e, next, fib)?;
+    let out = Out {
+        hop: next.hop(e.outer.ttl),
+        eth: send::eth_header(ctx, next, fib, ETH_P_IPV6)?,
+    };
+    to6::error(ctx, e, &out)?;
     event(Event::IcmpErrorTranslated);
     send::forward(ctx, next, fib)
 }

@@ -1,8 +1,8 @@
 //! Translating the packet (RFC 6146 section 3.7, by the rules of RFC 7915): the header rewrite
 //! in each direction, ICMP messages with the packets they quote, and fragments. These functions
-//! rewrite a packet in place for an outgoing tuple and a route they are given; they keep no
-//! state and know nothing of sessions, so every translator (the NAT64 gateway, the CLAT) uses
-//! them alike.
+//! rewrite a packet in place for an outgoing tuple and an [`Out`] they are given; they keep no
+//! state and know nothing of sessions or routes, so every translator (the NAT64 gateway, the
+//! CLAT) uses them alike.
 //!
 //! Transport checksums are updated incrementally over the changed words (RFC 1624), the packet's
 //! own through `Packet::l4_csum`; ICMP error messages get theirs computed in full (their length
@@ -14,10 +14,19 @@ use crate::{
     context::Packet,
     maps::{EXT_BUF, MAX_EXT},
     steps::incoming::MAX_PAD,
+    wire::EthHdr,
 };
 
 pub mod to4;
 pub mod to6;
+
+/// How a translated packet leaves: its hop limit / TTL, and its Ethernet header (the caller
+/// makes it before the headers change size: XDP loses the received one then).
+#[derive(Clone, Copy)]
+pub struct Out {
+    pub hop: u8,
+    pub eth: EthHdr,
+}
 
 /// The ICMP "rest of header" word (raw) for a translated error: `mtu` and `pointer` (both
 /// host order, the pointer already in its byte of the word) are computed by the caller only for

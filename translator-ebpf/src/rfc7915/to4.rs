@@ -1,7 +1,7 @@
 //! IPv6 to IPv4 (RFC 7915 section 5): packets, later fragments, and ICMPv6 errors with the
 //! packet they quote.
 
-use aya_ebpf::{bindings::bpf_fib_lookup, helpers::bpf_get_prandom_u32};
+use aya_ebpf::helpers::bpf_get_prandom_u32;
 use translator_common::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     checksum::{self, raw16, sum_raw4, sum_raw6},
@@ -9,15 +9,14 @@ use translator_common::{
     icmp::{self, Rest},
 };
 
-use super::{rest_word, shift_right};
+use super::{Out, rest_word, shift_right};
 use crate::{
     checksum::{ipv4_header, sum_packet, udp},
     context::{Family, Packet, ptr_at},
-    steps::send::{Next, eth_header},
     tuple::{Icmp6Error, Packet6, Tuple4},
     wire::{
-        ETH_LEN, ETH_P_IP, FRAG_LEN, ICMP_LEN, IPV4_LEN, IPV6_LEN, Ipv4Hdr, L4Head, V4_ICMP,
-        V4_INNER, V6_INNER_L4, icmp_type, icmp_word,
+        ETH_LEN, FRAG_LEN, ICMP_LEN, IPV4_LEN, IPV6_LEN, Ipv4Hdr, L4Head, V4_ICMP, V4_INNER,
+        V6_INNER_L4, icmp_type, icmp_word,
     },
 };
 
@@ -37,15 +36,9 @@ pub fn tot_len(pkt: &Packet6) -> u16 {
 }
 
 /// Rewrites a client's IPv6 packet (whole, or a first fragment) into IPv4 in place for the
-/// outgoing tuple `t`, routed to `next` (RFC 7915 section 5.1).
+/// outgoing tuple `t` (RFC 7915 section 5.1).
 #[inline(always)]
-pub fn packet<C: Packet>(
-    ctx: &C,
-    pkt: &Packet6,
-    t: &Tuple4,
-    next: Next,
-    fib: &bpf_fib_lookup,
-) -> Result<(), DropReason> {
+pub fn packet<C: Packet>(ctx: &C, pkt: &Packet6, t: &Tuple4, out: &Out) -> Result<(), DropReason> {
     let key = &pkt.key;
     // Constant offsets for the verifier (a value read back from the scratch map is unbounded).
     let l4off = if pkt.frag.is_some() {
@@ -57,7 +50,7 @@ pub fn packet<C: Packet>(
     let shrink = l4off - ETH_LEN - IPV4_LEN;
     let tot_len = tot_len(pkt);
     let proto = pkt.l4.proto;
-    let eth = eth_header(ctx, next, fib, ETH_P_IP)?;
+    let eth = out.eth;
 
     // Transport: pseudo-header addresses and ports change. ICMPv4 has no pseudo-header, so for
     // ICMP the whole IPv6 pseudo-header goes and nothing comes back.
@@ -114,7 +107,7 @@ pub fn packet<C: Packet>(
         tot_len: tot_len.to_be(),
         id,
         frag,
-        ttl: next.hop(pkt.hop),
+        ttl: out.hop,
         proto,
         csum: 0,
         src: t.src,
@@ -134,8 +127,7 @@ pub fn later_fragment<C: Packet>(
     r: &Packet6,
     proto: u8,
     pool: u32,
-    next: Next,
-    fib: &bpf_fib_lookup,
+    out: &Out,
 ) -> Result<(), DropReason> {
     let (off_flags, fid) = r.frag.unwrap_or((0, 0));
     let w = u16::from_be(off_flags);
@@ -146,14 +138,14 @@ pub fn later_fragment<C: Packet>(
         tot_len: later_tot_len(r).to_be(),
         id: (u32::from_be(fid) as u16).to_be(),
         frag: ((w >> 3) | mf).to_be(),
-        ttl: next.hop(r.hop),
+        ttl: out.hop,
         proto,
         csum: 0,
         src: pool,
         dst: r.key.remote,
     };
     ip4.csum = ipv4_header(&ip4);
-    let eth = eth_header(ctx, next, fib, ETH_P_IP)?;
+    let eth = out.eth;
     ctx.resize(-(FRAG_DELTA as i32), Family::To4)?;
     ctx.write(0, &eth)?;
     ctx.write(ETH_LEN, &ip4)
@@ -184,17 +176,12 @@ pub fn error_tot_len(e: &Icmp6Error) -> u16 {
 }
 
 /// Rewrites an ICMPv6 error and the packet it quotes into an ICMPv4 error in place (RFC 7915
-/// sections 5.2 and 5.3), for the addresses and ports in `e.map`, routed to `next`.
+/// sections 5.2 and 5.3), for the addresses and ports in `e.map`.
 ///
 /// The quoted transport header stays where it is; the three headers in front of it are
 /// rewritten and the packet shrinks by 40 bytes.
 #[inline(always)]
-pub fn error<C: Packet>(
-    ctx: &C,
-    e: &Icmp6Error,
-    next: Next,
-    fib: &bpf_fib_lookup,
-) -> Result<(), DropReason> {
+pub fn error<C: Packet>(ctx: &C, e: &Icmp6Error, out: &Out) -> Result<(), DropReason> {
     let (inn, l4h, map) = (&e.inner, &e.l4, &e.map);
     let rest = e.rest;
     let pointer = match icmp::pointer_6to4(u32::from_be(((rest.1 as u32) << 16) | rest.0 as u32)) {
@@ -266,7 +253,7 @@ pub fn error<C: Packet>(
         tot_len: ((IPV4_LEN + icmp4_len) as u16).to_be(),
         id: 0,
         frag: 0,
-        ttl: next.hop(e.hop),
+        ttl: out.hop,
         proto: IPPROTO_ICMP,
         csum: 0,
         src: map.src,
@@ -286,7 +273,7 @@ pub fn error<C: Packet>(
         dst: map.inner_dst,
     };
     in4.csum = ipv4_header(&in4);
-    let eth = eth_header(ctx, next, fib, ETH_P_IP)?;
+    let eth = out.eth;
     ctx.resize(-(ERROR_DELTA as i32), Family::To4)?;
     ctx.write(0, &eth)?;
     ctx.write(ETH_LEN, &ip4)?;

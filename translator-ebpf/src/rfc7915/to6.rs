@@ -1,7 +1,6 @@
 //! IPv4 to IPv6 (RFC 7915 section 4): packets, later fragments, and ICMPv4 errors with the
 //! packet they quote.
 
-use aya_ebpf::bindings::bpf_fib_lookup;
 use translator_common::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     checksum::{self, raw16, sum_raw4, sum_raw6},
@@ -9,15 +8,14 @@ use translator_common::{
     icmp::{self, Rest},
 };
 
-use super::{rest_word, shift_right};
+use super::{Out, rest_word, shift_right};
 use crate::{
     checksum::{sum_packet, udp},
     context::{Family, Packet, ptr_at},
-    steps::send::{Next, eth_header},
     tuple::{Icmp4Error, Packet4, Tuple6},
     wire::{
-        ETH_LEN, ETH_P_IPV6, FRAG_LEN, FragHdr, ICMP_LEN, IPPROTO_FRAGMENT, IPV4_LEN, IPV6_LEN,
-        Ipv4Hdr, Ipv6Hdr, L4Head, MAX_ICMP6, V4_INNER_L4, V6_ICMP, V6_INNER, icmp_type, icmp_word,
+        ETH_LEN, FRAG_LEN, FragHdr, ICMP_LEN, IPPROTO_FRAGMENT, IPV4_LEN, IPV6_LEN, Ipv4Hdr,
+        Ipv6Hdr, L4Head, MAX_ICMP6, V4_INNER_L4, V6_ICMP, V6_INNER, icmp_type, icmp_word,
     },
 };
 
@@ -39,15 +37,9 @@ pub fn growth(h: &Ipv4Hdr) -> usize {
 }
 
 /// Rewrites a remote host's IPv4 packet (whole, or a first fragment) into IPv6 in place for the
-/// outgoing tuple `t`, routed to `next` (RFC 7915 section 4.1).
+/// outgoing tuple `t` (RFC 7915 section 4.1).
 #[inline(always)]
-pub fn packet<C: Packet>(
-    ctx: &C,
-    p: &Packet4,
-    t: &Tuple6,
-    next: Next,
-    fib: &bpf_fib_lookup,
-) -> Result<(), DropReason> {
+pub fn packet<C: Packet>(ctx: &C, p: &Packet4, t: &Tuple6, out: &Out) -> Result<(), DropReason> {
     let h = &p.h;
     let payload_len = u16::from_be(h.tot_len) - IPV4_LEN as u16;
     let first_fragment = u16::from_be(h.frag) & 0x2000 != 0;
@@ -58,12 +50,12 @@ pub fn packet<C: Packet>(
         p.l4.proto
     };
     transport(ctx, p, t)?;
-    let eth = eth_header(ctx, next, fib, ETH_P_IPV6)?;
+    let eth = out.eth;
     let ip6 = Ipv6Hdr {
         vtc_flow: ((6u32 << 28) | ((h.tos as u32) << 20)).to_be(),
         payload_len: (payload_len + (grow - (IPV6_LEN - IPV4_LEN)) as u16).to_be(),
         next_header: if first_fragment { IPPROTO_FRAGMENT } else { nh },
-        hop_limit: next.hop(h.ttl),
+        hop_limit: out.hop,
         src: t.src,
         dst: t.dst,
     };
@@ -143,12 +135,11 @@ pub fn later_fragment<C: Packet>(
     h: &Ipv4Hdr,
     src6: &[u32; 4],
     client: &[u32; 4],
-    next: Next,
-    fib: &bpf_fib_lookup,
+    out: &Out,
 ) -> Result<(), DropReason> {
     let fw = u16::from_be(h.frag);
     let word = ((fw & 0x1fff) << 3) | if fw & 0x2000 != 0 { 1 } else { 0 };
-    let eth = eth_header(ctx, next, fib, ETH_P_IPV6)?;
+    let eth = out.eth;
     ctx.resize(FRAG_DELTA as i32, Family::To6)?;
     ctx.write(0, &eth)?;
     ctx.write(
@@ -157,7 +148,7 @@ pub fn later_fragment<C: Packet>(
             vtc_flow: ((6u32 << 28) | ((h.tos as u32) << 20)).to_be(),
             payload_len: later_payload_len(h).to_be(),
             next_header: IPPROTO_FRAGMENT,
-            hop_limit: next.hop(h.ttl),
+            hop_limit: out.hop,
             src: *src6,
             dst: *client,
         },
@@ -199,17 +190,12 @@ pub fn error_len(e: &Icmp4Error) -> usize {
 }
 
 /// Rewrites an ICMPv4 error and the packet it quotes into an ICMPv6 error in place (RFC 7915
-/// sections 4.2 and 4.3), for the addresses and ports in `e.map`, routed to `next`.
+/// sections 4.2 and 4.3), for the addresses and ports in `e.map`.
 ///
 /// The quoted transport header stays where it is; the three headers in front of it are
 /// rewritten and the packet grows by 40 bytes.
 #[inline(always)]
-pub fn error<C: Packet>(
-    ctx: &C,
-    e: &Icmp4Error,
-    next: Next,
-    fib: &bpf_fib_lookup,
-) -> Result<(), DropReason> {
+pub fn error<C: Packet>(ctx: &C, e: &Icmp4Error, out: &Out) -> Result<(), DropReason> {
     let (outer, inn, l4h, map) = (&e.outer, &e.inner, &e.l4, &e.map);
     let rest = e.rest;
     let inner_len = u16::from_be(inn.tot_len).saturating_sub(IPV4_LEN as u16);
@@ -279,7 +265,7 @@ pub fn error<C: Packet>(
     }
 
     let mut icmp6_len = e.tot_len - IPV4_LEN + (IPV6_LEN - IPV4_LEN);
-    let eth = eth_header(ctx, next, fib, ETH_P_IPV6)?;
+    let eth = out.eth;
     ctx.resize(ERROR_DELTA as i32, Family::To6)?;
     if pad6 != 0 {
         // The extension structure moves behind the padding.
@@ -298,7 +284,7 @@ pub fn error<C: Packet>(
             vtc_flow: ((6u32 << 28) | ((outer.tos as u32) << 20)).to_be(),
             payload_len: (icmp6_len as u16).to_be(),
             next_header: IPPROTO_ICMPV6,
-            hop_limit: next.hop(outer.ttl),
+            hop_limit: out.hop,
             src: map.src,
             dst: map.dst,
         },
