@@ -340,7 +340,7 @@ fn from_ipv4<C: Packet>(ctx: &C, pkt: &mut Packet4) -> Result<Found, DropReason>
         }
         None => {
             // SAFETY: read-only lookup.
-            let local = match unsafe { POOL.get(&h.dst) } {
+            let local = match unsafe { POOL.get(h.dst) } {
                 Some(p) => p.flags & POOL_LOCAL != 0,
                 None => return Ok(Found::Pass),
             };

@@ -64,7 +64,7 @@ fn headers(
                 let Ok(f) = ptr_at::<[u8; 4]>(ctx, ETH_LEN + IPV6_LEN) else {
                     return (6, nh);
                 };
-                let first = (*f)[2] & 0xff == 0 && (*f)[3] & 0xf8 == 0;
+                let first = (*f)[2] == 0 && (*f)[3] & 0xf8 == 0;
                 (
                     6,
                     (*f)[0],

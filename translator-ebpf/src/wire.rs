@@ -115,7 +115,7 @@ pub const TCP_RST: u8 = 0x04;
 #[inline(always)]
 pub fn zero_fib(f: *mut bpf_fib_lookup) {
     const WORDS: usize = core::mem::size_of::<bpf_fib_lookup>() / 4;
-    const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>() % 4 == 0);
+    const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>().is_multiple_of(4));
     const _: () = assert!(core::mem::align_of::<bpf_fib_lookup>() >= 4);
     let w = f as *mut u32;
     let mut i = 0;

@@ -141,8 +141,8 @@ fn cargo_test(cmd: &mut Command, limit: Duration) -> Result<(bool, Vec<TestResul
     Ok((st.success() && !timed_out, results))
 }
 
-/// `cargo fmt --all -- --check` and `cargo clippy --workspace --all-targets -- -D warnings`;
-/// returns the names of the checks that failed.
+/// `cargo fmt --all -- --check`, `cargo clippy --workspace --all-targets -- -D warnings`, and
+/// clippy on the data plane for its BPF target; returns the names of the checks that failed.
 fn lint() -> Vec<&'static str> {
     let mut failed = Vec::new();
     if let Err(e) = status(cargo().args(["fmt", "--all", "--", "--check"])) {
@@ -159,6 +159,36 @@ fn lint() -> Vec<&'static str> {
     ])) {
         eprintln!("lint: {e:#}");
         failed.push("cargo clippy");
+    }
+    // The data plane is only compiled for the BPF target (on the host its modules are cfg'd
+    // out): clippy it there, with the nightly toolchain that builds it, warnings as errors.
+    let mut bpf = Command::new("rustup");
+    bpf.current_dir(translator_tests::workspace_root()).args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "-p",
+        "translator-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--bins",
+        "--release",
+        "--target-dir",
+        "target/bpf-lint",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    // The workspace's toolchain variables would point rustup's cargo at the stable compiler.
+    for var in ["CARGO", "RUSTC", "RUSTUP_TOOLCHAIN", "RUSTC_WRAPPER"] {
+        bpf.env_remove(var);
+    }
+    if let Err(e) = status(&mut bpf) {
+        eprintln!("lint: {e:#}");
+        failed.push("cargo clippy (eBPF, bpfel-unknown-none)");
     }
     failed
 }

@@ -21,7 +21,7 @@ pub fn key6(key: &SessionKey6) -> BindingKey6 {
 /// refreshed.
 #[inline(always)]
 pub fn find6(key: &SessionKey6, now: u64) -> Option<(u32, u16)> {
-    let b = BINDINGS6.get_ptr_mut(&key6(key))?;
+    let b = BINDINGS6.get_ptr_mut(key6(key))?;
     // SAFETY: map value pointer from a successful lookup.
     unsafe {
         (*b).last_used = now;
@@ -39,5 +39,5 @@ pub fn find4(key: &SessionKey4) -> Option<BindingValue4> {
         _pad: 0,
     };
     // SAFETY: read-only lookup, copied out at once.
-    unsafe { BINDINGS4.get(&bk) }.copied()
+    unsafe { BINDINGS4.get(bk) }.copied()
 }

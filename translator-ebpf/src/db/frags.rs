@@ -25,7 +25,7 @@ pub fn remember6(key: &SessionKey6, id: u32, pool: u32, now: u64) {
         _pad: 0,
         seen: now,
     };
-    let _ = FRAGS6.insert(&k, &v, 0);
+    let _ = FRAGS6.insert(k, v, 0);
 }
 
 /// The pool address a later IPv6 fragment leaves from, if its first fragment passed.
@@ -39,7 +39,7 @@ pub fn pool_of(client: &[u32; 4], remote: u32, id: u32, proto: u8) -> Option<u32
         _pad: [0; 3],
     };
     // SAFETY: read-only lookup, copied out at once.
-    unsafe { FRAGS6.get(&k) }.map(|v| v.pool)
+    unsafe { FRAGS6.get(k) }.map(|v| v.pool)
 }
 
 /// Remembers the client of an IPv4 datagram whose first fragment was translated.
@@ -56,7 +56,7 @@ pub fn remember4(h: &Ipv4Hdr, client: &[u32; 4], now: u64) {
         client: *client,
         seen: now,
     };
-    let _ = FRAGS4.insert(&k, &v, 0);
+    let _ = FRAGS4.insert(k, v, 0);
 }
 
 /// The client a later IPv4 fragment goes to, if its first fragment passed.
@@ -70,5 +70,5 @@ pub fn client_of(h: &Ipv4Hdr) -> Option<[u32; 4]> {
         _pad: 0,
     };
     // SAFETY: read-only lookup, copied out at once.
-    unsafe { FRAGS4.get(&k) }.map(|v| v.client)
+    unsafe { FRAGS4.get(k) }.map(|v| v.client)
 }

@@ -55,7 +55,7 @@ pub fn allocate<C: EbpfContext>(ctx: &C, pkt: &mut Packet6) -> Result<(), DropRe
     let mut slot = 0u32;
     while slot < max {
         sk.slot = slot as u8;
-        if let Some(s) = BLOCK_SLOTS.get_ptr_mut(&sk)
+        if let Some(s) = BLOCK_SLOTS.get_ptr_mut(sk)
             && let Some((pool, port)) = try_block(s, bkey, now)?
         {
             pkt.pool = pool;
@@ -68,7 +68,7 @@ pub fn allocate<C: EbpfContext>(ctx: &C, pkt: &mut Packet6) -> Result<(), DropRe
     let mut slot = 0u32;
     while slot < max {
         sk.slot = slot as u8;
-        if BLOCK_SLOTS.get_ptr(&sk).is_none() {
+        if BLOCK_SLOTS.get_ptr(sk).is_none() {
             free_slot = slot;
             break;
         }
@@ -93,14 +93,14 @@ pub fn allocate<C: EbpfContext>(ctx: &C, pkt: &mut Packet6) -> Result<(), DropRe
         _pad: [0; 6],
         last_alloc: now,
     };
-    if BLOCK_SLOTS.insert(&sk, &value, BPF_NOEXIST as u64).is_err() {
+    if BLOCK_SLOTS.insert(sk, value, BPF_NOEXIST as u64).is_err() {
         // Another CPU filled this slot first (or the slot table is full): give the block back.
-        let _ = queue.push(&block, 0);
+        let _ = queue.push(block, 0);
     } else {
         event(Event::BlockTaken);
         log_block(ctx, bkey, &block);
     }
-    match BLOCK_SLOTS.get_ptr_mut(&sk) {
+    match BLOCK_SLOTS.get_ptr_mut(sk) {
         Some(s) => match try_block(s, bkey, now)? {
             Some((pool, port)) => {
                 pkt.pool = pool;
@@ -179,7 +179,7 @@ fn try_block(
             proto: bkey.proto,
             _pad: 0,
         };
-        match BINDINGS4.insert(&k4, &value4, BPF_NOEXIST as u64) {
+        match BINDINGS4.insert(k4, value4, BPF_NOEXIST as u64) {
             Ok(()) => {
                 // SAFETY: as above; the hint is advisory, a racing write is harmless.
                 unsafe {
@@ -193,9 +193,9 @@ fn try_block(
                     _pad: 0,
                     last_used: now,
                 };
-                if BINDINGS6.insert(bkey, &v6, BPF_NOEXIST as u64).is_err() {
+                if BINDINGS6.insert(bkey, v6, BPF_NOEXIST as u64).is_err() {
                     // Another CPU bound this client port first: use its binding.
-                    let _ = BINDINGS4.remove(&k4);
+                    let _ = BINDINGS4.remove(k4);
                     // SAFETY: read-only lookup.
                     return match unsafe { BINDINGS6.get(bkey) } {
                         Some(b) => Ok(Some((b.pool, b.pool_port_be))),

@@ -46,7 +46,7 @@ fn touch(flags: *mut u8, last_seen: *mut u64, seen: u8, now: u64) {
 /// Returns whether the flow is hairpinned, or `None` when there is no session.
 #[inline(always)]
 pub fn outbound(pkt: &mut Packet6) -> Option<bool> {
-    let v = SESSIONS6.get_ptr_mut(&pkt.key)?;
+    let v = SESSIONS6.get_ptr_mut(pkt.key)?;
     // SAFETY: map value pointer from a successful lookup.
     unsafe {
         touch(&mut (*v).flags, &mut (*v).last_seen, pkt.l4.seen, pkt.now);
@@ -93,7 +93,7 @@ pub fn create_outbound(pkt: &Packet6) -> Result<bool, DropReason> {
     let key = &pkt.key;
     let (pool, pool_port, now) = (pkt.pool, pkt.pool_port, pkt.now);
     // SAFETY: read-only lookup.
-    let hairpin = unsafe { POOL.get(&key.remote) }.is_some();
+    let hairpin = unsafe { POOL.get(key.remote) }.is_some();
     let v6 = SessionValue6 {
         pool,
         pool_port_be: pool_port,
@@ -102,7 +102,7 @@ pub fn create_outbound(pkt: &Packet6) -> Result<bool, DropReason> {
         last_seen: now,
     };
     SESSIONS6
-        .insert(key, &v6, 0)
+        .insert(key, v6, 0)
         .map_err(|_| DropReason::TableFull)?;
     let k4 = SessionKey4 {
         pool,
@@ -119,7 +119,7 @@ pub fn create_outbound(pkt: &Packet6) -> Result<bool, DropReason> {
         _pad: [0; 5],
         last_seen: now,
     };
-    if SESSIONS4.insert(&k4, &v4, 0).is_err() {
+    if SESSIONS4.insert(k4, v4, 0).is_err() {
         let _ = SESSIONS6.remove(key);
         return Err(DropReason::TableFull);
     }
@@ -143,13 +143,13 @@ fn permit(pool: u32, pool_port: u16, key: &SessionKey6, now: u64) {
         proto: key.proto,
         _pad: 0,
     };
-    match FILTERS.get_ptr_mut(&fkey) {
+    match FILTERS.get_ptr_mut(fkey) {
         // SAFETY: map value pointer from a successful lookup.
         Some(last) => unsafe { *last = now },
         // The table is as large as the session table, so it cannot be full when the session
         // insert succeeded.
         None => {
-            let _ = FILTERS.insert(&fkey, &now, 0);
+            let _ = FILTERS.insert(fkey, now, 0);
         }
     }
 }
@@ -165,7 +165,7 @@ pub fn permitted(key: &SessionKey4) -> bool {
         _pad: 0,
     };
     // SAFETY: read-only lookup.
-    unsafe { FILTERS.get(&fk) }.is_some()
+    unsafe { FILTERS.get(fk) }.is_some()
 }
 
 /// Creates both entries of a session that an inbound packet opens (filtering allowed it):
@@ -186,7 +186,7 @@ pub fn create_inbound(
         last_seen: now,
     };
     SESSIONS4
-        .insert(key, &v4, 0)
+        .insert(key, v4, 0)
         .map_err(|_| DropReason::TableFull)?;
     let k6 = SessionKey6 {
         client,
@@ -197,7 +197,7 @@ pub fn create_inbound(
         _pad: [0; 3],
     };
     // SAFETY: read-only lookup.
-    let hairpin = unsafe { POOL.get(&key.remote) }.is_some();
+    let hairpin = unsafe { POOL.get(key.remote) }.is_some();
     let v6 = SessionValue6 {
         pool: key.pool,
         pool_port_be: key.pool_port_be,
@@ -205,7 +205,7 @@ pub fn create_inbound(
         _pad: 0,
         last_seen: now,
     };
-    if SESSIONS6.insert(&k6, &v6, 0).is_err() {
+    if SESSIONS6.insert(k6, v6, 0).is_err() {
         let _ = SESSIONS4.remove(key);
         return Err(DropReason::TableFull);
     }

@@ -197,7 +197,7 @@ pub fn bench_insert(ctx: XdpContext) -> u32 {
     let Some(k) = bench_key(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
-    match BENCH_HASH.insert(&k, &[k, k, k], BPF_NOEXIST as u64) {
+    match BENCH_HASH.insert(k, [k, k, k], BPF_NOEXIST as u64) {
         Ok(()) => xdp_action::XDP_TX,
         Err(_) => xdp_action::XDP_DROP,
     }
@@ -209,7 +209,7 @@ pub fn bench_lookup(ctx: XdpContext) -> u32 {
     let Some(k) = bench_key(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
-    match BENCH_HASH.get_ptr(&k) {
+    match BENCH_HASH.get_ptr(k) {
         Some(_) => xdp_action::XDP_TX,
         None => xdp_action::XDP_DROP,
     }

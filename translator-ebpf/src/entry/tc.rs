@@ -12,10 +12,10 @@ use crate::{context::Verdict, nat64};
 
 #[classifier]
 pub fn translator_tc(ctx: TcContext) -> i32 {
-    (match nat64::run(&ctx) {
+    match nat64::run(&ctx) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
         // The redirect helpers were called on the way (back out, other interface, slow path).
         Verdict::Tx | Verdict::Redirect | Verdict::SlowPath => TC_ACT_REDIRECT,
-    }) as i32
+    }
 }

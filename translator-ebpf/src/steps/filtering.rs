@@ -43,7 +43,7 @@ pub fn outbound<C: EbpfContext>(ctx: &C, pkt: &mut Packet6) -> Result<bool, Drop
 fn outbound_binding(pkt: &mut Packet6) -> Result<bool, DropReason> {
     let cfg = config();
     let key = &pkt.key;
-    if CLIENTS.get(&Key::new(128, key.client)).is_none() {
+    if CLIENTS.get(Key::new(128, key.client)).is_none() {
         return Err(DropReason::ClientNotAllowed);
     }
     if cfg.flags & (CFG_WELL_KNOWN_PREFIX | CFG_ALLOW_NON_GLOBAL) == CFG_WELL_KNOWN_PREFIX

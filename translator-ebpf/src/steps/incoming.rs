@@ -66,7 +66,7 @@ pub fn icmp4_error_to_pool(ctx: &impl Packet) -> Option<bool> {
 #[inline(always)]
 pub fn is_pool(addr: u32) -> bool {
     // SAFETY: read-only lookup.
-    unsafe { POOL.get(&addr) }.is_some()
+    unsafe { POOL.get(addr) }.is_some()
 }
 
 #[inline(always)]
@@ -423,7 +423,7 @@ pub fn icmp6_error(ctx: &impl Packet, e: &mut Icmp6Error) -> Result<(), DropReas
         0
     };
     let orig4 = orig6.saturating_sub(IPV6_LEN - IPV4_LEN);
-    let pad4 = if orig4 < 128 { 128 - orig4 } else { 0 };
+    let pad4 = 128_usize.saturating_sub(orig4);
     let keep_ext = has_ext && ext_len <= MAX_EXT && pad4 <= MAX_PAD && orig6 >= IPV6_LEN + 8;
     let cfg = config();
     if !rfc6052::matches_raw(&inn.src, &cfg.prefix, &cfg.mask) {

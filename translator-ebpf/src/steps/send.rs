@@ -142,14 +142,14 @@ pub fn route_cached(
             dst: unsafe { fib.__bindgen_anon_4.ipv4_dst },
             ifindex_in: fib.ifindex,
         };
-        ROUTES4.get_ptr(&sc.k4)
+        ROUTES4.get_ptr(sc.k4)
     } else {
         sc.k6 = RouteKey6 {
             // SAFETY: as above.
             dst: unsafe { fib.__bindgen_anon_4.ipv6_dst },
             ifindex_in: fib.ifindex,
         };
-        ROUTES6.get_ptr(&sc.k6)
+        ROUTES6.get_ptr(sc.k6)
     };
     if let Some(e) = hit {
         // SAFETY: map value pointer from a successful lookup, read at once.
@@ -174,9 +174,9 @@ pub fn route_cached(
             _pad2: 0,
         };
         let _ = if v4 {
-            ROUTES4.insert(&sc.k4, &sc.e, 0)
+            ROUTES4.insert(sc.k4, sc.e, 0)
         } else {
-            ROUTES6.insert(&sc.k6, &sc.e, 0)
+            ROUTES6.insert(sc.k6, sc.e, 0)
         };
     }
     Ok(next)
