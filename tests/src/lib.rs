@@ -10,6 +10,7 @@
 //! fresh machine before bpf-linker exists.
 
 pub mod checks;
+pub mod clat;
 pub mod cmd;
 pub mod fixture;
 pub mod gateway;

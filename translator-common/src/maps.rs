@@ -65,9 +65,14 @@ pub const BLOCK_EVENTS: &str = "BLOCK_EVENTS";
 /// Per-CPU state of the ICMP error rate limit (last send, ns).
 pub const ICMP_RATE: &str = "ICMP_RATE";
 
+/// The CLAT's settings (`translator clat`): an array of one [`ClatConfig`], rewritten whenever
+/// the PLAT prefix is learnt, changes or expires (pinned).
+pub const CLAT_CONFIG: &str = "CLAT_CONFIG";
+
 /// Every map the program pins, for listing and removal.
-pub const ALL_MAPS: [&str; 22] = [
+pub const ALL_MAPS: [&str; 23] = [
     BLOCK_EVENTS,
+    CLAT_CONFIG,
     SESSION_EVENTS,
     TRACE_FILTER,
     TRACE_EVENTS[0],
@@ -471,7 +476,37 @@ pub struct PoolAddress {
     pub flags: u32,
 }
 
+/// Value of [`CLAT_CONFIG`]: what the CLAT's programs translate with (addresses raw).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClatConfig {
+    /// The PLAT prefix, host bits zero, its netmask and its length (32, 40, 48, 56, 64 or 96).
+    /// Length 0: the CLAT translates nothing (no prefix known, or the host has native IPv4).
+    pub prefix: [u32; 4],
+    pub mask: [u32; 4],
+    pub prefix_len: u8,
+    pub _pad: [u8; 3],
+    /// The IPv6 address dedicated to the CLAT: the host's IPv4 traffic leaves from it.
+    pub clat6: [u32; 4],
+    /// The host's IPv4 address on the CLAT's interface (192.0.0.1 by default, RFC 7335).
+    pub ipv4: u32,
+    /// Source of ICMPv4 errors translated from ICMPv6 errors whose source has no IPv4 form
+    /// (outside the prefix; RFC 6791), 192.0.0.2 by default.
+    pub error_src4: u32,
+    /// The uplink (IPv6) interface and the CLAT's IPv4 interface.
+    pub uplink_ifindex: u32,
+    pub v4_ifindex: u32,
+    /// MAC addresses of the IPv4 interface (destination of what the host receives) and of its
+    /// veth peer (their source).
+    pub v4_mac: [u8; 6],
+    pub peer_mac: [u8; 6],
+    /// The uplink's MTU: larger translated IPv4 packets without DF go to the slow path.
+    pub mtu6: u16,
+    pub _pad2: u16,
+}
+
 pod!(
+    ClatConfig => 84,
     SessionKey6 => 28,
     SessionValue6 => 16,
     SessionKey4 => 16,

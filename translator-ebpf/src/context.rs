@@ -164,6 +164,12 @@ pub trait Packet: EbpfContext {
     /// no neighbour entry left it), the neighbour subsystem filling in the MAC addresses. Only
     /// called when [`Packet::SKB`].
     fn redirect_neigh(&self, ifindex: u32, fib: &bpf_fib_lookup) -> Result<Verdict, DropReason>;
+    /// Sends the packet out of `ifindex` the way the kernel routes it from this host: the route
+    /// lookup and the neighbour's MAC address are the kernel's (TC only; the CLAT's output).
+    fn redirect_route(&self, ifindex: u32) -> Result<Verdict, DropReason>;
+    /// Hands the packet to `ifindex` as if that interface had received it (TC only; the CLAT
+    /// delivers to the host's IPv4 stack this way).
+    fn redirect_ingress(&self, ifindex: u32) -> Result<Verdict, DropReason>;
     /// Sends the packet back out of the interface it came in on.
     fn tx(&self) -> Result<Verdict, DropReason>;
     /// Hands the packet (its ethertype already the slow-path one) to the kernel, where the
@@ -296,6 +302,17 @@ impl Packet for XdpContext {
     fn redirect_neigh(&self, _ifindex: u32, _fib: &bpf_fib_lookup) -> Result<Verdict, DropReason> {
         // Not used on XDP (`SKB` is false): the kernel resolves the neighbour.
         Ok(Verdict::Pass)
+    }
+
+    #[inline(always)]
+    fn redirect_route(&self, _ifindex: u32) -> Result<Verdict, DropReason> {
+        // No XDP program of the data plane sends this way.
+        Err(DropReason::HelperFailed)
+    }
+
+    #[inline(always)]
+    fn redirect_ingress(&self, _ifindex: u32) -> Result<Verdict, DropReason> {
+        Err(DropReason::HelperFailed)
     }
 
     #[inline(always)]
@@ -526,6 +543,23 @@ impl Packet for TcContext {
         let rc =
             unsafe { bpf_redirect_neigh(ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0) };
         tc_redirected(rc, Verdict::Redirect)
+    }
+
+    #[inline(always)]
+    fn redirect_route(&self, ifindex: u32) -> Result<Verdict, DropReason> {
+        // SAFETY: helper call without parameters: the kernel looks the route up from the
+        // packet's header.
+        let rc = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
+        tc_redirected(rc, Verdict::Redirect)
+    }
+
+    #[inline(always)]
+    fn redirect_ingress(&self, ifindex: u32) -> Result<Verdict, DropReason> {
+        // SAFETY: plain helper call.
+        tc_redirected(
+            unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) },
+            Verdict::Redirect,
+        )
     }
 
     #[inline(always)]

@@ -7,14 +7,17 @@
 //! from the port blocks the controller queued, without a round trip to user space.
 //!
 //! Layout (RFC 6146 section 3's steps, the way Jool lays out its translator): `nat64` calls
-//! `steps::*` in order; `rfc7915` translates; `db` holds the BIB, sessions and pool; `maps`
-//! declares every map; `observe` counts and keeps the clock; `context` hides XDP and TC behind
-//! one trait; `entry` holds the programs.
+//! `steps::*` in order; `rfc7915` translates; `db` holds the BIB, sessions and pool; `clat` is
+//! the stateless customer-side translator of 464XLAT on the same rewrites; `maps` declares every
+//! map; `observe` counts and keeps the clock; `context` hides XDP and TC behind one trait;
+//! `entry` holds the programs.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
 mod checksum;
+#[cfg(target_arch = "bpf")]
+mod clat;
 #[cfg(target_arch = "bpf")]
 mod config;
 #[cfg(target_arch = "bpf")]

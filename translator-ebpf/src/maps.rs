@@ -15,9 +15,9 @@ use translator_common::{
     counters::COUNTER_SLOTS,
     maps::{
         BenchFrame, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId, BlockSlot,
-        BlockSlotKey, FilterKey, Frag4Key, Frag4Value, Frag6Key, Frag6Value, PoolAddress,
-        RouteEntry, RouteKey4, RouteKey6, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
-        TRACE_SLOTS, TraceEvent, TraceFilter,
+        BlockSlotKey, ClatConfig, FilterKey, Frag4Key, Frag4Value, Frag6Key, Frag6Value,
+        PoolAddress, RouteEntry, RouteKey4, RouteKey6, SessionKey4, SessionKey6, SessionValue4,
+        SessionValue6, TRACE_SLOTS, TraceEvent, TraceFilter,
     },
 };
 
@@ -55,6 +55,10 @@ pub static POOL: HashMap<u32, PoolAddress> = HashMap::pinned(256, 0);
 pub static FRAGS6: LruHashMap<Frag6Key, Frag6Value> = LruHashMap::pinned(16384, 0);
 #[map]
 pub static FRAGS4: LruHashMap<Frag4Key, Frag4Value> = LruHashMap::pinned(16384, 0);
+
+/// The CLAT's settings (`translator clat`; the gateway leaves it empty).
+#[map]
+pub static CLAT_CONFIG: Array<ClatConfig> = Array::pinned(1, 0);
 
 // ------------------------------------------------------------------------------------------------
 // Routing.

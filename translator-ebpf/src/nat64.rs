@@ -58,6 +58,9 @@ pub fn run<C: Packet>(ctx: &C) -> Verdict {
     verdict
 }
 
+/// The least hop limit / TTL a packet the gateway forwards may have (it decrements it).
+const FORWARDED: u8 = 2;
+
 #[inline(always)]
 fn pass() -> Result<Verdict, DropReason> {
     event(Event::Passed);
@@ -156,7 +159,9 @@ fn process<C: Packet>(ctx: &C) -> Result<Verdict, DropReason> {
 #[inline(never)]
 fn from_ipv6<C: Packet>(ctx: &C, pkt: &mut Packet6) -> Result<Found, DropReason> {
     ctx.enter();
-    match incoming::ipv6(ctx, pkt)? {
+    let parsed = incoming::ipv6(ctx, pkt, FORWARDED)?;
+    pkt.key.remote = outgoing::embedded(&pkt.dst);
+    match parsed {
         Parsed6::Packet => {}
         Parsed6::Later => return Ok(Found::Later),
         Parsed6::SlowPath => return Ok(Found::SlowPath),
@@ -243,7 +248,7 @@ fn later_6to4<C: Packet>(ctx: &C, r: &Packet6) -> Result<Verdict, DropReason> {
         hop: next.hop(r.hop),
         eth: send::eth_header(ctx, next, fib, ETH_P_IP)?,
     };
-    to4::later_fragment(ctx, r, proto, pool, &out)?;
+    to4::later_fragment(ctx, r, proto, (pool, r.key.remote), &out)?;
     event(Event::FragmentTranslated);
     translated(ctx, Event::Translated6to4, Event::Bytes6to4);
     send::forward(ctx, next, fib)
@@ -254,7 +259,8 @@ fn later_6to4<C: Packet>(ctx: &C, r: &Packet6) -> Result<Verdict, DropReason> {
 #[inline(never)]
 fn icmp6_error_found<C: Packet>(ctx: &C, e: &mut Icmp6Error) -> Result<(), DropReason> {
     ctx.enter();
-    incoming::icmp6_error(ctx, e)?;
+    incoming::icmp6_error(ctx, e, FORWARDED)?;
+    incoming::icmp6_error_session(e)?;
     let (pool, pool_port) = session::pool_of(&e.key).ok_or(DropReason::NoSession)?;
     e.map = outgoing::error_map4(
         e.key.remote,
@@ -335,7 +341,7 @@ fn from_ipv4<C: Packet>(ctx: &C, pkt: &mut Packet4) -> Result<Found, DropReason>
     pkt.l4 = l4;
     match session::find4(&key) {
         Some(v) => {
-            incoming::check_ipv4(ctx, &h)?;
+            incoming::check_ipv4(ctx, &h, FORWARDED)?;
             (pkt.client, pkt.client_port) = session::use4(v, l4.seen, now);
         }
         None => {
@@ -344,7 +350,7 @@ fn from_ipv4<C: Packet>(ctx: &C, pkt: &mut Packet4) -> Result<Found, DropReason>
                 Some(p) => p.flags & POOL_LOCAL != 0,
                 None => return Ok(Found::Pass),
             };
-            incoming::check_ipv4(ctx, &h)?;
+            incoming::check_ipv4(ctx, &h, FORWARDED)?;
             match filtering::open_inbound(&key, l4.seen, now)? {
                 Some((client, port)) => {
                     pkt.client = client;
@@ -456,7 +462,7 @@ fn later_4to6<C: Packet>(ctx: &C, h: &Ipv4Hdr) -> Result<Verdict, DropReason> {
     if crate::checksum::ipv4_header(h) != 0 {
         return Err(DropReason::BadIpv4Checksum);
     }
-    if h.ttl <= 1 {
+    if h.ttl < FORWARDED {
         return Err(DropReason::HopLimitExceeded);
     }
     let nh = match h.proto {
@@ -499,7 +505,7 @@ fn later_4to6<C: Packet>(ctx: &C, h: &Ipv4Hdr) -> Result<Verdict, DropReason> {
 #[inline(never)]
 fn icmp4_error_found<C: Packet>(ctx: &C, e: &mut Icmp4Error) -> Result<(), DropReason> {
     ctx.enter();
-    incoming::icmp4_error(ctx, e)?;
+    incoming::icmp4_error(ctx, e, FORWARDED)?;
     let (client, client_port) = session::client_of(&e.key).ok_or(DropReason::NoSession)?;
     e.map = outgoing::error_map6(
         e.outer.src,

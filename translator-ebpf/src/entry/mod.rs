@@ -2,5 +2,6 @@
 //! return code; everything else is the shared core. Nothing imports from here.
 
 pub mod bench;
+pub mod clat;
 pub mod tc;
 pub mod xdp;

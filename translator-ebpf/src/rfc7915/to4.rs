@@ -120,13 +120,13 @@ pub fn packet<C: Packet>(ctx: &C, pkt: &Packet6, t: &Tuple4, out: &Out) -> Resul
 }
 
 /// Rewrites a later IPv6 fragment (offset > 0, parsed into `r`) into an IPv4 fragment from
-/// `pool`.
+/// `src` to `dst`.
 #[inline(always)]
 pub fn later_fragment<C: Packet>(
     ctx: &C,
     r: &Packet6,
     proto: u8,
-    pool: u32,
+    (src, dst): (u32, u32),
     out: &Out,
 ) -> Result<(), DropReason> {
     let (off_flags, fid) = r.frag.unwrap_or((0, 0));
@@ -141,8 +141,8 @@ pub fn later_fragment<C: Packet>(
         ttl: out.hop,
         proto,
         csum: 0,
-        src: pool,
-        dst: r.key.remote,
+        src,
+        dst,
     };
     ip4.csum = ipv4_header(&ip4);
     let eth = out.eth;

@@ -163,10 +163,11 @@ pub fn to_prefix(ctx: &impl Packet) -> Result<bool, DropReason> {
     ))
 }
 
-/// Parses an IPv6 packet from the IPv6 side addressed into the prefix into `pkt` (all but
-/// the binding and the time).
+/// Parses an IPv6 packet into `pkt`: all but the IPv4 address embedded in an address (whose
+/// prefix the caller knows), the binding and the time. `min_hop`: the least hop limit the
+/// packet may have (2 where it is forwarded and the hop limit decremented; 0 for the CLAT).
 #[inline(always)]
-pub fn ipv6(ctx: &impl Packet, pkt: &mut Packet6) -> Result<Parsed6, DropReason> {
+pub fn ipv6(ctx: &impl Packet, pkt: &mut Packet6, min_hop: u8) -> Result<Parsed6, DropReason> {
     let ip6: *mut Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
     // SAFETY: bounds checked by ptr_at.
     let (vtc, payload_len, nh, hop, src, dst) = unsafe {
@@ -185,13 +186,12 @@ pub fn ipv6(ctx: &impl Packet, pkt: &mut Packet6) -> Result<Parsed6, DropReason>
     if !ctx.holds(ETH_LEN + IPV6_LEN + payload_len as usize) {
         return Err(DropReason::Truncated);
     }
-    if hop <= 1 {
+    if hop < min_hop {
         return Err(DropReason::HopLimitExceeded);
     }
-    let cfg = config();
-    let remote = rfc6052::raw4(rfc6052::extract(rfc6052::from_raw6(&dst), cfg.prefix_len));
     pkt.key.client = src;
-    pkt.key.remote = remote;
+    // The embedded IPv4 address depends on whose prefix: the caller fills it in.
+    pkt.key.remote = 0;
     pkt.key._pad = [0; 3];
     pkt.dst = dst;
     pkt.payload_len = payload_len;
@@ -257,7 +257,7 @@ pub fn ipv4_l4(ctx: &impl Packet, h: &Ipv4Hdr) -> Result<L4, DropReason> {
 
 /// Validates what translation of an IPv4 packet relies on.
 #[inline(always)]
-pub fn check_ipv4(ctx: &impl Packet, h: &Ipv4Hdr) -> Result<(), DropReason> {
+pub fn check_ipv4(ctx: &impl Packet, h: &Ipv4Hdr, min_ttl: u8) -> Result<(), DropReason> {
     let tot_len = u16::from_be(h.tot_len) as usize;
     if tot_len < IPV4_LEN + size_of::<L4Head>() {
         return Err(DropReason::Malformed);
@@ -268,7 +268,7 @@ pub fn check_ipv4(ctx: &impl Packet, h: &Ipv4Hdr) -> Result<(), DropReason> {
     if checksum::ipv4_header(h) != 0 {
         return Err(DropReason::BadIpv4Checksum);
     }
-    if h.ttl <= 1 {
+    if h.ttl < min_ttl {
         return Err(DropReason::HopLimitExceeded);
     }
     Ok(())
@@ -281,7 +281,7 @@ pub const MAX_PAD: usize = 32;
 /// the gateway sent (pool address as its source): its session is the error's (RFC 6146
 /// section 3.4, RFC 7915 section 4.2).
 #[inline(always)]
-pub fn icmp4_error(ctx: &impl Packet, e: &mut Icmp4Error) -> Result<(), DropReason> {
+pub fn icmp4_error(ctx: &impl Packet, e: &mut Icmp4Error, min_ttl: u8) -> Result<(), DropReason> {
     let h: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN)?;
     let ic: *mut L4Head = ptr_at(ctx, V4_ICMP)?;
     let inner: *mut Ipv4Hdr = ptr_at(ctx, V4_INNER)?;
@@ -298,7 +298,7 @@ pub fn icmp4_error(ctx: &impl Packet, e: &mut Icmp4Error) -> Result<(), DropReas
     if checksum::ipv4_header(&outer) != 0 {
         return Err(DropReason::BadIpv4Checksum);
     }
-    if outer.ttl <= 1 {
+    if outer.ttl < min_ttl {
         // Never an error about an error.
         return Err(DropReason::HopLimitExceeded);
     }
@@ -380,7 +380,7 @@ pub fn icmp4_error(ctx: &impl Packet, e: &mut Icmp4Error) -> Result<(), DropReas
 /// is one the gateway delivered to a client (prefix address as its source): its session is the
 /// error's (RFC 6146 section 3.4, RFC 7915 section 5.2).
 #[inline(always)]
-pub fn icmp6_error(ctx: &impl Packet, e: &mut Icmp6Error) -> Result<(), DropReason> {
+pub fn icmp6_error(ctx: &impl Packet, e: &mut Icmp6Error, min_hop: u8) -> Result<(), DropReason> {
     let h: *mut Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
     let ic: *mut L4Head = ptr_at(ctx, V6_ICMP)?;
     let inner: *mut Ipv6Hdr = ptr_at(ctx, V6_INNER)?;
@@ -402,7 +402,7 @@ pub fn icmp6_error(ctx: &impl Packet, e: &mut Icmp6Error) -> Result<(), DropReas
     {
         return Err(DropReason::Truncated);
     }
-    if hop <= 1 {
+    if hop < min_hop {
         return Err(DropReason::HopLimitExceeded);
     }
     let [ty, code] = ty_code.to_ne_bytes();
@@ -425,43 +425,15 @@ pub fn icmp6_error(ctx: &impl Packet, e: &mut Icmp6Error) -> Result<(), DropReas
     let orig4 = orig6.saturating_sub(IPV6_LEN - IPV4_LEN);
     let pad4 = 128_usize.saturating_sub(orig4);
     let keep_ext = has_ext && ext_len <= MAX_EXT && pad4 <= MAX_PAD && orig6 >= IPV6_LEN + 8;
-    let cfg = config();
-    if !rfc6052::matches_raw(&inn.src, &cfg.prefix, &cfg.mask) {
-        return Err(DropReason::UnsupportedIcmp);
-    }
-    let remote = rfc6052::raw4(rfc6052::extract(
-        rfc6052::from_raw6(&inn.src),
-        cfg.prefix_len,
-    ));
-    let (key, inner_proto4) = match inn.next_header {
-        IPPROTO_TCP | IPPROTO_UDP => (
-            SessionKey6 {
-                client: inn.dst,
-                remote,
-                client_port_be: l4h.b,
-                remote_port_be: l4h.a,
-                proto: inn.next_header,
-                _pad: [0; 3],
-            },
-            inn.next_header,
-        ),
+    let inner_proto4 = match inn.next_header {
+        IPPROTO_TCP | IPPROTO_UDP => inn.next_header,
         IPPROTO_ICMPV6
             if matches!(
                 icmp_type(l4h.a),
                 icmp::V6_ECHO_REQUEST | icmp::V6_ECHO_REPLY
             ) =>
         {
-            (
-                SessionKey6 {
-                    client: inn.dst,
-                    remote,
-                    client_port_be: l4h.c,
-                    remote_port_be: 0,
-                    proto: IPPROTO_ICMP,
-                    _pad: [0; 3],
-                },
-                IPPROTO_ICMP,
-            )
+            IPPROTO_ICMP
         }
         _ => return Err(DropReason::UnsupportedIcmp),
     };
@@ -484,6 +456,35 @@ pub fn icmp6_error(ctx: &impl Packet, e: &mut Icmp6Error) -> Result<(), DropReas
     e.has_ext = has_ext;
     e.keep_ext = keep_ext;
     e.inner_proto4 = inner_proto4;
-    e.key = key;
+    Ok(())
+}
+
+/// The session of the packet an ICMPv6 error quotes, which the gateway delivered to a client
+/// (its source inside the prefix): the error's incoming tuple (RFC 6146 section 3.4). Fills in
+/// `e.key`.
+#[inline(always)]
+pub fn icmp6_error_session(e: &mut Icmp6Error) -> Result<(), DropReason> {
+    let (inn, l4h) = (&e.inner, &e.l4);
+    let cfg = config();
+    if !rfc6052::matches_raw(&inn.src, &cfg.prefix, &cfg.mask) {
+        return Err(DropReason::UnsupportedIcmp);
+    }
+    let remote = rfc6052::raw4(rfc6052::extract(
+        rfc6052::from_raw6(&inn.src),
+        cfg.prefix_len,
+    ));
+    let (client_port_be, remote_port_be, proto) = if e.inner_proto4 == IPPROTO_ICMP {
+        (l4h.c, 0, IPPROTO_ICMP)
+    } else {
+        (l4h.b, l4h.a, inn.next_header)
+    };
+    e.key = SessionKey6 {
+        client: inn.dst,
+        remote,
+        client_port_be,
+        remote_port_be,
+        proto,
+        _pad: [0; 3],
+    };
     Ok(())
 }

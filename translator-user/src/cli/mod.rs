@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bib;
 mod check;
+mod clat;
 mod dns64;
 mod down;
 mod log;
@@ -55,6 +56,9 @@ pub enum Command {
     Trace(trace::Args),
     /// Router advertisements: the one being sent, or another router's configuration for it.
     Ra(ra::Args),
+    /// The host side of 464XLAT: IPv4 literals and IPv4-only apps on an IPv6-only host, through
+    /// the network's NAT64 (foreground; `clat status`, `clat down`).
+    Clat(clat::Args),
 }
 
 /// Options shared by the commands that read a running instance.
@@ -88,6 +92,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Log(a) => log::main(a),
         Command::Trace(a) => trace::main(a),
         Command::Ra(a) => ra::main(a),
+        Command::Clat(a) => clat::main(a, cli.netns.as_deref()),
     }
 }
 

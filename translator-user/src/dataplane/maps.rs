@@ -366,19 +366,23 @@ impl Maps {
 
     /// Sums of the per-CPU counters: events, then drop reasons.
     pub fn counters(&self) -> anyhow::Result<Counters> {
-        let mut sums = vec![0u64; COUNTER_SLOTS as usize];
-        for (i, s) in sums.iter_mut().enumerate() {
-            let v = self
-                .counters
-                .get(&(i as u32), 0)
-                .map_err(|e| anyhow!("reading counters: {e}"))?;
-            *s = v.iter().sum();
-        }
-        let events = Event::ALL.iter().map(|e| (*e, sums[*e as usize])).collect();
-        let drops = DropReason::ALL
-            .iter()
-            .map(|r| (*r, sums[r.counter_index() as usize]))
-            .collect();
-        Ok((events, drops))
+        read_counters(&self.counters)
     }
+}
+
+/// Sums a counter map over CPUs, by event and drop reason.
+pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> anyhow::Result<Counters> {
+    let mut sums = vec![0u64; COUNTER_SLOTS as usize];
+    for (i, s) in sums.iter_mut().enumerate() {
+        let v = map
+            .get(&(i as u32), 0)
+            .map_err(|e| anyhow!("reading counters: {e}"))?;
+        *s = v.iter().sum();
+    }
+    let events = Event::ALL.iter().map(|e| (*e, sums[*e as usize])).collect();
+    let drops = DropReason::ALL
+        .iter()
+        .map(|r| (*r, sums[r.counter_index() as usize]))
+        .collect();
+    Ok((events, drops))
 }

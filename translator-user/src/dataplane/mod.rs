@@ -31,7 +31,7 @@ pub use attach::{
     TC_PROGRAM, XDP_PROGRAM, attach, down, interfaces, load, load_program, load_unpinned,
     load_unpinned_sized, tc_program, xdp_program,
 };
-pub use maps::{Counters, Maps, open_map};
+pub use maps::{Counters, Maps, open_map, read_counters};
 
 /// The eBPF object, built by build.rs with aya-build. Besides the translator's XDP and TC
 /// programs it holds the benchmark baselines (never attached by the controller).

@@ -33,13 +33,13 @@
 
 mod advert;
 mod config;
-mod link;
-mod rdnss;
+pub mod link;
+pub mod rdnss;
 mod responder;
 mod routers;
 mod schedule;
 mod show;
-mod socket;
+pub mod socket;
 mod stats;
 mod trace;
 pub mod wire;

@@ -68,6 +68,21 @@ impl RaSocket {
     /// Opens the socket on `interface`. `answer` also sets it up to receive solicitations;
     /// without it nothing is received (for `translator down`'s final advertisement).
     pub fn open(interface: &str, answer: bool) -> anyhow::Result<Self> {
+        if answer {
+            Self::open_for(interface, Some(ROUTER_SOLICITATION), true)
+        } else {
+            Self::open_for(interface, None, false)
+        }
+    }
+
+    /// Opens a socket on `interface` that receives the ICMPv6 type `accept` (none: nothing),
+    /// with each packet's hop limit and destination; `join_routers` joins ff02::2 (a router's
+    /// socket; a host receives advertisements to ff02::1, which every node has joined).
+    pub fn open_for(
+        interface: &str,
+        accept: Option<u8>,
+        join_routers: bool,
+    ) -> anyhow::Result<Self> {
         let ifindex = crate::netns::ifindex(interface)
             .with_context(|| format!("there is no interface named {interface:?} here"))?;
         let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
@@ -96,13 +111,13 @@ impl RaSocket {
             &0 as &libc::c_int,
         );
         let mut filter = [u32::MAX; 8];
-        if answer {
-            let t = usize::from(ROUTER_SOLICITATION);
+        if let Some(t) = accept {
+            let t = usize::from(t);
             filter[t >> 5] &= !(1u32 << (t & 31));
         }
         setsockopt(fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &filter)
             .context("setting ICMP6_FILTER")?;
-        if answer {
+        if accept.is_some() {
             setsockopt(
                 fd,
                 libc::IPPROTO_IPV6,
@@ -117,6 +132,8 @@ impl RaSocket {
                 &1 as &libc::c_int,
             )
             .context("setting IPV6_RECVPKTINFO")?;
+        }
+        if join_routers {
             socket
                 .join_multicast_v6(&ALL_ROUTERS, ifindex)
                 .with_context(|| format!("joining ff02::2 on {interface}"))?;

@@ -40,17 +40,19 @@ mod reassembly;
 mod tests;
 mod translate;
 
-use reassembly::{DatagramKey, Pieces};
-use translate::{be16, ipv6_header, pseudo6, rewrite_segment, v4_at, v6_at};
+pub(crate) use reassembly::{DatagramKey, Pieces};
+pub(crate) use translate::{be16, ipv6_header, pseudo4, pseudo6, rewrite_segment, v4_at, v6_at};
 pub use translate::{fragment4, fragment6, skip_extensions, whole_4to6, whole_6to4};
+#[cfg(test)]
+pub(crate) use translate::{ipv4_header, l4_checksum};
 
 /// How long fragments wait for the rest of their datagram (RFC 8200 section 4.5 says 60 s;
 /// shorter keeps memory low under attack).
-const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes held for reassembly at most, all datagrams together.
-const REASSEMBLY_MEMORY: usize = 8 << 20;
+pub(crate) const REASSEMBLY_MEMORY: usize = 8 << 20;
 /// Largest datagram reassembled.
-const MAX_DATAGRAM: usize = 65535;
+pub(crate) const MAX_DATAGRAM: usize = 65535;
 
 /// Counters of the slow path, shown by `translator stats`.
 #[derive(Debug, Default)]
@@ -115,7 +117,7 @@ struct Senders {
     v6: OwnedFd,
 }
 
-fn raw_socket(family: i32) -> anyhow::Result<OwnedFd> {
+pub(crate) fn raw_socket(family: i32) -> anyhow::Result<OwnedFd> {
     // SAFETY: plain socket call.
     let fd = unsafe {
         libc::socket(
@@ -156,7 +158,7 @@ impl Senders {
 }
 
 /// Sends a whole IP packet (header included) on a raw socket, to the packet's destination.
-fn send_raw(fd: &OwnedFd, p: &[u8]) -> std::io::Result<()> {
+pub(crate) fn send_raw(fd: &OwnedFd, p: &[u8]) -> std::io::Result<()> {
     let dst: std::net::IpAddr = match p.first().map(|b| b >> 4) {
         Some(4) if p.len() >= 20 => std::net::Ipv4Addr::from([p[16], p[17], p[18], p[19]]).into(),
         Some(6) if p.len() >= 40 => {
@@ -185,7 +187,7 @@ fn send_raw(fd: &OwnedFd, p: &[u8]) -> std::io::Result<()> {
 }
 
 /// A packet socket receiving the slow-path ethertype on one interface.
-fn packet_socket(ifindex: u32) -> anyhow::Result<OwnedFd> {
+pub(crate) fn packet_socket(ifindex: u32) -> anyhow::Result<OwnedFd> {
     let proto = SLOW_PATH_ETHERTYPE.to_be();
     // SAFETY: plain socket call.
     let fd = unsafe {
@@ -237,7 +239,7 @@ fn packet_socket(ifindex: u32) -> anyhow::Result<OwnedFd> {
 }
 
 /// The MTU of an interface in the current namespace.
-fn interface_mtu(name: &str) -> Option<usize> {
+pub(crate) fn interface_mtu(name: &str) -> Option<usize> {
     // SAFETY: plain socket call.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

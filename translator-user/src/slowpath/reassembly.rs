@@ -6,7 +6,7 @@ use std::{
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) enum DatagramKey {
+pub(crate) enum DatagramKey {
     V4 {
         src: Ipv4Addr,
         dst: Ipv4Addr,
@@ -21,21 +21,21 @@ pub(super) enum DatagramKey {
 }
 
 #[derive(Debug)]
-pub(super) struct Pieces {
-    pub(super) first_seen: Instant,
+pub(crate) struct Pieces {
+    pub(crate) first_seen: Instant,
     /// (byte offset, data, more fragments) of each fragment as received (whole packets kept
     /// too, to translate them one by one when the data plane knows the flow).
-    pub(super) parts: Vec<(usize, Vec<u8>, bool, Vec<u8>)>,
+    pub(crate) parts: Vec<(usize, Vec<u8>, bool, Vec<u8>)>,
     /// Next header (IPv6) or protocol (IPv4) of the datagram.
-    pub(super) proto: u8,
-    pub(super) ttl: u8,
-    pub(super) tos: u8,
-    pub(super) bytes: usize,
+    pub(crate) proto: u8,
+    pub(crate) ttl: u8,
+    pub(crate) tos: u8,
+    pub(crate) bytes: usize,
 }
 
 impl Pieces {
     /// The whole datagram once every byte from 0 to the end (fragment without M) is there.
-    pub(super) fn complete(&self) -> Option<Vec<u8>> {
+    pub(crate) fn complete(&self) -> Option<Vec<u8>> {
         let total = self.parts.iter().find(|p| !p.2).map(|p| p.0 + p.1.len())?;
         if total > super::MAX_DATAGRAM {
             return None;

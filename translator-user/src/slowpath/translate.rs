@@ -12,28 +12,28 @@ use translator_common::{
 
 use super::{Output, Params};
 
-pub(super) fn be16(b: &[u8], at: usize) -> u16 {
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
-pub(super) fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
+pub(crate) fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
     let mut a = [0u8; 16];
     a.copy_from_slice(&b[at..at + 16]);
     Ipv6Addr::from(a)
 }
 
-pub(super) fn v4_at(b: &[u8], at: usize) -> Ipv4Addr {
+pub(crate) fn v4_at(b: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
 }
 
 /// Transport checksum over a pseudo-header and the segment (the segment's checksum field zero).
-pub(super) fn l4_checksum(pseudo: &[u8], seg: &[u8]) -> u16 {
+pub(crate) fn l4_checksum(pseudo: &[u8], seg: &[u8]) -> u16 {
     let s = sum_bytes(pseudo) + sum_bytes(seg);
     // sum_bytes folds as it goes; the two partial sums still fit a u32.
     finish(s)
 }
 
-pub(super) fn pseudo4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Vec<u8> {
+pub(crate) fn pseudo4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Vec<u8> {
     let mut p = Vec::with_capacity(12);
     p.extend(src.octets());
     p.extend(dst.octets());
@@ -42,7 +42,7 @@ pub(super) fn pseudo4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Ve
     p
 }
 
-pub(super) fn pseudo6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: usize) -> Vec<u8> {
+pub(crate) fn pseudo6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: usize) -> Vec<u8> {
     let mut p = Vec::with_capacity(40);
     p.extend(src.octets());
     p.extend(dst.octets());
@@ -52,7 +52,7 @@ pub(super) fn pseudo6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: usize) -> Ve
 }
 
 /// The offset of the checksum field in a transport header.
-pub(super) fn csum_at(proto: u8) -> Option<usize> {
+pub(crate) fn csum_at(proto: u8) -> Option<usize> {
     match proto {
         IPPROTO_TCP => Some(16),
         IPPROTO_UDP => Some(6),
@@ -63,7 +63,7 @@ pub(super) fn csum_at(proto: u8) -> Option<usize> {
 
 /// Rewrites a whole transport segment for the other family: ports/identifier, ICMP echo type,
 /// checksum recomputed in full.
-pub(super) fn rewrite_segment(
+pub(crate) fn rewrite_segment(
     seg: &mut [u8],
     proto_in: u8,
     src_port: Option<u16>,
@@ -120,7 +120,7 @@ pub(super) fn rewrite_segment(
 
 /// IPv4 header (20 bytes) with its checksum.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn ipv4_header(
+pub(crate) fn ipv4_header(
     src: Ipv4Addr,
     dst: Ipv4Addr,
     proto: u8,
@@ -142,7 +142,7 @@ pub(super) fn ipv4_header(
     h
 }
 
-pub(super) fn ipv6_header(
+pub(crate) fn ipv6_header(
     src: Ipv6Addr,
     dst: Ipv6Addr,
     nh: u8,
