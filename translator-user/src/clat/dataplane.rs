@@ -83,6 +83,11 @@ impl Dataplane {
         })
     }
 
+    /// A handle on one of the two programs (for `BPF_PROG_TEST_RUN` fixtures and benchmarks).
+    pub fn program(&mut self, name: &str) -> anyhow::Result<aya::programs::ProgramFd> {
+        Ok(classifier(&mut self.ebpf, name)?.fd()?.try_clone()?)
+    }
+
     /// Attaches `clat_egress` to the IPv4 interface and `clat_ingress` to the uplink.
     pub fn attach(&mut self, v4_interface: &str, uplink: &str) -> anyhow::Result<()> {
         for (name, iface, kind) in [
