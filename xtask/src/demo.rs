@@ -1,13 +1,16 @@
 //! `cargo xtask demo`: an IPv6-only client with nothing configured learns everything from the
 //! gateway's router advertisements (address, default route, resolver through rdnssd, PREF64),
 //! fetches a page by a name that has only an A record (BIND on the IPv4 side, DNS64 on the
-//! gateway), and reaches the IPv4-only server by its address under the NAT64 prefix.
+//! gateway), and reaches the IPv4-only server by its address under the NAT64 prefix; then it
+//! starts `translator clat` with no settings and reaches the server by its IPv4 literal
+//! (464XLAT: the CLAT on the client, the gateway as the PLAT).
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use translator_tests::clat::Clat;
 use translator_tests::cmd::{describe, run_cleanup, run_visible};
 use translator_tests::named::{Named, NetnsEtc, rdnssd};
 use translator_tests::ra::{Capture, pref64_of, router_lifetime};
@@ -122,6 +125,7 @@ pub fn demo(keep: bool) -> Result<()> {
     println!("translator runs (log: {})", gw.log_path().display());
 
     let target = server_via_prefix().to_string();
+    let mut clat_slot: Option<Clat<'_>> = None;
     let result = (|| -> Result<()> {
         step("what the client learnt from the gateway's router advertisements");
         let global = || {
@@ -208,6 +212,30 @@ pub fn demo(keep: bool) -> Result<()> {
         iperf.args(["-c", &target, "-t", "3", "-f", "g"]);
         show(iperf)?;
 
+        step("translator clat on the client, with no settings (464XLAT, RFC 6877)");
+        let clat = clat_slot.insert(Clat::start(bin.clone(), &topo.client, &[])?);
+        clat.wait_active(Duration::from_secs(30))?;
+        let mut status = Command::new(&bin);
+        status.args(["--netns", client, "clat", "status"]);
+        show(status)?;
+        println!("the client's IPv4 side, which the CLAT made:");
+        let mut addr4 = topo.client.command("ip");
+        addr4.args(["-4", "addr", "show", "dev", "clat"]);
+        show(addr4)?;
+        let mut route4 = topo.client.command("ip");
+        route4.args(["-4", "route", "show"]);
+        show(route4)?;
+
+        step(&format!("ping {SERVER_V4} from the client: an IPv4 literal"));
+        let mut ping = topo.client.command("ping");
+        ping.args(["-c", "3", "-i", "0.5", &server_v4]);
+        show(ping)?;
+
+        step(&format!("curl http://{SERVER_V4}/ from the client: an IPv4 literal"));
+        let mut curl = topo.client.command("curl");
+        curl.args(["-sS", "--max-time", "10", &format!("http://{SERVER_V4}/")]);
+        show(curl)?;
+
         step("the router advertisement the gateway sends");
         let mut ra = gw.command();
         ra.args(["ra", "show", "--instance", INSTANCE]);
@@ -234,6 +262,9 @@ pub fn demo(keep: bool) -> Result<()> {
     })();
     if let Err(e) = result {
         eprintln!("--- translator log ---\n{}", gw.log());
+        if let Some(c) = &clat_slot {
+            eprintln!("--- translator clat log ---\n{}", c.log());
+        }
         return Err(e);
     }
 
@@ -243,6 +274,9 @@ pub fn demo(keep: bool) -> Result<()> {
             "\nThe demo keeps running. Press Ctrl-C to stop it and clean up. Things to try:
   ip netns exec {client} curl http://{WEB}/
   ip netns exec {client} ping {target}
+  ip netns exec {client} ping {SERVER_V4}
+  ip netns exec {client} curl http://{SERVER_V4}/
+  {b} --netns {client} clat status
   ip netns exec {client} rdisc6 c0
   ip netns exec {client} cat /etc/resolv.conf
   ip netns exec {client} traceroute -6 {target}
@@ -267,6 +301,7 @@ pub fn demo(keep: bool) -> Result<()> {
     }
 
     step("cleaning up");
+    drop(clat_slot);
     drop(capture);
     drop(gw);
     drop(rdnssd);
