@@ -1226,3 +1226,33 @@ fn kill_9_of_the_controller_during_a_transfer() -> Result<()> {
     ensure!(gw.is_running(), "the new controller exited:\n{}", gw.log());
     Ok(())
 }
+
+/// A read command whose output pipe is already closed (`translator stats | true`, a pager
+/// quit early) ends quietly, killed by SIGPIPE like other command-line tools, instead of
+/// panicking about a broken pipe.
+#[test]
+fn a_read_command_into_a_closed_pipe_ends_quietly() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("pipe")?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let scratch = TempDir::new("pipe")?;
+    let err = scratch.join("stderr");
+    let script = format!(
+        "(sleep 0.5; exec '{}' --netns '{}' stats --instance '{}' 2>'{}') | true",
+        gw.bin().display(),
+        topo.gateway.name(),
+        gw.instance(),
+        err.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .context("running sh")?;
+    ensure!(out.status.success(), "sh -c {script:?}: {}", out.status);
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    ensure!(
+        stderr.is_empty(),
+        "`translator stats` into a closed pipe printed: {stderr}"
+    );
+    Ok(())
+}

@@ -10,8 +10,9 @@
 //!   only an A record, through DNS64 and NAT64.
 //! - `down_sends_the_final_advertisement_and_a_restart_sends_none`: stopping and starting the
 //!   controller withdraws nothing (and restarts the 16 s initial spacing); `translator down`
-//!   sends the final advertisement with every lifetime 0, and the client drops its default
-//!   route and deprecates its address.
+//!   on a running controller stops it (no answer to a solicitation after that) and sends the
+//!   final advertisement with every lifetime 0, and the client drops its default route and
+//!   deprecates its address.
 //!
 //! Every namespace, process and file a test creates is removed by a guard, also when it fails.
 //! Traffic goes only to addresses inside the test's namespaces. Needs root.
@@ -267,26 +268,34 @@ fn down_sends_the_final_advertisement_and_a_restart_sends_none() -> Result<()> {
     );
     check_advert("second advertisement", &next, &l, &want)?;
 
-    // `translator down` (controller stopped first): one final advertisement, every lifetime 0.
-    gw.stop()?;
+    // `translator down` while the controller runs: it stops the controller (which would go
+    // on advertising), then sends one final advertisement, every lifetime 0.
     let seen = capture.adverts().len();
     let out = gw.cli(&["down"])?;
     ensure!(
-        out.stdout_str().contains(&format!(
-            "final router advertisement sent on g6 from {} (router lifetime 0, every option lifetime 0)",
-            l.ll
-        )),
+        out.stdout_str().contains("stopped its controller")
+            && out.stdout_str().contains(&format!(
+                "final router advertisement sent on g6 from {} (router lifetime 0, every option \
+                 lifetime 0)",
+                l.ll
+            )),
         "`translator down` said: {}",
         out.stdout_str()
+    );
+    ensure!(
+        wait_until(Duration::from_secs(2), || !gw.is_running()),
+        "the controller still runs after `translator down`"
     );
     let fin = capture
         .next_advert(seen, Duration::from_secs(5))
         .context("no final advertisement from `translator down`")?;
     check_advert("final advertisement", &fin, &l, &want.final_form())?;
-    std::thread::sleep(Duration::from_millis(500));
+    // Nobody answers a solicitation any more (a controller left running would, within 0.5 s).
+    solicit(&topo, false)?;
+    std::thread::sleep(Duration::from_millis(1500));
     ensure!(
         capture.adverts().len() == seen + 1,
-        "`translator down` sent {} advertisements, expected one",
+        "after `translator down` {} advertisements were sent, expected only the final one",
         capture.adverts().len() - seen
     );
 

@@ -226,12 +226,16 @@ pub fn demo(keep: bool) -> Result<()> {
         route4.args(["-4", "route", "show"]);
         show(route4)?;
 
-        step(&format!("ping {SERVER_V4} from the client: an IPv4 literal"));
+        step(&format!(
+            "ping {SERVER_V4} from the client: an IPv4 literal"
+        ));
         let mut ping = topo.client.command("ping");
         ping.args(["-c", "3", "-i", "0.5", &server_v4]);
         show(ping)?;
 
-        step(&format!("curl http://{SERVER_V4}/ from the client: an IPv4 literal"));
+        step(&format!(
+            "curl http://{SERVER_V4}/ from the client: an IPv4 literal"
+        ));
         let mut curl = topo.client.command("curl");
         curl.args(["-sS", "--max-time", "10", &format!("http://{SERVER_V4}/")]);
         show(curl)?;

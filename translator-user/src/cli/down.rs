@@ -8,13 +8,28 @@ pub struct Args {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let inst = Instance::new(&a.instance.instance);
+    // A controller left running would go on advertising the gateway and handing out blocks
+    // on maps that are gone: it stops first (SIGTERM; it leaves the data plane to us).
     if let Ok(state) = inst.read_state()
         && state.controller_running()
     {
-        log::warn!(
-            "the controller of {:?} (pid {}) is still running; stop it too",
-            inst.name,
-            state.pid
+        // SAFETY: plain kill(2) on the recorded controller pid.
+        unsafe { libc::kill(state.pid as i32, libc::SIGTERM) };
+        let t0 = std::time::Instant::now();
+        while state.controller_running() && t0.elapsed() < std::time::Duration::from_secs(15) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if state.controller_running() {
+            anyhow::bail!(
+                "the controller of {:?} (pid {}) did not stop within 15 s of SIGTERM; stop it \
+                 and run `translator down` again",
+                inst.name,
+                state.pid
+            );
+        }
+        println!(
+            "instance {:?}: stopped its controller (pid {})",
+            inst.name, state.pid
         );
     }
     log_releases(&inst);

@@ -79,6 +79,15 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
     if let Some(ns) = &cli.netns {
         crate::netns::enter(ns)?;
     }
+    let daemon = matches!(&cli.command, Command::Run(_))
+        || matches!(&cli.command, Command::Clat(a) if a.action.is_none());
+    if !daemon {
+        // A command whose output goes to a pipe that closes (`translator sessions | head`)
+        // ends quietly, as other command-line tools do, instead of panicking in println!.
+        // The daemons keep SIGPIPE ignored: their sockets report EPIPE as an error.
+        // SAFETY: setting a signal disposition to its default has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Run(a) => run::main(a),
         Command::Check(a) => check::main(a),
