@@ -360,7 +360,19 @@ impl Config {
                     .collect();
                 Some(
                     d.validate((prefix.addr, prefix.len), &clients)
-                        .map_err(|e| err("dns64", e.to_string()))?,
+                        .map_err(|e| match e {
+                            crate::dns64::Dns64ConfigError::Invalid {
+                                setting,
+                                value,
+                                reason,
+                            } => err(
+                                format!("dns64.{setting}"),
+                                format!("{value:?} is not valid: {reason}"),
+                            ),
+                            crate::dns64::Dns64ConfigError::Missing { setting, reason } => {
+                                err(format!("dns64.{setting}"), reason)
+                            }
+                        })?,
                 )
             }
             None => None,

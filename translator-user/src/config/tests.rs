@@ -201,3 +201,21 @@ fn short_timeouts_allowed_when_asked() {
     let c = Config::parse(&text).expect("valid");
     assert_eq!(c.timeouts.udp, Duration::from_secs(2));
 }
+
+#[test]
+fn dns64_errors_name_the_setting_once() {
+    let text = format!(
+        "{GOOD}\n[dns64]\nenabled = true\nlisten = [\"bogus\"]\nupstreams = [\"192.0.2.53\"]\n"
+    );
+    let msg = Config::parse(&text).expect_err("refused").to_string();
+    assert!(
+        msg.starts_with("dns64.listen: \"bogus\" is not valid"),
+        "{msg:?}"
+    );
+    assert_eq!(msg.matches("dns64").count(), 1, "{msg:?}");
+    let text = format!(
+        "{GOOD}\n[dns64]\nenabled = true\nupstreams = [\"192.0.2.53\"]\nprefixes = [\"10.0.0.0/96\"]\n"
+    );
+    let msg = Config::parse(&text).expect_err("refused").to_string();
+    assert!(msg.contains("expected an IPv6 prefix"), "{msg:?}");
+}

@@ -441,6 +441,14 @@ impl Dns64Config {
             l,
         )?];
         for s in &self.prefixes {
+            let addr_part = s.split('/').next().unwrap_or_default();
+            if addr_part.parse::<Ipv4Addr>().is_ok() {
+                return Err(Dns64ConfigError::Invalid {
+                    setting: "prefixes",
+                    value: s.clone(),
+                    reason: "expected an IPv6 prefix such as 64:ff9b::/96".to_owned(),
+                });
+            }
             let net = Net::parse(s).map_err(|reason| Dns64ConfigError::Invalid {
                 setting: "prefixes",
                 value: s.clone(),
