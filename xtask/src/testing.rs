@@ -1,6 +1,6 @@
 //! `cargo xtask test` and `cargo xtask lint`.
 
-use std::io::{BufRead as _, BufReader, Read, Write as _};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -54,12 +54,19 @@ fn signal_group(signal: libc::c_int) {
 fn cargo_test(cmd: &mut Command, limit: Duration) -> Result<(bool, Vec<TestResult>)> {
     let what = translator_tests::cmd::describe(cmd);
     println!("$ {what}");
+    // One pipe for both streams: cargo writes "Running <binary>" to stderr and the tests'
+    // "test result:" lines to stdout, and only one stream keeps them in order.
+    let (reader, writer) = std::io::pipe().context("creating a pipe")?;
+    let writer2 = writer.try_clone().context("duplicating a pipe")?;
     let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(writer)
+        .stderr(writer2)
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start `{what}`"))?;
+    // The command holds the pipe's write ends until they are replaced: without this the read
+    // end would never see the end of the output.
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let pgid = libc::pid_t::try_from(child.id()).unwrap_or_default();
     CHILD_GROUP.store(pgid, Ordering::SeqCst);
     LAST_GROUP.store(pgid, Ordering::SeqCst);
@@ -67,32 +74,15 @@ fn cargo_test(cmd: &mut Command, limit: Duration) -> Result<(bool, Vec<TestResul
     let mut timed_out = false;
     let (tx, rx) = mpsc::channel::<(bool, String)>();
     let mut readers = Vec::new();
-    for (is_err, pipe) in [
-        (
-            false,
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-        (
-            true,
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-    ] {
-        if let Some(pipe) = pipe {
-            let tx = tx.clone();
-            readers.push(thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send((is_err, line)).is_err() {
-                        break;
-                    }
+    {
+        let tx = tx.clone();
+        readers.push(thread::spawn(move || {
+            for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                if tx.send((false, line)).is_err() {
+                    break;
                 }
-            }));
-        }
+            }
+        }));
     }
     drop(tx);
     let mut binary = String::from("?");
