@@ -29,7 +29,7 @@ pub use gateway::{
     Gateway, GatewayConfig, Session, StaticMapping, Stats, translator_bin, workspace_root,
 };
 pub use netns::NetNs;
-pub use servers::{HttpServer, PacedHttp, TcpEcho, UdpEcho, pattern, udp_recv};
+pub use servers::{HttpServer, PacedHttp, TcpEcho, UdpEcho, iperf3_tcp, pattern, udp_recv};
 pub use sweep::sweep_stale;
 pub use topology::{
     ALT_POOL_V4, CLIENT_PREFIX, CLIENT_V6, GATEWAY_V4, GATEWAY_V6, PREFIX, SERVER_V4, Topology,

@@ -1,5 +1,6 @@
 //! Small servers that run inside a namespace and stop with their guard: an HTTP server
-//! (busybox httpd) and UDP/TCP echo servers on threads that entered the namespace.
+//! (busybox httpd) and UDP/TCP echo servers on threads that entered the namespace; and one
+//! iperf3 TCP stream ([`iperf3_tcp`]).
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -456,4 +457,47 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
             x.to_le_bytes()[0]
         })
         .collect()
+}
+
+/// One iperf3 TCP stream of `secs` seconds from `client` to `target` (port 5201), the server
+/// (`iperf3 -s -1`, bound to 192.0.2.2) started in `server` first. Returns the bytes received
+/// and the received bits per second; errors unless more than 1 MB arrived.
+pub fn iperf3_tcp(client: &NetNs, server: &NetNs, target: &str, secs: u32) -> Result<(u64, f64)> {
+    let scratch = TempDir::new("iperf")?;
+    let _server = server.spawn(
+        &["iperf3", "-s", "-1", "-B", "192.0.2.2", "-p", "5201"],
+        &scratch.join("iperf3-server.log"),
+    )?;
+    anyhow::ensure!(
+        wait_until(Duration::from_secs(10), || {
+            server
+                .try_run(&["ss", "-Hltn", "sport = :5201"], Duration::from_secs(5))
+                .is_ok_and(|o| !o.stdout.is_empty())
+        }),
+        "iperf3 -s did not start listening"
+    );
+    let out = client.run_timeout(
+        &[
+            "iperf3",
+            "-c",
+            target,
+            "-p",
+            "5201",
+            "-t",
+            &secs.to_string(),
+            "-J",
+        ],
+        Duration::from_secs(u64::from(secs) + 30),
+    )?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("iperf3 -J printed: {}", out.stdout_str()))?;
+    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    anyhow::ensure!(
+        received > 1_000_000,
+        "iperf3 to {target} received only {received} bytes"
+    );
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    Ok((received, bps))
 }

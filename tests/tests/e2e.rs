@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result, ensure};
 use translator_tests::{
     ALT_POOL_V4, CLIENT_V6, GATEWAY_V4, Gateway, GatewayConfig, HttpServer, NetNs, PacedHttp,
     SERVER_V4, Session, StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, describe_sessions,
-    nat64, pattern, same_bytes, server_via_prefix, udp_recv, wait_until,
+    iperf3_tcp, nat64, pattern, same_bytes, server_via_prefix, udp_recv, wait_until,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -322,45 +322,10 @@ fn iperf3_tcp_through_the_prefix_tc() -> Result<()> {
 fn iperf3_tcp_through_the_prefix_in(mode: &str) -> Result<()> {
     let _lock = prepare()?;
     let topo = Topology::two_armed("iperf")?;
-    let scratch = TempDir::new("iperf")?;
-    let _server = topo.server.spawn(
-        &["iperf3", "-s", "-1", "-B", "192.0.2.2", "-p", "5201"],
-        &scratch.join("iperf3-server.log"),
-    )?;
-    ensure!(
-        wait_until(Duration::from_secs(10), || {
-            topo.server
-                .try_run(&["ss", "-Hltn", "sport = :5201"], Duration::from_secs(5))
-                .is_ok_and(|o| !o.stdout.is_empty())
-        }),
-        "iperf3 -s did not start listening"
-    );
     let gw = Gateway::start(&topo.gateway, topo.config_in(mode))?;
-    let out = topo.client.run_timeout(
-        &[
-            "iperf3",
-            "-c",
-            &server_via_prefix().to_string(),
-            "-p",
-            "5201",
-            "-t",
-            "3",
-            "-J",
-        ],
-        Duration::from_secs(30),
-    )?;
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("iperf3 -J printed: {}", out.stdout_str()))?;
-    let sent = report["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0);
-    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    let bps = report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0);
-    ensure!(
-        received > 1_000_000 && received <= sent,
-        "iperf3 through the gateway: sent {sent} bytes, received {received} ({bps:.0} bit/s)\n{}",
-        diagnose(&topo, &gw)
-    );
+    let target = server_via_prefix().to_string();
+    let (_, bps) =
+        iperf3_tcp(&topo.client, &topo.server, &target, 3).with_context(|| diagnose(&topo, &gw))?;
     println!("iperf3: {:.2} Gbit/s through the gateway", bps / 1e9);
     Ok(())
 }
@@ -971,42 +936,8 @@ fn controller_restart_during_a_tcp_transfer_in(mode: &str) -> Result<()> {
 /// One iperf3 TCP stream from the client to the server through the prefix, `secs` long;
 /// received bits per second.
 fn iperf3_stream(topo: &Topology, secs: u32) -> Result<f64> {
-    let scratch = TempDir::new("iperf")?;
-    let _server = topo.server.spawn(
-        &["iperf3", "-s", "-1", "-B", "192.0.2.2", "-p", "5201"],
-        &scratch.join("iperf3-server.log"),
-    )?;
-    ensure!(
-        wait_until(Duration::from_secs(10), || {
-            topo.server
-                .try_run(&["ss", "-Hltn", "sport = :5201"], Duration::from_secs(5))
-                .is_ok_and(|o| !o.stdout.is_empty())
-        }),
-        "iperf3 -s did not start listening"
-    );
-    let out = topo.client.run_timeout(
-        &[
-            "iperf3",
-            "-c",
-            &server_via_prefix().to_string(),
-            "-p",
-            "5201",
-            "-t",
-            &secs.to_string(),
-            "-J",
-        ],
-        Duration::from_secs(u64::from(secs) + 30),
-    )?;
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("iperf3 -J printed: {}", out.stdout_str()))?;
-    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    ensure!(
-        received > 1_000_000,
-        "iperf3 through the gateway received only {received} bytes"
-    );
-    Ok(report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0))
+    let target = server_via_prefix().to_string();
+    Ok(iperf3_tcp(&topo.client, &topo.server, &target, secs)?.1)
 }
 
 /// tc mode on veths left as a container runtime leaves them: the hosts send partially

@@ -30,8 +30,8 @@ use ra_common::*;
 use translator_tests::clat::Clat;
 use translator_tests::named::NetnsEtc;
 use translator_tests::{
-    GATEWAY_V4, Gateway, HttpServer, NetNs, SERVER_V4, TempDir, Topology, UdpEcho, pattern,
-    translator_bin, udp_recv, wait_until,
+    GATEWAY_V4, Gateway, HttpServer, NetNs, SERVER_V4, Topology, UdpEcho, iperf3_tcp, pattern,
+    translator_bin, udp_recv,
 };
 
 const ACTIVE: Duration = Duration::from_secs(30);
@@ -218,33 +218,8 @@ fn clat_with_no_settings_reaches_ipv4_literals() -> Result<()> {
          twice), got {closed:?}"
     );
 
-    let iperf_dir = TempDir::new("clat-iperf")?;
-    let _srv = topo.server.spawn(
-        &["iperf3", "-s", "-1", "-B", "192.0.2.2", "-p", "5201"],
-        &iperf_dir.join("iperf3-server.log"),
-    )?;
-    ensure!(
-        wait_until(Duration::from_secs(10), || {
-            topo.server
-                .try_run(&["ss", "-Hltn", "sport = :5201"], Duration::from_secs(5))
-                .is_ok_and(|o| !o.stdout.is_empty())
-        }),
-        "iperf3 -s did not start listening"
-    );
-    let out = topo.client.run_timeout(
-        &["iperf3", "-c", "192.0.2.2", "-p", "5201", "-t", "2", "-J"],
-        Duration::from_secs(30),
-    )?;
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("iperf3 -J printed: {}", out.stdout_str()))?;
-    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    let bps = report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0);
-    ensure!(
-        received > 1_000_000,
-        "iperf3 through the CLAT: {received} bytes"
-    );
+    let (_, bps) = iperf3_tcp(&topo.client, &topo.server, "192.0.2.2", 2)
+        .context("iperf3 through the CLAT")?;
     println!("iperf3 through CLAT + NAT64: {:.2} Gbit/s", bps / 1e9);
 
     let st = clat.status()?;
