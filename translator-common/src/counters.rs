@@ -1,9 +1,17 @@
 //! Per-CPU counters shared by the data plane and the CLI: events and drop reasons.
 //!
 //! Adding a drop reason is a one-file change: add the variant, its name and its description.
+//! The counter array has a fixed layout: [`EVENT_SLOTS`] slots for events from index 0, then
+//! [`DROP_SLOTS`] slots for drop reasons, so adding either keeps every existing counter where it
+//! is and a pinned counter array stays valid for a newer program.
+
+/// Slots reserved for events at the start of the counter array.
+pub const EVENT_SLOTS: u32 = 64;
+/// Slots reserved for drop reasons after the events.
+pub const DROP_SLOTS: u32 = 64;
 
 /// Why the data plane dropped a packet. The discriminant is the index into the counter array,
-/// after the [`Event`] counters.
+/// after the [`EVENT_SLOTS`] event counters.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
@@ -50,10 +58,14 @@ pub enum DropReason {
     ForwardingDisabled,
     /// A packet head adjustment or redirect helper failed.
     HelperFailed,
+    /// An inbound TCP SYN that no mapping or filter lets in, held (RFC 6146 section 3.5.2.2):
+    /// answered with ICMP port unreachable after 6 s unless the client opens the connection
+    /// meanwhile.
+    InboundSynHeld,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Truncated,
         DropReason::Malformed,
         DropReason::BadIpv4Checksum,
@@ -74,6 +86,7 @@ impl DropReason {
         DropReason::MtuExceeded,
         DropReason::ForwardingDisabled,
         DropReason::HelperFailed,
+        DropReason::InboundSynHeld,
     ];
 
     /// The stable, kebab-case name the CLI and metrics print.
@@ -99,12 +112,13 @@ impl DropReason {
             DropReason::MtuExceeded => "mtu-exceeded",
             DropReason::ForwardingDisabled => "forwarding-disabled",
             DropReason::HelperFailed => "helper-failed",
+            DropReason::InboundSynHeld => "inbound-syn-held",
         }
     }
 
     /// Index of this reason in the per-CPU counter array.
     pub const fn counter_index(self) -> u32 {
-        Event::COUNT + self as u32
+        EVENT_SLOTS + self as u32
     }
 }
 
@@ -186,10 +200,12 @@ impl Event {
 }
 
 /// Number of entries in the per-CPU counter array.
-pub const COUNTER_SLOTS: u32 = Event::COUNT + DropReason::ALL.len() as u32;
+pub const COUNTER_SLOTS: u32 = EVENT_SLOTS + DROP_SLOTS;
 
-const _: () = assert!(DropReason::HelperFailed as usize + 1 == DropReason::ALL.len());
+const _: () = assert!(DropReason::InboundSynHeld as usize + 1 == DropReason::ALL.len());
 const _: () = assert!(Event::Bytes4to6 as u32 + 1 == Event::COUNT);
+const _: () = assert!(Event::COUNT <= EVENT_SLOTS);
+const _: () = assert!(DropReason::ALL.len() as u32 <= DROP_SLOTS);
 
 #[cfg(test)]
 mod tests {
@@ -206,6 +222,11 @@ mod tests {
         for (i, e) in Event::ALL.iter().enumerate() {
             assert_eq!(*e as usize, i);
         }
-        assert_eq!(DropReason::Truncated.counter_index(), Event::COUNT);
+        assert_eq!(DropReason::Truncated.counter_index(), EVENT_SLOTS);
+        assert!(
+            DropReason::ALL
+                .iter()
+                .all(|r| r.counter_index() < COUNTER_SLOTS)
+        );
     }
 }

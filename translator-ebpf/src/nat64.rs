@@ -91,14 +91,18 @@ fn process<C: Packet>(ctx: &C) -> Result<Verdict, DropReason> {
     // SAFETY: bounds checked by ptr_at.
     let proto = unsafe { (*eth).proto };
     if proto == ETH_P_IPV6 {
-        if incoming::is_icmp6_error(ctx) {
+        if incoming::is_icmp6_error(ctx) != 0 {
             let e = match ICMP6_SCRATCH.get_ptr_mut(0) {
                 // SAFETY: per-CPU value; programs do not nest on one CPU.
                 Some(p) => unsafe { &mut *p },
                 None => return Err(DropReason::HelperFailed),
             };
             icmp6_error_found(ctx, e)?;
-            return icmp6_error_translate(ctx, e);
+            return if e.hairpin {
+                hairpin::error(ctx, e)
+            } else {
+                icmp6_error_translate(ctx, e)
+            };
         }
         if !incoming::to_prefix(ctx)? {
             return pass();
@@ -165,9 +169,10 @@ fn from_ipv6<C: Packet>(ctx: &C, pkt: &mut Packet6) -> Result<Found, DropReason>
     pkt.pool_port = 0;
     pkt.now = now();
     let hairpin = filtering::outbound(ctx, pkt)?;
-    if pkt.frag.is_some() && (hairpin || pkt.l4.proto == IPPROTO_ICMP) {
+    if pkt.frag.is_some() && (hairpin || (pkt.l4.proto == IPPROTO_ICMP && !pkt.atomic)) {
         // ICMP needs the whole datagram (its checksum covers a pseudo-header with the total
-        // length); hairpinned fragments are rare: both go to the slow path, session made.
+        // length), which an atomic fragment is; hairpinned fragments are rare: both go to the
+        // slow path, session made.
         return Ok(Found::SlowPath);
     }
     Ok(if hairpin {
@@ -200,7 +205,9 @@ fn translate_6to4<C: Packet>(ctx: &C, pkt: &Packet6) -> Result<Verdict, DropReas
         r => r?,
     };
     to4::packet(ctx, pkt, &t, next, fib)?;
-    if let Some((_, fid)) = pkt.frag {
+    if let Some((_, fid)) = pkt.frag
+        && !pkt.atomic
+    {
         frags::remember6(&pkt.key, fid, pkt.pool, pkt.now);
         event(Event::FragmentTranslated);
     }
@@ -243,25 +250,32 @@ fn later_6to4<C: Packet>(ctx: &C, r: &Packet6) -> Result<Verdict, DropReason> {
 
 /// An ICMPv6 error toward the prefix, about a packet the gateway delivered to a client: the
 /// incoming tuple is the quoted packet's, whose session must exist; the outgoing addresses.
+/// An error in an atomic fragment loses its fragment header first (RFC 6946). When the quoted
+/// packet was hairpinned, the client that sent it is found too.
 #[inline(never)]
 fn icmp6_error_found<C: Packet>(ctx: &C, e: &mut Icmp6Error) -> Result<(), DropReason> {
     ctx.enter();
+    incoming::strip_atomic(ctx, e)?;
     incoming::icmp6_error(ctx, e)?;
     let (pool, pool_port) = session::pool_of(&e.key).ok_or(DropReason::NoSession)?;
-    e.map = outgoing::error_map4(
-        e.key.remote,
-        e.key.remote_port_be,
-        outgoing::embedded(&e.outer_dst),
-        pool,
-        pool_port,
-    );
+    let dst4 = outgoing::embedded(&e.outer_dst);
+    e.map = outgoing::error_map4(e.key.remote, e.key.remote_port_be, dst4, pool, pool_port);
+    e.hairpin = incoming::is_pool(dst4);
+    if e.hairpin {
+        let (peer, peer_port) = session::client_of(&hairpin::error_key(e, pool, pool_port))
+            .ok_or(DropReason::NoSession)?;
+        e.peer = peer;
+        e.peer_port = peer_port;
+        hairpin::error_head(e)?;
+    }
     Ok(())
 }
 
 /// Routes, rewrites and sends an ICMPv6 error [`icmp6_error_found`] mapped.
 #[inline(never)]
-fn icmp6_error_translate<C: Packet>(ctx: &C, e: &Icmp6Error) -> Result<Verdict, DropReason> {
+fn icmp6_error_translate<C: Packet>(ctx: &C, e: &mut Icmp6Error) -> Result<Verdict, DropReason> {
     ctx.enter();
+    to4::error_parts(ctx, e)?;
     let fib = scratch_fib()?;
     fib.family = AF_INET;
     fib.l4_protocol = IPPROTO_ICMP;
@@ -493,8 +507,9 @@ fn icmp4_error_found<C: Packet>(ctx: &C, e: &mut Icmp4Error) -> Result<(), DropR
 
 /// Routes, rewrites and sends an ICMPv4 error [`icmp4_error_found`] mapped.
 #[inline(never)]
-fn icmp4_error_translate<C: Packet>(ctx: &C, e: &Icmp4Error) -> Result<Verdict, DropReason> {
+fn icmp4_error_translate<C: Packet>(ctx: &C, e: &mut Icmp4Error) -> Result<Verdict, DropReason> {
     ctx.enter();
+    to6::error_parts(ctx, e)?;
     let fib = scratch_fib()?;
     fib.family = AF_INET6;
     fib.l4_protocol = IPPROTO_ICMPV6;

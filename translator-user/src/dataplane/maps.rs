@@ -9,7 +9,7 @@ use std::{
 use anyhow::{anyhow, bail};
 use aya::maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, Queue, lpm_trie::Key};
 use translator_common::{
-    counters::{COUNTER_SLOTS, DropReason, Event},
+    counters::{DropReason, Event},
     maps::{
         self as m, BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId,
         BlockSlot, BlockSlotKey, FilterKey, Frag4Key, Frag4Value, Frag6Key, Frag6Value, POOL_LOCAL,
@@ -364,21 +364,24 @@ impl Maps {
             .collect()
     }
 
-    /// Sums of the per-CPU counters: events, then drop reasons.
+    /// Sums of the per-CPU counters: events, then drop reasons (only the slots in use are
+    /// read).
     pub fn counters(&self) -> anyhow::Result<Counters> {
-        let mut sums = vec![0u64; COUNTER_SLOTS as usize];
-        for (i, s) in sums.iter_mut().enumerate() {
+        let sum = |i: u32| -> anyhow::Result<u64> {
             let v = self
                 .counters
-                .get(&(i as u32), 0)
+                .get(&i, 0)
                 .map_err(|e| anyhow!("reading counters: {e}"))?;
-            *s = v.iter().sum();
-        }
-        let events = Event::ALL.iter().map(|e| (*e, sums[*e as usize])).collect();
+            Ok(v.iter().sum())
+        };
+        let events = Event::ALL
+            .iter()
+            .map(|e| Ok((*e, sum(*e as u32)?)))
+            .collect::<anyhow::Result<_>>()?;
         let drops = DropReason::ALL
             .iter()
-            .map(|r| (*r, sums[r.counter_index() as usize]))
-            .collect();
+            .map(|r| Ok((*r, sum(r.counter_index())?)))
+            .collect::<anyhow::Result<_>>()?;
         Ok((events, drops))
     }
 }
