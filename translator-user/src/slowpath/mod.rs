@@ -379,7 +379,7 @@ impl Worker {
             // A whole packet that must be fragmented after translation, or has options.
             let seg = pkt[ihl..].to_vec();
             let client = self.client_of(src, dst, proto, &seg)?;
-            let out = whole_4to6(&self.params, src, proto, ttl, tos, id, seg, client)?;
+            let out = whole_4to6(&self.params, src, dst, proto, ttl, tos, id, seg, client)?;
             self.emit(&out);
             return Ok(());
         }
@@ -490,7 +490,7 @@ impl Worker {
                 id,
             } => {
                 let client = self.client_of(src, dst, proto, &seg)?;
-                whole_4to6(&self.params, src, proto, p.ttl, p.tos, id, seg, client)?
+                whole_4to6(&self.params, src, dst, proto, p.ttl, p.tos, id, seg, client)?
             }
             DatagramKey::V6 { src, dst, id } => {
                 let (nh, start) = skip_extensions(&seg, p.proto, 0, false)?;
@@ -528,15 +528,20 @@ impl Worker {
                 pool,
             );
         }
-        if nh != IPPROTO_TCP && nh != IPPROTO_UDP {
-            return Err("only TCP and UDP hairpin");
-        }
+        // The translated packet's IPv4-side session key, as the data plane makes it: ICMP echo
+        // goes to the mapping its (translated) identifier names.
+        let icmp = nh == IPPROTO_ICMPV6;
+        let (pool_port, remote_port) = if icmp {
+            (pool.1, 0)
+        } else {
+            (be16(&seg, 2), pool.1)
+        };
         let k4 = SessionKey4 {
             pool: rfc6052::raw4(u32::from(remote)),
             remote: rfc6052::raw4(u32::from(pool.0)),
-            pool_port_be: be16(&seg, 2).to_be(),
-            remote_port_be: pool.1.to_be(),
-            proto: nh,
+            pool_port_be: pool_port.to_be(),
+            remote_port_be: remote_port.to_be(),
+            proto: if icmp { IPPROTO_ICMP } else { nh },
             _pad: [0; 3],
         };
         let (peer, peer_port) = self.maps.inbound_session(&self.cfg, &k4).map_err(|e| {
@@ -548,8 +553,14 @@ impl Worker {
             self.params.prefix_len,
             u32::from(pool.0),
         ));
-        let pseudo = pseudo6(src6, peer, nh, seg.len());
-        rewrite_segment(&mut seg, nh, Some(pool.1), Some(peer_port), Some(&pseudo))?;
+        let pseudo_in = pseudo6(src, dst, nh, seg.len());
+        let pseudo_out = pseudo6(src6, peer, nh, seg.len());
+        let ports = if icmp {
+            (None, Some(peer_port))
+        } else {
+            (Some(pool.1), Some(peer_port))
+        };
+        rewrite_segment(&mut seg, nh, ports.0, ports.1, &pseudo_in, &pseudo_out)?;
         let hop = hop.saturating_sub(1);
         if 40 + seg.len() <= self.params.ipv6_mtu {
             let mut pkt = ipv6_header(src6, peer, nh, hop, tclass, seg.len());
