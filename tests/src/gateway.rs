@@ -219,7 +219,8 @@ pub struct Session {
     pub remote_port: u16,
     pub pool: Ipv4Addr,
     pub pool_port: u16,
-    /// e.g. "established", "transitory", "udp", "icmp".
+    /// "udp", "icmp", or a TCP state of RFC 6146: "v4-init", "v6-init", "established",
+    /// "v4-fin-rcv", "v6-fin-rcv", "v4-fin-v6-fin-rcv", "trans".
     pub state: String,
     #[serde(default)]
     pub idle_secs: u64,

@@ -1605,8 +1605,13 @@ fn check_families(families: &[Family], before: &FullStats, after: &FullStats) ->
     ensure!(
         label_set("translator_sessions")
             == set(&[
+                &["tcp", "v4-init"],
+                &["tcp", "v6-init"],
                 &["tcp", "established"],
-                &["tcp", "transitory"],
+                &["tcp", "v4-fin-rcv"],
+                &["tcp", "v6-fin-rcv"],
+                &["tcp", "v4-fin-v6-fin-rcv"],
+                &["tcp", "trans"],
                 &["udp", "udp"],
                 &["icmp", "icmp"],
             ]),
@@ -1657,7 +1662,7 @@ fn metrics_renderer_read_by_prometheus_parsers_in_both_formats() -> Result<()> {
             .collect(),
         sessions: vec![
             (Protocol::Tcp, SessionState::TcpEstablished, 3),
-            (Protocol::Tcp, SessionState::TcpTransitory, 1),
+            (Protocol::Tcp, SessionState::TcpTrans, 1),
             (Protocol::Udp, SessionState::Udp, 2),
             (Protocol::Icmp, SessionState::Icmp, 0),
         ],

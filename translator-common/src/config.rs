@@ -8,6 +8,9 @@ pub const CFG_ENDPOINT_INDEPENDENT_FILTERING: u8 = 2;
 pub const CFG_WELL_KNOWN_PREFIX: u8 = 4;
 /// Flag: report every session the data plane creates (the optional session log).
 pub const CFG_LOG_SESSIONS: u8 = 8;
+/// Flag: drop inbound TCP SYNs that nothing lets in at once (`nat64.inbound_syn = "drop"`),
+/// instead of holding them for RFC 6146's 6 seconds and answering port unreachable.
+pub const CFG_DROP_INBOUND_SYN: u8 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

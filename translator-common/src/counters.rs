@@ -62,10 +62,13 @@ pub enum DropReason {
     /// answered with ICMP port unreachable after 6 s unless the client opens the connection
     /// meanwhile.
     InboundSynHeld,
+    /// A TCP packet other than a SYN without a session: only a SYN opens one (RFC 6146 section
+    /// 3.5.2.2, the CLOSED state).
+    TcpNotSyn,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::Truncated,
         DropReason::Malformed,
         DropReason::BadIpv4Checksum,
@@ -87,6 +90,7 @@ impl DropReason {
         DropReason::ForwardingDisabled,
         DropReason::HelperFailed,
         DropReason::InboundSynHeld,
+        DropReason::TcpNotSyn,
     ];
 
     /// The stable, kebab-case name the CLI and metrics print.
@@ -113,6 +117,7 @@ impl DropReason {
             DropReason::ForwardingDisabled => "forwarding-disabled",
             DropReason::HelperFailed => "helper-failed",
             DropReason::InboundSynHeld => "inbound-syn-held",
+            DropReason::TcpNotSyn => "tcp-not-syn",
         }
     }
 
@@ -202,7 +207,7 @@ impl Event {
 /// Number of entries in the per-CPU counter array.
 pub const COUNTER_SLOTS: u32 = EVENT_SLOTS + DROP_SLOTS;
 
-const _: () = assert!(DropReason::InboundSynHeld as usize + 1 == DropReason::ALL.len());
+const _: () = assert!(DropReason::TcpNotSyn as usize + 1 == DropReason::ALL.len());
 const _: () = assert!(Event::Bytes4to6 as u32 + 1 == Event::COUNT);
 const _: () = assert!(Event::COUNT <= EVENT_SLOTS);
 const _: () = assert!(DropReason::ALL.len() as u32 <= DROP_SLOTS);

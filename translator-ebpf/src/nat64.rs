@@ -18,7 +18,7 @@ use translator_common::{
 use crate::{
     config::config,
     context::{Packet, Verdict, ptr_at},
-    db::{frags, session},
+    db::{frags, held, session},
     maps::{ICMP4_SCRATCH, ICMP6_SCRATCH, MAX_FULL_CSUM, POOL, SCRATCH4, SCRATCH6},
     observe::{drop_reason, event, now, translated},
     rfc7915::{to4, to6},
@@ -338,7 +338,7 @@ fn from_ipv4<C: Packet>(ctx: &C, pkt: &mut Packet4) -> Result<Found, DropReason>
     match session::find4(&key) {
         Some(v) => {
             incoming::check_ipv4(ctx, &h)?;
-            (pkt.client, pkt.client_port) = session::use4(v, l4.seen, now);
+            (pkt.client, pkt.client_port) = session::use4(&key, v, l4.tcp, now);
         }
         None => {
             // SAFETY: read-only lookup.
@@ -347,14 +347,21 @@ fn from_ipv4<C: Packet>(ctx: &C, pkt: &mut Packet4) -> Result<Found, DropReason>
                 None => return Ok(Found::Pass),
             };
             incoming::check_ipv4(ctx, &h)?;
-            match filtering::open_inbound(&key, l4.seen, now)? {
-                Some((client, port)) => {
+            match filtering::open_inbound(&key, l4.tcp, now) {
+                Ok(Some((client, port))) => {
                     pkt.client = client;
                     pkt.client_port = port;
                 }
                 // A packet for the host itself (the pool address is ours and nothing is bound).
-                None if local => return Ok(Found::Pass),
-                None => return Err(DropReason::NoSession),
+                Ok(None) if local => return Ok(Found::Pass),
+                // A SYN nothing lets in: held, answered later unless the client opens the
+                // connection meanwhile (RFC 6146 section 3.5.2.2).
+                Ok(None) | Err(DropReason::NoSession) if filtering::holds_syn(l4.proto, l4.tcp) => {
+                    held::hold(ctx, &key, now)?;
+                    return Err(DropReason::InboundSynHeld);
+                }
+                Ok(None) => return Err(DropReason::NoSession),
+                Err(e) => return Err(e),
             }
         }
     }

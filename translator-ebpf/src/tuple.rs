@@ -14,8 +14,8 @@ use crate::wire::{FragHdr, Ipv4Hdr, Ipv6Hdr, L4Head};
 pub struct L4 {
     /// Session protocol (IPv4 numbering: ICMP is 1 on both sides).
     pub proto: u8,
-    /// TCP flags as `SEEN_*` bits.
-    pub seen: u8,
+    /// TCP: the flag byte (FIN, SYN, RST, ...; `translator_common::tcp`); 0 otherwise.
+    pub tcp: u8,
     /// Source port, or the ICMP identifier when it names the sender's mapping.
     pub sport: u16,
     /// Destination port, or the ICMP identifier when it names the receiver's mapping.

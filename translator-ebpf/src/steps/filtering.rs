@@ -3,14 +3,19 @@
 //! must be allowed and the destination translatable; the client's binding is reused
 //! (endpoint-independent mapping) or made from its port blocks. Inbound (3.5.1.1, 3.5.2.2):
 //! only a static binding, endpoint-independent filtering or a permit the client created
-//! (address-dependent filtering) lets a packet open a session.
+//! (address-dependent filtering) lets a packet open a session. A TCP session is opened by a SYN
+//! only (section 3.5.2.2, the CLOSED state).
 
 use aya_ebpf::EbpfContext;
 use translator_common::{
-    config::{CFG_ALLOW_NON_GLOBAL, CFG_ENDPOINT_INDEPENDENT_FILTERING, CFG_WELL_KNOWN_PREFIX},
+    IPPROTO_TCP,
+    config::{
+        CFG_ALLOW_NON_GLOBAL, CFG_DROP_INBOUND_SYN, CFG_ENDPOINT_INDEPENDENT_FILTERING,
+        CFG_WELL_KNOWN_PREFIX,
+    },
     counters::DropReason,
     maps::{BINDING_STATIC, SessionKey4},
-    rfc6052,
+    rfc6052, tcp,
 };
 
 use aya_ebpf::maps::lpm_trie::Key;
@@ -28,6 +33,9 @@ use crate::{
 pub fn outbound<C: EbpfContext>(ctx: &C, pkt: &mut Packet6) -> Result<bool, DropReason> {
     if let Some(hairpin) = session::outbound(pkt) {
         return Ok(hairpin);
+    }
+    if pkt.l4.proto == IPPROTO_TCP && pkt.l4.tcp & tcp::SYN == 0 {
+        return Err(DropReason::TcpNotSyn);
     }
     // Each step is its own subprogram, called from here so that the deepest call chain stays
     // within the verifier's stack limit.
@@ -62,22 +70,33 @@ fn outbound_binding(pkt: &mut Packet6) -> Result<bool, DropReason> {
 }
 
 /// First packet of an inbound flow: allowed by a static binding, by endpoint-independent
-/// filtering, or by a permit the client created (address-dependent filtering).
+/// filtering, or by a permit the client created (address-dependent filtering); for TCP only a
+/// SYN (`tcp` are the packet's TCP flags). `Ok(None)`: no binding at all.
 #[inline(never)]
 pub fn open_inbound(
     key: &SessionKey4,
-    seen: u8,
+    tcp: u8,
     now: u64,
 ) -> Result<Option<([u32; 4], u16)>, DropReason> {
     let Some(b) = bib::find4(key) else {
         return Ok(None);
     };
+    if key.proto == IPPROTO_TCP && tcp & tcp::SYN == 0 {
+        return Err(DropReason::NoSession);
+    }
     if b.flags & BINDING_STATIC == 0
         && config().flags & CFG_ENDPOINT_INDEPENDENT_FILTERING == 0
         && !session::permitted(key)
     {
         return Err(DropReason::NoSession);
     }
-    session::create_inbound(key, b.client, b.client_port_be, seen, now)?;
+    session::create_inbound(key, b.client, b.client_port_be, now)?;
     Ok(Some((b.client, b.client_port_be)))
+}
+
+/// Whether an inbound packet that nothing lets in is a SYN to hold (RFC 6146 section
+/// 3.5.2.2), rather than one to drop: TCP with SYN, and `nat64.inbound_syn = "hold"`.
+#[inline(always)]
+pub fn holds_syn(proto: u8, tcp: u8) -> bool {
+    proto == IPPROTO_TCP && tcp & tcp::SYN != 0 && config().flags & CFG_DROP_INBOUND_SYN == 0
 }

@@ -57,8 +57,8 @@ pub fn handle<C: Packet>(ctx: &C, pkt: &Packet6) -> Result<Verdict, DropReason> 
     ctx.enter();
     let k4 = key(pkt);
     let peer = match session::find4(&k4) {
-        Some(v) => session::use4(v, pkt.l4.seen, pkt.now),
-        None => filtering::open_inbound(&k4, pkt.l4.seen, pkt.now)?.ok_or(DropReason::NoSession)?,
+        Some(v) => session::use4(&k4, v, pkt.l4.tcp, pkt.now),
+        None => filtering::open_inbound(&k4, pkt.l4.tcp, pkt.now)?.ok_or(DropReason::NoSession)?,
     };
     rewrite(ctx, pkt, &peer)
 }

@@ -8,7 +8,7 @@ use translator_common::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     counters::DropReason,
     icmp::{self, Rest},
-    maps::{SEEN_FIN, SEEN_RST, SEEN_SYN, SessionKey4, SessionKey6},
+    maps::{SessionKey4, SessionKey6},
     rfc6052,
 };
 
@@ -20,8 +20,8 @@ use crate::{
     tuple::{Icmp4Error, Icmp6Error, L4, Packet6},
     wire::{
         ETH_LEN, EthHdr, FRAG_LEN, FragHdr, ICMP_LEN, IPPROTO_FRAGMENT, IPV4_LEN, IPV6_LEN,
-        Ipv4Hdr, Ipv6Hdr, L4Head, MAX_ICMP4, MAX_ICMP6, TCP_FIN, TCP_RST, TCP_SYN, TcpTail,
-        V4_ICMP, V4_INNER, V4_INNER_L4, V6_ICMP, V6_INNER, V6_INNER_L4, icmp_type,
+        Ipv4Hdr, Ipv6Hdr, L4Head, MAX_ICMP4, MAX_ICMP6, TcpTail, V4_ICMP, V4_INNER, V4_INNER_L4,
+        V6_ICMP, V6_INNER, V6_INNER_L4, icmp_type,
     },
 };
 
@@ -135,21 +135,6 @@ pub fn is_pool(addr: u32) -> bool {
     unsafe { POOL.get(&addr) }.is_some()
 }
 
-#[inline(always)]
-fn seen_bits(tcp_flags: u8) -> u8 {
-    let mut s = 0;
-    if tcp_flags & TCP_SYN != 0 {
-        s |= SEEN_SYN;
-    }
-    if tcp_flags & TCP_FIN != 0 {
-        s |= SEEN_FIN;
-    }
-    if tcp_flags & TCP_RST != 0 {
-        s |= SEEN_RST;
-    }
-    s
-}
-
 /// Reads the transport header at `off`. `echo` are the echo request/reply types of the packet's
 /// ICMP version; the identifier is the source "port" for IPv6 packets (the client's) and the
 /// destination "port" for IPv4 packets (the pool's).
@@ -169,7 +154,7 @@ pub fn l4(
                 let t: *mut TcpTail = ptr_at(ctx, off + 12)?;
                 Ok(L4 {
                     proto,
-                    seen: seen_bits((*t).flags),
+                    tcp: (*t).flags,
                     sport: (*h).a,
                     dport: (*h).b,
                     hdr_len: ((*t).off >> 4) as u16 * 4,
@@ -177,7 +162,7 @@ pub fn l4(
             }
             IPPROTO_UDP => Ok(L4 {
                 proto,
-                seen: 0,
+                tcp: 0,
                 sport: (*h).a,
                 dport: (*h).b,
                 hdr_len: 8,
@@ -191,7 +176,7 @@ pub fn l4(
                 let (sport, dport) = if id_is_source { (id, 0) } else { (0, id) };
                 Ok(L4 {
                     proto: IPPROTO_ICMP,
-                    seen: 0,
+                    tcp: 0,
                     sport,
                     dport,
                     hdr_len: 8,

@@ -116,6 +116,7 @@ fn start(
     let mut ebpf = dataplane::load(cfg, Some(&inst.pins))?;
     let mut maps = Maps::open(&inst.pins)?;
     if !adopt {
+        dataplane::record_layout(inst)?;
         maps.fill_pool(cfg)?;
     }
     maps.sync_policy(cfg)?;
@@ -147,9 +148,10 @@ fn open_ra(cfg: &Config) -> anyhow::Result<Option<ra::RaSocket>> {
         .map_err(|e| anyhow!("ra: cannot advertise on {}: {e:#}", cfg.ra.interface))
 }
 
-/// Refuses to adopt pinned state whose pool layout differs from the new configuration: the
-/// queued blocks and bindings would not match it.
+/// Refuses to adopt pinned state of another map layout, or whose pool layout differs from the
+/// new configuration: the queued blocks and bindings would not match it.
 fn check_adoptable(inst: &Instance, cfg: &Config) -> anyhow::Result<()> {
+    dataplane::check_layout(inst)?;
     let Ok(old) = inst.read_state().and_then(|s| s.config()) else {
         log::warn!(
             "pins of instance {:?} exist without a readable state file; adopting them as they are",

@@ -12,8 +12,8 @@ use translator_common::{
     counters::{DropReason, Event},
     maps::{
         self as m, BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId,
-        BlockSlot, BlockSlotKey, FilterKey, Frag4Key, Frag4Value, Frag6Key, Frag6Value, POOL_LOCAL,
-        PoolAddress, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
+        BlockSlot, BlockSlotKey, FilterKey, Frag4Key, Frag4Value, Frag6Key, Frag6Value, HeldKey,
+        HeldSyn, POOL_LOCAL, PoolAddress, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
     },
     rfc6052::{self, raw4, raw6},
 };
@@ -56,6 +56,7 @@ pub struct Maps {
     pub counters: PerCpuArray<MapData, u64>,
     pub frags6: HashMap<MapData, Frag6Key, Frag6Value>,
     pub frags4: HashMap<MapData, Frag4Key, Frag4Value>,
+    pub held_syns: HashMap<MapData, HeldKey, HeldSyn>,
 }
 
 /// Opens one pinned map of an instance.
@@ -97,6 +98,7 @@ impl Maps {
             counters: typed!(dir, m::COUNTERS),
             frags6: typed!(dir, m::FRAGS6),
             frags4: typed!(dir, m::FRAGS4),
+            held_syns: typed!(dir, m::HELD_SYNS),
         })
     }
 

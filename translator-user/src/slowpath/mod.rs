@@ -301,6 +301,15 @@ pub fn start(
     Ok(handles)
 }
 
+/// A TCP segment's flags (0 for other protocols, or a segment too short to have them).
+fn tcp_flags(proto: u8, seg: &[u8]) -> u8 {
+    if proto == IPPROTO_TCP {
+        seg.get(13).copied().unwrap_or(0)
+    } else {
+        0
+    }
+}
+
 struct Worker {
     params: Params,
     cfg: Config,
@@ -544,10 +553,13 @@ impl Worker {
             proto: if icmp { IPPROTO_ICMP } else { nh },
             _pad: [0; 3],
         };
-        let (peer, peer_port) = self.maps.inbound_session(&self.cfg, &k4).map_err(|e| {
-            log::debug!("slow path: hairpin to {remote}: {e:#}");
-            "no session"
-        })?;
+        let (peer, peer_port) = self
+            .maps
+            .inbound_session(&self.cfg, &k4, tcp_flags(nh, &seg))
+            .map_err(|e| {
+                log::debug!("slow path: hairpin to {remote}: {e:#}");
+                "no session"
+            })?;
         let src6 = Ipv6Addr::from(rfc6052::embed(
             self.params.prefix,
             self.params.prefix_len,
@@ -605,10 +617,12 @@ impl Worker {
             proto,
             _pad: [0; 3],
         };
-        self.maps.inbound_session(&self.cfg, &k).map_err(|e| {
-            log::debug!("slow path: inbound {src} -> {dst}: {e:#}");
-            "no session"
-        })
+        self.maps
+            .inbound_session(&self.cfg, &k, tcp_flags(proto, seg))
+            .map_err(|e| {
+                log::debug!("slow path: inbound {src} -> {dst}: {e:#}");
+                "no session"
+            })
     }
 
     /// The session binding of an IPv6 datagram from a client (from its transport header).
@@ -643,7 +657,15 @@ impl Worker {
             ));
         }
         self.maps
-            .create_outbound(&self.cfg, src, cport, Ipv4Addr::from(remote), rport, proto)
+            .create_outbound(
+                &self.cfg,
+                src,
+                cport,
+                Ipv4Addr::from(remote),
+                rport,
+                proto,
+                tcp_flags(nh, seg),
+            )
             .map_err(|e| {
                 log::debug!("slow path: outbound {src} -> {dst}: {e:#}");
                 "no session"
