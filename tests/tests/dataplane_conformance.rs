@@ -103,6 +103,7 @@ fn cases() -> Vec<(Case, Option<Expect4>)> {
     let b = v6("2001:db8:1::10"); // client B
     let server6 = v6("2001:db8:64::c000:202");
     let pool = v4("192.0.2.1");
+    let pool_b = v4("198.51.100.1");
     let pool6 = v6("2001:db8:64::c000:201"); // A's pool address inside the prefix
     let pool_b6 = v6("2001:db8:64::c633:6401"); // B's
     let server = v4("192.0.2.2");
@@ -874,6 +875,223 @@ fn cases() -> Vec<(Case, Option<Expect4>)> {
             "hairpinned",
         ),
         None,
+    );
+
+    // ---------------------------------------------------------------------------------------
+    // 6. TCP: only a SYN opens a session; inbound SYNs nothing lets in are held.
+
+    let server2 = v4("192.0.2.3");
+    let (tport, tpool) = (41000u16, 1024u16); // the client's first TCP binding
+    let s2: IpAddr = server2.into();
+    let pb4: IpAddr = pool_b.into();
+    push(
+        Case {
+            name: "tcp 6->4 ack without a session: dropped, only a syn opens one",
+            side: Side::V6,
+            input: frame6(
+                MAC_GW6,
+                MAC_CLIENT,
+                &ipv6(
+                    client,
+                    server6,
+                    6,
+                    64,
+                    0,
+                    &tcp(c6, s6, tport, 80, ACK, 1, 1),
+                ),
+            ),
+            action: XDP_DROP,
+            output: None,
+            counter: "tcp-not-syn",
+            random_id: false,
+        },
+        None,
+    );
+    push(
+        Case {
+            name: "tcp 6->4 syn opens the session (v6 init)",
+            side: Side::V6,
+            input: frame6(
+                MAC_GW6,
+                MAC_CLIENT,
+                &ipv6(
+                    client,
+                    server6,
+                    6,
+                    64,
+                    0,
+                    &tcp(c6, s6, tport, 80, SYN, 100, 0),
+                ),
+            ),
+            action: XDP_REDIRECT,
+            output: None,
+            counter: "session-created",
+            random_id: true,
+        },
+        Some(Box::new(move |id| {
+            frame4(
+                MAC_SERVER,
+                MAC_GW4,
+                &ipv4(
+                    pool,
+                    server,
+                    6,
+                    63,
+                    0,
+                    id,
+                    false,
+                    &tcp(p4, s4, tpool, 80, SYN, 100, 0),
+                ),
+            )
+        })),
+    );
+    push(
+        plain(
+            "tcp 4->6 syn-ack on it (established)",
+            Side::V4,
+            frame4(
+                MAC_GW4,
+                MAC_SERVER,
+                &ipv4(
+                    server,
+                    pool,
+                    6,
+                    64,
+                    0,
+                    50,
+                    true,
+                    &tcp(s4, p4, 80, tpool, SYN | ACK, 500, 101),
+                ),
+            ),
+            XDP_REDIRECT,
+            frame6(
+                MAC_CLIENT,
+                MAC_GW6,
+                &ipv6(
+                    server6,
+                    client,
+                    6,
+                    63,
+                    0,
+                    &tcp(s6, c6, 80, tport, SYN | ACK, 500, 101),
+                ),
+            ),
+            "translated-4to6",
+        ),
+        None,
+    );
+    push(
+        Case {
+            name: "tcp 4->6 syn from a host the client never contacted (filtered): held",
+            side: Side::V4,
+            input: frame4(
+                MAC_GW4,
+                MAC_SERVER,
+                &ipv4(
+                    server2,
+                    pool,
+                    6,
+                    64,
+                    0,
+                    51,
+                    true,
+                    &tcp(s2, p4, 443, tpool, SYN, 7, 0),
+                ),
+            ),
+            action: XDP_DROP,
+            output: None,
+            counter: "inbound-syn-held",
+            random_id: false,
+        },
+        None,
+    );
+    push(
+        Case {
+            name: "tcp 4->6 syn to a pool port nothing is bound to: held",
+            side: Side::V4,
+            input: frame4(
+                MAC_GW4,
+                MAC_SERVER,
+                &ipv4(
+                    server,
+                    pool_b,
+                    6,
+                    64,
+                    0,
+                    52,
+                    true,
+                    &tcp(s4, pb4, 50001, 7000, SYN, 9, 0),
+                ),
+            ),
+            action: XDP_DROP,
+            output: None,
+            counter: "inbound-syn-held",
+            random_id: false,
+        },
+        None,
+    );
+    push(
+        Case {
+            name: "tcp 4->6 ack to a pool port nothing is bound to: no session",
+            side: Side::V4,
+            input: frame4(
+                MAC_GW4,
+                MAC_SERVER,
+                &ipv4(
+                    server,
+                    pool_b,
+                    6,
+                    64,
+                    0,
+                    53,
+                    true,
+                    &tcp(s4, pb4, 50001, 7000, ACK, 9, 1),
+                ),
+            ),
+            action: XDP_DROP,
+            output: None,
+            counter: "no-session",
+            random_id: false,
+        },
+        None,
+    );
+    push(
+        Case {
+            name: "tcp 6->4 syn to the held syn's source: the held syn is forgotten",
+            side: Side::V6,
+            input: frame6(
+                MAC_GW6,
+                MAC_CLIENT,
+                &ipv6(
+                    client,
+                    server6,
+                    6,
+                    64,
+                    0,
+                    &tcp(c6, s6, 41002, 50001, SYN, 300, 0),
+                ),
+            ),
+            action: XDP_REDIRECT,
+            output: None,
+            counter: "inbound-syn-cancelled",
+            random_id: true,
+        },
+        Some(Box::new(move |id| {
+            frame4(
+                MAC_SERVER,
+                MAC_GW4,
+                &ipv4(
+                    pool,
+                    server,
+                    6,
+                    63,
+                    0,
+                    id,
+                    false,
+                    &tcp(p4, s4, 1025, 50001, SYN, 300, 0),
+                ),
+            )
+        })),
     );
     cases
 }

@@ -161,11 +161,14 @@ pub enum Event {
     Bytes6to4,
     /// Bytes of translated IPv4 -> IPv6 frames (as sent).
     Bytes4to6,
+    /// Held inbound SYNs forgotten because a client opened a connection to their source (RFC
+    /// 6146 section 3.5.2.2: not answered).
+    InboundSynCancelled,
 }
 
 impl Event {
-    pub const COUNT: u32 = 15;
-    pub const ALL: [Event; 15] = [
+    pub const COUNT: u32 = 16;
+    pub const ALL: [Event; 16] = [
         Event::Translated6to4,
         Event::Translated4to6,
         Event::Hairpinned,
@@ -181,6 +184,7 @@ impl Event {
         Event::SlowPath,
         Event::Bytes6to4,
         Event::Bytes4to6,
+        Event::InboundSynCancelled,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -200,6 +204,7 @@ impl Event {
             Event::SlowPath => "slow-path",
             Event::Bytes6to4 => "bytes-6to4",
             Event::Bytes4to6 => "bytes-4to6",
+            Event::InboundSynCancelled => "inbound-syn-cancelled",
         }
     }
 }
@@ -208,7 +213,7 @@ impl Event {
 pub const COUNTER_SLOTS: u32 = EVENT_SLOTS + DROP_SLOTS;
 
 const _: () = assert!(DropReason::TcpNotSyn as usize + 1 == DropReason::ALL.len());
-const _: () = assert!(Event::Bytes4to6 as u32 + 1 == Event::COUNT);
+const _: () = assert!(Event::InboundSynCancelled as u32 + 1 == Event::COUNT);
 const _: () = assert!(Event::COUNT <= EVENT_SLOTS);
 const _: () = assert!(DropReason::ALL.len() as u32 <= DROP_SLOTS);
 

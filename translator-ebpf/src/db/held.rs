@@ -7,13 +7,14 @@
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use translator_common::{
-    counters::DropReason,
+    counters::{DropReason, Event},
     maps::{HELD_QUOTE, HeldKey, SessionKey4},
 };
 
 use crate::{
     context::{Packet, ptr_at},
     maps::{HELD_SCRATCH, HELD_SYNS},
+    observe::event,
     wire::{ETH_LEN, IPV4_LEN, Ipv4Hdr},
 };
 
@@ -59,9 +60,12 @@ pub fn hold<C: Packet>(ctx: &C, key: &SessionKey4, now: u64) -> Result<(), DropR
 /// Forgets the SYN held from a remote transport address: a client opens a connection to it.
 #[inline(always)]
 pub fn forget(remote: u32, remote_port_be: u16) {
-    let _ = HELD_SYNS.remove(&HeldKey {
+    let k = HeldKey {
         remote,
         remote_port_be,
         _pad: 0,
-    });
+    };
+    if HELD_SYNS.remove(&k).is_ok() {
+        event(Event::InboundSynCancelled);
+    }
 }

@@ -11,6 +11,9 @@
 //! - packets that must be fragmented after translation (IPv4 with DF clear larger than the
 //!   IPv6 MTU, IPv6 fragments larger than the IPv4 link).
 //!
+//! The worker of the IPv4-side interface also answers the inbound SYNs the data plane held
+//! (`held`: RFC 6146 section 3.5.2.2).
+//!
 //! Translated packets leave through raw sockets (header included), so the kernel routes them
 //! and resolves neighbours. The translation rules are the data plane's, on whole buffers:
 //! the same session tables, the same RFC 6052 mapping, checksums computed in full.
@@ -35,6 +38,7 @@ use translator_common::{
 
 use crate::{config::Config, dataplane::Maps};
 
+mod held;
 mod reassembly;
 #[cfg(test)]
 mod tests;
@@ -61,6 +65,10 @@ pub struct SlowPathStats {
     pub reassembled: AtomicU64,
     pub timed_out: AtomicU64,
     pub dropped: AtomicU64,
+    /// Held inbound SYNs answered with port unreachable, found opened, left unanswered.
+    pub held_syn_answered: AtomicU64,
+    pub held_syn_session_found: AtomicU64,
+    pub held_syn_unanswered: AtomicU64,
 }
 
 impl SlowPathStats {
@@ -84,6 +92,18 @@ impl SlowPathStats {
                 self.timed_out.load(Ordering::Relaxed),
             ),
             ("slow-path-dropped", self.dropped.load(Ordering::Relaxed)),
+            (
+                "held-syn-answered",
+                self.held_syn_answered.load(Ordering::Relaxed),
+            ),
+            (
+                "held-syn-session-found",
+                self.held_syn_session_found.load(Ordering::Relaxed),
+            ),
+            (
+                "held-syn-unanswered",
+                self.held_syn_unanswered.load(Ordering::Relaxed),
+            ),
         ]
     }
 }
@@ -281,11 +301,15 @@ pub fn start(
         let stats = stats.clone();
         let stop = stop.clone();
         let cfg = cfg.clone();
+        // One worker answers the held SYNs: the IPv4 side's (the answers go out there).
+        let answers_held = iface == cfg.ipv4_interface;
         let h = std::thread::Builder::new()
             .name(format!("slowpath-{iface}"))
             .spawn(move || {
                 let mut sp = Worker {
                     params,
+                    budget: held::Budget::new(cfg.icmp_errors_per_second),
+                    answers_held,
                     cfg,
                     maps,
                     senders,
@@ -318,12 +342,16 @@ struct Worker {
     stats: Arc<SlowPathStats>,
     pending: HashMap<DatagramKey, Pieces>,
     held: usize,
+    /// Whether this worker answers the held inbound SYNs, and its ICMP error budget.
+    answers_held: bool,
+    budget: held::Budget,
 }
 
 impl Worker {
     fn run(&mut self, sock: &OwnedFd, stop: &AtomicBool) {
         let mut buf = vec![0u8; 65536 + 14];
         let mut last_sweep = Instant::now();
+        let mut last_held = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             // SAFETY: valid buffer.
             let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -338,6 +366,13 @@ impl Worker {
             if last_sweep.elapsed() >= Duration::from_millis(100) {
                 self.sweep();
                 last_sweep = Instant::now();
+            }
+            if self.answers_held && last_held.elapsed() >= held::EVERY {
+                let answers = held::due(&mut self.maps, &mut self.budget, &self.stats);
+                if !answers.is_empty() {
+                    self.senders.send(&Output::V4(answers));
+                }
+                last_held = Instant::now();
             }
         }
     }
