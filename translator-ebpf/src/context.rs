@@ -29,7 +29,9 @@ use aya_ebpf::{
     },
     programs::{TcContext, XdpContext},
 };
-use translator_common::{checksum, counters::DropReason};
+use translator_common::{checksum, config::CFG_TX_BY_REDIRECT, counters::DropReason};
+
+use crate::config::config;
 
 /// What becomes of a packet. The entry points turn it into their own return codes; the helper
 /// calls a verdict needs (`bpf_redirect`, ...) were already made by [`Packet`].
@@ -164,7 +166,8 @@ pub trait Packet: EbpfContext {
     /// no neighbour entry left it), the neighbour subsystem filling in the MAC addresses. Only
     /// called when [`Packet::SKB`].
     fn redirect_neigh(&self, ifindex: u32, fib: &bpf_fib_lookup) -> Result<Verdict, DropReason>;
-    /// Sends the packet back out of the interface it came in on.
+    /// Sends the packet back out of the interface it came in on (XDP: `XDP_TX`, or with
+    /// `CFG_TX_BY_REDIRECT` a redirect to that interface, which a veth delivers at once).
     fn tx(&self) -> Result<Verdict, DropReason>;
     /// Hands the packet (its ethertype already the slow-path one) to the kernel, where the
     /// controller's packet socket receives it.
@@ -282,7 +285,7 @@ impl Packet for XdpContext {
 
     #[inline(always)]
     fn redirect(&self, ifindex: u32) -> Result<Verdict, DropReason> {
-        if ifindex == Packet::ifindex(self) {
+        if ifindex == Packet::ifindex(self) && config().flags & CFG_TX_BY_REDIRECT == 0 {
             return Ok(Verdict::Tx);
         }
         // SAFETY: plain helper call; returns XDP_REDIRECT, or XDP_ABORTED on bad flags.
@@ -300,6 +303,9 @@ impl Packet for XdpContext {
 
     #[inline(always)]
     fn tx(&self) -> Result<Verdict, DropReason> {
+        if config().flags & CFG_TX_BY_REDIRECT != 0 {
+            return Packet::redirect(self, Packet::ifindex(self));
+        }
         Ok(Verdict::Tx)
     }
 

@@ -54,6 +54,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             log::warn!("{w}");
         }
     }
+    cfg.tx_by_redirect = crate::modes::tx_by_redirect(&cfg);
 
     // Listening sockets are bound before anything is attached: an address that cannot be had
     // stops the start with nothing half done.
@@ -589,6 +590,7 @@ impl Controller {
         let mut new = Config::parse(&text)
             .with_context(|| format!("{}: refused", self.config_path.display()))?;
         new.mode = self.cfg.mode;
+        new.tx_by_redirect = self.cfg.tx_by_redirect;
         let old = self.cfg.clone();
         let old = &old;
         let fixed = [

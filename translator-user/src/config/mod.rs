@@ -78,6 +78,10 @@ pub struct Config {
     pub ra: crate::ra::ValidRa,
     /// The file as read, kept for `status` and for checks on restart.
     pub raw: RawConfig,
+    /// Not a setting: whether the XDP program sends what goes back out of the receiving
+    /// interface with a redirect to it instead of `XDP_TX` (native mode on veth, decided where
+    /// the gateway runs: `crate::modes::tx_by_redirect`).
+    pub tx_by_redirect: bool,
 }
 
 /// Longest pool the data plane accepts (the POOL map size).
@@ -424,6 +428,7 @@ impl Config {
             log_sessions: raw.log.sessions,
             metrics_listen,
             raw,
+            tx_by_redirect: false,
         })
     }
 

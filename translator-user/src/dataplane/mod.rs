@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use translator_common::{
     config::{
         CFG_ALLOW_NON_GLOBAL, CFG_DROP_INBOUND_SYN, CFG_ENDPOINT_INDEPENDENT_FILTERING,
-        CFG_LOG_SESSIONS, CFG_WELL_KNOWN_PREFIX, DataplaneConfig,
+        CFG_LOG_SESSIONS, CFG_TX_BY_REDIRECT, CFG_WELL_KNOWN_PREFIX, DataplaneConfig,
     },
     maps as m,
     rfc6052::{self, raw6},
@@ -176,6 +176,9 @@ pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
     }
     if cfg.inbound_syn == InboundSyn::Drop {
         flags |= CFG_DROP_INBOUND_SYN;
+    }
+    if cfg.tx_by_redirect {
+        flags |= CFG_TX_BY_REDIRECT;
     }
     DataplaneConfig {
         prefix: raw6(prefix),
