@@ -1096,6 +1096,178 @@ fn cases() -> Vec<(Case, Option<Expect4>)> {
     cases
 }
 
+/// The well-known prefix: a non-global IPv4 address must never appear under it (RFC 6052
+/// section 3.1), neither as the destination of a client's packet nor as the source of what comes
+/// from the IPv4 side (a new inbound session, an ICMPv4 error from a router).
+const WKP_CONFIG: &str = r#"
+instance = "INSTANCE"
+[interfaces]
+ipv6 = "v6a"
+ipv4 = "v4a"
+[nat64]
+prefix = "64:ff9b::/96"
+clients = ["2001:db8:1::/64"]
+[pool]
+addresses = ["192.0.2.1"]
+[[static]]
+protocol = "udp"
+ipv6 = "2001:db8:1::10"
+ipv6_port = 53
+ipv4 = "192.0.2.1"
+ipv4_port = 5353
+"#;
+
+fn wkp_cases() -> Vec<(Case, Option<Expect4>)> {
+    let client = v6("2001:db8:1::2");
+    let b = v6("2001:db8:1::10");
+    let pool = v4("192.0.2.1");
+    let p4: IpAddr = pool.into();
+    let data = b"wkp".to_vec();
+    let global = v4("8.8.8.8");
+    let global6 = v6("64:ff9b::808:808");
+    let mut cases: Vec<(Case, Option<Expect4>)> = Vec::new();
+    let drop = |name, side, input, counter| Case {
+        name,
+        side,
+        input,
+        action: XDP_DROP,
+        output: None,
+        counter,
+        random_id: false,
+    };
+    cases.push((
+        drop(
+            "client to 10.1.2.3 under 64:ff9b::/96: dropped",
+            Side::V6,
+            frame6(
+                MAC_GW6,
+                MAC_CLIENT,
+                &ipv6(
+                    client,
+                    v6("64:ff9b::a01:203"),
+                    17,
+                    64,
+                    0,
+                    &udp(
+                        client.into(),
+                        v6("64:ff9b::a01:203").into(),
+                        40000,
+                        53,
+                        &data,
+                    ),
+                ),
+            ),
+            "destination-not-allowed",
+        ),
+        None,
+    ));
+    for src in ["10.1.2.3", "198.18.0.1", "192.168.1.1"] {
+        let s = v4(src);
+        cases.push((
+            drop(
+                fixture_cases::leak(format!(
+                    "{src} to a static mapping under 64:ff9b::/96: dropped"
+                )),
+                Side::V4,
+                frame4(
+                    MAC_GW4,
+                    MAC_SERVER,
+                    &ipv4(
+                        s,
+                        pool,
+                        17,
+                        64,
+                        0,
+                        1,
+                        false,
+                        &udp(s.into(), p4, 53, 5353, &data),
+                    ),
+                ),
+                "source-not-allowed",
+            ),
+            None,
+        ));
+    }
+    let quoted = ipv4(
+        pool,
+        global,
+        17,
+        63,
+        0,
+        0,
+        false,
+        &udp(p4, global.into(), 5353, 53, &data),
+    );
+    cases.push((
+        drop(
+            "icmpv4 error from a router at 10.0.0.254 under 64:ff9b::/96: dropped",
+            Side::V4,
+            frame4(
+                MAC_GW4,
+                MAC_SERVER,
+                &ipv4(
+                    v4("10.0.0.254"),
+                    pool,
+                    1,
+                    64,
+                    0,
+                    2,
+                    false,
+                    &icmp4_err(11, 0, 0, &quoted),
+                ),
+            ),
+            "source-not-allowed",
+        ),
+        None,
+    ));
+    cases.push((
+        Case {
+            name: "8.8.8.8 to the static mapping: translated from 64:ff9b::808:808",
+            side: Side::V4,
+            input: frame4(
+                MAC_GW4,
+                MAC_SERVER,
+                &ipv4(
+                    global,
+                    pool,
+                    17,
+                    64,
+                    0,
+                    3,
+                    false,
+                    &udp(global.into(), p4, 53, 5353, &data),
+                ),
+            ),
+            action: XDP_REDIRECT,
+            output: Some(frame6(
+                MAC_STATIC,
+                MAC_GW6,
+                &ipv6(
+                    global6,
+                    b,
+                    17,
+                    63,
+                    0,
+                    &udp(global6.into(), b.into(), 53, 53, &data),
+                ),
+            )),
+            counter: "session-created",
+            random_id: false,
+        },
+        None,
+    ));
+    cases
+}
+
+#[test]
+fn well_known_prefix_fixtures() -> Result<()> {
+    require_root()?;
+    let ns = fixture_net()?;
+    let cases = wkp_cases();
+    run_cases(&ns, Target::Xdp, WKP_CONFIG, &cases)?;
+    run_cases(&ns, Target::Tc, WKP_CONFIG, &cases)
+}
+
 #[test]
 fn conformance_fixtures() -> Result<()> {
     require_root()?;

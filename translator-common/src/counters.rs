@@ -65,10 +65,13 @@ pub enum DropReason {
     /// A TCP packet other than a SYN without a session: only a SYN opens one (RFC 6146 section
     /// 3.5.2.2, the CLOSED state).
     TcpNotSyn,
+    /// The IPv4 source must not be translated: a non-global address would appear under
+    /// 64:ff9b::/96 (RFC 6052 section 3.1), for a new inbound session or an ICMPv4 error.
+    SourceNotAllowed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::Truncated,
         DropReason::Malformed,
         DropReason::BadIpv4Checksum,
@@ -91,6 +94,7 @@ impl DropReason {
         DropReason::HelperFailed,
         DropReason::InboundSynHeld,
         DropReason::TcpNotSyn,
+        DropReason::SourceNotAllowed,
     ];
 
     /// The stable, kebab-case name the CLI and metrics print.
@@ -118,6 +122,7 @@ impl DropReason {
             DropReason::HelperFailed => "helper-failed",
             DropReason::InboundSynHeld => "inbound-syn-held",
             DropReason::TcpNotSyn => "tcp-not-syn",
+            DropReason::SourceNotAllowed => "source-not-allowed",
         }
     }
 
@@ -212,7 +217,7 @@ impl Event {
 /// Number of entries in the per-CPU counter array.
 pub const COUNTER_SLOTS: u32 = EVENT_SLOTS + DROP_SLOTS;
 
-const _: () = assert!(DropReason::TcpNotSyn as usize + 1 == DropReason::ALL.len());
+const _: () = assert!(DropReason::SourceNotAllowed as usize + 1 == DropReason::ALL.len());
 const _: () = assert!(Event::InboundSynCancelled as u32 + 1 == Event::COUNT);
 const _: () = assert!(Event::COUNT <= EVENT_SLOTS);
 const _: () = assert!(DropReason::ALL.len() as u32 <= DROP_SLOTS);

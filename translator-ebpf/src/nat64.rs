@@ -501,6 +501,9 @@ fn later_4to6<C: Packet>(ctx: &C, h: &Ipv4Hdr) -> Result<Verdict, DropReason> {
 fn icmp4_error_found<C: Packet>(ctx: &C, e: &mut Icmp4Error) -> Result<(), DropReason> {
     ctx.enter();
     incoming::icmp4_error(ctx, e)?;
+    if !filtering::translatable(e.outer.src) {
+        return Err(DropReason::SourceNotAllowed);
+    }
     let (client, client_port) = session::client_of(&e.key).ok_or(DropReason::NoSession)?;
     e.map = outgoing::error_map6(
         e.outer.src,

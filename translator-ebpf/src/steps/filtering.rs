@@ -49,14 +49,11 @@ pub fn outbound<C: EbpfContext>(ctx: &C, pkt: &mut Packet6) -> Result<bool, Drop
 /// `pkt.pool` and `pkt.pool_port` and returns true when the binding exists.
 #[inline(never)]
 fn outbound_binding(pkt: &mut Packet6) -> Result<bool, DropReason> {
-    let cfg = config();
     let key = &pkt.key;
     if CLIENTS.get(&Key::new(128, key.client)).is_none() {
         return Err(DropReason::ClientNotAllowed);
     }
-    if cfg.flags & (CFG_WELL_KNOWN_PREFIX | CFG_ALLOW_NON_GLOBAL) == CFG_WELL_KNOWN_PREFIX
-        && !rfc6052::is_global(rfc6052::from_raw4(key.remote))
-    {
+    if !translatable(key.remote) {
         return Err(DropReason::DestinationNotAllowed);
     }
     match bib::find6(key, pkt.now) {
@@ -67,6 +64,14 @@ fn outbound_binding(pkt: &mut Packet6) -> Result<bool, DropReason> {
         }
         None => Ok(false),
     }
+}
+
+/// Whether an IPv4 address may appear inside the prefix: not a non-global one under the
+/// well-known prefix 64:ff9b::/96 (RFC 6052 section 3.1), unless `nat64.allow_non_global`.
+#[inline(always)]
+pub fn translatable(addr: u32) -> bool {
+    config().flags & (CFG_WELL_KNOWN_PREFIX | CFG_ALLOW_NON_GLOBAL) != CFG_WELL_KNOWN_PREFIX
+        || rfc6052::is_global(rfc6052::from_raw4(addr))
 }
 
 /// First packet of an inbound flow: allowed by a static binding, by endpoint-independent
@@ -81,6 +86,9 @@ pub fn open_inbound(
     let Some(b) = bib::find4(key) else {
         return Ok(None);
     };
+    if !translatable(key.remote) {
+        return Err(DropReason::SourceNotAllowed);
+    }
     if key.proto == IPPROTO_TCP && tcp & tcp::SYN == 0 {
         return Err(DropReason::NoSession);
     }
