@@ -7,6 +7,7 @@ mod check;
 mod dns64;
 mod down;
 mod log;
+mod preflight;
 mod ra;
 mod reload;
 mod run;
