@@ -702,3 +702,56 @@ fn inbound_syn_dropped_by_policy() -> Result<()> {
     );
     Ok(())
 }
+
+// ------------------------------------------------------------------------------------------------
+// Upgrades: pins of another map layout.
+
+/// A controller refuses to adopt the pins of a data plane with another map layout (here: pins
+/// without the layout record, as an older translator leaves them), says why and what to do, and
+/// starts after `translator down`.
+#[test]
+fn pins_of_another_map_layout_are_not_adopted() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("layout")?;
+    let mut gw = Gateway::start(&topo.gateway, topo.config_in("tc"))?;
+    gw.stop()?;
+    let pin = format!("/sys/fs/bpf/translator/{}/LAYOUT", gw.instance());
+    std::fs::remove_file(&pin).with_context(|| format!("removing {pin}"))?;
+    gw.set_print_log_on_drop(false);
+    ensure!(
+        gw.launch().is_err(),
+        "the controller adopted pins without a layout record"
+    );
+    let log = gw.log();
+    ensure!(
+        log.contains("map layout 1")
+            && log.contains(&format!("translator down --instance {}", gw.instance())),
+        "the refusal should name the layouts and the fix:\n{log}"
+    );
+    gw.cli(&["down"])?;
+    gw.set_print_log_on_drop(true);
+    gw.launch()?;
+    ping_once(&topo.client)?;
+    Ok(())
+}
+
+fn ping_once(client: &NetNs) -> Result<()> {
+    let out = client.try_run(
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            &server_via_prefix().to_string(),
+        ],
+        Duration::from_secs(10),
+    )?;
+    ensure!(
+        out.status.success(),
+        "ping after the restart failed:\n{}",
+        out.stdout_str()
+    );
+    Ok(())
+}
