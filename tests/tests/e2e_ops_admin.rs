@@ -1660,12 +1660,22 @@ fn metrics_renderer_read_by_prometheus_parsers_in_both_formats() -> Result<()> {
             .enumerate()
             .map(|(i, r)| (*r, i as u64))
             .collect(),
-        sessions: vec![
-            (Protocol::Tcp, SessionState::TcpEstablished, 3),
-            (Protocol::Tcp, SessionState::TcpTrans, 1),
-            (Protocol::Udp, SessionState::Udp, 2),
-            (Protocol::Icmp, SessionState::Icmp, 0),
-        ],
+        // Every state, as a collection from the maps has them.
+        sessions: SessionState::TCP
+            .iter()
+            .map(|st| {
+                let n = match st {
+                    SessionState::TcpEstablished => 3,
+                    SessionState::TcpTrans => 1,
+                    _ => 0,
+                };
+                (Protocol::Tcp, *st, n)
+            })
+            .chain([
+                (Protocol::Udp, SessionState::Udp, 2),
+                (Protocol::Icmp, SessionState::Icmp, 0),
+            ])
+            .collect(),
         bindings: 5,
         blocks: Protocol::ALL
             .into_iter()
