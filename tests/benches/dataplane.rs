@@ -946,7 +946,7 @@ fn populate(maps: &mut Maps, n: u32) -> Result<()> {
             pool,
             pool_port_be: cport.to_be(),
             flags: 0,
-            _pad: 0,
+            state: 0,
             last_seen: now,
         };
         let k4 = SessionKey4 {
@@ -961,7 +961,8 @@ fn populate(maps: &mut Maps, n: u32) -> Result<()> {
             client,
             client_port_be: cport.to_be(),
             flags: 0,
-            _pad: [0; 5],
+            state: 0,
+            _pad: [0; 4],
             last_seen: now,
         };
         maps.sessions6

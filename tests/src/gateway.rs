@@ -76,6 +76,8 @@ pub struct GatewayConfig {
     pub prefix: String,
     pub clients: Vec<String>,
     pub filtering: Option<String>,
+    /// `nat64.inbound_syn` ("hold" or "drop").
+    pub inbound_syn: Option<String>,
     pub allow_non_global: Option<bool>,
     pub pool: Vec<String>,
     pub tcp_ports: Option<String>,
@@ -110,6 +112,7 @@ impl GatewayConfig {
             prefix: PREFIX.to_owned(),
             clients: vec![CLIENT_PREFIX.to_owned()],
             filtering: None,
+            inbound_syn: None,
             allow_non_global: None,
             pool: vec![GATEWAY_V4.to_string()],
             tcp_ports: None,
@@ -153,6 +156,9 @@ impl GatewayConfig {
         }
         if let Some(a) = self.allow_non_global {
             let _ = writeln!(t, "allow_non_global = {a}");
+        }
+        if let Some(i) = &self.inbound_syn {
+            let _ = writeln!(t, "inbound_syn = {}", q(i));
         }
         let _ = writeln!(t, "\n[pool]");
         let _ = writeln!(t, "addresses = {}", list(&self.pool));
@@ -219,7 +225,8 @@ pub struct Session {
     pub remote_port: u16,
     pub pool: Ipv4Addr,
     pub pool_port: u16,
-    /// e.g. "established", "transitory", "udp", "icmp".
+    /// "udp", "icmp", or a TCP state of RFC 6146: "v4-init", "v6-init", "established",
+    /// "v4-fin-rcv", "v6-fin-rcv", "v4-fin-v6-fin-rcv", "trans".
     pub state: String,
     #[serde(default)]
     pub idle_secs: u64,

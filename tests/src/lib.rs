@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod named;
 pub mod netns;
 pub mod packets;
+pub mod probe;
 pub mod ra;
 pub mod servers;
 pub mod sweep;

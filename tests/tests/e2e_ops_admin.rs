@@ -1605,8 +1605,13 @@ fn check_families(families: &[Family], before: &FullStats, after: &FullStats) ->
     ensure!(
         label_set("translator_sessions")
             == set(&[
+                &["tcp", "v4-init"],
+                &["tcp", "v6-init"],
                 &["tcp", "established"],
-                &["tcp", "transitory"],
+                &["tcp", "v4-fin-rcv"],
+                &["tcp", "v6-fin-rcv"],
+                &["tcp", "v4-fin-v6-fin-rcv"],
+                &["tcp", "trans"],
                 &["udp", "udp"],
                 &["icmp", "icmp"],
             ]),
@@ -1655,12 +1660,22 @@ fn metrics_renderer_read_by_prometheus_parsers_in_both_formats() -> Result<()> {
             .enumerate()
             .map(|(i, r)| (*r, i as u64))
             .collect(),
-        sessions: vec![
-            (Protocol::Tcp, SessionState::TcpEstablished, 3),
-            (Protocol::Tcp, SessionState::TcpTransitory, 1),
-            (Protocol::Udp, SessionState::Udp, 2),
-            (Protocol::Icmp, SessionState::Icmp, 0),
-        ],
+        // Every state, as a collection from the maps has them.
+        sessions: SessionState::TCP
+            .iter()
+            .map(|st| {
+                let n = match st {
+                    SessionState::TcpEstablished => 3,
+                    SessionState::TcpTrans => 1,
+                    _ => 0,
+                };
+                (Protocol::Tcp, *st, n)
+            })
+            .chain([
+                (Protocol::Udp, SessionState::Udp, 2),
+                (Protocol::Icmp, SessionState::Icmp, 0),
+            ])
+            .collect(),
         bindings: 5,
         blocks: Protocol::ALL
             .into_iter()

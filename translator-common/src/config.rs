@@ -8,6 +8,13 @@ pub const CFG_ENDPOINT_INDEPENDENT_FILTERING: u8 = 2;
 pub const CFG_WELL_KNOWN_PREFIX: u8 = 4;
 /// Flag: report every session the data plane creates (the optional session log).
 pub const CFG_LOG_SESSIONS: u8 = 8;
+/// Flag: drop inbound TCP SYNs that nothing lets in at once (`nat64.inbound_syn = "drop"`),
+/// instead of holding them for RFC 6146's 6 seconds and answering port unreachable.
+pub const CFG_DROP_INBOUND_SYN: u8 = 16;
+/// Flag: send what goes back out of the receiving interface with a redirect to it instead of
+/// `XDP_TX` (set for veth: a veth peer without an XDP program of its own gets `XDP_TX` frames
+/// only when a later frame wakes it, a redirect wakes it at once).
+pub const CFG_TX_BY_REDIRECT: u8 = 32;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,9 +1,17 @@
 //! Per-CPU counters shared by the data plane and the CLI: events and drop reasons.
 //!
 //! Adding a drop reason is a one-file change: add the variant, its name and its description.
+//! The counter array has a fixed layout: [`EVENT_SLOTS`] slots for events from index 0, then
+//! [`DROP_SLOTS`] slots for drop reasons, so adding either keeps every existing counter where it
+//! is and a pinned counter array stays valid for a newer program.
+
+/// Slots reserved for events at the start of the counter array.
+pub const EVENT_SLOTS: u32 = 64;
+/// Slots reserved for drop reasons after the events.
+pub const DROP_SLOTS: u32 = 64;
 
 /// Why the data plane dropped a packet. The discriminant is the index into the counter array,
-/// after the [`Event`] counters.
+/// after the [`EVENT_SLOTS`] event counters.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
@@ -50,10 +58,20 @@ pub enum DropReason {
     ForwardingDisabled,
     /// A packet head adjustment or redirect helper failed.
     HelperFailed,
+    /// An inbound TCP SYN that no mapping or filter lets in, held (RFC 6146 section 3.5.2.2):
+    /// answered with ICMP port unreachable after 6 s unless the client opens the connection
+    /// meanwhile.
+    InboundSynHeld,
+    /// A TCP packet other than a SYN without a session: only a SYN opens one (RFC 6146 section
+    /// 3.5.2.2, the CLOSED state).
+    TcpNotSyn,
+    /// The IPv4 source must not be translated: a non-global address would appear under
+    /// 64:ff9b::/96 (RFC 6052 section 3.1), for a new inbound session or an ICMPv4 error.
+    SourceNotAllowed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::Truncated,
         DropReason::Malformed,
         DropReason::BadIpv4Checksum,
@@ -74,6 +92,9 @@ impl DropReason {
         DropReason::MtuExceeded,
         DropReason::ForwardingDisabled,
         DropReason::HelperFailed,
+        DropReason::InboundSynHeld,
+        DropReason::TcpNotSyn,
+        DropReason::SourceNotAllowed,
     ];
 
     /// The stable, kebab-case name the CLI and metrics print.
@@ -99,12 +120,15 @@ impl DropReason {
             DropReason::MtuExceeded => "mtu-exceeded",
             DropReason::ForwardingDisabled => "forwarding-disabled",
             DropReason::HelperFailed => "helper-failed",
+            DropReason::InboundSynHeld => "inbound-syn-held",
+            DropReason::TcpNotSyn => "tcp-not-syn",
+            DropReason::SourceNotAllowed => "source-not-allowed",
         }
     }
 
     /// Index of this reason in the per-CPU counter array.
     pub const fn counter_index(self) -> u32 {
-        Event::COUNT + self as u32
+        EVENT_SLOTS + self as u32
     }
 }
 
@@ -142,11 +166,14 @@ pub enum Event {
     Bytes6to4,
     /// Bytes of translated IPv4 -> IPv6 frames (as sent).
     Bytes4to6,
+    /// Held inbound SYNs forgotten because a client opened a connection to their source (RFC
+    /// 6146 section 3.5.2.2: not answered).
+    InboundSynCancelled,
 }
 
 impl Event {
-    pub const COUNT: u32 = 15;
-    pub const ALL: [Event; 15] = [
+    pub const COUNT: u32 = 16;
+    pub const ALL: [Event; 16] = [
         Event::Translated6to4,
         Event::Translated4to6,
         Event::Hairpinned,
@@ -162,6 +189,7 @@ impl Event {
         Event::SlowPath,
         Event::Bytes6to4,
         Event::Bytes4to6,
+        Event::InboundSynCancelled,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -181,15 +209,18 @@ impl Event {
             Event::SlowPath => "slow-path",
             Event::Bytes6to4 => "bytes-6to4",
             Event::Bytes4to6 => "bytes-4to6",
+            Event::InboundSynCancelled => "inbound-syn-cancelled",
         }
     }
 }
 
 /// Number of entries in the per-CPU counter array.
-pub const COUNTER_SLOTS: u32 = Event::COUNT + DropReason::ALL.len() as u32;
+pub const COUNTER_SLOTS: u32 = EVENT_SLOTS + DROP_SLOTS;
 
-const _: () = assert!(DropReason::HelperFailed as usize + 1 == DropReason::ALL.len());
-const _: () = assert!(Event::Bytes4to6 as u32 + 1 == Event::COUNT);
+const _: () = assert!(DropReason::SourceNotAllowed as usize + 1 == DropReason::ALL.len());
+const _: () = assert!(Event::InboundSynCancelled as u32 + 1 == Event::COUNT);
+const _: () = assert!(Event::COUNT <= EVENT_SLOTS);
+const _: () = assert!(DropReason::ALL.len() as u32 <= DROP_SLOTS);
 
 #[cfg(test)]
 mod tests {
@@ -206,6 +237,11 @@ mod tests {
         for (i, e) in Event::ALL.iter().enumerate() {
             assert_eq!(*e as usize, i);
         }
-        assert_eq!(DropReason::Truncated.counter_index(), Event::COUNT);
+        assert_eq!(DropReason::Truncated.counter_index(), EVENT_SLOTS);
+        assert!(
+            DropReason::ALL
+                .iter()
+                .all(|r| r.counter_index() < COUNTER_SLOTS)
+        );
     }
 }

@@ -136,6 +136,44 @@ pub const fn mtu_6to4(mtu6: u32, mtu4_link: u32) -> u16 {
     if m > 0xffff { 0xffff } else { m as u16 }
 }
 
+/// An ICMPv6 error about a hairpinned packet, translated to ICMPv4 and back to ICMPv6 as RFC
+/// 6146 section 3.8 has hairpinned packets go: type, code and the "rest of header" word (host
+/// order: an MTU or a pointer) it leaves with. `inner_total_len` is the quoted packet's total
+/// length (for an MTU of 0). `None`: not translatable one of the two ways, dropped.
+#[inline(always)]
+pub const fn error_6to6(
+    ty: u8,
+    code: u8,
+    rest: u32,
+    inner_total_len: u16,
+) -> Option<(u8, u8, u32)> {
+    let Some((ty4, code4, kind4)) = error_6to4(ty, code) else {
+        return None;
+    };
+    let rest4 = match kind4 {
+        Rest::Zero => 0,
+        Rest::Mtu => mtu_6to4(rest, 0) as u32,
+        Rest::Pointer => match pointer_6to4(rest) {
+            Some(p) => (p as u32) << 24,
+            None => return None,
+        },
+        Rest::FixedPointer(p) => p,
+    };
+    let Some((ty6, code6, kind6)) = error_4to6(ty4, code4) else {
+        return None;
+    };
+    let rest6 = match kind6 {
+        Rest::Zero => 0,
+        Rest::Mtu => mtu_4to6((rest4 & 0xffff) as u16, inner_total_len, 0),
+        Rest::Pointer => match pointer_4to6((rest4 >> 24) as u8) {
+            Some(p) => p,
+            None => return None,
+        },
+        Rest::FixedPointer(p) => p,
+    };
+    Some((ty6, code6, rest6))
+}
+
 /// Whether an ICMPv4 type is an error message (never answered with an error).
 #[inline(always)]
 pub const fn is_error_v4(ty: u8) -> bool {
@@ -231,6 +269,25 @@ mod tests {
         for (p, want) in v6 {
             assert_eq!(pointer_6to4(p), want, "v6 pointer {p}");
         }
+    }
+
+    #[test]
+    fn hairpinned_errors_go_there_and_back() {
+        // Port unreachable and time exceeded come back as they were; packet too big keeps its
+        // MTU (minus 20, plus 20); the codes 6 -> 4 folds together come back as one.
+        assert_eq!(error_6to6(1, 4, 0, 100), Some((1, 4, 0)));
+        assert_eq!(error_6to6(1, 1, 0, 100), Some((1, 1, 0)));
+        assert_eq!(error_6to6(1, 3, 0, 100), Some((1, 0, 0)));
+        assert_eq!(error_6to6(3, 0, 0, 100), Some((3, 0, 0)));
+        assert_eq!(error_6to6(2, 0, 1400, 1500), Some((2, 0, 1400)));
+        assert_eq!(error_6to6(2, 0, 1280, 1500), Some((2, 0, 1280)));
+        // Parameter problem: the pointer goes through the IPv4 header's field (7 -> 8 -> 7),
+        // unrecognized next header becomes protocol unreachable and back (pointer 6).
+        assert_eq!(error_6to6(4, 0, 7, 100), Some((4, 0, 7)));
+        assert_eq!(error_6to6(4, 0, 24, 100), Some((4, 0, 24)));
+        assert_eq!(error_6to6(4, 0, 2, 100), None);
+        assert_eq!(error_6to6(4, 1, 40, 100), Some((4, 1, 6)));
+        assert_eq!(error_6to6(1, 5, 0, 100), None);
     }
 
     #[test]

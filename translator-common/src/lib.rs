@@ -15,6 +15,7 @@ pub mod icmp;
 pub mod maps;
 pub mod ports;
 pub mod rfc6052;
+pub mod tcp;
 
 /// IP protocol numbers as they appear in IPv4 headers; session and binding keys use these for
 /// all three protocols (ICMPv6 sessions are keyed as [`IPPROTO_ICMP`]).

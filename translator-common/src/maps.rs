@@ -69,8 +69,22 @@ pub const ICMP_RATE: &str = "ICMP_RATE";
 /// the PLAT prefix is learnt, changes or expires (pinned).
 pub const CLAT_CONFIG: &str = "CLAT_CONFIG";
 
+/// Inbound TCP SYNs held because no mapping or filter let them in (RFC 6146 section 3.5.2.2):
+/// [`HeldKey`] -> [`HeldSyn`] (LRU, pinned). The data plane stores the first SYN from a remote
+/// transport address and forgets it when a client's SYN opens a session to that address; the
+/// controller answers what is still there after `tcp::INCOMING_SYN_SECS` with ICMP port
+/// unreachable.
+pub const HELD_SYNS: &str = "HELD_SYNS";
+
+/// The layout of the pinned maps a data plane was loaded with: one u32, [`LAYOUT_VERSION`],
+/// written by the controller that loaded it. A controller adopts pins only with its own layout.
+pub const LAYOUT: &str = "LAYOUT";
+/// Raised whenever a pinned map's key, value, size or meaning changes. 2: TCP session states
+/// (RFC 6146 section 3.5.2) instead of flags seen, counters at fixed offsets, held SYNs.
+pub const LAYOUT_VERSION: u32 = 2;
+
 /// Every map the program pins, for listing and removal.
-pub const ALL_MAPS: [&str; 23] = [
+pub const ALL_MAPS: [&str; 25] = [
     BLOCK_EVENTS,
     CLAT_CONFIG,
     SESSION_EVENTS,
@@ -93,16 +107,14 @@ pub const ALL_MAPS: [&str; 23] = [
     CLIENTS,
     POOL,
     COUNTERS,
+    HELD_SYNS,
+    LAYOUT,
     "AYA_LOGS",
 ];
 
 /// Most blocks one client may hold per protocol (the configured limit must not exceed it).
 pub const MAX_BLOCKS_PER_CLIENT: u32 = 16;
 
-/// TCP flags remembered per direction in session values.
-pub const SEEN_SYN: u8 = 1;
-pub const SEEN_FIN: u8 = 2;
-pub const SEEN_RST: u8 = 4;
 /// Session flag: the IPv4 destination is a pool address (hairpinned flow).
 pub const SESSION_HAIRPIN: u8 = 0x10;
 /// Binding flag: installed by the operator, never expired.
@@ -155,10 +167,14 @@ impl SessionKey6 {
 pub struct SessionValue6 {
     pub pool: u32,
     pub pool_port_be: u16,
-    /// `SEEN_*` TCP flags sent by the client, `SESSION_HAIRPIN`.
+    /// `SESSION_HAIRPIN`.
     pub flags: u8,
-    pub _pad: u8,
-    /// CLOCK_MONOTONIC ns of the last client packet (coarse, refreshed at most once a second).
+    /// TCP: the session's state (`crate::tcp`), the same in both entries of the session;
+    /// 0 for UDP and ICMP.
+    pub state: u8,
+    /// CLOCK_MONOTONIC ns when a client packet last started the session's lifetime again
+    /// (coarse, refreshed at most once a second; TCP packets that RFC 6146 lets pass without
+    /// a word leave it).
     pub last_seen: u64,
 }
 
@@ -180,11 +196,26 @@ pub struct SessionKey4 {
 pub struct SessionValue4 {
     pub client: [u32; 4],
     pub client_port_be: u16,
-    /// `SEEN_*` TCP flags sent by the remote host.
     pub flags: u8,
-    pub _pad: [u8; 5],
-    /// CLOCK_MONOTONIC ns of the last remote packet.
+    /// TCP: the session's state, as in [`SessionValue6::state`].
+    pub state: u8,
+    pub _pad: [u8; 4],
+    /// CLOCK_MONOTONIC ns when a remote packet last started the session's lifetime again.
     pub last_seen: u64,
+}
+
+impl SessionValue4 {
+    /// The [`SESSIONS6`] key of the same session, given this entry's key.
+    pub fn reverse(&self, k: &SessionKey4) -> SessionKey6 {
+        SessionKey6 {
+            client: self.client,
+            remote: k.remote,
+            client_port_be: self.client_port_be,
+            remote_port_be: k.remote_port_be,
+            proto: k.proto,
+            _pad: [0; 3],
+        }
+    }
 }
 
 /// Key of [`BINDINGS6`].
@@ -468,6 +499,46 @@ pub struct RouteEntry {
     pub _pad2: u32,
 }
 
+/// Key of [`HELD_SYNS`]: the remote transport address a held SYN came from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HeldKey {
+    pub remote: u32,
+    pub remote_port_be: u16,
+    pub _pad: u16,
+}
+
+/// Bytes of a held SYN kept for the ICMP error that quotes it (its IPv4 header and TCP header
+/// with options; data beyond, rare on a SYN, is not quoted).
+pub const HELD_QUOTE: usize = 120;
+
+/// Value of [`HELD_SYNS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldSyn {
+    /// The pool transport address the SYN was sent to.
+    pub pool: u32,
+    pub pool_port_be: u16,
+    /// Bytes of `packet` in use.
+    pub len: u16,
+    /// CLOCK_MONOTONIC ns when the SYN arrived.
+    pub time: u64,
+    /// The SYN from its IPv4 header on, as received.
+    pub packet: [u8; HELD_QUOTE],
+}
+
+impl Default for HeldSyn {
+    fn default() -> Self {
+        HeldSyn {
+            pool: 0,
+            pool_port_be: 0,
+            len: 0,
+            time: 0,
+            packet: [0; HELD_QUOTE],
+        }
+    }
+}
+
 /// Value of [`POOL`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -533,4 +604,6 @@ pod!(
     RouteKey4 => 8,
     RouteKey6 => 20,
     RouteEntry => 32,
+    HeldKey => 8,
+    HeldSyn => 136,
 );

@@ -30,7 +30,7 @@ use crate::{
     rfc7915::{Out, to4, to6},
     slowpath::punt,
     steps::incoming::{self, Parsed6},
-    tuple::{ErrorMap4, ErrorMap6, Packet4, Tuple4, Tuple6},
+    tuple::{ErrorMap4, ErrorMap6, Icmp4Error, Icmp6Error, Packet4, Tuple4, Tuple6},
     wire::{
         ETH_LEN, ETH_P_IP, ETH_P_IPV6, EthHdr, IPV4_LEN, IPV6_LEN, Ipv4Hdr, Ipv6Hdr, L4Head,
         V4_ICMP, V6_ICMP,
@@ -244,7 +244,8 @@ fn later_from_host<C: Packet>(ctx: &C, cfg: &ClatConfig) -> Result<Verdict, Drop
 }
 
 /// An ICMPv4 error the host sends (a port unreachable, say) about a packet it received through
-/// the CLAT: the quoted packet came from the prefix to the CLAT's IPv6 address.
+/// the CLAT: the quoted packet came from the prefix to the CLAT's IPv6 address. In three
+/// frames, so that the verifier's sum of a call chain's stacks stays under 512 bytes.
 #[inline(never)]
 fn error_from_host<C: Packet>(ctx: &C, cfg: &ClatConfig) -> Result<Verdict, DropReason> {
     ctx.enter();
@@ -253,6 +254,18 @@ fn error_from_host<C: Packet>(ctx: &C, cfg: &ClatConfig) -> Result<Verdict, Drop
         Some(p) => unsafe { &mut *p },
         None => return Err(DropReason::HelperFailed),
     };
+    map_error_from_host(ctx, cfg, e)?;
+    to6::error_parts(ctx, e)?;
+    send_error_from_host(ctx, cfg, e)
+}
+
+#[inline(never)]
+fn map_error_from_host<C: Packet>(
+    ctx: &C,
+    cfg: &ClatConfig,
+    e: &mut Icmp4Error,
+) -> Result<(), DropReason> {
+    ctx.enter();
     incoming::icmp4_error(ctx, e, 0)?;
     if e.inner.dst != cfg.ipv4 {
         return Err(DropReason::UnsupportedIcmp);
@@ -270,6 +283,16 @@ fn error_from_host<C: Packet>(ctx: &C, cfg: &ClatConfig) -> Result<Verdict, Drop
         inner_sport,
         inner_dport,
     };
+    Ok(())
+}
+
+#[inline(never)]
+fn send_error_from_host<C: Packet>(
+    ctx: &C,
+    cfg: &ClatConfig,
+    e: &mut Icmp4Error,
+) -> Result<Verdict, DropReason> {
+    ctx.enter();
     to6::error(ctx, e, &out6(e.outer.ttl))?;
     event(Event::IcmpErrorTranslated);
     ctx.redirect_route(cfg.uplink_ifindex)
@@ -391,7 +414,8 @@ fn later_to_host<C: Packet>(ctx: &C, cfg: &ClatConfig, src4: u32) -> Result<Verd
     ctx.redirect_ingress(cfg.v4_ifindex)
 }
 
-/// An ICMPv6 error about a packet the CLAT sent (from its address into the prefix).
+/// An ICMPv6 error about a packet the CLAT sent (from its address into the prefix); in three
+/// frames, as [`error_from_host`].
 #[inline(never)]
 fn error_to_host<C: Packet>(ctx: &C, cfg: &ClatConfig) -> Result<Verdict, DropReason> {
     ctx.enter();
@@ -400,10 +424,28 @@ fn error_to_host<C: Packet>(ctx: &C, cfg: &ClatConfig) -> Result<Verdict, DropRe
         Some(p) => unsafe { &mut *p },
         None => return Err(DropReason::HelperFailed),
     };
-    incoming::icmp6_error(ctx, e, 0)?;
-    if e.inner.src != cfg.clat6 || !in_prefix(cfg, &e.inner.dst) {
+    if !map_error_to_host(ctx, cfg, e)? {
         // About something else the host sent: the kernel's.
         return Ok(Verdict::Pass);
+    }
+    to4::error_parts(ctx, e)?;
+    send_error_to_host(ctx, cfg, e)
+}
+
+/// Parses the error and fills in its mapping; false when it is not about the CLAT's packet.
+#[inline(never)]
+fn map_error_to_host<C: Packet>(
+    ctx: &C,
+    cfg: &ClatConfig,
+    e: &mut Icmp6Error,
+) -> Result<bool, DropReason> {
+    ctx.enter();
+    // Not in an atomic fragment (the dispatcher saw ICMPv6 right after the IPv6 header).
+    e.atomic = false;
+    e.atomic_id = 0;
+    incoming::icmp6_error(ctx, e, 0)?;
+    if e.inner.src != cfg.clat6 || !in_prefix(cfg, &e.inner.dst) {
+        return Ok(false);
     }
     let ip6: *mut Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
     // SAFETY: bounds checked by ptr_at.
@@ -426,6 +468,16 @@ fn error_to_host<C: Packet>(ctx: &C, cfg: &ClatConfig) -> Result<Verdict, DropRe
         inner_sport,
         inner_dport,
     };
+    Ok(true)
+}
+
+#[inline(never)]
+fn send_error_to_host<C: Packet>(
+    ctx: &C,
+    cfg: &ClatConfig,
+    e: &mut Icmp6Error,
+) -> Result<Verdict, DropReason> {
+    ctx.enter();
     let out = Out {
         hop: e.hop,
         eth: to_host_eth(cfg),

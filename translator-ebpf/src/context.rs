@@ -29,7 +29,9 @@ use aya_ebpf::{
     },
     programs::{TcContext, XdpContext},
 };
-use translator_common::{checksum, counters::DropReason};
+use translator_common::{checksum, config::CFG_TX_BY_REDIRECT, counters::DropReason};
+
+use crate::config::config;
 
 /// What becomes of a packet. The entry points turn it into their own return codes; the helper
 /// calls a verdict needs (`bpf_redirect`, ...) were already made by [`Packet`].
@@ -170,7 +172,8 @@ pub trait Packet: EbpfContext {
     /// Hands the packet to `ifindex` as if that interface had received it (TC only; the CLAT
     /// delivers to the host's IPv4 stack this way).
     fn redirect_ingress(&self, ifindex: u32) -> Result<Verdict, DropReason>;
-    /// Sends the packet back out of the interface it came in on.
+    /// Sends the packet back out of the interface it came in on (XDP: `XDP_TX`, or with
+    /// `CFG_TX_BY_REDIRECT` a redirect to that interface, which a veth delivers at once).
     fn tx(&self) -> Result<Verdict, DropReason>;
     /// Hands the packet (its ethertype already the slow-path one) to the kernel, where the
     /// controller's packet socket receives it.
@@ -288,7 +291,7 @@ impl Packet for XdpContext {
 
     #[inline(always)]
     fn redirect(&self, ifindex: u32) -> Result<Verdict, DropReason> {
-        if ifindex == Packet::ifindex(self) {
+        if ifindex == Packet::ifindex(self) && config().flags & CFG_TX_BY_REDIRECT == 0 {
             return Ok(Verdict::Tx);
         }
         // SAFETY: plain helper call; returns XDP_REDIRECT, or XDP_ABORTED on bad flags.
@@ -317,6 +320,9 @@ impl Packet for XdpContext {
 
     #[inline(always)]
     fn tx(&self) -> Result<Verdict, DropReason> {
+        if config().flags & CFG_TX_BY_REDIRECT != 0 {
+            return Packet::redirect(self, Packet::ifindex(self));
+        }
         Ok(Verdict::Tx)
     }
 

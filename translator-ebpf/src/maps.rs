@@ -15,9 +15,9 @@ use translator_common::{
     counters::COUNTER_SLOTS,
     maps::{
         BenchFrame, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId, BlockSlot,
-        BlockSlotKey, ClatConfig, FilterKey, Frag4Key, Frag4Value, Frag6Key, Frag6Value,
-        PoolAddress, RouteEntry, RouteKey4, RouteKey6, SessionKey4, SessionKey6, SessionValue4,
-        SessionValue6, TRACE_SLOTS, TraceEvent, TraceFilter,
+        BlockSlotKey, ClatConfig, FilterKey, Frag4Key, Frag4Value, Frag6Key, Frag6Value, HeldKey,
+        HeldSyn, PoolAddress, RouteEntry, RouteKey4, RouteKey6, SessionKey4, SessionKey6,
+        SessionValue4, SessionValue6, TRACE_SLOTS, TraceEvent, TraceFilter,
     },
 };
 
@@ -55,6 +55,12 @@ pub static POOL: HashMap<u32, PoolAddress> = HashMap::pinned(256, 0);
 pub static FRAGS6: LruHashMap<Frag6Key, Frag6Value> = LruHashMap::pinned(16384, 0);
 #[map]
 pub static FRAGS4: LruHashMap<Frag4Key, Frag4Value> = LruHashMap::pinned(16384, 0);
+/// Inbound SYNs held for the controller to answer (RFC 6146 section 3.5.2.2; LRU: bounded).
+#[map]
+pub static HELD_SYNS: LruHashMap<HeldKey, HeldSyn> = LruHashMap::pinned(4096, 0);
+/// The layout version of the pinned maps (written by the controller, never by the program).
+#[map]
+pub static LAYOUT: Array<u32> = Array::pinned(1, 0);
 
 /// The CLAT's settings (`translator clat`; the gateway leaves it empty).
 #[map]
@@ -117,6 +123,9 @@ pub static SCRATCH4: PerCpuArray<Packet4> = PerCpuArray::with_max_entries(1, 0);
 pub static ICMP4_SCRATCH: PerCpuArray<Icmp4Error> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static ICMP6_SCRATCH: PerCpuArray<Icmp6Error> = PerCpuArray::with_max_entries(1, 0);
+/// A SYN being held, built here before it goes into `HELD_SYNS`.
+#[map]
+pub static HELD_SCRATCH: PerCpuArray<HeldSyn> = PerCpuArray::with_max_entries(1, 0);
 /// The route lookup of a translated packet.
 #[map]
 pub static FIB_SCRATCH: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);

@@ -18,7 +18,7 @@ use translator_common::{
 use crate::{
     config::config,
     context::{Packet, Verdict, ptr_at},
-    db::{frags, session},
+    db::{frags, held, session},
     maps::{ICMP4_SCRATCH, ICMP6_SCRATCH, MAX_FULL_CSUM, POOL, SCRATCH4, SCRATCH6},
     observe::{drop_reason, event, now, translated},
     rfc7915::{Out, to4, to6},
@@ -94,14 +94,18 @@ fn process<C: Packet>(ctx: &C) -> Result<Verdict, DropReason> {
     // SAFETY: bounds checked by ptr_at.
     let proto = unsafe { (*eth).proto };
     if proto == ETH_P_IPV6 {
-        if incoming::is_icmp6_error(ctx) {
+        if incoming::is_icmp6_error(ctx) != 0 {
             let e = match ICMP6_SCRATCH.get_ptr_mut(0) {
                 // SAFETY: per-CPU value; programs do not nest on one CPU.
                 Some(p) => unsafe { &mut *p },
                 None => return Err(DropReason::HelperFailed),
             };
             icmp6_error_found(ctx, e)?;
-            return icmp6_error_translate(ctx, e);
+            return if e.hairpin {
+                hairpin::error(ctx, e)
+            } else {
+                icmp6_error_translate(ctx, e)
+            };
         }
         if !incoming::to_prefix(ctx)? {
             return pass();
@@ -170,9 +174,10 @@ fn from_ipv6<C: Packet>(ctx: &C, pkt: &mut Packet6) -> Result<Found, DropReason>
     pkt.pool_port = 0;
     pkt.now = now();
     let hairpin = filtering::outbound(ctx, pkt)?;
-    if pkt.frag.is_some() && (hairpin || pkt.l4.proto == IPPROTO_ICMP) {
+    if pkt.frag.is_some() && (hairpin || (pkt.l4.proto == IPPROTO_ICMP && !pkt.atomic)) {
         // ICMP needs the whole datagram (its checksum covers a pseudo-header with the total
-        // length); hairpinned fragments are rare: both go to the slow path, session made.
+        // length), which an atomic fragment is; hairpinned fragments are rare: both go to the
+        // slow path, session made.
         return Ok(Found::SlowPath);
     }
     Ok(if hairpin {
@@ -209,7 +214,9 @@ fn translate_6to4<C: Packet>(ctx: &C, pkt: &Packet6) -> Result<Verdict, DropReas
         eth: send::eth_header(ctx, next, fib, ETH_P_IP)?,
     };
     to4::packet(ctx, pkt, &t, &out)?;
-    if let Some((_, fid)) = pkt.frag {
+    if let Some((_, fid)) = pkt.frag
+        && !pkt.atomic
+    {
         frags::remember6(&pkt.key, fid, pkt.pool, pkt.now);
         event(Event::FragmentTranslated);
     }
@@ -256,26 +263,33 @@ fn later_6to4<C: Packet>(ctx: &C, r: &Packet6) -> Result<Verdict, DropReason> {
 
 /// An ICMPv6 error toward the prefix, about a packet the gateway delivered to a client: the
 /// incoming tuple is the quoted packet's, whose session must exist; the outgoing addresses.
+/// An error in an atomic fragment loses its fragment header first (RFC 6946). When the quoted
+/// packet was hairpinned, the client that sent it is found too.
 #[inline(never)]
 fn icmp6_error_found<C: Packet>(ctx: &C, e: &mut Icmp6Error) -> Result<(), DropReason> {
     ctx.enter();
+    incoming::strip_atomic(ctx, e)?;
     incoming::icmp6_error(ctx, e, FORWARDED)?;
     incoming::icmp6_error_session(e)?;
     let (pool, pool_port) = session::pool_of(&e.key).ok_or(DropReason::NoSession)?;
-    e.map = outgoing::error_map4(
-        e.key.remote,
-        e.key.remote_port_be,
-        outgoing::embedded(&e.outer_dst),
-        pool,
-        pool_port,
-    );
+    let dst4 = outgoing::embedded(&e.outer_dst);
+    e.map = outgoing::error_map4(e.key.remote, e.key.remote_port_be, dst4, pool, pool_port);
+    e.hairpin = incoming::is_pool(dst4);
+    if e.hairpin {
+        let (peer, peer_port) = session::client_of(&hairpin::error_key(e, pool, pool_port))
+            .ok_or(DropReason::NoSession)?;
+        e.peer = peer;
+        e.peer_port = peer_port;
+        hairpin::error_head(e)?;
+    }
     Ok(())
 }
 
 /// Routes, rewrites and sends an ICMPv6 error [`icmp6_error_found`] mapped.
 #[inline(never)]
-fn icmp6_error_translate<C: Packet>(ctx: &C, e: &Icmp6Error) -> Result<Verdict, DropReason> {
+fn icmp6_error_translate<C: Packet>(ctx: &C, e: &mut Icmp6Error) -> Result<Verdict, DropReason> {
     ctx.enter();
+    to4::error_parts(ctx, e)?;
     let fib = scratch_fib()?;
     fib.family = AF_INET;
     fib.l4_protocol = IPPROTO_ICMP;
@@ -342,7 +356,7 @@ fn from_ipv4<C: Packet>(ctx: &C, pkt: &mut Packet4) -> Result<Found, DropReason>
     match session::find4(&key) {
         Some(v) => {
             incoming::check_ipv4(ctx, &h, FORWARDED)?;
-            (pkt.client, pkt.client_port) = session::use4(v, l4.seen, now);
+            (pkt.client, pkt.client_port) = session::use4(&key, v, l4.tcp, now);
         }
         None => {
             // SAFETY: read-only lookup.
@@ -351,14 +365,21 @@ fn from_ipv4<C: Packet>(ctx: &C, pkt: &mut Packet4) -> Result<Found, DropReason>
                 None => return Ok(Found::Pass),
             };
             incoming::check_ipv4(ctx, &h, FORWARDED)?;
-            match filtering::open_inbound(&key, l4.seen, now)? {
-                Some((client, port)) => {
+            match filtering::open_inbound(&key, l4.tcp, now) {
+                Ok(Some((client, port))) => {
                     pkt.client = client;
                     pkt.client_port = port;
                 }
                 // A packet for the host itself (the pool address is ours and nothing is bound).
-                None if local => return Ok(Found::Pass),
-                None => return Err(DropReason::NoSession),
+                Ok(None) if local => return Ok(Found::Pass),
+                // A SYN nothing lets in: held, answered later unless the client opens the
+                // connection meanwhile (RFC 6146 section 3.5.2.2).
+                Ok(None) | Err(DropReason::NoSession) if filtering::holds_syn(l4.proto, l4.tcp) => {
+                    held::hold(ctx, &key, now)?;
+                    return Err(DropReason::InboundSynHeld);
+                }
+                Ok(None) => return Err(DropReason::NoSession),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -506,6 +527,9 @@ fn later_4to6<C: Packet>(ctx: &C, h: &Ipv4Hdr) -> Result<Verdict, DropReason> {
 fn icmp4_error_found<C: Packet>(ctx: &C, e: &mut Icmp4Error) -> Result<(), DropReason> {
     ctx.enter();
     incoming::icmp4_error(ctx, e, FORWARDED)?;
+    if !filtering::translatable(e.outer.src) {
+        return Err(DropReason::SourceNotAllowed);
+    }
     let (client, client_port) = session::client_of(&e.key).ok_or(DropReason::NoSession)?;
     e.map = outgoing::error_map6(
         e.outer.src,
@@ -519,8 +543,9 @@ fn icmp4_error_found<C: Packet>(ctx: &C, e: &mut Icmp4Error) -> Result<(), DropR
 
 /// Routes, rewrites and sends an ICMPv4 error [`icmp4_error_found`] mapped.
 #[inline(never)]
-fn icmp4_error_translate<C: Packet>(ctx: &C, e: &Icmp4Error) -> Result<Verdict, DropReason> {
+fn icmp4_error_translate<C: Packet>(ctx: &C, e: &mut Icmp4Error) -> Result<Verdict, DropReason> {
     ctx.enter();
+    to6::error_parts(ctx, e)?;
     let fib = scratch_fib()?;
     fib.family = AF_INET6;
     fib.l4_protocol = IPPROTO_ICMPV6;

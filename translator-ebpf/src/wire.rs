@@ -104,10 +104,6 @@ pub struct TcpTail {
     pub csum: u16,
 }
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-
 /// Zeroes the route-lookup struct at `f` with 4-byte stores, in place. (`core::mem::zeroed`
 /// compiled to a call of a memset subprogram that stores one byte per iteration: hundreds of
 /// instructions on every translated packet; returning a zeroed value would cost a second copy

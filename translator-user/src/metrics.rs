@@ -68,7 +68,7 @@ mod tests {
                 .collect(),
             sessions: vec![
                 (Protocol::Tcp, SessionState::TcpEstablished, 3),
-                (Protocol::Tcp, SessionState::TcpTransitory, 1),
+                (Protocol::Tcp, SessionState::TcpTrans, 1),
                 (Protocol::Udp, SessionState::Udp, 2),
                 (Protocol::Icmp, SessionState::Icmp, 0),
             ],

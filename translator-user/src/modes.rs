@@ -3,15 +3,19 @@
 //!
 //! The interface's driver (`ETHTOOL_GDRVINFO`) decides: on veth, native XDP copies every packet
 //! into a new page before the program runs, sees each segment of a GRO-merged TCP stream on its
-//! own, and hands what it sends back out (`XDP_TX`: errors the gateway answers with, one-armed
-//! replies) to a peer that only takes them when it runs an XDP program itself; a TC program
-//! works on the skb as it is, GSO included, and sends through the kernel's queues. On a TAP
-//! device and on NIC drivers with XDP support, native XDP runs on the frame before any skb
-//! exists, which nothing else matches.
+//! own, and what it sends back out of the veth it came in on (the errors the gateway answers
+//! with, one-armed replies) reaches the peer only when the peer has NAPI (GRO on, or an XDP
+//! program of its own). With `XDP_TX` such frames wait in the peer's queue until a later frame
+//! wakes it (seconds, or never); so on veth the data plane sends them with a redirect to the
+//! same veth instead ([`tx_by_redirect`]), which wakes a peer with NAPI at once; a peer without
+//! NAPI, the kernel's default for veth, drops them either way. A TC program works on the skb
+//! as it is, GSO included, and sends through the kernel's queues: everything arrives at once
+//! with nothing on the peer. On a TAP device and on NIC drivers with XDP support, native XDP
+//! runs on the frame before any skb exists, which nothing else matches.
 
 use serde::Serialize;
 
-use crate::config::AttachMode;
+use crate::config::{AttachMode, Config};
 
 /// The advice for one interface.
 #[derive(Debug, Clone, Serialize)]
@@ -43,10 +47,16 @@ impl Advice {
     }
 }
 
-const VETH: &str = "veth: native XDP copies every packet into a new page, sees each segment of \
-                    a GRO-merged TCP stream on its own, and what it sends back out (ICMP errors, \
-                    one-armed replies) waits in the peer's queue unless the peer runs an XDP \
-                    program; TC works on the skb as it is, GSO included, with no copy";
+const VETH: &str = "veth: native XDP copies every packet into a new page and sees each segment \
+                    of a GRO-merged TCP stream on its own; what the gateway sends back out of \
+                    the veth a packet came in on (its own ICMP errors: packet too big, \
+                    fragmentation needed, time exceeded, address unreachable; one-armed \
+                    replies) reaches the host only if the veth's peer has NAPI: the gateway \
+                    sends those with a redirect, which the peer takes at once with GRO on \
+                    (`ethtool -K <peer> gro on`) or an XDP program of its own, and drops \
+                    otherwise (with XDP_TX they would wait in its queue until a later frame); \
+                    TC works on the skb as it is, GSO included, with no copy, and delivers \
+                    them at once with nothing on the peer";
 const TUN: &str = "TAP: native XDP runs on the written frame before any skb exists";
 const VIRTUAL: &str = "a software device without native XDP: generic XDP pays for an skb anyway, \
                        and TC works on that skb as it is, GSO included";
@@ -64,6 +74,16 @@ pub fn for_driver(driver: &str) -> (AttachMode, &'static str) {
         | "vrf" | "" => (AttachMode::Tc, VIRTUAL),
         _ => (AttachMode::Native, NIC),
     }
+}
+
+/// Whether the XDP program should send what goes back out of the receiving interface with a
+/// redirect instead of `XDP_TX`: native mode with a veth among the interfaces (see the module
+/// docs). Generic XDP and TC send through the kernel's queues either way.
+pub fn tx_by_redirect(cfg: &Config) -> bool {
+    cfg.mode == AttachMode::Native
+        && crate::dataplane::interfaces(cfg)
+            .iter()
+            .any(|i| driver(i).is_some_and(|d| d == "veth"))
 }
 
 /// The advice for an interface of this network namespace.
@@ -179,6 +199,9 @@ mod tests {
         };
         let w = a.warning(AttachMode::Native).unwrap_or_default();
         assert!(w.contains("interfaces.mode") && w.contains("g6") && w.contains("\"tc\""));
+        // It says what goes wrong and what to do about it.
+        assert!(w.contains("packet too big") && w.contains("one-armed"));
+        assert!(w.contains("gro on") && w.contains("XDP_TX"));
         assert!(a.warning(AttachMode::Tc).is_none());
     }
 }

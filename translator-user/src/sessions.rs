@@ -52,7 +52,11 @@ fn info(
 ) -> Option<SessionInfo> {
     let protocol = Protocol::from_number(k.proto)?;
     let last = v6.last_seen.max(v4.map_or(0, |v| v.last_seen));
-    let state = classify(k.proto, v6.flags, v4.map_or(0, |v| v.flags));
+    let state = classify(
+        k.proto,
+        (v6.state, v6.last_seen),
+        v4.map_or((0, 0), |v| (v.state, v.last_seen)),
+    );
     let idle = Duration::from_nanos(now.saturating_sub(last));
     let timeout = cfg.timeout(state);
     Some(SessionInfo {
@@ -113,7 +117,11 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
         let k4 = k.reverse(&v6);
         let v4 = maps.sessions4.get(&k4, 0).ok();
         let last = v6.last_seen.max(v4.map_or(0, |v| v.last_seen));
-        let state = classify(k.proto, v6.flags, v4.map_or(0, |v| v.flags));
+        let state = classify(
+            k.proto,
+            (v6.state, v6.last_seen),
+            v4.map_or((0, 0), |v| (v.state, v.last_seen)),
+        );
         if now.saturating_sub(last) > cfg.timeout(state).as_nanos() as u64 {
             doomed.push((k, k4));
         } else {
@@ -135,17 +143,7 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
         .iter()
         .filter_map(Result::ok)
         .filter(|(k, v)| !live4.contains(k) && now.saturating_sub(v.last_seen) > grace)
-        .filter(|(k, v)| {
-            let k6 = SessionKey6 {
-                client: v.client,
-                remote: k.remote,
-                client_port_be: v.client_port_be,
-                remote_port_be: k.remote_port_be,
-                proto: k.proto,
-                _pad: [0; 3],
-            };
-            maps.sessions6.get(&k6, 0).is_err()
-        })
+        .filter(|(k, v)| maps.sessions6.get(&v.reverse(k), 0).is_err())
         .map(|(k, _)| k)
         .collect();
     for k in &orphans {

@@ -1,52 +1,90 @@
-//! RFC 6146 session states as the controller derives them, and which timer each one uses.
+//! RFC 6146 session states as the controller reports them, and which timer each one uses.
 //!
-//! The data plane stamps `last_seen` and the TCP flags each direction has sent; the state is
-//! derived here (RFC 6146 section 3.5.2, simplified to what the flags tell): RST seen, or FIN
-//! seen in both directions: transitory; SYN seen in both directions: established; otherwise (a
-//! half-open connection): transitory.
+//! The data plane moves every TCP session through the state machine of RFC 6146 section 3.5.2
+//! (`translator_common::tcp`) and keeps the state in both entries of the session, with the time
+//! each direction last started the session's lifetime again; the controller reads them here.
+//! UDP and ICMP sessions have one state each.
 
 use serde::Serialize;
-use translator_common::{
-    IPPROTO_ICMP, IPPROTO_TCP,
-    maps::{SEEN_FIN, SEEN_RST, SEEN_SYN},
-};
+use translator_common::{IPPROTO_ICMP, IPPROTO_TCP, tcp};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum SessionState {
     #[serde(rename = "udp")]
     Udp,
     #[serde(rename = "icmp")]
     Icmp,
+    #[serde(rename = "v4-init")]
+    TcpV4Init,
+    #[serde(rename = "v6-init")]
+    TcpV6Init,
     #[serde(rename = "established")]
     TcpEstablished,
-    #[serde(rename = "transitory")]
-    TcpTransitory,
+    #[serde(rename = "v4-fin-rcv")]
+    TcpV4FinRcv,
+    #[serde(rename = "v6-fin-rcv")]
+    TcpV6FinRcv,
+    #[serde(rename = "v4-fin-v6-fin-rcv")]
+    TcpV4FinV6FinRcv,
+    #[serde(rename = "trans")]
+    TcpTrans,
 }
 
 impl SessionState {
+    /// Every TCP state a session can be in (CLOSED is no session).
+    pub const TCP: [SessionState; 7] = [
+        SessionState::TcpV4Init,
+        SessionState::TcpV6Init,
+        SessionState::TcpEstablished,
+        SessionState::TcpV4FinRcv,
+        SessionState::TcpV6FinRcv,
+        SessionState::TcpV4FinV6FinRcv,
+        SessionState::TcpTrans,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             SessionState::Udp => "udp",
             SessionState::Icmp => "icmp",
-            SessionState::TcpEstablished => "established",
-            SessionState::TcpTransitory => "transitory",
+            s => tcp::name(s.tcp()),
         }
+    }
+
+    /// The data plane's number of a TCP state (CLOSED for UDP and ICMP).
+    fn tcp(self) -> u8 {
+        match self {
+            SessionState::TcpV4Init => tcp::V4_INIT,
+            SessionState::TcpV6Init => tcp::V6_INIT,
+            SessionState::TcpEstablished => tcp::ESTABLISHED,
+            SessionState::TcpV4FinRcv => tcp::V4_FIN_RCV,
+            SessionState::TcpV6FinRcv => tcp::V6_FIN_RCV,
+            SessionState::TcpV4FinV6FinRcv => tcp::V4_FIN_V6_FIN_RCV,
+            SessionState::TcpTrans => tcp::TRANS,
+            SessionState::Udp | SessionState::Icmp => tcp::CLOSED,
+        }
+    }
+
+    /// Whether the state's lifetime is `timeouts.tcp_established` (the other TCP states have
+    /// `timeouts.tcp_transitory`).
+    pub fn is_established_timer(self) -> bool {
+        tcp::is_established_timer(self.tcp())
     }
 }
 
-/// The RFC 6146 state of a session from the flags each side has sent.
-pub fn classify(proto: u8, flags6: u8, flags4: u8) -> SessionState {
+/// The state of a session from its two entries: the TCP state both carry (when a packet on
+/// each side changed it at the same instant, the one written last, by the entry whose
+/// lifetime started last), `last6` and `last4` being those times.
+pub fn classify(proto: u8, (state6, last6): (u8, u64), (state4, last4): (u8, u64)) -> SessionState {
     match proto {
-        IPPROTO_TCP => {
-            let both = flags6 & flags4;
-            if (flags6 | flags4) & SEEN_RST != 0 || both & SEEN_FIN != 0 {
-                SessionState::TcpTransitory
-            } else if both & SEEN_SYN != 0 {
-                SessionState::TcpEstablished
-            } else {
-                SessionState::TcpTransitory
-            }
-        }
+        IPPROTO_TCP => match if last4 > last6 { state4 } else { state6 } {
+            tcp::V4_INIT => SessionState::TcpV4Init,
+            tcp::V6_INIT => SessionState::TcpV6Init,
+            tcp::ESTABLISHED => SessionState::TcpEstablished,
+            tcp::V4_FIN_RCV => SessionState::TcpV4FinRcv,
+            tcp::V6_FIN_RCV => SessionState::TcpV6FinRcv,
+            tcp::V4_FIN_V6_FIN_RCV => SessionState::TcpV4FinV6FinRcv,
+            _ => SessionState::TcpTrans,
+        },
         IPPROTO_ICMP => SessionState::Icmp,
         _ => SessionState::Udp,
     }
@@ -60,21 +98,29 @@ mod tests {
     #[test]
     fn tcp_states() {
         use SessionState::*;
-        assert_eq!(classify(IPPROTO_TCP, SEEN_SYN, 0), TcpTransitory);
-        assert_eq!(classify(IPPROTO_TCP, SEEN_SYN, SEEN_SYN), TcpEstablished);
         assert_eq!(
-            classify(IPPROTO_TCP, SEEN_SYN | SEEN_FIN, SEEN_SYN),
+            classify(IPPROTO_TCP, (tcp::V6_INIT, 5), (tcp::V6_INIT, 5)),
+            TcpV6Init
+        );
+        assert_eq!(
+            classify(IPPROTO_TCP, (tcp::V6_INIT, 5), (tcp::ESTABLISHED, 6)),
             TcpEstablished
         );
         assert_eq!(
-            classify(IPPROTO_TCP, SEEN_SYN | SEEN_FIN, SEEN_SYN | SEEN_FIN),
-            TcpTransitory
+            classify(IPPROTO_TCP, (tcp::V6_FIN_RCV, 7), (tcp::ESTABLISHED, 6)),
+            TcpV6FinRcv
         );
-        assert_eq!(
-            classify(IPPROTO_TCP, SEEN_SYN, SEEN_SYN | SEEN_RST),
-            TcpTransitory
-        );
-        assert_eq!(classify(IPPROTO_UDP, 0, 0), Udp);
-        assert_eq!(classify(IPPROTO_ICMP, 0, 0), Icmp);
+        assert_eq!(classify(IPPROTO_TCP, (0, 1), (0, 1)), TcpTrans);
+        assert_eq!(classify(IPPROTO_UDP, (0, 0), (0, 0)), Udp);
+        assert_eq!(classify(IPPROTO_ICMP, (0, 0), (0, 0)), Icmp);
+        for s in SessionState::TCP {
+            assert_eq!(
+                s.is_established_timer(),
+                matches!(s, TcpEstablished | TcpV4FinRcv | TcpV6FinRcv),
+                "{}",
+                s.name()
+            );
+        }
+        assert_eq!(TcpV4FinV6FinRcv.name(), "v4-fin-v6-fin-rcv");
     }
 }

@@ -9,7 +9,7 @@ use std::os::fd::AsFd as _;
 use anyhow::{Context as _, Result};
 use aya::programs::ProgramFd;
 use translator::{
-    config::Config,
+    config::{AttachMode, Config},
     dataplane::{self, Instance, Maps},
     testrun,
 };
@@ -42,6 +42,8 @@ pub struct Fixture<'a> {
     pub obj: aya::Ebpf,
     pub maps: Maps,
     pub prog: ProgramFd,
+    /// The TC program, once [`Fixture::run_tc`] loaded it.
+    pub tc: Option<ProgramFd>,
     pub v6if: u32,
     pub v4if: u32,
 }
@@ -50,6 +52,17 @@ impl Fixture<'_> {
     /// Runs the translator once on `frame` received on `ifindex`.
     pub fn run(&self, frame: &[u8], ifindex: u32) -> Result<testrun::Outcome> {
         Ok(testrun::run(self.prog.as_fd(), frame, ifindex, 1)?)
+    }
+
+    /// Runs the TC program (loaded on first use, on the same maps) once on `frame` received
+    /// on `ifindex`, as an skb.
+    pub fn run_tc(&mut self, frame: &[u8], ifindex: u32) -> Result<testrun::Outcome> {
+        if self.tc.is_none() {
+            let fd = dataplane::load_program(&mut self.obj, AttachMode::Tc)?;
+            self.tc = Some(fd.try_clone()?);
+        }
+        let fd = self.tc.as_ref().context("the TC program")?;
+        Ok(testrun::run_skb(fd.as_fd(), frame, ifindex, 1)?)
     }
 }
 
@@ -73,12 +86,16 @@ pub fn with_fixture_instance<R: Send>(
             let mut maps = Maps::open(&inst.pins)?;
             maps.fill_pool(&cfg)?;
             maps.sync_policy(&cfg)?;
+            for s in &cfg.statics {
+                maps.add_static(s)?;
+            }
             let prog = dataplane::xdp_program(&mut obj)?.fd()?.try_clone()?;
             let mut fx = Fixture {
                 ns,
                 obj,
                 maps,
                 prog,
+                tc: None,
                 v6if: translator::netns::ifindex("v6a").context("no v6a")?,
                 v4if: translator::netns::ifindex("v4a").context("no v4a")?,
             };

@@ -1,18 +1,22 @@
 //! The session table (RFC 6146 section 3.1): one entry per direction, `SESSIONS6` keyed by what
-//! a client's packet carries, `SESSIONS4` by what a remote host's packet carries; the
+//! a client's packet carries, `SESSIONS4` by what a remote host's packet carries, each with the
+//! TCP state (RFC 6146 section 3.5.2) and the time the lifetime last started; the
 //! address-dependent filtering permits; and the session log's events.
 
 use translator_common::{
-    config::{CFG_ENDPOINT_INDEPENDENT_FILTERING, CFG_LOG_SESSIONS},
+    IPPROTO_TCP,
+    config::{CFG_DROP_INBOUND_SYN, CFG_ENDPOINT_INDEPENDENT_FILTERING, CFG_LOG_SESSIONS},
     counters::{DropReason, Event},
     maps::{
-        FilterKey, SEEN_RST, SESSION_HAIRPIN, SessionEvent, SessionKey4, SessionKey6,
-        SessionValue4, SessionValue6,
+        FilterKey, SESSION_HAIRPIN, SessionEvent, SessionKey4, SessionKey6, SessionValue4,
+        SessionValue6,
     },
+    tcp,
 };
 
 use crate::{
     config::config,
+    db::held,
     maps::{FILTERS, POOL, SESSION_EVENTS, SESSIONS4, SESSIONS6},
     observe::{event, now_exact},
     tuple::Packet6,
@@ -21,35 +25,59 @@ use crate::{
 /// Session timestamps are refreshed at most this often (ns): fewer cache-line writes.
 const TOUCH_NS: u64 = 1_000_000_000;
 
-/// Refreshes a session's flags and timestamp; writes only what changed.
+/// Moves a session along for one of its packets (RFC 6146 section 3.5.2.2): TCP through the
+/// state machine (`translator_common::tcp::step`), the lifetime started again where it says so;
+/// UDP and ICMP only have their lifetime started again. Writes only what changed, and returns
+/// the new TCP state when it changed (the session's other entry gets it too).
 #[inline(always)]
-fn touch(flags: *mut u8, last_seen: *mut u64, seen: u8, now: u64) {
+fn advance(
+    state: *mut u8,
+    last_seen: *mut u64,
+    proto: u8,
+    from_v6: bool,
+    flags: u8,
+    now: u64,
+) -> Option<u8> {
     // SAFETY: pointers into a map value returned by a lookup.
     unsafe {
-        let old = *flags;
-        // A packet without RST after an RST takes the session out of the transitory state.
-        let new = if seen & SEEN_RST == 0 {
-            (old | seen) & !SEEN_RST
-        } else {
-            old | seen
-        };
-        if new != old {
-            *flags = new;
+        if proto != IPPROTO_TCP {
+            if now.wrapping_sub(*last_seen) > TOUCH_NS {
+                *last_seen = now;
+            }
+            return None;
         }
-        if now.wrapping_sub(*last_seen) > TOUCH_NS {
+        let old = *state;
+        let (new, restart) = tcp::step(old, from_v6, flags);
+        if restart && (new != old || now.wrapping_sub(*last_seen) > TOUCH_NS) {
             *last_seen = now;
         }
+        if new == old {
+            return None;
+        }
+        *state = new;
+        Some(new)
     }
 }
 
-/// The session of a client's packet: refreshes it and fills in `pkt.pool` / `pkt.pool_port`.
+/// The session of a client's packet: moves it along and fills in `pkt.pool` / `pkt.pool_port`.
 /// Returns whether the flow is hairpinned, or `None` when there is no session.
 #[inline(always)]
 pub fn outbound(pkt: &mut Packet6) -> Option<bool> {
     let v = SESSIONS6.get_ptr_mut(pkt.key)?;
     // SAFETY: map value pointer from a successful lookup.
     unsafe {
-        touch(&mut (*v).flags, &mut (*v).last_seen, pkt.l4.seen, pkt.now);
+        let proto = pkt.key.proto;
+        if let Some(state) = advance(
+            &mut (*v).state,
+            &mut (*v).last_seen,
+            proto,
+            true,
+            pkt.l4.tcp,
+            pkt.now,
+        ) && let Some(o) = SESSIONS4.get_ptr_mut(pkt.key.reverse(&*v))
+        {
+            (*o).state = state;
+        }
         pkt.pool = (*v).pool;
         pkt.pool_port = (*v).pool_port_be;
         Some((*v).flags & SESSION_HAIRPIN != 0)
@@ -62,12 +90,23 @@ pub fn find4(key: &SessionKey4) -> Option<*mut SessionValue4> {
     SESSIONS4.get_ptr_mut(key)
 }
 
-/// Refreshes an inbound session entry found by [`find4`]: (client, client port).
+/// Moves an inbound session entry found by [`find4`] along for a packet with the TCP flags
+/// `tcp`: (client, client port).
 #[inline(always)]
-pub fn use4(v: *mut SessionValue4, seen: u8, now: u64) -> ([u32; 4], u16) {
+pub fn use4(key: &SessionKey4, v: *mut SessionValue4, tcp: u8, now: u64) -> ([u32; 4], u16) {
     // SAFETY: map value pointer from a successful lookup.
     unsafe {
-        touch(&mut (*v).flags, &mut (*v).last_seen, seen, now);
+        if let Some(state) = advance(
+            &mut (*v).state,
+            &mut (*v).last_seen,
+            key.proto,
+            false,
+            tcp,
+            now,
+        ) && let Some(o) = SESSIONS6.get_ptr_mut((*v).reverse(key))
+        {
+            (*o).state = state;
+        }
         ((*v).client, (*v).client_port_be)
     }
 }
@@ -86,19 +125,29 @@ pub fn pool_of(key: &SessionKey6) -> Option<(u32, u16)> {
     unsafe { SESSIONS6.get(key) }.map(|v| (v.pool, v.pool_port_be))
 }
 
-/// Creates both session entries of a new outbound flow whose binding is known; returns whether
-/// the destination is a pool address (hairpinning).
+/// Creates both session entries of a new outbound flow whose binding is known (a TCP one
+/// starts in V6 INIT: its first packet is a SYN); returns whether the destination is a pool
+/// address (hairpinning). A SYN held from the destination is forgotten: the client opens the
+/// connection (RFC 6146 section 3.5.2.2).
 #[inline(never)]
 pub fn create_outbound(pkt: &Packet6) -> Result<bool, DropReason> {
     let key = &pkt.key;
     let (pool, pool_port, now) = (pkt.pool, pkt.pool_port, pkt.now);
     // SAFETY: read-only lookup.
     let hairpin = unsafe { POOL.get(key.remote) }.is_some();
+    let state = if key.proto == IPPROTO_TCP {
+        if config().flags & CFG_DROP_INBOUND_SYN == 0 {
+            held::forget(key.remote, key.remote_port_be);
+        }
+        tcp::V6_INIT
+    } else {
+        0
+    };
     let v6 = SessionValue6 {
         pool,
         pool_port_be: pool_port,
-        flags: pkt.l4.seen | if hairpin { SESSION_HAIRPIN } else { 0 },
-        _pad: 0,
+        flags: if hairpin { SESSION_HAIRPIN } else { 0 },
+        state,
         last_seen: now,
     };
     SESSIONS6
@@ -116,7 +165,8 @@ pub fn create_outbound(pkt: &Packet6) -> Result<bool, DropReason> {
         client: key.client,
         client_port_be: key.client_port_be,
         flags: 0,
-        _pad: [0; 5],
+        state,
+        _pad: [0; 4],
         last_seen: now,
     };
     if SESSIONS4.insert(k4, v4, 0).is_err() {
@@ -168,21 +218,26 @@ pub fn permitted(key: &SessionKey4) -> bool {
     unsafe { FILTERS.get(fk) }.is_some()
 }
 
-/// Creates both entries of a session that an inbound packet opens (filtering allowed it):
-/// `client`, `client_port` are its binding's.
+/// Creates both entries of a session that an inbound packet opens (filtering allowed it; a
+/// TCP one, opened by a SYN, starts in V4 INIT): `client`, `client_port` are its binding's.
 #[inline(always)]
 pub fn create_inbound(
     key: &SessionKey4,
     client: [u32; 4],
     client_port: u16,
-    seen: u8,
     now: u64,
 ) -> Result<(), DropReason> {
+    let state = if key.proto == IPPROTO_TCP {
+        tcp::V4_INIT
+    } else {
+        0
+    };
     let v4 = SessionValue4 {
         client,
         client_port_be: client_port,
-        flags: seen,
-        _pad: [0; 5],
+        flags: 0,
+        state,
+        _pad: [0; 4],
         last_seen: now,
     };
     SESSIONS4
@@ -202,7 +257,7 @@ pub fn create_inbound(
         pool: key.pool,
         pool_port_be: key.pool_port_be,
         flags: if hairpin { SESSION_HAIRPIN } else { 0 },
-        _pad: 0,
+        state,
         last_seen: now,
     };
     if SESSIONS6.insert(k6, v6, 0).is_err() {

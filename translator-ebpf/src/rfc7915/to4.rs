@@ -11,12 +11,14 @@ use translator_common::{
 
 use super::{Out, rest_word, shift_right};
 use crate::{
-    checksum::{ipv4_header, sum_packet, udp},
+    checksum::{
+        ipv4_header, pseudo_icmp6, sum_frag_hdr, sum_ipv4_hdr, sum_ipv6_hdr, sum_packet, udp,
+    },
     context::{Family, Packet, ptr_at},
     tuple::{Icmp6Error, Packet6, Tuple4},
     wire::{
-        ETH_LEN, FRAG_LEN, ICMP_LEN, IPV4_LEN, IPV6_LEN, Ipv4Hdr, L4Head, V4_ICMP, V4_INNER,
-        V6_INNER_L4, icmp_type, icmp_word,
+        ETH_LEN, FRAG_LEN, ICMP_LEN, IPV4_LEN, IPV6_LEN, Ipv4Hdr, L4Head, MAX_ICMP4, V4_ICMP,
+        V4_INNER, V6_ICMP, V6_INNER_L4, icmp_type, icmp_word,
     },
 };
 
@@ -78,7 +80,9 @@ pub fn packet<C: Packet>(ctx: &C, pkt: &Packet6, t: &Tuple4, out: &Out) -> Resul
             let new_type = icmp_word(if icmp_type(old_type) == 128 { 8 } else { 0 }, 0);
             ctx.write(l4off, &new_type)?;
             ctx.write(l4off + 4, &t.sport)?;
-            let pseudo = v6 + raw16(pkt.payload_len) + raw16(IPPROTO_ICMPV6 as u16);
+            // The upper-layer length: an atomic fragment's fragment header does not count.
+            let l4_len = pkt.payload_len - (l4off - ETH_LEN - IPV6_LEN) as u16;
+            let pseudo = v6 + raw16(l4_len) + raw16(IPPROTO_ICMPV6 as u16);
             ctx.l4_csum(
                 l4off + 2,
                 (pseudo, 0),
@@ -169,20 +173,146 @@ fn pad4(e: &Icmp6Error) -> usize {
     }
 }
 
-/// The total length of the ICMPv4 error an ICMPv6 error becomes.
+/// The ICMPv4 message length (header and quoted packet) an ICMPv6 error becomes before the
+/// 576-byte limit: the quoted header shrinks by 20 bytes, and by 8 more when it had a fragment
+/// header.
+#[inline(always)]
+fn icmp4_len(e: &Icmp6Error) -> usize {
+    let frag = if e.inner_frag { FRAG_LEN } else { 0 };
+    e.payload_len - (IPV6_LEN - IPV4_LEN) - frag + pad4(e)
+}
+
+/// The total length of the ICMPv4 error an ICMPv6 error becomes: at most 576 bytes, an ICMPv4
+/// error's limit (RFC 1812 section 4.3.2.3), keeping as much of the quoted packet as fits
+/// (RFC 7915 section 5.2).
 #[inline(always)]
 pub fn error_tot_len(e: &Icmp6Error) -> u16 {
-    (IPV4_LEN + e.payload_len - (IPV6_LEN - IPV4_LEN) + pad4(e)) as u16
+    let len = icmp4_len(e);
+    (IPV4_LEN + if len > MAX_ICMP4 { MAX_ICMP4 } else { len }) as u16
+}
+
+/// The ICMPv6 bytes of an error that stay in its translation: the rest (extensions that are not
+/// carried over, what goes beyond 576 bytes) is cut.
+#[inline(always)]
+fn kept6(e: &Icmp6Error) -> usize {
+    let frag = if e.inner_frag { FRAG_LEN } else { 0 };
+    error_tot_len(e) as usize - IPV4_LEN - pad4(e) + (IPV6_LEN - IPV4_LEN) + frag
+}
+
+/// The first parts of an ICMPv6 error's translation, called before anything else is decided
+/// (the route, the rest of header): cutting what does not stay, and the quoted packet. Each is
+/// a subprogram, its results in `e`, called from the same state: the verifier then follows each
+/// part's branches once, not once for every combination with the others'.
+#[inline(always)]
+pub fn error_parts<C: Packet>(ctx: &C, e: &mut Icmp6Error) -> Result<(), DropReason> {
+    cut_6to4(ctx, e)?;
+    quoted_6to4(ctx, e)
+}
+
+/// Cuts what does not stay of an ICMPv6 error and starts the checksum's sums with it.
+#[inline(never)]
+fn cut_6to4<C: Packet>(ctx: &C, e: &mut Icmp6Error) -> Result<(), DropReason> {
+    ctx.enter();
+    let kept = kept6(e);
+    e.removed = 0;
+    e.added = 0;
+    if kept < e.full_len {
+        e.removed = sum_packet(ctx, V6_ICMP + kept, e.full_len - kept)?;
+        ctx.set_len(ETH_LEN + IPV6_LEN + kept)?;
+    }
+    Ok(())
+}
+
+/// The packet an ICMPv6 error quotes: addresses and the client's port become the pool side's.
+/// Its checksum is data inside the error, updated and written back; what changes goes into
+/// `e`'s sums.
+#[inline(never)]
+fn quoted_6to4<C: Packet>(ctx: &C, e: &mut Icmp6Error) -> Result<(), DropReason> {
+    ctx.enter();
+    let (inn, l4h, map) = (&e.inner, &e.l4, &e.map);
+    // A constant offset for the verifier: the quoted transport header.
+    let (l4off, frag) = if e.inner_frag {
+        (V6_INNER_L4 + FRAG_LEN, FRAG_LEN)
+    } else {
+        (V6_INNER_L4, 0)
+    };
+    let quoted_len = e.payload_len - ICMP_LEN - IPV6_LEN - frag;
+    let (removed, added) = match e.inner_proto4 {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            let ports = (
+                l4h.a as u32 + l4h.b as u32,
+                map.inner_sport as u32 + map.inner_dport as u32,
+            );
+            let pseudo = (
+                sum_raw6(&inn.src) + sum_raw6(&inn.dst),
+                sum_raw4(map.inner_src) + sum_raw4(map.inner_dst),
+            );
+            ctx.write(l4off, &[map.inner_sport, map.inner_dport])?;
+            let field = if e.inner_proto4 == IPPROTO_UDP {
+                Some(l4off + 6)
+            } else {
+                (quoted_len >= 18).then_some(l4off + 16)
+            };
+            match field {
+                Some(at) => {
+                    let p: *mut u16 = ptr_at(ctx, at)?;
+                    // SAFETY: bounds checked by ptr_at.
+                    let old = unsafe { *p };
+                    let c = checksum::update(old, pseudo.0 + ports.0, pseudo.1 + ports.1);
+                    let c = if e.inner_proto4 == IPPROTO_UDP {
+                        udp(c)
+                    } else {
+                        c
+                    };
+                    ctx.write(at, &c)?;
+                    (ports.0 + old as u32, ports.1 + c as u32)
+                }
+                None => ports,
+            }
+        }
+        _ => {
+            let echo = if icmp_type(l4h.a) == icmp::V6_ECHO_REPLY {
+                icmp::V4_ECHO_REPLY
+            } else {
+                icmp::V4_ECHO_REQUEST
+            };
+            let new_type = icmp_word(echo, 0);
+            // The ICMPv6 pseudo-header's length is the upper-layer length: without the
+            // fragment header.
+            let c = checksum::update(
+                l4h.b,
+                l4h.a as u32
+                    + l4h.c as u32
+                    + pseudo_icmp6(
+                        &inn.src,
+                        &inn.dst,
+                        u16::from_be(inn.payload_len).wrapping_sub(frag as u16) as usize,
+                    ),
+                new_type as u32 + map.inner_dport as u32,
+            );
+            ctx.write(l4off, &[new_type, c, map.inner_dport])?;
+            (
+                l4h.a as u32 + l4h.b as u32 + l4h.c as u32,
+                new_type as u32 + c as u32 + map.inner_dport as u32,
+            )
+        }
+    };
+    e.removed += removed;
+    e.added += added;
+    Ok(())
 }
 
 /// Rewrites an ICMPv6 error and the packet it quotes into an ICMPv4 error in place (RFC 7915
-/// sections 5.2 and 5.3), for the addresses and ports in `e.map`.
+/// sections 5.2 and 5.3), for the addresses and ports in `e.map`, sent as `out` says, after
+/// [`error_parts`].
 ///
-/// The quoted transport header stays where it is; the three headers in front of it are
-/// rewritten and the packet shrinks by 40 bytes.
+/// The quoted transport header stays where it is; the headers in front of it are rewritten and
+/// the packet shrinks by 40 bytes (48 when the quoted packet had a fragment header, which its
+/// IPv4 header takes over: RFC 7915 section 5.1.1). What goes beyond 576 bytes is cut off. The
+/// checksum is the received one updated over what changes (RFC 1624): a corrupted error stays
+/// corrupted.
 #[inline(always)]
-pub fn error<C: Packet>(ctx: &C, e: &Icmp6Error, out: &Out) -> Result<(), DropReason> {
-    let (inn, l4h, map) = (&e.inner, &e.l4, &e.map);
+pub fn error<C: Packet>(ctx: &C, e: &mut Icmp6Error, out: &Out) -> Result<(), DropReason> {
     let rest = e.rest;
     let pointer = match icmp::pointer_6to4(u32::from_be(((rest.1 as u32) << 16) | rest.0 as u32)) {
         Some(p) if e.kind == Rest::Pointer => Ok((p as u32) << 24),
@@ -201,57 +331,26 @@ pub fn error<C: Packet>(ctx: &C, e: &Icmp6Error, out: &Out) -> Result<(), DropRe
     } else {
         rest_word(e.kind, mtu, pointer)?
     };
-    if e.has_ext && !e.keep_ext {
-        ctx.set_len(ETH_LEN + IPV6_LEN + e.payload_len)?;
-    }
 
-    // The quoted packet: addresses and the client's port become the pool side's. Its checksum
-    // is data inside the error, updated here and written back.
-    let quoted_len = e.payload_len - ICMP_LEN - IPV6_LEN;
-    match inn.next_header {
-        IPPROTO_TCP | IPPROTO_UDP => {
-            let removed = sum_raw6(&inn.src) + sum_raw6(&inn.dst) + l4h.a as u32 + l4h.b as u32;
-            let added = sum_raw4(map.inner_src)
-                + sum_raw4(map.inner_dst)
-                + map.inner_sport as u32
-                + map.inner_dport as u32;
-            ctx.write(V6_INNER_L4, &[map.inner_sport, map.inner_dport])?;
-            if inn.next_header == IPPROTO_UDP {
-                let c = udp(checksum::update(l4h.d, removed, added));
-                ctx.write(V6_INNER_L4 + 6, &c)?;
-            } else if quoted_len >= 18 {
-                let p: *mut u16 = ptr_at(ctx, V6_INNER_L4 + 16)?;
-                // SAFETY: bounds checked by ptr_at.
-                let c = checksum::update(unsafe { *p }, removed, added);
-                ctx.write(V6_INNER_L4 + 16, &c)?;
-            }
-        }
-        _ => {
-            let echo = if icmp_type(l4h.a) == icmp::V6_ECHO_REPLY {
-                icmp::V4_ECHO_REPLY
-            } else {
-                icmp::V4_ECHO_REQUEST
-            };
-            let new_type = icmp_word(echo, 0);
-            let removed = l4h.a as u32
-                + l4h.c as u32
-                + sum_raw6(&inn.src)
-                + sum_raw6(&inn.dst)
-                + raw16(u16::from_be(inn.payload_len))
-                + raw16(IPPROTO_ICMPV6 as u16);
-            let added = new_type as u32 + map.inner_dport as u32;
-            let c = checksum::update(l4h.b, removed, added);
-            ctx.write(V6_INNER_L4, &[new_type, c, map.inner_dport])?;
-        }
-    }
-
-    let icmp4_len = e.payload_len - (IPV6_LEN - IPV4_LEN) + pad4;
+    let (inn, map) = (&e.inner, &e.map);
+    // A constant for the verifier: how much the packet shrinks.
+    let (shrink, frag) = if e.inner_frag {
+        (ERROR_DELTA + FRAG_LEN, FRAG_LEN)
+    } else {
+        (ERROR_DELTA, 0)
+    };
+    let tot_len = error_tot_len(e);
     let tclass = (u32::from_be(inn.vtc_flow) >> 20) as u8;
     let mut ip4 = Ipv4Hdr {
         ver_ihl: 0x45,
         tos: 0,
-        tot_len: ((IPV4_LEN + icmp4_len) as u16).to_be(),
-        id: 0,
+        tot_len: tot_len.to_be(),
+        // An error that came in an atomic fragment: RFC 7915 section 5.1.1 (DF clear).
+        id: if e.atomic {
+            (u32::from_be(e.atomic_id) as u16).to_be()
+        } else {
+            0
+        },
         frag: 0,
         ttl: out.hop,
         proto: IPPROTO_ICMP,
@@ -260,12 +359,35 @@ pub fn error<C: Packet>(ctx: &C, e: &Icmp6Error, out: &Out) -> Result<(), DropRe
         dst: map.dst,
     };
     ip4.csum = ipv4_header(&ip4);
+    let mut removed = e.removed
+        + pseudo_icmp6(&e.outer_src, &e.outer_dst, e.full_len)
+        + e.ty_code as u32
+        + e.rest.0 as u32
+        + e.rest.1 as u32
+        + sum_ipv6_hdr(inn);
+    let (in_id, in_frag) = if e.inner_frag {
+        // RFC 7915 section 5.1.1 for the quoted header: the low 16 bits of the identification,
+        // MF from M, offset 0 (later fragments are not translated), DF clear; the fragment
+        // header's words leave the checksum.
+        removed += sum_frag_hdr(&e.inner_fh);
+        let mf = if u16::from_be(e.inner_fh.off_flags) & 1 != 0 {
+            0x2000u16
+        } else {
+            0
+        };
+        ((u32::from_be(e.inner_fh.id) as u16).to_be(), mf.to_be())
+    } else {
+        (0, 0)
+    };
     let mut in4 = Ipv4Hdr {
         ver_ihl: 0x45,
         tos: tclass,
-        tot_len: (u16::from_be(inn.payload_len).wrapping_add(IPV4_LEN as u16)).to_be(),
-        id: 0,
-        frag: 0,
+        tot_len: (u16::from_be(inn.payload_len)
+            .wrapping_sub(frag as u16)
+            .wrapping_add(IPV4_LEN as u16))
+        .to_be(),
+        id: in_id,
+        frag: in_frag,
         ttl: inn.hop_limit,
         proto: e.inner_proto4,
         csum: 0,
@@ -273,26 +395,27 @@ pub fn error<C: Packet>(ctx: &C, e: &Icmp6Error, out: &Out) -> Result<(), DropRe
         dst: map.inner_dst,
     };
     in4.csum = ipv4_header(&in4);
+    let head = icmp_word(e.ty4, e.code4);
+    let added = e.added + head as u32 + sum_raw4(rest4) + sum_ipv4_hdr(&in4);
     let eth = out.eth;
-    ctx.resize(-(ERROR_DELTA as i32), Family::To4)?;
+    ctx.resize(-(shrink as i32), Family::To4)?;
     ctx.write(0, &eth)?;
     ctx.write(ETH_LEN, &ip4)?;
-    let [ty4, code4] = [e.ty4, e.code4];
     ctx.write(
         V4_ICMP,
         &L4Head {
-            a: icmp_word(ty4, code4),
-            b: 0,
+            a: head,
+            b: checksum::update(e.csum, removed, added),
             c: rest4 as u16,
             d: (rest4 >> 16) as u16,
         },
     )?;
     ctx.write(V4_INNER, &in4)?;
     if pad4 != 0 {
-        // The extension structure moves behind the padding.
-        ctx.set_len(ETH_LEN + IPV4_LEN + icmp4_len)?;
+        // The extension structure moves behind the padding (zeroes, and an even number of
+        // bytes: the sum stays).
+        ctx.set_len(ETH_LEN + tot_len as usize)?;
         shift_right(ctx, V4_INNER + orig4, e.ext_len, pad4)?;
     }
-    let sum = sum_packet(ctx, V4_ICMP, icmp4_len)?;
-    ctx.write(V4_ICMP + 2, &checksum::finish(sum))
+    Ok(())
 }

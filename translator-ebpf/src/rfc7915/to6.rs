@@ -10,12 +10,12 @@ use translator_common::{
 
 use super::{Out, rest_word, shift_right};
 use crate::{
-    checksum::{sum_packet, udp},
+    checksum::{pseudo_icmp6, sum_frag_hdr, sum_ipv4_hdr, sum_ipv6_hdr, sum_packet, udp},
     context::{Family, Packet, ptr_at},
     tuple::{Icmp4Error, Packet4, Tuple6},
     wire::{
         ETH_LEN, FRAG_LEN, FragHdr, ICMP_LEN, IPPROTO_FRAGMENT, IPV4_LEN, IPV6_LEN, Ipv4Hdr,
-        Ipv6Hdr, L4Head, MAX_ICMP6, V4_INNER_L4, V6_ICMP, V6_INNER, icmp_type, icmp_word,
+        Ipv6Hdr, L4Head, MAX_ICMP6, V4_ICMP, V4_INNER_L4, V6_ICMP, V6_INNER, icmp_type, icmp_word,
     },
 };
 
@@ -182,23 +182,128 @@ fn pad6(e: &Icmp4Error) -> usize {
     }
 }
 
-/// The ICMPv6 message length an ICMPv4 error becomes (at most the IPv6 minimum MTU in all).
+/// Bytes a quoted first fragment's header grows by beyond the IPv6 header: its fragment header.
+#[inline(always)]
+fn inner_frag_len(e: &Icmp4Error) -> usize {
+    if e.inner_frag { FRAG_LEN } else { 0 }
+}
+
+/// The ICMPv6 message length an ICMPv4 error becomes (at most the IPv6 minimum MTU in all,
+/// RFC 4443 section 2.4).
 #[inline(always)]
 pub fn error_len(e: &Icmp4Error) -> usize {
-    let len = e.tot_len - IPV4_LEN + (IPV6_LEN - IPV4_LEN) + pad6(e);
+    let len = e.tot_len - IPV4_LEN + (IPV6_LEN - IPV4_LEN) + inner_frag_len(e) + pad6(e);
     if len > MAX_ICMP6 { MAX_ICMP6 } else { len }
 }
 
+/// The ICMPv4 bytes of an error that stay in its translation: the rest (extensions that are not
+/// carried over, what goes beyond the IPv6 minimum MTU) is cut.
+#[inline(always)]
+fn kept4(e: &Icmp4Error) -> usize {
+    error_len(e) - pad6(e) - (IPV6_LEN - IPV4_LEN) - inner_frag_len(e)
+}
+
+/// The first parts of an ICMPv4 error's translation, called before anything else is decided
+/// (the route, the rest of header): cutting what does not stay, and the quoted packet. Each is
+/// a subprogram, its results in `e`, called from the same state: the verifier then follows each
+/// part's branches once, not once for every combination with the others'.
+#[inline(always)]
+pub fn error_parts<C: Packet>(ctx: &C, e: &mut Icmp4Error) -> Result<(), DropReason> {
+    cut_4to6(ctx, e)?;
+    quoted_4to6(ctx, e)
+}
+
+/// Cuts what does not stay of an ICMPv4 error and starts the checksum's sums with it.
+#[inline(never)]
+fn cut_4to6<C: Packet>(ctx: &C, e: &mut Icmp4Error) -> Result<(), DropReason> {
+    ctx.enter();
+    let kept = kept4(e);
+    e.removed = 0;
+    e.added = 0;
+    if kept < e.full_len {
+        e.removed = sum_packet(ctx, V4_ICMP + kept, e.full_len - kept)?;
+        ctx.set_len(ETH_LEN + IPV4_LEN + kept)?;
+    }
+    Ok(())
+}
+
+/// The packet an ICMPv4 error quotes: the pool port becomes the client's, addresses change. Its
+/// checksum is data inside the error, updated and written back; what changes goes into `e`'s
+/// sums.
+#[inline(never)]
+fn quoted_4to6<C: Packet>(ctx: &C, e: &mut Icmp4Error) -> Result<(), DropReason> {
+    ctx.enter();
+    let (inn, l4h, map) = (&e.inner, &e.l4, &e.map);
+    let quoted_len = e.tot_len - IPV4_LEN - ICMP_LEN - IPV4_LEN;
+    let (removed, added) = match inn.proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            let ports = (
+                l4h.a as u32 + l4h.b as u32,
+                map.inner_sport as u32 + map.inner_dport as u32,
+            );
+            let pseudo = (
+                sum_raw4(inn.src) + sum_raw4(inn.dst),
+                sum_raw6(&map.inner_src) + sum_raw6(&map.inner_dst),
+            );
+            ctx.write(V4_INNER_L4, &[map.inner_sport, map.inner_dport])?;
+            let field = if inn.proto == IPPROTO_UDP {
+                // No checksum (zero) stays none.
+                (l4h.d != 0).then_some(V4_INNER_L4 + 6)
+            } else {
+                (quoted_len >= 18).then_some(V4_INNER_L4 + 16)
+            };
+            match field {
+                Some(at) => {
+                    let p: *mut u16 = ptr_at(ctx, at)?;
+                    // SAFETY: bounds checked by ptr_at.
+                    let old = unsafe { *p };
+                    let c = checksum::update(old, pseudo.0 + ports.0, pseudo.1 + ports.1);
+                    let c = if inn.proto == IPPROTO_UDP { udp(c) } else { c };
+                    ctx.write(at, &c)?;
+                    (ports.0 + old as u32, ports.1 + c as u32)
+                }
+                None => ports,
+            }
+        }
+        _ => {
+            let echo = if icmp_type(l4h.a) == icmp::V4_ECHO_REQUEST {
+                icmp::V6_ECHO_REQUEST
+            } else {
+                icmp::V6_ECHO_REPLY
+            };
+            let new_type = icmp_word(echo, 0);
+            let inner_len = u16::from_be(inn.tot_len).saturating_sub(IPV4_LEN as u16);
+            let c = checksum::update(
+                l4h.b,
+                l4h.a as u32 + l4h.c as u32,
+                new_type as u32
+                    + map.inner_sport as u32
+                    + pseudo_icmp6(&map.inner_src, &map.inner_dst, inner_len as usize),
+            );
+            ctx.write(V4_INNER_L4, &[new_type, c, map.inner_sport])?;
+            (
+                l4h.a as u32 + l4h.b as u32 + l4h.c as u32,
+                new_type as u32 + c as u32 + map.inner_sport as u32,
+            )
+        }
+    };
+    e.removed += removed;
+    e.added += added;
+    Ok(())
+}
+
 /// Rewrites an ICMPv4 error and the packet it quotes into an ICMPv6 error in place (RFC 7915
-/// sections 4.2 and 4.3), for the addresses and ports in `e.map`.
+/// sections 4.2 and 4.3), for the addresses and ports in `e.map`, sent as `out` says, after
+/// [`error_parts`].
 ///
 /// The quoted transport header stays where it is; the three headers in front of it are
-/// rewritten and the packet grows by 40 bytes.
+/// rewritten and the packet grows by 40 bytes (48 when the quoted packet is a first fragment,
+/// whose IPv6 header gets a fragment header: RFC 7915 section 4.1). What goes beyond the IPv6
+/// minimum MTU is cut off. The checksum is the received one updated over what changes (RFC
+/// 1624): a corrupted error stays corrupted.
 #[inline(always)]
-pub fn error<C: Packet>(ctx: &C, e: &Icmp4Error, out: &Out) -> Result<(), DropReason> {
-    let (outer, inn, l4h, map) = (&e.outer, &e.inner, &e.l4, &e.map);
+pub fn error<C: Packet>(ctx: &C, e: &mut Icmp4Error, out: &Out) -> Result<(), DropReason> {
     let rest = e.rest;
-    let inner_len = u16::from_be(inn.tot_len).saturating_sub(IPV4_LEN as u16);
     let pointer = match icmp::pointer_4to6(
         (u32::from_be(((rest.1 as u32) << 16) | rest.0 as u32) >> 24) as u8,
     ) {
@@ -206,7 +311,7 @@ pub fn error<C: Packet>(ctx: &C, e: &Icmp4Error, out: &Out) -> Result<(), DropRe
         _ => Err(DropReason::UnsupportedIcmp),
     };
     let mtu = if e.kind == Rest::Mtu {
-        icmp::mtu_4to6(u16::from_be(rest.1), u16::from_be(inn.tot_len), 0)
+        icmp::mtu_4to6(u16::from_be(rest.1), u16::from_be(e.inner.tot_len), 0)
     } else {
         0
     };
@@ -218,64 +323,23 @@ pub fn error<C: Packet>(ctx: &C, e: &Icmp4Error, out: &Out) -> Result<(), DropRe
     } else {
         rest_word(e.kind, mtu, pointer)?
     };
-    if e.has_ext && !e.keep_ext {
-        ctx.set_len(ETH_LEN + e.tot_len)?;
-    }
 
-    // The quoted packet: the pool port becomes the client's, addresses change. Its checksum is
-    // data inside the error, updated here and written back.
-    let quoted_len = e.tot_len - IPV4_LEN - ICMP_LEN - IPV4_LEN;
-    match inn.proto {
-        IPPROTO_TCP | IPPROTO_UDP => {
-            let removed = sum_raw4(inn.src) + sum_raw4(inn.dst) + l4h.a as u32 + l4h.b as u32;
-            let added = sum_raw6(&map.inner_src)
-                + sum_raw6(&map.inner_dst)
-                + map.inner_sport as u32
-                + map.inner_dport as u32;
-            ctx.write(V4_INNER_L4, &[map.inner_sport, map.inner_dport])?;
-            if inn.proto == IPPROTO_UDP {
-                if l4h.d != 0 {
-                    let c = udp(checksum::update(l4h.d, removed, added));
-                    ctx.write(V4_INNER_L4 + 6, &c)?;
-                }
-            } else if quoted_len >= 18 {
-                let p: *mut u16 = ptr_at(ctx, V4_INNER_L4 + 16)?;
-                // SAFETY: bounds checked by ptr_at.
-                let c = checksum::update(unsafe { *p }, removed, added);
-                ctx.write(V4_INNER_L4 + 16, &c)?;
-            }
-        }
-        _ => {
-            let echo = if icmp_type(l4h.a) == icmp::V4_ECHO_REQUEST {
-                icmp::V6_ECHO_REQUEST
-            } else {
-                icmp::V6_ECHO_REPLY
-            };
-            let new_type = icmp_word(echo, 0);
-            let removed = l4h.a as u32 + l4h.c as u32;
-            let added = new_type as u32
-                + map.inner_sport as u32
-                + sum_raw6(&map.inner_src)
-                + sum_raw6(&map.inner_dst)
-                + raw16(inner_len)
-                + raw16(IPPROTO_ICMPV6 as u16);
-            let c = checksum::update(l4h.b, removed, added);
-            ctx.write(V4_INNER_L4, &[new_type, c, map.inner_sport])?;
-        }
-    }
-
-    let mut icmp6_len = e.tot_len - IPV4_LEN + (IPV6_LEN - IPV4_LEN);
+    let (outer, inn, map) = (&e.outer, &e.inner, &e.map);
+    let inner_len = u16::from_be(inn.tot_len).saturating_sub(IPV4_LEN as u16);
+    // A constant for the verifier: how much the packet grows.
+    let (grow, frag) = if e.inner_frag {
+        (ERROR_DELTA + FRAG_LEN, FRAG_LEN)
+    } else {
+        (ERROR_DELTA, 0)
+    };
+    let icmp6_len = error_len(e);
     let eth = out.eth;
-    ctx.resize(ERROR_DELTA as i32, Family::To6)?;
+    ctx.resize(grow as i32, Family::To6)?;
     if pad6 != 0 {
-        // The extension structure moves behind the padding.
-        ctx.set_len(ETH_LEN + IPV6_LEN + icmp6_len + pad6)?;
+        // The extension structure moves behind the padding (zeroes, and an even number of
+        // bytes: the sum stays).
+        ctx.set_len(ETH_LEN + IPV6_LEN + icmp6_len)?;
         shift_right(ctx, V6_INNER + orig6, e.ext_len, pad6)?;
-        icmp6_len += pad6;
-    }
-    if icmp6_len > MAX_ICMP6 {
-        ctx.set_len(ETH_LEN + IPV6_LEN + MAX_ICMP6)?;
-        icmp6_len = MAX_ICMP6;
     }
     ctx.write(0, &eth)?;
     ctx.write(
@@ -289,30 +353,42 @@ pub fn error<C: Packet>(ctx: &C, e: &Icmp4Error, out: &Out) -> Result<(), DropRe
             dst: map.dst,
         },
     )?;
+    let in6 = Ipv6Hdr {
+        vtc_flow: ((6u32 << 28) | ((inn.tos as u32) << 20)).to_be(),
+        payload_len: (inner_len + frag as u16).to_be(),
+        next_header: if e.inner_frag {
+            IPPROTO_FRAGMENT
+        } else {
+            e.inner_proto6
+        },
+        hop_limit: inn.ttl,
+        src: map.inner_src,
+        dst: map.inner_dst,
+    };
+    ctx.write(V6_INNER, &in6)?;
+    let mut added = e.added + sum_ipv6_hdr(&in6);
+    if e.inner_frag {
+        // A first fragment: offset 0, M set, the IPv4 identification.
+        let fh = FragHdr {
+            next_header: e.inner_proto6,
+            reserved: 0,
+            off_flags: 1u16.to_be(),
+            id: (u16::from_be(inn.id) as u32).to_be(),
+        };
+        ctx.write(V6_INNER + IPV6_LEN, &fh)?;
+        added += sum_frag_hdr(&fh);
+    }
+    let head = icmp_word(e.ty6, e.code6);
+    added += head as u32 + sum_raw4(rest6) + pseudo_icmp6(&map.src, &map.dst, icmp6_len);
+    let removed =
+        e.removed + e.ty_code as u32 + e.rest.0 as u32 + e.rest.1 as u32 + sum_ipv4_hdr(inn);
     ctx.write(
         V6_ICMP,
         &L4Head {
-            a: icmp_word(e.ty6, e.code6),
-            b: 0,
+            a: head,
+            b: checksum::update(e.csum, removed, added),
             c: rest6 as u16,
             d: (rest6 >> 16) as u16,
         },
-    )?;
-    ctx.write(
-        V6_INNER,
-        &Ipv6Hdr {
-            vtc_flow: ((6u32 << 28) | ((inn.tos as u32) << 20)).to_be(),
-            payload_len: inner_len.to_be(),
-            next_header: e.inner_proto6,
-            hop_limit: inn.ttl,
-            src: map.inner_src,
-            dst: map.inner_dst,
-        },
-    )?;
-    let sum = sum_packet(ctx, V6_ICMP, icmp6_len)?
-        + sum_raw6(&map.src)
-        + sum_raw6(&map.dst)
-        + raw16(icmp6_len as u16)
-        + raw16(IPPROTO_ICMPV6 as u16);
-    ctx.write(V6_ICMP + 2, &checksum::finish(sum))
+    )
 }

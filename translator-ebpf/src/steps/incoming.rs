@@ -7,40 +7,106 @@ use core::mem::size_of;
 use translator_common::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     counters::DropReason,
-    icmp,
-    maps::{SEEN_FIN, SEEN_RST, SEEN_SYN, SessionKey4, SessionKey6},
+    icmp::{self, Rest},
+    maps::{SessionKey4, SessionKey6},
     rfc6052,
 };
 
 use crate::{
     checksum,
     config::config,
-    context::{Packet, ptr_at},
+    context::{Family, Packet, ptr_at},
     maps::{MAX_EXT, POOL},
     tuple::{Icmp4Error, Icmp6Error, L4, Packet6},
     wire::{
-        ETH_LEN, FRAG_LEN, FragHdr, ICMP_LEN, IPPROTO_FRAGMENT, IPV4_LEN, IPV6_LEN, Ipv4Hdr,
-        Ipv6Hdr, L4Head, MAX_ICMP6, TCP_FIN, TCP_RST, TCP_SYN, TcpTail, V4_ICMP, V4_INNER,
-        V4_INNER_L4, V6_ICMP, V6_INNER, V6_INNER_L4, icmp_type,
+        ETH_LEN, EthHdr, FRAG_LEN, FragHdr, ICMP_LEN, IPPROTO_FRAGMENT, IPV4_LEN, IPV6_LEN,
+        Ipv4Hdr, Ipv6Hdr, L4Head, MAX_ICMP4, MAX_ICMP6, TcpTail, V4_ICMP, V4_INNER, V4_INNER_L4,
+        V6_ICMP, V6_INNER, V6_INNER_L4, icmp_type,
     },
 };
 
-/// An ICMPv6 error message sent to an address inside the prefix.
+/// Whether a fragment header's raw offset/flags word is an atomic fragment's: offset 0 and M
+/// clear (RFC 6946), the reserved bits ignored.
 #[inline(always)]
-pub fn is_icmp6_error(ctx: &impl Packet) -> bool {
+pub fn is_atomic(off_flags: u16) -> bool {
+    u16::from_be(off_flags) & 0xfff9 == 0
+}
+
+/// An ICMPv6 error message sent to an address inside the prefix, also in an atomic fragment
+/// (RFC 6946: processed like an unfragmented packet). A subprogram returning a plain number:
+/// the caller's verifier state then does not depend on which headers were checked here.
+#[inline(never)]
+pub fn is_icmp6_error<C: Packet>(ctx: &C) -> u32 {
+    ctx.enter();
+    u32::from(icmp6_error_here(ctx))
+}
+
+#[inline(always)]
+fn icmp6_error_here(ctx: &impl Packet) -> bool {
     let Ok(h) = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN) else {
-        return false;
-    };
-    let Ok(t) = ptr_at::<u8>(ctx, ETH_LEN + IPV6_LEN) else {
         return false;
     };
     let cfg = config();
     // SAFETY: bounds checked by ptr_at.
-    unsafe {
-        (*h).next_header == IPPROTO_ICMPV6
-            && icmp::is_error_v6(*t)
-            && rfc6052::matches_raw(&(*h).dst, &cfg.prefix, &cfg.mask)
+    let (nh, to_prefix) = unsafe {
+        (
+            (*h).next_header,
+            rfc6052::matches_raw(&(*h).dst, &cfg.prefix, &cfg.mask),
+        )
+    };
+    if !to_prefix {
+        return false;
     }
+    if nh == IPPROTO_ICMPV6 {
+        let Ok(t) = ptr_at::<u8>(ctx, V6_ICMP) else {
+            return false;
+        };
+        // SAFETY: bounds checked by ptr_at.
+        return icmp::is_error_v6(unsafe { *t });
+    }
+    if nh != IPPROTO_FRAGMENT {
+        return false;
+    }
+    let (Ok(f), Ok(t)) = (
+        ptr_at::<FragHdr>(ctx, ETH_LEN + IPV6_LEN),
+        ptr_at::<u8>(ctx, V6_ICMP + FRAG_LEN),
+    ) else {
+        return false;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        (*f).next_header == IPPROTO_ICMPV6 && is_atomic((*f).off_flags) && icmp::is_error_v6(*t)
+    }
+}
+
+/// Removes the fragment header of an ICMPv6 error that came in an atomic fragment (RFC 6946),
+/// so that it is translated like an unfragmented one, and keeps the identification for the
+/// IPv4 header (RFC 7915 section 5.1.1). Without a fragment header: nothing to do.
+#[inline(never)]
+pub fn strip_atomic<C: Packet>(ctx: &C, e: &mut Icmp6Error) -> Result<(), DropReason> {
+    ctx.enter();
+    e.atomic = false;
+    e.atomic_id = 0;
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    let h: *mut Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
+    let f: *mut FragHdr = ptr_at(ctx, ETH_LEN + IPV6_LEN)?;
+    // SAFETY: bounds checked by ptr_at.
+    let (eth, mut ip6, f) = unsafe { (*eth, *h, *f) };
+    if ip6.next_header != IPPROTO_FRAGMENT {
+        return Ok(());
+    }
+    let payload_len = u16::from_be(ip6.payload_len);
+    if payload_len < FRAG_LEN as u16 {
+        return Err(DropReason::Malformed);
+    }
+    ip6.next_header = f.next_header;
+    ip6.payload_len = (payload_len - FRAG_LEN as u16).to_be();
+    ctx.resize(-(FRAG_LEN as i32), Family::Same)?;
+    ctx.write(0, &eth)?;
+    ctx.write(ETH_LEN, &ip6)?;
+    e.atomic = true;
+    e.atomic_id = f.id;
+    Ok(())
 }
 
 /// For an unfragmented ICMPv4 error message without options: whether it is addressed to a
@@ -69,21 +135,6 @@ pub fn is_pool(addr: u32) -> bool {
     unsafe { POOL.get(addr) }.is_some()
 }
 
-#[inline(always)]
-fn seen_bits(tcp_flags: u8) -> u8 {
-    let mut s = 0;
-    if tcp_flags & TCP_SYN != 0 {
-        s |= SEEN_SYN;
-    }
-    if tcp_flags & TCP_FIN != 0 {
-        s |= SEEN_FIN;
-    }
-    if tcp_flags & TCP_RST != 0 {
-        s |= SEEN_RST;
-    }
-    s
-}
-
 /// Reads the transport header at `off`. `echo` are the echo request/reply types of the packet's
 /// ICMP version; the identifier is the source "port" for IPv6 packets (the client's) and the
 /// destination "port" for IPv4 packets (the pool's).
@@ -103,7 +154,7 @@ pub fn l4(
                 let t: *mut TcpTail = ptr_at(ctx, off + 12)?;
                 Ok(L4 {
                     proto,
-                    seen: seen_bits((*t).flags),
+                    tcp: (*t).flags,
                     sport: (*h).a,
                     dport: (*h).b,
                     hdr_len: ((*t).off >> 4) as u16 * 4,
@@ -111,7 +162,7 @@ pub fn l4(
             }
             IPPROTO_UDP => Ok(L4 {
                 proto,
-                seen: 0,
+                tcp: 0,
                 sport: (*h).a,
                 dport: (*h).b,
                 hdr_len: 8,
@@ -125,7 +176,7 @@ pub fn l4(
                 let (sport, dport) = if id_is_source { (id, 0) } else { (0, id) };
                 Ok(L4 {
                     proto: IPPROTO_ICMP,
-                    seen: 0,
+                    tcp: 0,
                     sport,
                     dport,
                     hdr_len: 8,
@@ -205,6 +256,7 @@ pub fn ipv6(ctx: &impl Packet, pkt: &mut Packet6, min_hop: u8) -> Result<Parsed6
             return Err(DropReason::Malformed);
         }
         pkt.frag = Some((f.off_flags, f.id));
+        pkt.atomic = is_atomic(f.off_flags);
         if u16::from_be(f.off_flags) & 0xfff8 != 0 {
             pkt.l4.proto = f.next_header;
             return Ok(Parsed6::Later);
@@ -212,6 +264,7 @@ pub fn ipv6(ctx: &impl Packet, pkt: &mut Packet6, min_hop: u8) -> Result<Parsed6
         (f.next_header, ETH_LEN + IPV6_LEN + FRAG_LEN)
     } else {
         pkt.frag = None;
+        pkt.atomic = false;
         (nh, ETH_LEN + IPV6_LEN)
     };
     let l4 = match nh {
@@ -287,8 +340,8 @@ pub fn icmp4_error(ctx: &impl Packet, e: &mut Icmp4Error, min_ttl: u8) -> Result
     let inner: *mut Ipv4Hdr = ptr_at(ctx, V4_INNER)?;
     let l4: *mut L4Head = ptr_at(ctx, V4_INNER_L4)?;
     // SAFETY: bounds checked by ptr_at.
-    let (outer, ty_code, rest, inn, l4h) =
-        unsafe { (*h, (*ic).a, ((*ic).c, (*ic).d), *inner, *l4) };
+    let (outer, ty_code, csum, rest, inn, l4h) =
+        unsafe { (*h, (*ic).a, (*ic).b, ((*ic).c, (*ic).d), *inner, *l4) };
     let tot_len = u16::from_be(outer.tot_len) as usize;
     if tot_len < IPV4_LEN + ICMP_LEN + IPV4_LEN + size_of::<L4Head>()
         || !ctx.holds(ETH_LEN + tot_len)
@@ -305,8 +358,21 @@ pub fn icmp4_error(ctx: &impl Packet, e: &mut Icmp4Error, min_ttl: u8) -> Result
     if inn.ver_ihl != 0x45 {
         return Err(DropReason::UnsupportedIcmp);
     }
+    // A quoted later fragment has no transport header to find the session by; a quoted first
+    // fragment gets a fragment header in IPv6 (RFC 7915 sections 4.1 and 4.3).
+    let inner_frag = u16::from_be(inn.frag) & 0x2000 != 0;
+    if u16::from_be(inn.frag) & 0x1fff != 0 {
+        return Err(DropReason::UnsupportedIcmp);
+    }
     let [ty, code] = ty_code.to_ne_bytes();
     let (ty6, code6, kind) = icmp::error_4to6(ty, code).ok_or(DropReason::UnsupportedIcmp)?;
+    // Decided here, before anything changes: a dropped error leaves as it came.
+    if kind == Rest::Pointer
+        && icmp::pointer_4to6((u32::from_be(((rest.1 as u32) << 16) | rest.0 as u32) >> 24) as u8)
+            .is_none()
+    {
+        return Err(DropReason::UnsupportedIcmp);
+    }
     // RFC 4884: a non-zero length (in 32-bit words) means an extension structure follows the
     // original datagram. Destination unreachable and time exceeded carry it over (the
     // original datagram, now 20 bytes longer, is zero-padded to 64-bit words and the length
@@ -319,6 +385,7 @@ pub fn icmp4_error(ctx: &impl Packet, e: &mut Icmp4Error, min_ttl: u8) -> Result
         0
     };
     let keep_ext = has_ext
+        && !inner_frag
         && (ty6 == icmp::V6_DEST_UNREACH || ty6 == icmp::V6_TIME_EXCEEDED)
         && ext_len <= MAX_EXT
         && orig4 + (IPV6_LEN - IPV4_LEN) + 4 + ext_len + ICMP_LEN <= MAX_ICMP6;
@@ -356,7 +423,9 @@ pub fn icmp4_error(ctx: &impl Packet, e: &mut Icmp4Error, min_ttl: u8) -> Result
     };
     e.outer = outer;
     e.ty_code = ty_code;
+    e.csum = csum;
     e.rest = rest;
+    e.full_len = tot_len - IPV4_LEN;
     e.inner = inn;
     e.l4 = l4h;
     e.tot_len = if has_ext && !keep_ext {
@@ -372,32 +441,57 @@ pub fn icmp4_error(ctx: &impl Packet, e: &mut Icmp4Error, min_ttl: u8) -> Result
     e.has_ext = has_ext;
     e.keep_ext = keep_ext;
     e.inner_proto6 = inner_proto6;
+    e.inner_frag = inner_frag;
     e.key = key;
     Ok(())
 }
 
 /// Parses an ICMPv6 error toward an address inside the prefix and the packet it quotes, which
 /// is one the gateway delivered to a client (prefix address as its source): its session is the
-/// error's (RFC 6146 section 3.4, RFC 7915 section 5.2).
+/// error's (RFC 6146 section 3.4, RFC 7915 section 5.2). A quoted packet with a fragment header
+/// is a first (or atomic) fragment, whose transport header follows the fragment header.
 #[inline(always)]
 pub fn icmp6_error(ctx: &impl Packet, e: &mut Icmp6Error, min_hop: u8) -> Result<(), DropReason> {
     let h: *mut Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
     let ic: *mut L4Head = ptr_at(ctx, V6_ICMP)?;
     let inner: *mut Ipv6Hdr = ptr_at(ctx, V6_INNER)?;
-    let l4: *mut L4Head = ptr_at(ctx, V6_INNER_L4)?;
     // SAFETY: bounds checked by ptr_at.
-    let (hop, payload_len, outer_dst, ty_code, rest, inn, l4h) = unsafe {
+    let (hop, payload_len, outer_src, outer_dst, ty_code, csum, rest, inn) = unsafe {
         (
             (*h).hop_limit,
             u16::from_be((*h).payload_len) as usize,
+            (*h).src,
             (*h).dst,
             (*ic).a,
+            (*ic).b,
             ((*ic).c, (*ic).d),
             *inner,
-            *l4,
         )
     };
-    if payload_len < ICMP_LEN + IPV6_LEN + size_of::<L4Head>()
+    let inner_frag = inn.next_header == IPPROTO_FRAGMENT;
+    let (inner_nh, l4h, fh) = if inner_frag {
+        let f: *mut FragHdr = ptr_at(ctx, V6_INNER + IPV6_LEN)?;
+        let l4: *mut L4Head = ptr_at(ctx, V6_INNER_L4 + FRAG_LEN)?;
+        // SAFETY: bounds checked by ptr_at.
+        let (f, l4h) = unsafe { (*f, *l4) };
+        if u16::from_be(f.off_flags) & 0xfff8 != 0 {
+            // A later fragment: no transport header to find the session by.
+            return Err(DropReason::UnsupportedIcmp);
+        }
+        (f.next_header, l4h, f)
+    } else {
+        let l4: *mut L4Head = ptr_at(ctx, V6_INNER_L4)?;
+        let none = FragHdr {
+            next_header: 0,
+            reserved: 0,
+            off_flags: 0,
+            id: 0,
+        };
+        // SAFETY: bounds checked by ptr_at.
+        (inn.next_header, unsafe { *l4 }, none)
+    };
+    let frag = if inner_frag { FRAG_LEN } else { 0 };
+    if payload_len < ICMP_LEN + IPV6_LEN + frag + size_of::<L4Head>()
         || !ctx.holds(ETH_LEN + IPV6_LEN + payload_len)
     {
         return Err(DropReason::Truncated);
@@ -407,10 +501,17 @@ pub fn icmp6_error(ctx: &impl Packet, e: &mut Icmp6Error, min_hop: u8) -> Result
     }
     let [ty, code] = ty_code.to_ne_bytes();
     let (ty4, code4, kind) = icmp::error_6to4(ty, code).ok_or(DropReason::UnsupportedIcmp)?;
+    // Decided here, before anything changes: a dropped error leaves as it came.
+    if kind == Rest::Pointer
+        && icmp::pointer_6to4(u32::from_be(((rest.1 as u32) << 16) | rest.0 as u32)).is_none()
+    {
+        return Err(DropReason::UnsupportedIcmp);
+    }
     // RFC 4884 (destination unreachable, time exceeded): a non-zero length (in 64-bit words)
     // means extensions follow the original datagram. They are carried over: the original
     // datagram, 20 bytes shorter in IPv4, is zero-padded to the 128 bytes ICMPv4 asks for,
-    // and the length counts 32-bit words. What does not fit that scheme is cut off.
+    // and the length counts 32-bit words. What does not fit that scheme, or the 576 bytes an
+    // ICMPv4 error may have (RFC 1812 section 4.3.2.3), is cut off.
     let orig6 = if ty == icmp::V6_DEST_UNREACH || ty == icmp::V6_TIME_EXCEEDED {
         rest.0.to_ne_bytes()[0] as usize * 8
     } else {
@@ -424,9 +525,14 @@ pub fn icmp6_error(ctx: &impl Packet, e: &mut Icmp6Error, min_hop: u8) -> Result
     };
     let orig4 = orig6.saturating_sub(IPV6_LEN - IPV4_LEN);
     let pad4 = 128_usize.saturating_sub(orig4);
-    let keep_ext = has_ext && ext_len <= MAX_EXT && pad4 <= MAX_PAD && orig6 >= IPV6_LEN + 8;
-    let inner_proto4 = match inn.next_header {
-        IPPROTO_TCP | IPPROTO_UDP => inn.next_header,
+    let keep_ext = has_ext
+        && !inner_frag
+        && ext_len <= MAX_EXT
+        && pad4 <= MAX_PAD
+        && orig6 >= IPV6_LEN + 8
+        && ICMP_LEN + orig4 + pad4 + ext_len <= MAX_ICMP4;
+    let inner_proto4 = match inner_nh {
+        IPPROTO_TCP | IPPROTO_UDP => inner_nh,
         IPPROTO_ICMPV6
             if matches!(
                 icmp_type(l4h.a),
@@ -443,9 +549,12 @@ pub fn icmp6_error(ctx: &impl Packet, e: &mut Icmp6Error, min_hop: u8) -> Result
     } else {
         payload_len
     };
+    e.outer_src = outer_src;
     e.outer_dst = outer_dst;
     e.ty_code = ty_code;
+    e.csum = csum;
     e.rest = rest;
+    e.full_len = payload_len;
     e.inner = inn;
     e.l4 = l4h;
     e.ty4 = ty4;
@@ -456,6 +565,8 @@ pub fn icmp6_error(ctx: &impl Packet, e: &mut Icmp6Error, min_hop: u8) -> Result
     e.has_ext = has_ext;
     e.keep_ext = keep_ext;
     e.inner_proto4 = inner_proto4;
+    e.inner_frag = inner_frag;
+    e.inner_fh = fh;
     Ok(())
 }
 
@@ -473,10 +584,11 @@ pub fn icmp6_error_session(e: &mut Icmp6Error) -> Result<(), DropReason> {
         rfc6052::from_raw6(&inn.src),
         cfg.prefix_len,
     ));
+    // TCP and UDP keep their number; echo is ICMP (the inner header may be a fragment's).
     let (client_port_be, remote_port_be, proto) = if e.inner_proto4 == IPPROTO_ICMP {
         (l4h.c, 0, IPPROTO_ICMP)
     } else {
-        (l4h.b, l4h.a, inn.next_header)
+        (l4h.b, l4h.a, e.inner_proto4)
     };
     e.key = SessionKey6 {
         client: inn.dst,

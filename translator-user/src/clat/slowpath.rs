@@ -139,7 +139,7 @@ pub fn from_host(
             else {
                 return Ok(None);
             };
-            return whole_up(p, dst6, proto, ttl, tos, u32::from(id), seg).map(Some);
+            return whole_up(p, (src, dst), dst6, proto, ttl, tos, u32::from(id), seg).map(Some);
         }
         let mut data = payload;
         if off == 0 {
@@ -164,12 +164,15 @@ pub fn from_host(
     if df && 40 + payload.len() > p.mtu6 {
         return Err("DF set and too big for the uplink");
     }
-    whole_up(p, dst6, proto, ttl, tos, u32::from(id), payload).map(Some)
+    whole_up(p, (src, dst), dst6, proto, ttl, tos, u32::from(id), payload).map(Some)
 }
 
-/// A whole IPv4 datagram's transport segment, to IPv6 (fragmented to fit the uplink).
+/// A whole IPv4 datagram's transport segment, to IPv6 (fragmented to fit the uplink). The
+/// checksum is updated over what changes, so a wrong one stays wrong (as in the data plane).
+#[allow(clippy::too_many_arguments)]
 fn whole_up(
     p: &Params,
+    (src4, dst4): (Ipv4Addr, Ipv4Addr),
     dst6: Ipv6Addr,
     proto4: u8,
     ttl: u8,
@@ -182,8 +185,13 @@ fn whole_up(
     } else {
         proto4
     };
-    let pseudo = pseudo6(p.clat6, dst6, nh, seg.len());
-    rewrite_segment(&mut seg, proto4, None, None, Some(&pseudo))?;
+    let pseudo_in = if proto4 == IPPROTO_ICMP {
+        Vec::new()
+    } else {
+        pseudo4(src4, dst4, proto4, seg.len())
+    };
+    let pseudo_out = pseudo6(p.clat6, dst6, nh, seg.len());
+    rewrite_segment(&mut seg, proto4, None, None, &pseudo_in, &pseudo_out)?;
     if 40 + seg.len() <= p.mtu6 {
         let mut pkt = ipv6_header(p.clat6, dst6, nh, ttl, tos, seg.len());
         pkt.extend(&seg);
@@ -216,7 +224,7 @@ pub fn to_host(
     let tclass = ((u32::from_be_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]) >> 20) & 0xff) as u8;
     let (nh, at) = skip_extensions(pkt, pkt[6], 40, true)?;
     if nh != 44 {
-        return whole_host(p, src4, nh, hop, tclass, 0, pkt[at..].to_vec()).map(Some);
+        return whole_host(p, (src, src4), nh, hop, tclass, 0, pkt[at..].to_vec()).map(Some);
     }
     if pkt.len() < at + 8 {
         return Err("fragment header truncated");
@@ -234,7 +242,16 @@ pub fn to_host(
             return Ok(None);
         };
         let (nh, start) = skip_extensions(&seg, inner, 0, false)?;
-        return whole_host(p, src4, nh, hop, tclass, id as u16, seg[start..].to_vec()).map(Some);
+        return whole_host(
+            p,
+            (src, src4),
+            nh,
+            hop,
+            tclass,
+            id as u16,
+            seg[start..].to_vec(),
+        )
+        .map(Some);
     }
     let mut data = data;
     if off == 0 {
@@ -250,10 +267,11 @@ pub fn to_host(
     ))))
 }
 
-/// A whole IPv6 datagram's transport segment, to IPv4 for the host.
+/// A whole IPv6 datagram's transport segment, to IPv4 for the host (checksum updated over
+/// what changes).
 fn whole_host(
     p: &Params,
-    src4: Ipv4Addr,
+    (src6, src4): (Ipv6Addr, Ipv4Addr),
     nh: u8,
     hop: u8,
     tclass: u8,
@@ -265,8 +283,13 @@ fn whole_host(
     } else {
         nh
     };
-    let pseudo = (proto4 != IPPROTO_ICMP).then(|| pseudo4(src4, p.ipv4, proto4, seg.len()));
-    rewrite_segment(&mut seg, nh, None, None, pseudo.as_deref())?;
+    let pseudo_in = pseudo6(src6, p.clat6, nh, seg.len());
+    let pseudo_out = if proto4 == IPPROTO_ICMP {
+        Vec::new()
+    } else {
+        pseudo4(src4, p.ipv4, proto4, seg.len())
+    };
+    rewrite_segment(&mut seg, nh, None, None, &pseudo_in, &pseudo_out)?;
     Ok(Out::Host(fragment4(
         src4, p.ipv4, proto4, hop, tclass, id, 0, false, &seg, p.mtu4,
     )))

@@ -8,6 +8,7 @@ mod clat;
 mod dns64;
 mod down;
 mod log;
+mod preflight;
 mod ra;
 mod reload;
 mod run;

@@ -22,6 +22,8 @@ use crate::{
     netns, ra, sessions,
 };
 
+use super::preflight;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Configuration file (TOML).
@@ -48,12 +50,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             anyhow::bail!("{setting}: there is no interface named {name:?} here (see `ip link`)");
         }
     }
-    enable_forwarding(&cfg)?;
+    preflight::enable_forwarding(&cfg)?;
     for iface in dataplane::interfaces(&cfg) {
         if let Some(w) = crate::modes::advise(&iface).warning(cfg.mode) {
             log::warn!("{w}");
         }
     }
+    cfg.tx_by_redirect = crate::modes::tx_by_redirect(&cfg);
 
     // Listening sockets are bound before anything is attached: an address that cannot be had
     // stops the start with nothing half done.
@@ -71,7 +74,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let inst = Instance::new(&cfg.instance);
     let adopt = inst.has_pins();
     if adopt {
-        check_adoptable(&inst, &cfg)?;
+        preflight::check_adoptable(&inst, &cfg)?;
     }
     let started = start(&cfg, &inst, adopt, &a.config, text);
     if started.is_err() && !adopt {
@@ -116,6 +119,7 @@ fn start(
     let mut ebpf = dataplane::load(cfg, Some(&inst.pins))?;
     let mut maps = Maps::open(&inst.pins)?;
     if !adopt {
+        dataplane::record_layout(inst)?;
         maps.fill_pool(cfg)?;
     }
     maps.sync_policy(cfg)?;
@@ -145,88 +149,6 @@ fn open_ra(cfg: &Config) -> anyhow::Result<Option<ra::RaSocket>> {
     ra::RaSocket::open(&cfg.ra.interface, true)
         .map(Some)
         .map_err(|e| anyhow!("ra: cannot advertise on {}: {e:#}", cfg.ra.interface))
-}
-
-/// Refuses to adopt pinned state whose pool layout differs from the new configuration: the
-/// queued blocks and bindings would not match it.
-fn check_adoptable(inst: &Instance, cfg: &Config) -> anyhow::Result<()> {
-    let Ok(old) = inst.read_state().and_then(|s| s.config()) else {
-        log::warn!(
-            "pins of instance {:?} exist without a readable state file; adopting them as they are",
-            inst.name
-        );
-        return Ok(());
-    };
-    if old.pool != cfg.pool
-        || old.layouts != cfg.layouts
-        || old.sessions != cfg.sessions
-        || old.subscriber_prefix_len != cfg.subscriber_prefix_len
-    {
-        anyhow::bail!(
-            "pool.*/limits.sessions differ from the running data plane of instance {:?}; \
-             these cannot change while sessions exist: run `translator down --instance {}` first \
-             (this drops every session)",
-            inst.name,
-            inst.name
-        );
-    }
-    if old.prefix != cfg.prefix {
-        log::warn!(
-            "nat64.prefix changes from {} to {}: existing sessions keep working, new ones use the new prefix",
-            old.prefix,
-            cfg.prefix
-        );
-    }
-    Ok(())
-}
-
-/// Host settings the data plane depends on:
-/// - the XDP route lookup refuses to forward when the receiving interface has forwarding off;
-/// - a translated packet handed to the kernel (next hop's MAC not yet known) has a pool address
-///   as its source, which the kernel drops as "martian" when the pool address is its own
-///   unless the receiving interface accepts local sources and does no strict reverse-path check.
-fn enable_forwarding(cfg: &Config) -> anyhow::Result<()> {
-    let v6if = &cfg.ipv6_interface;
-    for (path, value, what) in [
-        ("net/ipv4/ip_forward".to_owned(), "1", "IPv4 forwarding"),
-        (
-            "net/ipv6/conf/all/forwarding".to_owned(),
-            "1",
-            "IPv6 forwarding",
-        ),
-        (
-            format!("net/ipv4/conf/{v6if}/forwarding"),
-            "1",
-            "IPv4 forwarding",
-        ),
-        (
-            format!("net/ipv6/conf/{}/forwarding", cfg.ipv4_interface),
-            "1",
-            "IPv6 forwarding",
-        ),
-        (
-            format!("net/ipv4/conf/{v6if}/accept_local"),
-            "1",
-            "local source addresses",
-        ),
-        (
-            format!("net/ipv4/conf/{v6if}/rp_filter"),
-            "0",
-            "no reverse-path filter",
-        ),
-    ] {
-        if netns::sysctl(&path).as_deref() != Some(value) {
-            netns::set_sysctl(&path, value)?;
-            log::info!("set {} = {value} ({what})", path.replace('/', "."));
-        }
-    }
-    if netns::sysctl("net/ipv4/conf/all/rp_filter").as_deref() == Some("1") {
-        log::warn!(
-            "net.ipv4.conf.all.rp_filter = 1 (strict) overrides {v6if}: the first packets of a flow \
-             to a not yet resolved next hop may be dropped; use 0 or 2 (loose)"
-        );
-    }
-    Ok(())
 }
 
 /// Draining interval of the data plane's log and block-event ring buffers.
@@ -587,6 +509,7 @@ impl Controller {
         let mut new = Config::parse(&text)
             .with_context(|| format!("{}: refused", self.config_path.display()))?;
         new.mode = self.cfg.mode;
+        new.tx_by_redirect = self.cfg.tx_by_redirect;
         let old = self.cfg.clone();
         let old = &old;
         let fixed = [

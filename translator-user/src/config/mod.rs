@@ -48,6 +48,8 @@ pub struct Config {
     pub prefix: Prefix6,
     pub clients: Vec<Prefix6>,
     pub filtering: Filtering,
+    /// `nat64.inbound_syn`.
+    pub inbound_syn: InboundSyn,
     pub allow_non_global: bool,
     pub icmp_source6: Option<Ipv6Addr>,
     pub icmp_errors_per_second: u32,
@@ -76,6 +78,10 @@ pub struct Config {
     pub ra: crate::ra::ValidRa,
     /// The file as read, kept for `status` and for checks on restart.
     pub raw: RawConfig,
+    /// Not a setting: whether the XDP program sends what goes back out of the receiving
+    /// interface with a redirect to it instead of `XDP_TX` (native mode on veth, decided where
+    /// the gateway runs: `crate::modes::tx_by_redirect`).
+    pub tx_by_redirect: bool,
 }
 
 /// Longest pool the data plane accepts (the POOL map size).
@@ -178,6 +184,20 @@ impl Config {
                 return Err(err(
                     "nat64.filtering",
                     format!("{other:?}; valid: \"address-dependent\", \"endpoint-independent\""),
+                ));
+            }
+        };
+
+        let inbound_syn = match raw.nat64.inbound_syn.as_str() {
+            "hold" => InboundSyn::Hold,
+            "drop" => InboundSyn::Drop,
+            other => {
+                return Err(err(
+                    "nat64.inbound_syn",
+                    format!(
+                        "{other:?}; valid: \"hold\" (6 s, then ICMP port unreachable, RFC 6146 \
+                         section 3.5.2.2) or \"drop\" (at once, no answer)"
+                    ),
                 ));
             }
         };
@@ -400,6 +420,7 @@ impl Config {
             prefix,
             clients,
             filtering,
+            inbound_syn,
             allow_non_global: raw.nat64.allow_non_global,
             icmp_source6,
             icmp_errors_per_second: raw.nat64.icmp_errors_per_second,
@@ -419,6 +440,7 @@ impl Config {
             log_sessions: raw.log.sessions,
             metrics_listen,
             raw,
+            tx_by_redirect: false,
         })
     }
 
@@ -428,8 +450,8 @@ impl Config {
         match state {
             Udp => self.timeouts.udp,
             Icmp => self.timeouts.icmp,
-            TcpEstablished => self.timeouts.tcp_established,
-            TcpTransitory => self.timeouts.tcp_transitory,
+            s if s.is_established_timer() => self.timeouts.tcp_established,
+            _ => self.timeouts.tcp_transitory,
         }
     }
 

@@ -89,6 +89,10 @@ pub struct RawNat64 {
     /// "address-dependent" (default) or "endpoint-independent".
     #[serde(default = "default_filtering")]
     pub filtering: String,
+    /// Inbound TCP SYN that no mapping or filter lets in: "hold" (default: 6 s, then ICMP
+    /// port unreachable, RFC 6146 section 3.5.2.2) or "drop" (at once, no answer).
+    #[serde(default = "default_inbound_syn")]
+    pub inbound_syn: String,
     /// Translate non-global IPv4 destinations under 64:ff9b::/96 (labs only). Default false.
     #[serde(default)]
     pub allow_non_global: bool,
@@ -119,6 +123,10 @@ fn default_icmp_rate() -> u32 {
 
 fn default_prefix() -> String {
     "64:ff9b::/96".into()
+}
+
+fn default_inbound_syn() -> String {
+    "hold".into()
 }
 
 fn default_filtering() -> String {

@@ -126,6 +126,11 @@ fn bad_inputs_name_the_setting() {
         "nat64.filtering",
     );
     bad(
+        "[nat64]",
+        "[nat64]\ninbound_syn = \"answer\"",
+        "nat64.inbound_syn: \"answer\"; valid: \"hold\"",
+    );
+    bad(
         "[[static]]",
         "[ra]\nmax_interval = 2000\n[[static]]",
         "ra.max_interval: 2000 is outside 4..1800 seconds",

@@ -117,6 +117,17 @@ pub enum Filtering {
     EndpointIndependent,
 }
 
+/// What becomes of an inbound TCP SYN that no mapping or filter lets in (`nat64.inbound_syn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InboundSyn {
+    /// Held for 6 seconds (a simultaneous open may be under way), then answered with ICMP port
+    /// unreachable unless a client opened the connection meanwhile (RFC 6146 section 3.5.2.2).
+    Hold,
+    /// Dropped at once, without an answer (the RFC's "security policy" alternative).
+    Drop,
+}
+
 /// An IPv6 prefix, host bits zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Prefix6 {

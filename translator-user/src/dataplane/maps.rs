@@ -9,11 +9,11 @@ use std::{
 use anyhow::{anyhow, bail};
 use aya::maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, Queue, lpm_trie::Key};
 use translator_common::{
-    counters::{COUNTER_SLOTS, DropReason, Event},
+    counters::{DropReason, Event},
     maps::{
         self as m, BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId,
-        BlockSlot, BlockSlotKey, FilterKey, Frag4Key, Frag4Value, Frag6Key, Frag6Value, POOL_LOCAL,
-        PoolAddress, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
+        BlockSlot, BlockSlotKey, FilterKey, Frag4Key, Frag4Value, Frag6Key, Frag6Value, HeldKey,
+        HeldSyn, POOL_LOCAL, PoolAddress, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
     },
     rfc6052::{self, raw4, raw6},
 };
@@ -56,6 +56,7 @@ pub struct Maps {
     pub counters: PerCpuArray<MapData, u64>,
     pub frags6: HashMap<MapData, Frag6Key, Frag6Value>,
     pub frags4: HashMap<MapData, Frag4Key, Frag4Value>,
+    pub held_syns: HashMap<MapData, HeldKey, HeldSyn>,
 }
 
 /// Opens one pinned map of an instance.
@@ -97,6 +98,7 @@ impl Maps {
             counters: typed!(dir, m::COUNTERS),
             frags6: typed!(dir, m::FRAGS6),
             frags4: typed!(dir, m::FRAGS4),
+            held_syns: typed!(dir, m::HELD_SYNS),
         })
     }
 
@@ -364,25 +366,28 @@ impl Maps {
             .collect()
     }
 
-    /// Sums of the per-CPU counters: events, then drop reasons.
+    /// Sums of the per-CPU counters: events, then drop reasons (only the slots in use are
+    /// read).
     pub fn counters(&self) -> anyhow::Result<Counters> {
         read_counters(&self.counters)
     }
 }
 
-/// Sums a counter map over CPUs, by event and drop reason.
+/// Sums a counter map over CPUs, by event and drop reason (one lookup per counter).
 pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> anyhow::Result<Counters> {
-    let mut sums = vec![0u64; COUNTER_SLOTS as usize];
-    for (i, s) in sums.iter_mut().enumerate() {
+    let sum = |i: u32| -> anyhow::Result<u64> {
         let v = map
-            .get(&(i as u32), 0)
+            .get(&i, 0)
             .map_err(|e| anyhow!("reading counters: {e}"))?;
-        *s = v.iter().sum();
-    }
-    let events = Event::ALL.iter().map(|e| (*e, sums[*e as usize])).collect();
+        Ok(v.iter().sum())
+    };
+    let events = Event::ALL
+        .iter()
+        .map(|e| Ok((*e, sum(*e as u32)?)))
+        .collect::<anyhow::Result<_>>()?;
     let drops = DropReason::ALL
         .iter()
-        .map(|r| (*r, sums[r.counter_index() as usize]))
-        .collect();
+        .map(|r| Ok((*r, sum(r.counter_index())?)))
+        .collect::<anyhow::Result<_>>()?;
     Ok((events, drops))
 }

@@ -14,14 +14,14 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use translator_common::{
     config::{
-        CFG_ALLOW_NON_GLOBAL, CFG_ENDPOINT_INDEPENDENT_FILTERING, CFG_LOG_SESSIONS,
-        CFG_WELL_KNOWN_PREFIX, DataplaneConfig,
+        CFG_ALLOW_NON_GLOBAL, CFG_DROP_INBOUND_SYN, CFG_ENDPOINT_INDEPENDENT_FILTERING,
+        CFG_LOG_SESSIONS, CFG_TX_BY_REDIRECT, CFG_WELL_KNOWN_PREFIX, DataplaneConfig,
     },
     maps as m,
     rfc6052::{self, raw6},
 };
 
-use crate::config::{Config, Filtering};
+use crate::config::{Config, Filtering, InboundSyn};
 
 mod attach;
 mod maps;
@@ -174,6 +174,12 @@ pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
     if cfg.log_sessions && cfg.block_log.is_some() {
         flags |= CFG_LOG_SESSIONS;
     }
+    if cfg.inbound_syn == InboundSyn::Drop {
+        flags |= CFG_DROP_INBOUND_SYN;
+    }
+    if cfg.tx_by_redirect {
+        flags |= CFG_TX_BY_REDIRECT;
+    }
     DataplaneConfig {
         prefix: raw6(prefix),
         mask: raw6(rfc6052::mask(cfg.prefix.len)),
@@ -188,6 +194,42 @@ pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
         subscriber_mask: raw6(rfc6052::mask(cfg.subscriber_prefix_len)),
         route_cache_ns: u64::from(cfg.route_cache_ms) * 1_000_000,
     }
+}
+
+/// Refuses pinned maps of another layout (`translator_common::maps::LAYOUT_VERSION`): a
+/// program of this translator would misread them. Pins from before the layout was recorded
+/// count as layout 1.
+pub fn check_layout(inst: &Instance) -> anyhow::Result<()> {
+    let found = read_layout(&inst.pins).unwrap_or(1);
+    if found != m::LAYOUT_VERSION {
+        anyhow::bail!(
+            "the running data plane of instance {:?} keeps its state in map layout {found}, this \
+             translator uses layout {}: it cannot adopt those maps. Run `translator down \
+             --instance {}` first (this drops every session), then start it again",
+            inst.name,
+            m::LAYOUT_VERSION,
+            inst.name
+        );
+    }
+    Ok(())
+}
+
+/// The layout version recorded in an instance's pins (None: not recorded).
+fn read_layout(pins: &Path) -> Option<u32> {
+    let map = maps::open_map(pins, m::LAYOUT).ok()?;
+    let array: aya::maps::Array<_, u32> = map.try_into().ok()?;
+    array.get(&0, 0).ok().filter(|v| *v != 0)
+}
+
+/// Records this translator's layout version in freshly created pins.
+pub fn record_layout(inst: &Instance) -> anyhow::Result<()> {
+    let map = maps::open_map(&inst.pins, m::LAYOUT)?;
+    let mut array: aya::maps::Array<_, u32> = map
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("map {}: {e}", m::LAYOUT))?;
+    array
+        .set(0, m::LAYOUT_VERSION, 0)
+        .map_err(|e| anyhow::anyhow!("recording the map layout: {e}"))
 }
 
 /// The client (subscriber) that holds port blocks for a client address: the address masked to

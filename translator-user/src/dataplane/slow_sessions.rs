@@ -5,11 +5,13 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{anyhow, bail};
 use translator_common::{
+    IPPROTO_TCP,
     maps::{
         BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId, BlockSlot,
         BlockSlotKey, FilterKey, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
     },
     rfc6052::{self, raw4, raw6},
+    tcp,
 };
 
 use super::{Maps, subscriber};
@@ -20,7 +22,9 @@ impl Maps {
     /// plane's rules: client allowed, destination allowed, the client's binding (EIM) or a new
     /// one from its port blocks (a pool port is owned by whoever inserts it into BINDINGS4
     /// first, so this never races the data plane into a double use). Used by the slow path
-    /// for flows whose first packet needs it (extension headers, IPv4 options).
+    /// for flows whose first packet needs it (extension headers, IPv4 options). A TCP session
+    /// is opened by a SYN only (`tcp`: the packet's TCP flags) and starts in V6 INIT.
+    #[allow(clippy::too_many_arguments)]
     pub fn create_outbound(
         &mut self,
         cfg: &Config,
@@ -29,10 +33,19 @@ impl Maps {
         remote: Ipv4Addr,
         remote_port: u16,
         proto: u8,
+        tcp: u8,
     ) -> anyhow::Result<(Ipv4Addr, u16)> {
         if !cfg.clients.iter().any(|c| c.contains(client)) {
             bail!("client {client} is outside nat64.clients");
         }
+        if proto == IPPROTO_TCP && tcp & tcp::SYN == 0 {
+            bail!("a TCP packet other than a SYN opens no session (RFC 6146 section 3.5.2.2)");
+        }
+        let state = if proto == IPPROTO_TCP {
+            tcp::V6_INIT
+        } else {
+            tcp::CLOSED
+        };
         if rfc6052::is_well_known(u128::from(cfg.prefix.addr), cfg.prefix.len)
             && !cfg.allow_non_global
             && !rfc6052::is_global(u32::from(remote))
@@ -63,7 +76,7 @@ impl Maps {
             pool,
             pool_port_be: pool_port,
             flags: 0,
-            _pad: 0,
+            state,
             last_seen: now,
         };
         self.sessions6
@@ -74,7 +87,8 @@ impl Maps {
             client: key.client,
             client_port_be: key.client_port_be,
             flags: 0,
-            _pad: [0; 5],
+            state,
+            _pad: [0; 4],
             last_seen: now,
         };
         self.sessions4
@@ -193,11 +207,14 @@ impl Maps {
     }
 
     /// The session of an inbound IPv4 packet, created when a static binding, endpoint-
-    /// independent filtering or a permit allows it (the data plane's rules).
+    /// independent filtering or a permit allows it (the data plane's rules: for TCP, a SYN,
+    /// `tcp` being the packet's TCP flags, opening it in V4 INIT). An inbound SYN that nothing
+    /// lets in is refused here; the data plane holds those that reach it whole.
     pub fn inbound_session(
         &mut self,
         cfg: &Config,
         key: &SessionKey4,
+        tcp: u8,
     ) -> anyhow::Result<(Ipv6Addr, u16)> {
         if let Ok(v) = self.sessions4.get(key, 0) {
             return Ok((
@@ -228,30 +245,32 @@ impl Maps {
         {
             bail!("filtered (address-dependent)");
         }
+        if key.proto == IPPROTO_TCP && tcp & tcp::SYN == 0 {
+            bail!("a TCP packet other than a SYN opens no session (RFC 6146 section 3.5.2.2)");
+        }
+        let state = if key.proto == IPPROTO_TCP {
+            tcp::V4_INIT
+        } else {
+            tcp::CLOSED
+        };
         let now = crate::clock::monotonic_ns();
         let v4 = SessionValue4 {
             client: b.client,
             client_port_be: b.client_port_be,
             flags: 0,
-            _pad: [0; 5],
+            state,
+            _pad: [0; 4],
             last_seen: now,
         };
         self.sessions4
             .insert(*key, v4, 0)
             .map_err(|e| anyhow!("session table: {e}"))?;
-        let k6 = SessionKey6 {
-            client: b.client,
-            remote: key.remote,
-            client_port_be: b.client_port_be,
-            remote_port_be: key.remote_port_be,
-            proto: key.proto,
-            _pad: [0; 3],
-        };
+        let k6 = v4.reverse(key);
         let v6 = SessionValue6 {
             pool: key.pool,
             pool_port_be: key.pool_port_be,
             flags: 0,
-            _pad: 0,
+            state,
             last_seen: now,
         };
         self.sessions6

@@ -1,8 +1,8 @@
 //! Embedded DNS64 server (RFC 6147), configured by the `[dns64]` table.
 //!
-//! Behaviour: `/work/shared/spec/DNS64.md` (prefixes from the NAT64 setting, exclusion, TTL
-//! rules, DNSSEC policy, PTR and ipv4only.arpa answered locally, UDP and TCP, EDNS hop by hop,
-//! client ACL, counters).
+//! Behaviour: `docs/dns64.md` (prefixes from the NAT64 setting, exclusion, TTL rules, DNSSEC
+//! policy, PTR and ipv4only.arpa answered locally, UDP and TCP, EDNS hop by hop, client ACL,
+//! counters).
 //!
 //! Choices where the RFCs leave room:
 //! - Answers never carry AA; RA is always set; AD only on data passed through from an

@@ -49,7 +49,7 @@ pub struct Snapshot {
 /// The session states a protocol's sessions can be in.
 fn states(p: Protocol) -> &'static [SessionState] {
     match p {
-        Protocol::Tcp => &[SessionState::TcpEstablished, SessionState::TcpTransitory],
+        Protocol::Tcp => &SessionState::TCP,
         Protocol::Udp => &[SessionState::Udp],
         Protocol::Icmp => &[SessionState::Icmp],
     }
@@ -70,11 +70,11 @@ pub fn collect(pins: &Path, run_dir: &Path, cfg: &Config) -> anyhow::Result<Snap
         let Some(p) = Protocol::from_number(k.proto) else {
             continue;
         };
-        let flags4 = maps
+        let v4 = maps
             .sessions4
             .get(&k.reverse(&v6), 0)
-            .map_or(0, |v| v.flags);
-        let state = crate::state::classify(k.proto, v6.flags, flags4);
+            .map_or((0, 0), |v| (v.state, v.last_seen));
+        let state = crate::state::classify(k.proto, (v6.state, v6.last_seen), v4);
         if let Some(e) = sessions
             .iter_mut()
             .find(|(ep, es, _)| *ep == p && *es == state)

@@ -4,7 +4,7 @@
 //! address prefix, default router, resolver (RDNSS, the DNS64 server) and NAT64 prefix
 //! (PREF64, always `nat64.prefix`) with nothing typed by hand.
 //!
-//! Behaviour: `/work/shared/spec/HOSTS.md`. Choices where the RFCs leave room (after what
+//! Behaviour: RFC 4861 section 6, RFC 8106, RFC 8781. Choices where the RFCs leave room (after what
 //! radvd, BIRD and odhcpd do):
 //! - Answers to solicitations are multicast to ff02::1 and restart the interval timer
 //!   (RFC 4861's usual case); unicast answers (RFC 7772) are not implemented.

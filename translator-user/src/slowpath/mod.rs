@@ -11,6 +11,9 @@
 //! - packets that must be fragmented after translation (IPv4 with DF clear larger than the
 //!   IPv6 MTU, IPv6 fragments larger than the IPv4 link).
 //!
+//! The worker of the IPv4-side interface also answers the inbound SYNs the data plane held
+//! (`held`: RFC 6146 section 3.5.2.2).
+//!
 //! Translated packets leave through raw sockets (header included), so the kernel routes them
 //! and resolves neighbours. The translation rules are the data plane's, on whole buffers:
 //! the same session tables, the same RFC 6052 mapping, checksums computed in full.
@@ -35,6 +38,7 @@ use translator_common::{
 
 use crate::{config::Config, dataplane::Maps};
 
+mod held;
 mod reassembly;
 #[cfg(test)]
 mod tests;
@@ -63,6 +67,10 @@ pub struct SlowPathStats {
     pub reassembled: AtomicU64,
     pub timed_out: AtomicU64,
     pub dropped: AtomicU64,
+    /// Held inbound SYNs answered with port unreachable, found opened, left unanswered.
+    pub held_syn_answered: AtomicU64,
+    pub held_syn_session_found: AtomicU64,
+    pub held_syn_unanswered: AtomicU64,
 }
 
 impl SlowPathStats {
@@ -86,6 +94,18 @@ impl SlowPathStats {
                 self.timed_out.load(Ordering::Relaxed),
             ),
             ("slow-path-dropped", self.dropped.load(Ordering::Relaxed)),
+            (
+                "held-syn-answered",
+                self.held_syn_answered.load(Ordering::Relaxed),
+            ),
+            (
+                "held-syn-session-found",
+                self.held_syn_session_found.load(Ordering::Relaxed),
+            ),
+            (
+                "held-syn-unanswered",
+                self.held_syn_unanswered.load(Ordering::Relaxed),
+            ),
         ]
     }
 }
@@ -283,11 +303,15 @@ pub fn start(
         let stats = stats.clone();
         let stop = stop.clone();
         let cfg = cfg.clone();
+        // One worker answers the held SYNs: the IPv4 side's (the answers go out there).
+        let answers_held = iface == cfg.ipv4_interface;
         let h = std::thread::Builder::new()
             .name(format!("slowpath-{iface}"))
             .spawn(move || {
                 let mut sp = Worker {
                     params,
+                    budget: held::Budget::new(cfg.icmp_errors_per_second),
+                    answers_held,
                     cfg,
                     maps,
                     senders,
@@ -303,6 +327,15 @@ pub fn start(
     Ok(handles)
 }
 
+/// A TCP segment's flags (0 for other protocols, or a segment too short to have them).
+fn tcp_flags(proto: u8, seg: &[u8]) -> u8 {
+    if proto == IPPROTO_TCP {
+        seg.get(13).copied().unwrap_or(0)
+    } else {
+        0
+    }
+}
+
 struct Worker {
     params: Params,
     cfg: Config,
@@ -311,12 +344,16 @@ struct Worker {
     stats: Arc<SlowPathStats>,
     pending: HashMap<DatagramKey, Pieces>,
     held: usize,
+    /// Whether this worker answers the held inbound SYNs, and its ICMP error budget.
+    answers_held: bool,
+    budget: held::Budget,
 }
 
 impl Worker {
     fn run(&mut self, sock: &OwnedFd, stop: &AtomicBool) {
         let mut buf = vec![0u8; 65536 + 14];
         let mut last_sweep = Instant::now();
+        let mut last_held = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             // SAFETY: valid buffer.
             let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -331,6 +368,13 @@ impl Worker {
             if last_sweep.elapsed() >= Duration::from_millis(100) {
                 self.sweep();
                 last_sweep = Instant::now();
+            }
+            if self.answers_held && last_held.elapsed() >= held::EVERY {
+                let answers = held::due(&mut self.maps, &mut self.budget, &self.stats);
+                if !answers.is_empty() {
+                    self.senders.send(&Output::V4(answers));
+                }
+                last_held = Instant::now();
             }
         }
     }
@@ -381,7 +425,7 @@ impl Worker {
             // A whole packet that must be fragmented after translation, or has options.
             let seg = pkt[ihl..].to_vec();
             let client = self.client_of(src, dst, proto, &seg)?;
-            let out = whole_4to6(&self.params, src, proto, ttl, tos, id, seg, client)?;
+            let out = whole_4to6(&self.params, src, dst, proto, ttl, tos, id, seg, client)?;
             self.emit(&out);
             return Ok(());
         }
@@ -492,7 +536,7 @@ impl Worker {
                 id,
             } => {
                 let client = self.client_of(src, dst, proto, &seg)?;
-                whole_4to6(&self.params, src, proto, p.ttl, p.tos, id, seg, client)?
+                whole_4to6(&self.params, src, dst, proto, p.ttl, p.tos, id, seg, client)?
             }
             DatagramKey::V6 { src, dst, id } => {
                 let (nh, start) = skip_extensions(&seg, p.proto, 0, false)?;
@@ -530,28 +574,42 @@ impl Worker {
                 pool,
             );
         }
-        if nh != IPPROTO_TCP && nh != IPPROTO_UDP {
-            return Err("only TCP and UDP hairpin");
-        }
+        // The translated packet's IPv4-side session key, as the data plane makes it: ICMP echo
+        // goes to the mapping its (translated) identifier names.
+        let icmp = nh == IPPROTO_ICMPV6;
+        let (pool_port, remote_port) = if icmp {
+            (pool.1, 0)
+        } else {
+            (be16(&seg, 2), pool.1)
+        };
         let k4 = SessionKey4 {
             pool: rfc6052::raw4(u32::from(remote)),
             remote: rfc6052::raw4(u32::from(pool.0)),
-            pool_port_be: be16(&seg, 2).to_be(),
-            remote_port_be: pool.1.to_be(),
-            proto: nh,
+            pool_port_be: pool_port.to_be(),
+            remote_port_be: remote_port.to_be(),
+            proto: if icmp { IPPROTO_ICMP } else { nh },
             _pad: [0; 3],
         };
-        let (peer, peer_port) = self.maps.inbound_session(&self.cfg, &k4).map_err(|e| {
-            log::debug!("slow path: hairpin to {remote}: {e:#}");
-            "no session"
-        })?;
+        let (peer, peer_port) = self
+            .maps
+            .inbound_session(&self.cfg, &k4, tcp_flags(nh, &seg))
+            .map_err(|e| {
+                log::debug!("slow path: hairpin to {remote}: {e:#}");
+                "no session"
+            })?;
         let src6 = Ipv6Addr::from(rfc6052::embed(
             self.params.prefix,
             self.params.prefix_len,
             u32::from(pool.0),
         ));
-        let pseudo = pseudo6(src6, peer, nh, seg.len());
-        rewrite_segment(&mut seg, nh, Some(pool.1), Some(peer_port), Some(&pseudo))?;
+        let pseudo_in = pseudo6(src, dst, nh, seg.len());
+        let pseudo_out = pseudo6(src6, peer, nh, seg.len());
+        let ports = if icmp {
+            (None, Some(peer_port))
+        } else {
+            (Some(pool.1), Some(peer_port))
+        };
+        rewrite_segment(&mut seg, nh, ports.0, ports.1, &pseudo_in, &pseudo_out)?;
         let hop = hop.saturating_sub(1);
         if 40 + seg.len() <= self.params.ipv6_mtu {
             let mut pkt = ipv6_header(src6, peer, nh, hop, tclass, seg.len());
@@ -596,10 +654,12 @@ impl Worker {
             proto,
             _pad: [0; 3],
         };
-        self.maps.inbound_session(&self.cfg, &k).map_err(|e| {
-            log::debug!("slow path: inbound {src} -> {dst}: {e:#}");
-            "no session"
-        })
+        self.maps
+            .inbound_session(&self.cfg, &k, tcp_flags(proto, seg))
+            .map_err(|e| {
+                log::debug!("slow path: inbound {src} -> {dst}: {e:#}");
+                "no session"
+            })
     }
 
     /// The session binding of an IPv6 datagram from a client (from its transport header).
@@ -634,7 +694,15 @@ impl Worker {
             ));
         }
         self.maps
-            .create_outbound(&self.cfg, src, cport, Ipv4Addr::from(remote), rport, proto)
+            .create_outbound(
+                &self.cfg,
+                src,
+                cport,
+                Ipv4Addr::from(remote),
+                rport,
+                proto,
+                tcp_flags(nh, seg),
+            )
             .map_err(|e| {
                 log::debug!("slow path: outbound {src} -> {dst}: {e:#}");
                 "no session"

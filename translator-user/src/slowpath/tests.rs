@@ -32,6 +32,7 @@ fn icmp_echo_4to6_fragments_to_fit_1280() {
     let out = whole_4to6(
         &params(),
         Ipv4Addr::new(192, 0, 2, 2),
+        Ipv4Addr::new(192, 0, 2, 1),
         IPPROTO_ICMP,
         64,
         0,
@@ -72,6 +73,8 @@ fn icmpv6_echo_6to4_fragments_to_fit_mtu() {
     let mut seg = vec![0u8; 3008];
     seg[0] = 128;
     seg[4..6].copy_from_slice(&4660u16.to_be_bytes());
+    let c = finish(sum_bytes(&pseudo6(client, dst6, IPPROTO_ICMPV6, seg.len())) + sum_bytes(&seg));
+    seg[2..4].copy_from_slice(&c.to_ne_bytes());
     let out = whole_6to4(
         &params(),
         client,
@@ -153,6 +156,7 @@ fn parsers_survive_random_input() {
         let _ = whole_4to6(
             &p,
             Ipv4Addr::new(192, 0, 2, 2),
+            Ipv4Addr::new(192, 0, 2, 1),
             proto4,
             64,
             0,
@@ -230,4 +234,108 @@ fn reassembly_out_of_order_with_overlap() {
     assert_eq!(p.complete(), None);
     p.parts.push((8, data[8..32].to_vec(), true, Vec::new()));
     assert_eq!(p.complete(), Some(data));
+}
+
+/// A checksum that was wrong stays wrong by the same amount (RFC 1624 update, as the data
+/// plane does), for TCP, UDP and ICMP echo both ways; an IPv4 UDP datagram without a checksum
+/// gets one computed.
+#[test]
+fn bad_checksums_stay_bad_by_the_same_amount() {
+    let client: Ipv6Addr = "2001:db8:1::2".parse().expect("client");
+    let dst6: Ipv6Addr = "2001:db8:64::c000:202".parse().expect("dst");
+    let (pool, server) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
+    // The sum over pseudo-header and segment of a valid checksum is 0xffff (its complement 0);
+    // skewed by one it is 0xfffe, and stays so after translation.
+    let verify = |pseudo: &[u8], seg: &[u8]| super::translate::l4_checksum(pseudo, seg);
+    for (proto6, at) in [
+        (IPPROTO_TCP, 16usize),
+        (IPPROTO_UDP, 6),
+        (IPPROTO_ICMPV6, 2),
+    ] {
+        let mut seg = vec![0u8; 60];
+        for (i, b) in seg.iter_mut().enumerate() {
+            *b = (i * 13) as u8;
+        }
+        if proto6 == IPPROTO_ICMPV6 {
+            seg[0] = 128;
+            seg[1] = 0;
+        }
+        if proto6 == IPPROTO_UDP {
+            seg[4..6].copy_from_slice(&60u16.to_be_bytes());
+        }
+        seg[at..at + 2].copy_from_slice(&[0, 0]);
+        let good = finish(sum_bytes(&pseudo6(client, dst6, proto6, 60)) + sum_bytes(&seg));
+        let bad = !((!good) + 1);
+        seg[at..at + 2].copy_from_slice(&bad.to_ne_bytes());
+        let in6 = verify(&pseudo6(client, dst6, proto6, 60), &seg);
+        let Output::V4(out) = whole_6to4(
+            &params(),
+            client,
+            dst6,
+            proto6,
+            64,
+            0,
+            1,
+            seg.clone(),
+            (pool, 1024),
+        )
+        .expect("translated") else {
+            panic!("expected IPv4")
+        };
+        let proto4 = if proto6 == IPPROTO_ICMPV6 {
+            IPPROTO_ICMP
+        } else {
+            proto6
+        };
+        let seg4 = out[0][20..].to_vec();
+        let pseudo = if proto4 == IPPROTO_ICMP {
+            Vec::new()
+        } else {
+            pseudo4(pool, server, proto4, 60)
+        };
+        assert_eq!(verify(&pseudo, &seg4), in6, "6->4 protocol {proto6}");
+        assert_ne!(in6, 0, "the input was meant to be bad");
+        let Output::V6(back) = whole_4to6(
+            &params(),
+            server,
+            pool,
+            proto4,
+            64,
+            0,
+            1,
+            seg4,
+            (client, 40000),
+        )
+        .expect("translated") else {
+            panic!("expected IPv6")
+        };
+        let src6 = Ipv6Addr::from(rfc6052::embed(params().prefix, 96, u32::from(server)));
+        assert_eq!(
+            verify(&pseudo6(src6, client, proto6, 60), &back[0][40..]),
+            in6,
+            "4->6 protocol {proto4}"
+        );
+    }
+    // IPv4 UDP without a checksum: IPv6 gets a valid one.
+    let mut seg = vec![0u8; 20];
+    seg[4..6].copy_from_slice(&20u16.to_be_bytes());
+    let Output::V6(out) = whole_4to6(
+        &params(),
+        server,
+        pool,
+        IPPROTO_UDP,
+        64,
+        0,
+        1,
+        seg,
+        (client, 40000),
+    )
+    .expect("translated") else {
+        panic!("expected IPv6")
+    };
+    let src6 = Ipv6Addr::from(rfc6052::embed(params().prefix, 96, u32::from(server)));
+    assert_eq!(
+        verify(&pseudo6(src6, client, IPPROTO_UDP, 20), &out[0][40..]),
+        0
+    );
 }

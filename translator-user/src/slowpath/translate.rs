@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use translator_common::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-    checksum::{finish, sum_bytes},
+    checksum::{finish, sum_bytes, update},
     rfc6052,
 };
 
@@ -61,41 +61,55 @@ pub(crate) fn csum_at(proto: u8) -> Option<usize> {
     }
 }
 
-/// Rewrites a whole transport segment for the other family: ports/identifier, ICMP echo type,
-/// checksum recomputed in full.
+/// Rewrites a whole transport segment for the other family (or, hairpinned, the same one):
+/// ports/identifier, ICMP echo type, and the checksum updated incrementally over what changed
+/// (RFC 1624: the pseudo-header `pseudo_in` -> `pseudo_out`, and the words of the first eight
+/// bytes), as the data plane does, so a checksum that was wrong stays wrong by the same
+/// amount. Only an IPv4 UDP datagram without a checksum (zero) gets one computed in full.
 pub(crate) fn rewrite_segment(
     seg: &mut [u8],
     proto_in: u8,
     src_port: Option<u16>,
     dst_port: Option<u16>,
-    pseudo_out: Option<&[u8]>,
+    pseudo_in: &[u8],
+    pseudo_out: &[u8],
 ) -> Result<u8, &'static str> {
     let at = csum_at(proto_in).ok_or("protocol not translated")?;
     if seg.len() < at + 2 || seg.len() < 8 {
         return Err("transport header truncated");
     }
+    // The words of the first eight bytes but the checksum field (for UDP and ICMP it is there).
+    let head_sum = |seg: &[u8]| -> u32 {
+        (0..8)
+            .step_by(2)
+            .filter(|i| *i != at)
+            .map(|i| u32::from(u16::from_ne_bytes([seg[i], seg[i + 1]])))
+            .sum()
+    };
+    let before = head_sum(seg);
+    let old = u16::from_ne_bytes([seg[at], seg[at + 1]]);
+    let no_udp_checksum = proto_in == IPPROTO_UDP && old == 0;
     let proto_out = match proto_in {
-        IPPROTO_ICMP => {
-            seg[0] = match seg[0] {
-                8 => 128,
-                0 => 129,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let (ty, to_v6) = match (proto_in, seg[0]) {
+                (IPPROTO_ICMP, 8) => (128, true),
+                (IPPROTO_ICMP, 0) => (129, true),
+                // ICMPv4 has no pseudo-header; with one, ICMPv6 stays ICMPv6 (hairpinned).
+                (IPPROTO_ICMPV6, 128) if pseudo_out.is_empty() => (8, false),
+                (IPPROTO_ICMPV6, 129) if pseudo_out.is_empty() => (0, false),
+                (IPPROTO_ICMPV6, t @ (128 | 129)) => (t, true),
                 _ => return Err("only ICMP echo is translated here"),
             };
-            if let Some(p) = dst_port {
-                seg[4..6].copy_from_slice(&p.to_be_bytes());
-            }
-            IPPROTO_ICMPV6
-        }
-        IPPROTO_ICMPV6 => {
-            seg[0] = match seg[0] {
-                128 => 8,
-                129 => 0,
-                _ => return Err("only ICMPv6 echo is translated here"),
+            seg[0] = ty;
+            let id = if proto_in == IPPROTO_ICMP {
+                dst_port
+            } else {
+                src_port.or(dst_port)
             };
-            if let Some(p) = src_port {
+            if let Some(p) = id {
                 seg[4..6].copy_from_slice(&p.to_be_bytes());
             }
-            IPPROTO_ICMP
+            if to_v6 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP }
         }
         p => {
             if let Some(sp) = src_port {
@@ -107,8 +121,16 @@ pub(crate) fn rewrite_segment(
             p
         }
     };
-    seg[at..at + 2].copy_from_slice(&[0, 0]);
-    let c = l4_checksum(pseudo_out.unwrap_or(&[]), seg);
+    let c = if no_udp_checksum {
+        seg[at..at + 2].copy_from_slice(&[0, 0]);
+        l4_checksum(pseudo_out, seg)
+    } else {
+        update(
+            old,
+            sum_bytes(pseudo_in) + before,
+            sum_bytes(pseudo_out) + head_sum(seg),
+        )
+    };
     let c = if c == 0 && proto_out == IPPROTO_UDP {
         0xffff
     } else {
@@ -245,9 +267,20 @@ pub fn whole_6to4(
     } else {
         proto6
     };
-    let pseudo = (proto4 != IPPROTO_ICMP).then(|| pseudo4(pool.0, remote, proto4, seg.len()));
-    rewrite_segment(&mut seg, proto6, Some(pool.1), None, pseudo.as_deref())?;
-    let _ = client;
+    let pseudo_in = pseudo6(client, dst6, proto6, seg.len());
+    let pseudo_out = if proto4 == IPPROTO_ICMP {
+        Vec::new()
+    } else {
+        pseudo4(pool.0, remote, proto4, seg.len())
+    };
+    rewrite_segment(
+        &mut seg,
+        proto6,
+        Some(pool.1),
+        None,
+        &pseudo_in,
+        &pseudo_out,
+    )?;
     Ok(Output::V4(fragment4(
         pool.0,
         remote,
@@ -262,11 +295,12 @@ pub fn whole_6to4(
     )))
 }
 
-/// Translates a whole IPv4 datagram to a pool address, given the session's client.
+/// Translates a whole IPv4 datagram to the pool address `dst4`, given the session's client.
 #[allow(clippy::too_many_arguments)]
 pub fn whole_4to6(
     p: &Params,
     src4: Ipv4Addr,
+    dst4: Ipv4Addr,
     proto4: u8,
     ttl: u8,
     tos: u8,
@@ -280,8 +314,20 @@ pub fn whole_4to6(
     } else {
         proto4
     };
-    let pseudo = pseudo6(src6, client.0, proto6, seg.len());
-    rewrite_segment(&mut seg, proto4, None, Some(client.1), Some(&pseudo))?;
+    let pseudo_in = if proto4 == IPPROTO_ICMP {
+        Vec::new()
+    } else {
+        pseudo4(src4, dst4, proto4, seg.len())
+    };
+    let pseudo_out = pseudo6(src6, client.0, proto6, seg.len());
+    rewrite_segment(
+        &mut seg,
+        proto4,
+        None,
+        Some(client.1),
+        &pseudo_in,
+        &pseudo_out,
+    )?;
     let hop = ttl.saturating_sub(1);
     if 40 + seg.len() <= p.ipv6_mtu {
         let mut pkt = ipv6_header(src6, client.0, proto6, hop, tos, seg.len());
