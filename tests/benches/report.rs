@@ -1,6 +1,6 @@
 //! Merges the benchmark results into one table (`cargo xtask bench` runs this last).
 //!
-//! Reads `dataplane.json` and `live.json` (rows written by those bench targets) and
+//! Reads `dataplane.json`, `live.json` and `clat.json` (rows written by those bench targets) and
 //! `dns64.txt` (the output of the DNS64 bench in tests/tests/dns64.rs) from the results folder
 //! (`$TRANSLATOR_BENCH_DIR`, default `results/`), adds the machine description and the issue's
 //! targets (met or missed), prints the table and writes `bench.json` and `bench.md`.
@@ -311,6 +311,30 @@ fn targets(rows: &[Row]) -> Vec<Target> {
             );
         }
     }
+    // Issue 11: the CLAT + NAT64 path against TAYGA as the CLAT.
+    for (unit, what) in [
+        ("packets/s", "CLAT + NAT64, 64-byte UDP"),
+        ("packets/s/core", "CLAT capacity per core, 64-byte UDP"),
+    ] {
+        for via in ["injected", "from sockets"] {
+            let clat = |n: &str| {
+                rows.iter()
+                    .find(|r| {
+                        r.section == "clat"
+                            && r.unit == unit
+                            && r.name.starts_with(&format!("{what} {via}:"))
+                            && r.name.contains(n)
+                    })
+                    .and_then(|r| r.median)
+            };
+            add(
+                &format!("{what} {via} ({unit}) >= 5x TAYGA as the CLAT"),
+                clat("our CLAT")
+                    .zip(clat("TAYGA"))
+                    .map(|(a, b)| (format!("x{:.2}", a / b), a / b >= 5.0)),
+            );
+        }
+    }
     t
 }
 
@@ -321,6 +345,7 @@ fn report() -> Result<()> {
     );
     let mut rows = read_rows(&dir, "dataplane", "testrun");
     rows.extend(read_rows(&dir, "live", "live"));
+    rows.extend(read_rows(&dir, "clat", "clat"));
     rows.extend(dns64_rows(&dir));
     let machine = machine();
     let targets = targets(&rows);
@@ -362,7 +387,7 @@ fn report() -> Result<()> {
     }
     let _ = writeln!(
         md,
-        "\n## Targets (issue 6)\n\n| target | measured | met |\n|---|---|---|"
+        "\n## Targets (issues 6 and 11)\n\n| target | measured | met |\n|---|---|---|"
     );
     for t in &targets {
         let met = match t.met {

@@ -20,6 +20,7 @@ pub struct Clat<'a> {
     proc: Option<Proc>,
     _dir: TempDir,
     log: PathBuf,
+    print_log_on_drop: bool,
 }
 
 impl<'a> Clat<'a> {
@@ -39,7 +40,14 @@ impl<'a> Clat<'a> {
             proc: Some(proc),
             _dir: dir,
             log,
+            print_log_on_drop: true,
         })
+    }
+
+    /// Whether to print the CLAT's log when dropped (default: yes; the test harness shows it
+    /// only for failed tests; benches turn it off).
+    pub fn set_print_log_on_drop(&mut self, yes: bool) {
+        self.print_log_on_drop = yes;
     }
 
     /// `translator --netns NS <args>`.
@@ -119,11 +127,13 @@ impl Drop for Clat<'_> {
             p.stop(Duration::from_secs(10));
         }
         // The test harness shows it for failed tests only.
-        println!(
-            "--- log of translator clat in {} ---\n{}--- end of log ---",
-            self.ns.name(),
-            self.log()
-        );
+        if self.print_log_on_drop {
+            println!(
+                "--- log of translator clat in {} ---\n{}--- end of log ---",
+                self.ns.name(),
+                self.log()
+            );
+        }
         let mut c = Command::new(&self.bin);
         c.arg("--netns").arg(self.ns.name()).args(["clat", "down"]);
         if let Err(e) = cmd::run(&mut c, SHORT) {

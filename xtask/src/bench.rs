@@ -4,8 +4,10 @@
 //! 1. `cargo bench --bench dataplane`: `BPF_PROG_TEST_RUN` costs and the session-table scale;
 //! 2. `cargo bench --bench live`: live traffic through namespaces (our gateway, the bare XDP
 //!    forwarder, kernel forwarding, TAYGA) and iperf3;
-//! 3. the DNS64 bench against Unbound (`bench_against_unbound` in tests/tests/dns64.rs);
-//! 4. `cargo bench --bench report`: one table, `results/bench.json` and `results/bench.md`.
+//! 3. `cargo bench --bench clat`: the CLAT + NAT64 path with our CLAT against TAYGA as the CLAT
+//!    (issue 11);
+//! 4. the DNS64 bench against Unbound (`bench_against_unbound` in tests/tests/dns64.rs);
+//! 5. `cargo bench --bench report`: one table, `results/bench.json` and `results/bench.md`.
 //!
 //! A part that fails is reported as "not measured" with the reason; the others still run.
 
@@ -16,7 +18,7 @@ use crate::run::{cargo, status};
 use crate::setup;
 
 /// The parts, by the name `--only` takes.
-pub const PARTS: [&str; 3] = ["dataplane", "live", "dns64"];
+pub const PARTS: [&str; 4] = ["dataplane", "live", "clat", "dns64"];
 
 pub fn bench(quick: bool, only: Option<&str>) -> Result<()> {
     translator_tests::require_root()
@@ -31,7 +33,7 @@ pub fn bench(quick: bool, only: Option<&str>) -> Result<()> {
     let results = workspace_root().join("results");
     std::fs::create_dir_all(&results).with_context(|| format!("creating {}", results.display()))?;
     let mut failed = Vec::new();
-    for target in ["dataplane", "live"] {
+    for target in ["dataplane", "live", "clat"] {
         if !wanted(target) {
             continue;
         }

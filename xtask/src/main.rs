@@ -56,7 +56,7 @@ enum Task {
         /// Fewer and shorter runs (to try the bench out; the figures are less reliable).
         #[arg(long)]
         quick: bool,
-        /// Only these parts, comma-separated: dataplane, live, dns64.
+        /// Only these parts, comma-separated: dataplane, live, clat, dns64.
         #[arg(long)]
         only: Option<String>,
     },
