@@ -23,7 +23,7 @@ pub const EGRESS_PROGRAM: &str = "clat_egress";
 pub const INGRESS_PROGRAM: &str = "clat_ingress";
 
 /// The gateway's tables, which the CLAT's programs never touch.
-const NAT64_MAPS: [&str; 13] = [
+const NAT64_MAPS: [&str; 14] = [
     m::SESSIONS6,
     m::SESSIONS4,
     m::BINDINGS6,
@@ -37,6 +37,7 @@ const NAT64_MAPS: [&str; 13] = [
     m::POOL,
     m::FRAGS6,
     m::FRAGS4,
+    m::HELD_SYNS,
 ];
 
 /// The loaded object, its settings map and the two attachments.
