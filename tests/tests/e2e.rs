@@ -1006,7 +1006,7 @@ fn tc_mode_on_plain_veths() -> Result<()> {
 }
 
 /// `translator check` and `translator status` say which mode suits the interfaces they see, and
-/// why: tc for veth.
+/// why: tc for veth; and what the session tables take of kernel memory.
 #[test]
 fn check_and_status_say_tc_suits_veth() -> Result<()> {
     let _lock = prepare()?;
@@ -1023,6 +1023,11 @@ fn check_and_status_say_tc_suits_veth() -> Result<()> {
             "`translator check` does not advise tc mode for {iface}:\n{text}"
         );
     }
+    ensure!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("sessions") && l.contains("MiB of kernel memory")),
+        "`translator check` does not say what the session tables take:\n{text}"
+    );
     let status = gw.status()?;
     let advice = status["advice"]
         .as_array()
@@ -1038,6 +1043,22 @@ fn check_and_status_say_tc_suits_veth() -> Result<()> {
     ensure!(
         text.contains("mode \"tc\" suits it better"),
         "`translator status` does not advise tc mode:\n{text}"
+    );
+    // The session tables' memory: the kernel's accounting, the same as the check's plan.
+    let slots = status["session_slots"]
+        .as_u64()
+        .context("no session_slots")?;
+    let bytes = status["session_memory_bytes"]
+        .as_u64()
+        .context("no session_memory_bytes")?;
+    let planned = translator::dataplane::memory::planned(u32::try_from(slots)?);
+    ensure!(
+        slots > 0 && planned.abs_diff(bytes) < bytes / 1000,
+        "`status --json`: {bytes} bytes for {slots} session slots, planned {planned}"
+    );
+    ensure!(
+        text.contains("memory ") && text.contains(&format!("for {slots} session slots")),
+        "`translator status` does not show the session tables' memory:\n{text}"
     );
     ensure!(
         gw.log().contains("mode \"tc\" suits it better"),

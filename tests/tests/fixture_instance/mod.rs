@@ -46,6 +46,8 @@ pub struct Fixture<'a> {
     pub tc: Option<ProgramFd>,
     pub v6if: u32,
     pub v4if: u32,
+    /// The instance's pins (its maps).
+    pub pins: std::path::PathBuf,
 }
 
 impl Fixture<'_> {
@@ -98,6 +100,7 @@ pub fn with_fixture_instance<R: Send>(
                 tc: None,
                 v6if: translator::netns::ifindex("v6a").context("no v6a")?,
                 v4if: translator::netns::ifindex("v4a").context("no v4a")?,
+                pins: inst.pins.clone(),
             };
             f(&mut fx)
         })();

@@ -29,6 +29,10 @@ struct Status {
     sessions: usize,
     bindings: usize,
     static_bindings: usize,
+    /// The slots of the session tables (`limits.sessions`) and their kernel memory, as the
+    /// kernel accounts it.
+    session_slots: u32,
+    session_memory_bytes: u64,
     pool: Pool,
 }
 
@@ -92,6 +96,8 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             .iter()
             .filter(|(_, v)| v.flags & translator_common::maps::BINDING_STATIC != 0)
             .count(),
+        session_slots: cfg.sessions,
+        session_memory_bytes: crate::dataplane::memory::measured(&inst.pins)?,
         pool: Pool {
             addresses: cfg.pool.iter().map(ToString::to_string).collect(),
             block_size: cfg.block_size,
@@ -135,6 +141,12 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     println!("pool         {}", s.pool.addresses.join(", "));
     println!("sessions     {}", s.sessions);
     println!("bindings     {} ({} static)", s.bindings, s.static_bindings);
+    println!(
+        "memory       {:.1} MiB of kernel memory for {} session slots ({} bytes a slot)",
+        s.session_memory_bytes as f64 / f64::from(1u32 << 20),
+        s.session_slots,
+        s.session_memory_bytes / u64::from(s.session_slots.max(1))
+    );
     for p in &s.pool.protocols {
         println!(
             "{:<12} {} of {} blocks in use ({} ports bound)",

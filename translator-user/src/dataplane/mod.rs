@@ -25,6 +25,7 @@ use crate::config::{Config, Filtering, InboundSyn};
 
 mod attach;
 mod maps;
+pub mod memory;
 mod slow_sessions;
 
 pub use attach::{
