@@ -1095,6 +1095,7 @@ fn scale_section(s: &Settings) -> Result<Vec<Row>> {
             parts.push(format!("{name} {:.0}", bytes / max));
         }
         memory.push((n, capacity, total / entries, parts.join(", ")));
+        rows.extend(controller_rows(&mut t, n, capacity, s.runs)?);
     }
     if let Some((n, capacity, per, parts)) = memory.last() {
         rows.push(Row::new(
@@ -1114,6 +1115,88 @@ fn scale_section(s: &Settings) -> Result<Vec<Row>> {
         ));
     }
     Ok(rows)
+}
+
+/// CPU time of the calling thread (user and system: the map syscalls count).
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Controller work at one table size (issue 13, item 5): the CPU of one expiry pass over the
+/// table (nothing expires: every session is fresh, the steady state), and a metrics scrape with
+/// the pass's gauges against one that walks the tables.
+fn controller_rows(t: &mut Loaded, n: u32, capacity: u32, runs: usize) -> Result<Vec<Row>> {
+    let cfg = config(&t.inst.name, capacity, 0)?;
+    let mut expiry = Vec::new();
+    let mut left = None;
+    for _ in 0..runs.min(3) {
+        let cpu = thread_cpu();
+        let pass = translator::sessions::expire(&mut t.maps, &cfg);
+        expiry.push((thread_cpu() - cpu).as_secs_f64() * 1e3);
+        let counted: u64 = pass.left.sessions.iter().map(|(_, _, c)| c).sum();
+        if pass.sessions != 0 || counted != u64::from(n) {
+            bail!(
+                "the expiry pass over {n} fresh sessions removed {} and counted {counted}",
+                pass.sessions
+            );
+        }
+        left = Some(pass.left);
+    }
+    let gauges = translator::metrics::PassGauges::default();
+    gauges.set(left.context("no expiry pass ran")?);
+    let scrape = |pass: Option<&translator::metrics::PassGauges>| -> Result<f64> {
+        let started = Instant::now();
+        let snap = translator::metrics::collect(&t.inst.pins, &t.inst.run, &cfg, pass)?;
+        let took = started.elapsed().as_secs_f64() * 1e3;
+        let counted: u64 = snap.sessions.iter().map(|(_, _, c)| c).sum();
+        if counted != u64::from(n) {
+            bail!("a scrape of {n} sessions reported {counted}");
+        }
+        Ok(took)
+    };
+    let fed: Vec<f64> = (0..runs.max(5))
+        .map(|_| scrape(Some(&gauges)))
+        .collect::<Result<_>>()?;
+    let walked: Vec<f64> = (0..runs.min(3))
+        .map(|_| scrape(None))
+        .collect::<Result<_>>()?;
+    let size = human(n);
+    let walked = Row::new(
+        "scale",
+        &format!("metrics scrape walking the tables, {size} sessions"),
+        "ms",
+        walked,
+        "translator::metrics::collect counting sessions by state, bindings and blocks itself \
+         (what every scrape did before the gauges came from the expiry pass)",
+    );
+    let fed = Row::new(
+        "scale",
+        &format!("metrics scrape, {size} sessions"),
+        "ms",
+        fed,
+        "translator::metrics::collect with the expiry pass's gauges: counters and \
+         controller.json only; ratio to the scrape that walks",
+    )
+    .ratio_to(&walked);
+    Ok(vec![
+        Row::new(
+            "scale",
+            &format!("controller CPU for one expiry pass, {size} sessions"),
+            "ms",
+            expiry,
+            "translator::sessions::expire, thread CPU (user + system) of one pass over a table \
+             of fresh UDP sessions: a walk of both session tables with one lookup per session, \
+             plus the binding, filter and block tables; it also counts the gauges",
+        ),
+        fed,
+        walked,
+    ])
 }
 
 fn human(n: u32) -> String {

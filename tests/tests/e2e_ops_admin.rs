@@ -1021,9 +1021,12 @@ fn metrics_endpoint_is_scraped_and_parsed() -> Result<()> {
     send_unsolicited(&topo, ALT_POOL_V4, 7000)?;
     let stats = gw.stats()?;
 
-    // Scrapes within a second share one rendering: poll until the counters show the traffic.
+    // Scrapes within a second share one rendering, and the session gauges are those of the
+    // controller's last expiry pass (at most one expiry period, 10 s here, old): poll until the
+    // counters show the traffic and a pass has counted both sessions.
+    let listed = gw.sessions()?;
     let mut last = (String::new(), String::new());
-    let ok = wait_until(Duration::from_secs(10), || {
+    let ok = wait_until(Duration::from_secs(25), || {
         scrape(&url).is_ok_and(|got| {
             last = got;
             parse_exposition(&last.1).is_ok_and(|s| {
@@ -1031,6 +1034,11 @@ fn metrics_endpoint_is_scraped_and_parsed() -> Result<()> {
                     .is_some_and(|v| v >= 1.0)
                     && sample_value(&s, "translator_packets_total", &[("direction", "4to6")])
                         .is_some_and(|v| v >= 1.0)
+                    && s.iter()
+                        .filter(|s| s.name == "translator_sessions")
+                        .map(|s| s.value)
+                        .sum::<f64>()
+                        == listed.len() as f64
             })
         })
     });
@@ -1046,7 +1054,9 @@ fn metrics_endpoint_is_scraped_and_parsed() -> Result<()> {
     let samples = parse_exposition(&text)?;
     ensure!(
         ok,
-        "the metrics do not show the traffic within 10 s (stats --json says {stats:?}):\n{text}"
+        "the metrics do not show the traffic and the {} sessions `sessions` lists within 25 s \
+         (stats --json says {stats:?}):\n{text}",
+        listed.len()
     );
     for dir in ["6to4", "4to6"] {
         let v = sample_value(&samples, "translator_packets_total", &[("direction", dir)])
@@ -1090,7 +1100,6 @@ fn metrics_endpoint_is_scraped_and_parsed() -> Result<()> {
         "translator_sessions{{protocol=\"udp\"}} adds up to {udp_sessions} while a UDP session exists:\n{text}"
     );
     // Gauges agree with the tables: sessions per protocol with `sessions --json`, blocks in use.
-    let listed = gw.sessions()?;
     for proto in ["udp", "icmp"] {
         let gauge: f64 = samples
             .iter()
@@ -1316,6 +1325,7 @@ fn exposition_parser_reads_the_renderer_and_rejects_broken_text() -> Result<()> 
             in_use: 1,
             total: 100,
         }],
+        gauges_age: std::time::Duration::from_secs(4),
         slow_path: Some([("reassembled".to_owned(), 7)].into()),
         dns64: Some([("queries".to_owned(), 9)].into()),
         ra: None,
@@ -1453,6 +1463,7 @@ const DOCUMENTED_FAMILIES: &[(&str, &str, &[&str])] = &[
     ("translator_bindings", "gauge", &[]),
     ("translator_port_blocks_in_use", "gauge", &["protocol"]),
     ("translator_port_blocks_total", "gauge", &["protocol"]),
+    ("translator_gauges_age_seconds", "gauge", &[]),
     ("translator_slow_path", "counter", &["counter"]),
     ("translator_dns64", "counter", &["counter"]),
 ];
@@ -1685,6 +1696,7 @@ fn metrics_renderer_read_by_prometheus_parsers_in_both_formats() -> Result<()> {
                 total: 3968,
             })
             .collect(),
+        gauges_age: Duration::from_millis(1500),
         slow_path: Some([("slow-path-received".to_owned(), 4)].into()),
         dns64: Some([("queries".to_owned(), 9), (odd.to_owned(), 1)].into()),
         ra: None,
@@ -1790,6 +1802,23 @@ fn metrics_read_by_prometheus_parsers_agree_with_stats() -> Result<()> {
     send_unsolicited(&topo, ALT_POOL_V4, 7000)?;
     // Past the cache of the readiness scrapes, and past a controller tick (controller.json).
     std::thread::sleep(Duration::from_millis(2500));
+    // Until an expiry pass has counted the sessions (the gauges are its counts).
+    let listed = gw.sessions()?;
+    ensure!(
+        wait_until(Duration::from_secs(25), || scrape(None).is_ok_and(
+            |(_, t)| {
+                parse_exposition(&t).is_ok_and(|s| {
+                    s.iter()
+                        .filter(|s| s.name == "translator_sessions")
+                        .map(|s| s.value)
+                        .sum::<f64>()
+                        == listed.len() as f64
+                })
+            }
+        )),
+        "translator_sessions does not add up to the {} sessions `sessions` lists within 25 s",
+        listed.len()
+    );
 
     let before = full_stats(&gw)?;
     ensure!(
@@ -1811,11 +1840,18 @@ fn metrics_read_by_prometheus_parsers_agree_with_stats() -> Result<()> {
             && om_status.contains("version=1.0.0"),
         "GET {url} with Accept OpenMetrics: `{om_status}`, expected 200 in OpenMetrics 1.0.0:\n{om}"
     );
-    let listed = gw.sessions()?;
     for (openmetrics, text) in [(false, &text), (true, &om)] {
         let families = prometheus_parse(text, openmetrics)?;
         check_families(&families, &before, &after)
             .with_context(|| format!("openmetrics: {openmetrics}; stats before {before:?}"))?;
+        // The gauges are an expiry pass's (a scrape counting them itself would say 0), at most
+        // one expiry period (10 s with these timeouts) old.
+        let age = family_value(&families, "translator_gauges_age_seconds", &[]);
+        ensure!(
+            age.is_some_and(|a| a > 0.0 && a <= 12.0),
+            "translator_gauges_age_seconds is {age:?}, expected the age of an expiry pass, at \
+             most one expiry period (10 s):\n{text}"
+        );
         for (family, label, value) in [
             ("translator_drops", "reason", "no-session"),
             ("translator_drops", "reason", "client-not-allowed"),

@@ -1,16 +1,18 @@
 //! Prometheus metrics endpoint, off by default.
 //!
 //! `translator run` serves `GET /metrics` on `metrics.listen` when the setting is present.
-//! Every scrape reads the pinned maps (counters, sessions, bindings, port blocks) and the
-//! controller's `controller.json` (slow-path and DNS64 counters, written every tick), so the
-//! numbers are the ones `translator stats` and `translator status` print. Scrapes less than
-//! [`CACHE_FOR`] apart share one reading, and only one reading runs at a time.
+//! Every scrape reads the pinned counters and the controller's `controller.json` (slow-path,
+//! DNS64 and RA counters, written every tick), so the numbers are the ones `translator stats`
+//! prints; the session, binding and port-block gauges are the counts of the controller's last
+//! expiry pass, at most one expiry period old (`translator_gauges_age_seconds` says how old).
+//! Scrapes less than [`CACHE_FOR`] apart share one reading, and only one reading runs at a
+//! time.
 //!
 //! Three parts; exposition and HTTP never touch the maps, collection knows no format:
-//! - [`collect`] reads a [`Snapshot`] (module `collect`). Cost: a scrape walks the session table
-//!   once (one IPv4-side lookup per session to classify it), the binding table and the
-//!   block-slot table; with millions of sessions a scrape takes a noticeable fraction of a
-//!   second of CPU. Bytes per direction are the events `bytes-6to4` and `bytes-4to6`.
+//! - [`collect`] reads a [`Snapshot`] (module `collect`). Cost: the pinned counters (one lookup
+//!   per counter) and one small file, whatever the size of the tables: the gauges come from the
+//!   expiry pass ([`PassGauges`]), which walks the tables anyway. Bytes per direction are the
+//!   events `bytes-6to4` and `bytes-4to6`.
 //! - [`Format`] writes a snapshot with `prometheus-client` (module `exposition`): the Prometheus
 //!   text format 0.0.4 by default, OpenMetrics 1.0.0 text when the scraper's `Accept` header
 //!   prefers it (Prometheus itself does). The crate writes every line; the one piece written
@@ -27,7 +29,7 @@ mod collect;
 mod exposition;
 mod http;
 
-pub use collect::{Blocks, Named, Snapshot, collect};
+pub use collect::{Blocks, Named, PassGauges, Snapshot, collect};
 pub use exposition::{Format, render};
 pub use http::{CACHE_FOR, bind, serve, serve_bound};
 
@@ -81,6 +83,7 @@ mod tests {
                     total: 3968,
                 })
                 .collect(),
+            gauges_age: std::time::Duration::from_millis(2500),
             slow_path: Some(BTreeMap::from([("slow-path-received".to_owned(), 4)])),
             dns64: Some(BTreeMap::from([
                 ("queries".to_owned(), 9),
@@ -571,6 +574,7 @@ mod tests {
             PathBuf::from("/nonexistent"),
             PathBuf::from("/nonexistent"),
             cfg,
+            Arc::default(),
         )
         .await
         .expect_err("address in use");
@@ -593,7 +597,7 @@ mod tests {
             .read_state()
             .and_then(|s| s.config())
             .expect("instance state");
-        let snap = collect(&inst.pins, &inst.run, &cfg).expect("collect");
+        let snap = collect(&inst.pins, &inst.run, &cfg, None).expect("collect");
         let text = render(&snap);
         let (samples, _) = parse(&text);
         assert!(samples.len() >= Event::ALL.len() + DropReason::ALL.len());

@@ -1,5 +1,9 @@
 //! The session table as the controller sees it: listing, and expiry of sessions, bindings,
 //! filtering permits and port blocks by the RFC 6146 timers (the states: `crate::state`).
+//!
+//! An expiry pass walks every table anyway, so it also counts what it leaves behind
+//! ([`Gauges`]): the metrics endpoint reports those counts instead of walking the tables again
+//! on every scrape ([`count`] is that walk, for when no pass has run yet).
 
 use std::{
     collections::HashSet,
@@ -52,11 +56,7 @@ fn info(
 ) -> Option<SessionInfo> {
     let protocol = Protocol::from_number(k.proto)?;
     let last = v6.last_seen.max(v4.map_or(0, |v| v.last_seen));
-    let state = classify(
-        k.proto,
-        (v6.state, v6.last_seen),
-        v4.map_or((0, 0), |v| (v.state, v.last_seen)),
-    );
+    let state = state_of(k, v6, v4);
     let idle = Duration::from_nanos(now.saturating_sub(last));
     let timeout = cfg.timeout(state);
     Some(SessionInfo {
@@ -90,7 +90,85 @@ pub fn list(maps: &Maps, cfg: &Config) -> Vec<SessionInfo> {
     out
 }
 
-/// What one expiry pass removed.
+/// The tables' sizes: sessions by protocol and state, bindings, port blocks in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gauges {
+    /// Sessions per protocol and state (every valid pair, zeros included).
+    pub sessions: Vec<(Protocol, SessionState, u64)>,
+    /// Bindings (dynamic and static) in the binding table.
+    pub bindings: u64,
+    /// Port blocks held by clients, by [`Protocol::index`].
+    pub blocks_in_use: [u64; 3],
+}
+
+impl Default for Gauges {
+    fn default() -> Self {
+        let states = |p: Protocol| -> &'static [SessionState] {
+            match p {
+                Protocol::Tcp => &SessionState::TCP,
+                Protocol::Udp => &[SessionState::Udp],
+                Protocol::Icmp => &[SessionState::Icmp],
+            }
+        };
+        Self {
+            sessions: Protocol::ALL
+                .into_iter()
+                .flat_map(|p| states(p).iter().map(move |s| (p, *s, 0)))
+                .collect(),
+            bindings: 0,
+            blocks_in_use: [0; 3],
+        }
+    }
+}
+
+impl Gauges {
+    /// Counts one session of protocol number `proto` in `state`.
+    fn session(&mut self, proto: u8, state: SessionState) {
+        let Some(p) = Protocol::from_number(proto) else {
+            return;
+        };
+        if let Some(e) = self
+            .sessions
+            .iter_mut()
+            .find(|(ep, es, _)| *ep == p && *es == state)
+        {
+            e.2 += 1;
+        }
+    }
+
+    /// Counts one port block of protocol number `proto`.
+    fn block(&mut self, proto: u8) {
+        if let Some(p) = Protocol::from_number(proto) {
+            self.blocks_in_use[p.index()] += 1;
+        }
+    }
+}
+
+/// The state of a session from both of its halves.
+fn state_of(k: &SessionKey6, v6: &SessionValue6, v4: Option<&SessionValue4>) -> SessionState {
+    classify(
+        k.proto,
+        (v6.state, v6.last_seen),
+        v4.map_or((0, 0), |v| (v.state, v.last_seen)),
+    )
+}
+
+/// Counts the tables by walking them: one IPv4-side lookup per session to classify it, then the
+/// binding and block-slot keys. What an expiry pass counts on the way, for when none has run.
+pub fn count(maps: &Maps) -> Gauges {
+    let mut g = Gauges::default();
+    for (k, v6) in maps.sessions6.iter().filter_map(Result::ok) {
+        let v4 = maps.sessions4.get(&k.reverse(&v6), 0).ok();
+        g.session(k.proto, state_of(&k, &v6, v4.as_ref()));
+    }
+    g.bindings = maps.bindings4.keys().filter_map(Result::ok).count() as u64;
+    for k in maps.block_slots.keys().filter_map(Result::ok) {
+        g.block(k.proto);
+    }
+    g
+}
+
+/// What one expiry pass removed, and what it left.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Expired {
     pub sessions: usize,
@@ -100,6 +178,15 @@ pub struct Expired {
     pub blocks: Vec<(BlockSlotKey, translator_common::maps::BlockId)>,
     /// Expired sessions, both keys (for the session log).
     pub expired: Vec<(SessionKey6, SessionKey4)>,
+    /// The tables after the pass (entries a packet created during the walk may be missing).
+    pub left: Gauges,
+}
+
+impl Expired {
+    /// Whether the pass removed anything.
+    pub fn removed_any(&self) -> bool {
+        self.sessions + self.bindings + self.filters + self.blocks.len() > 0
+    }
 }
 
 /// One expiry pass over the tables.
@@ -117,14 +204,11 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
         let k4 = k.reverse(&v6);
         let v4 = maps.sessions4.get(&k4, 0).ok();
         let last = v6.last_seen.max(v4.map_or(0, |v| v.last_seen));
-        let state = classify(
-            k.proto,
-            (v6.state, v6.last_seen),
-            v4.map_or((0, 0), |v| (v.state, v.last_seen)),
-        );
+        let state = state_of(&k, &v6, v4.as_ref());
         if now.saturating_sub(last) > cfg.timeout(state).as_nanos() as u64 {
             doomed.push((k, k4));
         } else {
+            done.left.session(k.proto, state);
             live_bindings.insert((k.proto, k.client, k.client_port_be));
             live_filters.insert((k.proto, v6.pool, v6.pool_port_be, k.remote));
             live4.insert(k4);
@@ -191,26 +275,28 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     // Port blocks no binding uses any more go back to the free queue.
     let mut used_blocks = HashSet::new();
     for k in maps.bindings4.keys().filter_map(Result::ok) {
+        done.left.bindings += 1;
         if let Some(p) = Protocol::from_number(k.proto)
             && let Some(start) = cfg.layouts[p.index()].block_of(u16::from_be(k.pool_port_be))
         {
             used_blocks.insert((k.proto, k.pool, start));
         }
     }
-    let free: Vec<(BlockSlotKey, translator_common::maps::BlockId)> = maps
-        .block_slots
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(k, s)| {
-            !used_blocks.contains(&(k.proto, s.block.pool, s.block.start))
-                && now.saturating_sub(s.last_alloc) > grace
-        })
-        .map(|(k, s)| (k, s.block))
-        .collect();
-    for (k, block) in free {
-        if maps.block_slots.remove(&k).is_ok()
-            && let Some(p) = Protocol::from_number(k.proto)
+    let mut free: Vec<(BlockSlotKey, translator_common::maps::BlockId)> = Vec::new();
+    for (k, s) in maps.block_slots.iter().filter_map(Result::ok) {
+        if !used_blocks.contains(&(k.proto, s.block.pool, s.block.start))
+            && now.saturating_sub(s.last_alloc) > grace
         {
+            free.push((k, s.block));
+        } else {
+            done.left.block(k.proto);
+        }
+    }
+    for (k, block) in free {
+        if maps.block_slots.remove(&k).is_err() {
+            continue;
+        }
+        if let Some(p) = Protocol::from_number(k.proto) {
             match maps.free[p.index()].push(block, 0) {
                 Ok(()) => done.blocks.push((k, block)),
                 Err(e) => log::error!("returning a {p} port block to the free queue failed: {e}"),

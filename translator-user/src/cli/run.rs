@@ -172,6 +172,8 @@ struct Controller {
     dns_stats: Arc<Dns64Stats>,
     dns: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     metrics: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// What the last expiry pass counted, for the metrics endpoint's gauges.
+    pass_gauges: Arc<crate::metrics::PassGauges>,
     slow_stats: Arc<crate::slowpath::SlowPathStats>,
     slow: SlowPath,
     ra_stats: Arc<ra::RaStats>,
@@ -290,6 +292,7 @@ impl Controller {
             dns_stats: Arc::new(Dns64Stats::default()),
             dns: None,
             metrics: None,
+            pass_gauges: Arc::default(),
             slow_stats,
             slow,
             ra_stats: Arc::new(ra::RaStats::default()),
@@ -355,23 +358,26 @@ impl Controller {
             h.abort();
             let _ = h.await;
         }
-        let (pins, run, cfg) = (
+        let (pins, run, cfg, pass) = (
             self.inst.pins.clone(),
             self.inst.run.clone(),
             Arc::new(self.cfg.clone()),
+            self.pass_gauges.clone(),
         );
         self.metrics = match (self.cfg.metrics_listen, bound) {
             (None, _) => None,
             (Some(_), Some(l)) => match tokio::net::TcpListener::from_std(l) {
-                Ok(l) => Some(tokio::spawn(crate::metrics::serve_bound(l, pins, run, cfg))),
+                Ok(l) => Some(tokio::spawn(crate::metrics::serve_bound(
+                    l, pins, run, cfg, pass,
+                ))),
                 Err(e) => {
                     log::error!("metrics.listen: the bound socket is not usable: {e}");
                     None
                 }
             },
-            (Some(listen), None) => {
-                Some(tokio::spawn(crate::metrics::serve(listen, pins, run, cfg)))
-            }
+            (Some(listen), None) => Some(tokio::spawn(crate::metrics::serve(
+                listen, pins, run, cfg, pass,
+            ))),
         };
     }
 
@@ -435,6 +441,7 @@ impl Controller {
         // Allocations first, so a block's release never precedes its allocation in the log.
         self.drain();
         let e = sessions::expire(&mut self.maps, &self.cfg);
+        self.pass_gauges.set(e.left.clone());
         if self.cfg.log_sessions {
             for (k6, k4) in &e.expired {
                 let ev = SessionEvent {
@@ -472,7 +479,7 @@ impl Controller {
                 );
             }
         }
-        if e != sessions::Expired::default() {
+        if e.removed_any() {
             log::debug!(
                 "expired {} sessions, {} bindings, {} filters, {} blocks",
                 e.sessions,

@@ -1,16 +1,24 @@
 //! Collection: one [`Snapshot`] read from the pinned maps and the controller's `controller.json`.
 //!
-//! Nothing here knows about exposition formats or HTTP. A scrape walks the session table once
-//! (one IPv4-side lookup per session to classify it), the binding table and the block-slot
-//! table.
+//! Nothing here knows about exposition formats or HTTP. A scrape reads the per-CPU counters and
+//! `controller.json`; the session, binding and block gauges are those the controller's last
+//! expiry pass counted ([`PassGauges`], at most one expiry period old), so a scrape's cost does
+//! not grow with the tables. Only without a pass (a test, the first instant after start) does
+//! it walk them.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use translator_common::counters::{DropReason, Event};
 
 use crate::{
     config::{Config, Protocol},
     dataplane::Maps,
+    sessions::Gauges,
     state::SessionState,
 };
 
@@ -38,6 +46,9 @@ pub struct Snapshot {
     pub bindings: u64,
     /// Port blocks per protocol.
     pub blocks: Vec<Blocks>,
+    /// Age of the session, binding and block counts: the time since the expiry pass that
+    /// counted them (zero when the scrape counted them itself).
+    pub gauges_age: Duration,
     /// Slow-path counters from `controller.json`, when present.
     pub slow_path: Option<Named>,
     /// DNS64 counters from `controller.json`, when the server is enabled.
@@ -46,55 +57,44 @@ pub struct Snapshot {
     pub ra: Option<Named>,
 }
 
-/// The session states a protocol's sessions can be in.
-fn states(p: Protocol) -> &'static [SessionState] {
-    match p {
-        Protocol::Tcp => &SessionState::TCP,
-        Protocol::Udp => &[SessionState::Udp],
-        Protocol::Icmp => &[SessionState::Icmp],
+/// The gauges of the controller's last expiry pass, shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct PassGauges(Mutex<Option<(Instant, Gauges)>>);
+
+impl PassGauges {
+    /// Records what a pass counted.
+    pub fn set(&self, gauges: Gauges) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), gauges));
+    }
+
+    /// The last pass's counts and their age, when a pass has run.
+    pub fn get(&self) -> Option<(Duration, Gauges)> {
+        let g = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        g.as_ref().map(|(at, g)| (at.elapsed(), g.clone()))
     }
 }
 
 /// Reads a snapshot from the pinned maps in `pins` and `run_dir/controller.json` (blocking).
-pub fn collect(pins: &Path, run_dir: &Path, cfg: &Config) -> anyhow::Result<Snapshot> {
+///
+/// The session, binding and block gauges come from `pass` when the controller's expiry pass
+/// has counted them (no walk: the scrape reads counters and a file); without one they are
+/// counted here by walking the tables.
+pub fn collect(
+    pins: &Path,
+    run_dir: &Path,
+    cfg: &Config,
+    pass: Option<&PassGauges>,
+) -> anyhow::Result<Snapshot> {
     let maps = Maps::open(pins)?;
     let (events, drops) = maps.counters()?;
-
-    // Sessions: one walk, classified like `sessions::list` does, without building and sorting
-    // the whole list.
-    let mut sessions: Vec<(Protocol, SessionState, u64)> = Protocol::ALL
-        .into_iter()
-        .flat_map(|p| states(p).iter().map(move |s| (p, *s, 0)))
-        .collect();
-    for (k, v6) in maps.sessions6.iter().filter_map(Result::ok) {
-        let Some(p) = Protocol::from_number(k.proto) else {
-            continue;
-        };
-        let v4 = maps
-            .sessions4
-            .get(&k.reverse(&v6), 0)
-            .map_or((0, 0), |v| (v.state, v.last_seen));
-        let state = crate::state::classify(k.proto, (v6.state, v6.last_seen), v4);
-        if let Some(e) = sessions
-            .iter_mut()
-            .find(|(ep, es, _)| *ep == p && *es == state)
-        {
-            e.2 += 1;
-        }
-    }
-
-    let bindings = maps.bindings4.keys().filter_map(Result::ok).count() as u64;
-    let mut in_use = [0u64; 3];
-    for k in maps.block_slots.keys().filter_map(Result::ok) {
-        if let Some(p) = Protocol::from_number(k.proto) {
-            in_use[p.index()] += 1;
-        }
-    }
+    let (gauges_age, gauges) = pass
+        .and_then(PassGauges::get)
+        .unwrap_or_else(|| (Duration::ZERO, crate::sessions::count(&maps)));
     let blocks = Protocol::ALL
         .into_iter()
         .map(|p| Blocks {
             protocol: p,
-            in_use: in_use[p.index()],
+            in_use: gauges.blocks_in_use[p.index()],
             total: u64::from(cfg.total_blocks(p)),
         })
         .collect();
@@ -103,9 +103,10 @@ pub fn collect(pins: &Path, run_dir: &Path, cfg: &Config) -> anyhow::Result<Snap
     Ok(Snapshot {
         events,
         drops,
-        sessions,
-        bindings,
+        sessions: gauges.sessions,
+        bindings: gauges.bindings,
         blocks,
+        gauges_age,
         slow_path,
         dns64,
         ra,

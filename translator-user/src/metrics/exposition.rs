@@ -189,7 +189,8 @@ impl Collector for Snapshot {
         family(
             &mut e,
             "translator_sessions",
-            "Sessions in the session table, by protocol and RFC 6146 state.",
+            "Sessions in the session table, by protocol and RFC 6146 state (as of the last \
+             expiry pass: translator_gauges_age_seconds).",
             MetricType::Gauge,
             self.sessions
                 .iter()
@@ -220,6 +221,18 @@ impl Collector for Snapshot {
                 .iter()
                 .map(|b| ([("protocol", b.protocol.name())], b.total)),
         )?;
+        {
+            let mut metric = e.encode_descriptor(
+                "translator_gauges_age_seconds",
+                "Seconds since the controller's expiry pass counted translator_sessions, \
+                 translator_bindings and translator_port_blocks_in_use (0: counted by this \
+                 scrape).",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(self.gauges_age.as_secs_f64())
+                .encode(metric.encode_family(&NO_LABELS)?)?;
+        }
         for (name, help, section) in [
             (
                 "translator_slow_path",

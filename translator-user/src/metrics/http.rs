@@ -30,7 +30,7 @@ use tokio::{
     sync::{Mutex, Semaphore},
 };
 
-use super::{Format, Snapshot, collect};
+use super::{Format, PassGauges, Snapshot, collect};
 use crate::config::Config;
 
 /// Scrapes closer together than this get the same reading.
@@ -140,8 +140,9 @@ pub async fn serve(
     pins: PathBuf,
     run_dir: PathBuf,
     cfg: Arc<Config>,
+    pass: Arc<PassGauges>,
 ) -> anyhow::Result<()> {
-    serve_bound(bind(listen).await?, pins, run_dir, cfg).await
+    serve_bound(bind(listen).await?, pins, run_dir, cfg, pass).await
 }
 
 /// [`serve`] on a socket from [`bind`] (so that a caller can report a bind error before it
@@ -151,11 +152,16 @@ pub async fn serve_bound(
     pins: PathBuf,
     run_dir: PathBuf,
     cfg: Arc<Config>,
+    pass: Arc<PassGauges>,
 ) -> anyhow::Result<()> {
     if let Ok(a) = listener.local_addr() {
         log::info!("metrics: serving http://{a}/metrics");
     }
-    serve_on(listener, Box::new(move || collect(&pins, &run_dir, &cfg))).await
+    serve_on(
+        listener,
+        Box::new(move || collect(&pins, &run_dir, &cfg, Some(&pass))),
+    )
+    .await
 }
 
 /// Serves the endpoint on a bound listener, reading snapshots with `collect`.
