@@ -1256,3 +1256,147 @@ fn a_read_command_into_a_closed_pipe_ends_quietly() -> Result<()> {
     );
     Ok(())
 }
+
+/// `translator sessions` with its filters (streamed: applied while the table is read) lists
+/// exactly the sessions of the full listing that match, as JSON and as a table ending with the
+/// count; `--sort` lists the same sessions in (client, protocol, port, remote) order.
+#[test]
+fn session_listing_filters_agree_with_the_full_listing() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("seslist")?;
+    let _echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let gw = Gateway::start(&topo.gateway, topo.config())?;
+    let _pass = XdpPass::attach(&topo.client, "c0")?;
+    topo.client
+        .ip(&["addr", "add", "2001:db8:1::3/64", "dev", "c0", "nodad"])?;
+    let server: SocketAddr = (server_via_prefix(), 7000).into();
+    let mut socks = udp_sockets_on(&topo.client, CLIENT_V6, &[45000, 45001, 45002])?;
+    socks.extend(udp_sockets_on(&topo.client, CLIENT_B, &[45010, 45011])?);
+    for s in &socks {
+        udp_round_trip(s, server, b"list me")?;
+    }
+    let ping = topo.client.run_timeout(
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &server_via_prefix().to_string(),
+        ],
+        Duration::from_secs(10),
+    )?;
+    ensure!(ping.status.success(), "ping: {}", ping.stdout_str());
+
+    // What identifies a session (idle times move between two listings).
+    type Id = (
+        String,
+        Ipv6Addr,
+        u16,
+        std::net::Ipv4Addr,
+        u16,
+        std::net::Ipv4Addr,
+        u16,
+    );
+    let id = |s: &Session| -> Id {
+        (
+            s.protocol.clone(),
+            s.client,
+            s.client_port,
+            s.remote,
+            s.remote_port,
+            s.pool,
+            s.pool_port,
+        )
+    };
+    let listed = |args: &[&str]| -> Result<Vec<Session>> {
+        let mut argv = vec!["sessions", "--json"];
+        argv.extend(args);
+        let out = gw.cli(&argv)?;
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("`{}` printed {}", argv.join(" "), out.stdout_str()))
+    };
+    let all = listed(&[])?;
+    ensure!(
+        all.iter().filter(|s| s.protocol == "udp").count() == 5
+            && all.iter().any(|s| s.protocol == "icmp"),
+        "5 UDP sessions and a ping expected; {}",
+        describe_sessions(&all)
+    );
+    let udp_port = all
+        .iter()
+        .find(|s| s.client == CLIENT_B && s.client_port == 45011)
+        .map(|s| s.pool_port.to_string())
+        .context("no session of client B's port 45011")?;
+    let client_b = CLIENT_B.to_string();
+    let cases: Vec<(Vec<&str>, Box<dyn Fn(&Session) -> bool>)> = vec![
+        (vec!["--protocol", "udp"], Box::new(|s| s.protocol == "udp")),
+        (
+            vec!["--protocol", "icmp"],
+            Box::new(|s| s.protocol == "icmp"),
+        ),
+        (
+            vec!["--client", &client_b],
+            Box::new(|s| s.client == CLIENT_B),
+        ),
+        (
+            vec!["--port", &udp_port],
+            Box::new(|s| s.pool_port.to_string() == udp_port),
+        ),
+        (
+            vec!["--client", &client_b, "--protocol", "tcp"],
+            Box::new(|_| false),
+        ),
+        (vec!["--client", "2001:db8:1::99"], Box::new(|_| false)),
+    ];
+    for (args, wanted) in &cases {
+        let mut want: Vec<Id> = all.iter().filter(|s| wanted(s)).map(id).collect();
+        let mut got: Vec<Id> = listed(args)?.iter().map(id).collect();
+        want.sort();
+        got.sort();
+        ensure!(
+            got == want,
+            "`sessions --json {}` listed {got:?}, the full listing has {want:?}",
+            args.join(" ")
+        );
+        // The table: a header, one row per session, the count.
+        let mut argv = vec!["sessions"];
+        argv.extend(args.iter().copied());
+        let text = gw.cli(&argv)?.stdout_str();
+        let lines: Vec<&str> = text.lines().collect();
+        ensure!(
+            lines.len() == want.len() + 2
+                && lines.first().is_some_and(|l| l.starts_with("proto "))
+                && lines.last() == Some(&format!("{} session(s)", want.len()).as_str()),
+            "`sessions {}`: expected {} rows and the count:\n{text}",
+            args.join(" "),
+            want.len()
+        );
+    }
+    let sorted = listed(&["--sort"])?;
+    let key = |s: &Session| {
+        (
+            s.client,
+            ["tcp", "udp", "icmp"].iter().position(|p| *p == s.protocol),
+            s.client_port,
+            s.remote,
+            s.remote_port,
+        )
+    };
+    ensure!(
+        sorted.windows(2).all(|w| key(&w[0]) <= key(&w[1])),
+        "`sessions --sort` is not in (client, protocol, port, remote) order; {}",
+        describe_sessions(&sorted)
+    );
+    let (mut a, mut b): (Vec<Id>, Vec<Id>) = (
+        all.iter().map(id).collect(),
+        sorted.iter().map(id).collect(),
+    );
+    a.sort();
+    b.sort();
+    ensure!(a == b, "`sessions --sort` lists {b:?}, without it {a:?}");
+    Ok(())
+}

@@ -74,20 +74,49 @@ fn info(
     })
 }
 
-/// Every session, sorted by client, port and remote.
-pub fn list(maps: &Maps, cfg: &Config) -> Vec<SessionInfo> {
+/// Which sessions a listing wants. Every test is on the IPv6-side entry, so a session that is
+/// not wanted costs no IPv4-side lookup.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Filter {
+    pub client: Option<Ipv6Addr>,
+    pub protocol: Option<Protocol>,
+    pub pool_port: Option<u16>,
+}
+
+impl Filter {
+    fn wants(&self, k: &SessionKey6, v6: &SessionValue6) -> bool {
+        self.client
+            .is_none_or(|c| from_raw6(&k.client) == u128::from(c))
+            && self
+                .protocol
+                .is_none_or(|p| Protocol::from_number(k.proto) == Some(p))
+            && self
+                .pool_port
+                .is_none_or(|p| u16::from_be(v6.pool_port_be) == p)
+    }
+}
+
+/// The sessions `filter` wants, in table order, read while the walk goes: memory does not grow
+/// with the table, and the first row comes at once.
+pub fn stream<'a>(
+    maps: &'a Maps,
+    cfg: &'a Config,
+    filter: Filter,
+) -> impl Iterator<Item = SessionInfo> + 'a {
     let now = monotonic_ns();
-    let mut out: Vec<SessionInfo> = maps
-        .sessions6
+    maps.sessions6
         .iter()
         .filter_map(Result::ok)
-        .filter_map(|(k, v6)| {
+        .filter(move |(k, v6)| filter.wants(k, v6))
+        .filter_map(move |(k, v6)| {
             let v4 = maps.sessions4.get(&k.reverse(&v6), 0).ok();
             info(cfg, &k, &v6, v4.as_ref(), now)
         })
-        .collect();
-    out.sort_by_key(|s| (s.client, s.protocol, s.client_port, s.remote, s.remote_port));
-    out
+}
+
+/// Sorts sessions by client, protocol, client port and remote.
+pub fn sort(sessions: &mut [SessionInfo]) {
+    sessions.sort_by_key(|s| (s.client, s.protocol, s.client_port, s.remote, s.remote_port));
 }
 
 /// The tables' sizes: sessions by protocol and state, bindings, port blocks in use.
