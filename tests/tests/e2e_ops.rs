@@ -1332,7 +1332,8 @@ fn session_listing_filters_agree_with_the_full_listing() -> Result<()> {
         .map(|s| s.pool_port.to_string())
         .context("no session of client B's port 45011")?;
     let client_b = CLIENT_B.to_string();
-    let cases: Vec<(Vec<&str>, Box<dyn Fn(&Session) -> bool>)> = vec![
+    type Wanted<'a> = Box<dyn Fn(&Session) -> bool + 'a>;
+    let cases: Vec<(Vec<&str>, Wanted)> = vec![
         (vec!["--protocol", "udp"], Box::new(|s| s.protocol == "udp")),
         (
             vec!["--protocol", "icmp"],
