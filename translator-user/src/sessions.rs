@@ -6,16 +6,20 @@
 //! on every scrape ([`count`] is that walk, for when no pass has run yet).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap as StdMap, HashSet},
     net::{Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
+use aya::{
+    Pod,
+    maps::{HashMap, IterableMap as _, MapData},
+};
 use serde::Serialize;
 use translator_common::{
     maps::{
-        BINDING_STATIC, BindingKey4, BlockSlotKey, FilterKey, SESSION_HAIRPIN, SessionKey4,
-        SessionKey6, SessionValue4, SessionValue6,
+        BINDING_STATIC, BindingKey4, BindingKey6, BlockSlotKey, FilterKey, SESSION_HAIRPIN,
+        SessionKey4, SessionKey6, SessionValue4, SessionValue6,
     },
     rfc6052::{from_raw4, from_raw6},
 };
@@ -23,9 +27,12 @@ use translator_common::{
 use crate::{
     clock::monotonic_ns,
     config::{Config, Protocol},
-    dataplane::Maps,
+    dataplane::{Maps, batch},
     state::{SessionState, classify},
 };
+
+/// The IPv4 halves of the sessions, read into memory for one pass.
+type Halves4 = StdMap<SessionKey4, SessionValue4>;
 
 /// Time the controller leaves a binding, permit or block alone after the data plane last used
 /// it, so it never frees something a packet on another CPU is about to use.
@@ -182,18 +189,21 @@ fn state_of(k: &SessionKey6, v6: &SessionValue6, v4: Option<&SessionValue4>) -> 
     )
 }
 
-/// Counts the tables by walking them: one IPv4-side lookup per session to classify it, then the
-/// binding and block-slot keys. What an expiry pass counts on the way, for when none has run.
+/// Counts the tables by walking them (in batches, like an expiry pass): the IPv4 halves of the
+/// sessions to classify them, then the binding and block-slot tables. What an expiry pass
+/// counts on the way, for when none has run.
 pub fn count(maps: &Maps) -> Gauges {
     let mut g = Gauges::default();
-    for (k, v6) in maps.sessions6.iter().filter_map(Result::ok) {
-        let v4 = maps.sessions4.get(&k.reverse(&v6), 0).ok();
-        g.session(k.proto, state_of(&k, &v6, v4.as_ref()));
-    }
-    g.bindings = maps.bindings4.keys().filter_map(Result::ok).count() as u64;
-    for k in maps.block_slots.keys().filter_map(Result::ok) {
-        g.block(k.proto);
-    }
+    let mut halves4 = Halves4::default();
+    each("SESSIONS4", &maps.sessions4, |k, v| {
+        halves4.insert(*k, *v);
+    });
+    each("SESSIONS6", &maps.sessions6, |k, v6| {
+        let v4 = halves4.get(&k.reverse(v6));
+        g.session(k.proto, state_of(k, v6, v4));
+    });
+    each("BINDINGS4", &maps.bindings4, |_, _| g.bindings += 1);
+    each("BLOCK_SLOTS", &maps.block_slots, |k, _| g.block(k.proto));
     g
 }
 
@@ -218,109 +228,145 @@ impl Expired {
     }
 }
 
+/// Calls `f` with every entry of `map`, read in batches ([`batch::for_each`]); one entry per
+/// syscall pair (aya's iterator) where the kernel refuses batches.
+fn each<K: Pod, V: Pod>(name: &str, map: &HashMap<MapData, K, V>, mut f: impl FnMut(&K, &V)) {
+    let mut seen = 0usize;
+    let read = batch::for_each(map.map(), |k: &K, v: &V| {
+        seen += 1;
+        f(k, v);
+    });
+    match read {
+        Ok(()) => {}
+        Err(e) if seen == 0 => {
+            log::debug!("{name}: batch lookups refused ({e}), reading entry by entry");
+            for (k, v) in map.iter().filter_map(Result::ok) {
+                f(&k, &v);
+            }
+        }
+        Err(e) => log::error!("reading {name} stopped after {seen} entries: {e}"),
+    }
+}
+
+/// Deletes `keys` from `map` in batches ([`batch::delete`]), one by one where the kernel
+/// refuses batches.
+fn remove_all<K: Pod, V: Pod>(name: &str, map: &mut HashMap<MapData, K, V>, keys: &[K]) {
+    if keys.is_empty() {
+        return;
+    }
+    if let Err(e) = batch::delete(map.map(), keys) {
+        log::debug!("{name}: batch delete refused ({e}), deleting key by key");
+        for k in keys {
+            let _ = map.remove(k);
+        }
+    }
+}
+
 /// One expiry pass over the tables.
+///
+/// Every table is read in batches of thousands of entries per syscall, and expired entries
+/// are deleted the same way: the IPv4 halves of the sessions are read first into memory, each
+/// IPv6 half then takes its own out (what is left has no IPv6 half, or lost it during the walk).
+/// The controller holds about 100 bytes per session during the pass.
 pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     let now = monotonic_ns();
     let grace = GRACE.as_nanos() as u64;
     let mut done = Expired::default();
 
-    // Sessions: collect first, delete after (deleting while walking restarts the walk).
+    let mut halves4: Halves4 = Halves4::default();
+    each("SESSIONS4", &maps.sessions4, |k, v| {
+        halves4.insert(*k, *v);
+    });
+    // Sessions: collect first, delete after.
     let mut doomed = Vec::new();
     let mut live_bindings = HashSet::new();
     let mut live_filters = HashSet::new();
-    let mut live4 = HashSet::new();
-    for (k, v6) in maps.sessions6.iter().filter_map(Result::ok) {
-        let k4 = k.reverse(&v6);
-        let v4 = maps.sessions4.get(&k4, 0).ok();
+    each("SESSIONS6", &maps.sessions6, |k, v6| {
+        let k4 = k.reverse(v6);
+        let v4 = halves4.remove(&k4);
         let last = v6.last_seen.max(v4.map_or(0, |v| v.last_seen));
-        let state = state_of(&k, &v6, v4.as_ref());
+        let state = state_of(k, v6, v4.as_ref());
         if now.saturating_sub(last) > cfg.timeout(state).as_nanos() as u64 {
-            doomed.push((k, k4));
+            doomed.push((*k, k4));
         } else {
             done.left.session(k.proto, state);
             live_bindings.insert((k.proto, k.client, k.client_port_be));
             live_filters.insert((k.proto, v6.pool, v6.pool_port_be, k.remote));
-            live4.insert(k4);
         }
-    }
-    for (k6, k4) in &doomed {
-        let _ = maps.sessions6.remove(k6);
-        let _ = maps.sessions4.remove(k4);
-    }
+    });
+    let keys6: Vec<SessionKey6> = doomed.iter().map(|(k6, _)| *k6).collect();
+    let keys4: Vec<SessionKey4> = doomed.iter().map(|(_, k4)| *k4).collect();
+    remove_all("SESSIONS6", &mut maps.sessions6, &keys6);
+    remove_all("SESSIONS4", &mut maps.sessions4, &keys4);
     done.sessions = doomed.len();
     done.expired = doomed;
 
-    // IPv4-side entries without their IPv6 half (a create that lost a race).
-    let orphans: Vec<SessionKey4> = maps
-        .sessions4
+    // IPv4-side entries without their IPv6 half (a create that lost a race), once the IPv6
+    // half is confirmed missing (it may have been created after the walk passed its place).
+    let orphans: Vec<SessionKey4> = halves4
         .iter()
-        .filter_map(Result::ok)
-        .filter(|(k, v)| !live4.contains(k) && now.saturating_sub(v.last_seen) > grace)
+        .filter(|(_, v)| now.saturating_sub(v.last_seen) > grace)
         .filter(|(k, v)| maps.sessions6.get(&v.reverse(k), 0).is_err())
-        .map(|(k, _)| k)
+        .map(|(k, _)| *k)
         .collect();
-    for k in &orphans {
-        let _ = maps.sessions4.remove(k);
-    }
+    drop(halves4);
+    remove_all("SESSIONS4", &mut maps.sessions4, &orphans);
 
     // Dynamic bindings without sessions.
-    let idle: Vec<_> = maps
-        .bindings6
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(k, v)| {
-            v.flags & BINDING_STATIC == 0
-                && !live_bindings.contains(&(k.proto, k.client, k.client_port_be))
-                && now.saturating_sub(v.last_used) > grace
-        })
-        .collect();
-    for (k, v) in &idle {
-        let _ = maps.bindings6.remove(k);
-        let _ = maps.bindings4.remove(&BindingKey4 {
-            pool: v.pool,
-            pool_port_be: v.pool_port_be,
-            proto: k.proto,
-            _pad: 0,
-        });
-    }
+    let mut idle: Vec<(BindingKey6, BindingKey4)> = Vec::new();
+    each("BINDINGS6", &maps.bindings6, |k, v| {
+        if v.flags & BINDING_STATIC == 0
+            && !live_bindings.contains(&(k.proto, k.client, k.client_port_be))
+            && now.saturating_sub(v.last_used) > grace
+        {
+            idle.push((
+                *k,
+                BindingKey4 {
+                    pool: v.pool,
+                    pool_port_be: v.pool_port_be,
+                    proto: k.proto,
+                    _pad: 0,
+                },
+            ));
+        }
+    });
+    let (keys6, keys4): (Vec<_>, Vec<_>) = idle.iter().copied().unzip();
+    remove_all("BINDINGS6", &mut maps.bindings6, &keys6);
+    remove_all("BINDINGS4", &mut maps.bindings4, &keys4);
     done.bindings = idle.len();
 
     // Address-dependent filtering permits without sessions.
-    let stale: Vec<FilterKey> = maps
-        .filters
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(k, last)| {
-            !live_filters.contains(&(k.proto, k.pool, k.pool_port_be, k.remote))
-                && now.saturating_sub(*last) > grace
-        })
-        .map(|(k, _)| k)
-        .collect();
-    for k in &stale {
-        let _ = maps.filters.remove(k);
-    }
+    let mut stale: Vec<FilterKey> = Vec::new();
+    each("FILTERS", &maps.filters, |k, last| {
+        if !live_filters.contains(&(k.proto, k.pool, k.pool_port_be, k.remote))
+            && now.saturating_sub(*last) > grace
+        {
+            stale.push(*k);
+        }
+    });
+    remove_all("FILTERS", &mut maps.filters, &stale);
     done.filters = stale.len();
 
     // Port blocks no binding uses any more go back to the free queue.
     let mut used_blocks = HashSet::new();
-    for k in maps.bindings4.keys().filter_map(Result::ok) {
+    each("BINDINGS4", &maps.bindings4, |k, _| {
         done.left.bindings += 1;
         if let Some(p) = Protocol::from_number(k.proto)
             && let Some(start) = cfg.layouts[p.index()].block_of(u16::from_be(k.pool_port_be))
         {
             used_blocks.insert((k.proto, k.pool, start));
         }
-    }
+    });
     let mut free: Vec<(BlockSlotKey, translator_common::maps::BlockId)> = Vec::new();
-    for (k, s) in maps.block_slots.iter().filter_map(Result::ok) {
+    each("BLOCK_SLOTS", &maps.block_slots, |k, s| {
         if !used_blocks.contains(&(k.proto, s.block.pool, s.block.start))
             && now.saturating_sub(s.last_alloc) > grace
         {
-            free.push((k, s.block));
+            free.push((*k, s.block));
         } else {
             done.left.block(k.proto);
         }
-    }
+    });
     for (k, block) in free {
         if maps.block_slots.remove(&k).is_err() {
             continue;

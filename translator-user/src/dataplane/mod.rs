@@ -24,6 +24,7 @@ use translator_common::{
 use crate::config::{Config, Filtering, InboundSyn};
 
 mod attach;
+pub mod batch;
 mod maps;
 pub mod memory;
 mod slow_sessions;

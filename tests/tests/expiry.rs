@@ -1,0 +1,332 @@
+//! The controller's expiry pass on real, loaded maps: batch reads and deletes
+//! (`dataplane::batch`) across their chunk boundaries, and one pass over a table of fresh,
+//! expired and half sessions, bindings and permits, compared entry by entry with what must
+//! remain, with the gauges the pass counted against a separate count.
+
+mod fixture_instance;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use aya::maps::IterableMap;
+use fixture_instance::{BASE, with_fixture_instance};
+use translator::{clock::monotonic_ns, config::Config, dataplane::batch, sessions};
+use translator_common::{
+    IPPROTO_TCP, IPPROTO_UDP,
+    maps::{
+        BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, FilterKey,
+        SessionKey4, SessionKey6, SessionValue4, SessionValue6,
+    },
+    tcp,
+};
+use translator_tests::require_root;
+
+/// Short UDP and transitory timeouts (20 s), so that the timestamps of expired entries need
+/// only a minute of uptime behind them.
+const SETTINGS: &str = "clients = [\"2001:db8:1::/48\"]\n[pool]\naddresses = [\"192.0.2.1\"]\n\
+                        [limits]\nsessions = 20000\n[timeouts]\nudp = 20\ntcp_transitory = 20\n\
+                        enforce_rfc_minimums = false\n";
+
+/// Session `i`: client 2001:db8:1::(i / 1000 + 2), client port, remote 192.0.2.2 port 80, pool
+/// port 1024 + i.
+fn session(
+    i: u32,
+    proto: u8,
+    state: u8,
+    last_seen: u64,
+) -> (SessionKey6, SessionValue6, SessionValue4) {
+    let client = [
+        0x2001_0db8u32.to_be(),
+        1u32.to_be(),
+        0,
+        (i / 1000 + 2).to_be(),
+    ];
+    let k6 = SessionKey6 {
+        client,
+        remote: u32::from_be_bytes([192, 0, 2, 2]).to_be(),
+        client_port_be: (10_000 + (i % 1000) as u16).to_be(),
+        remote_port_be: 80u16.to_be(),
+        proto,
+        _pad: [0; 3],
+    };
+    let v6 = SessionValue6 {
+        pool: u32::from_be_bytes([192, 0, 2, 1]).to_be(),
+        pool_port_be: (1024 + i as u16).to_be(),
+        flags: 0,
+        state,
+        last_seen,
+    };
+    let v4 = SessionValue4 {
+        client,
+        client_port_be: k6.client_port_be,
+        flags: 0,
+        state,
+        _pad: [0; 4],
+        last_seen,
+    };
+    (k6, v6, v4)
+}
+
+fn keys6(maps: &translator::dataplane::Maps) -> Result<Vec<SessionKey6>> {
+    let mut out = Vec::new();
+    batch::for_each(
+        IterableMap::map(&maps.sessions6),
+        |k: &SessionKey6, _: &SessionValue6| out.push(*k),
+    )
+    .context("batch lookup of SESSIONS6")?;
+    Ok(out)
+}
+
+/// Every entry once, whatever the size against the 4096-entry chunk; a batch delete of half
+/// of them with keys already gone among them deletes exactly the present ones.
+#[test]
+fn batch_reads_and_deletes_cross_chunk_boundaries() -> Result<()> {
+    require_root()?;
+    with_fixture_instance("batch", SETTINGS, |fx| {
+        let now = monotonic_ns();
+        for n in [0u32, 1, 4095, 4096, 4097, 12_000] {
+            let all: Vec<SessionKey6> = (0..n)
+                .map(|i| {
+                    let (k, v, _) = session(i, IPPROTO_UDP, 0, now);
+                    fx.maps.sessions6.insert(k, v, 0).map(|()| k)
+                })
+                .collect::<Result<_, _>>()?;
+            let seen = keys6(&fx.maps)?;
+            let distinct: BTreeSet<_> = seen.iter().map(|k| format!("{k:?}")).collect();
+            ensure!(
+                seen.len() == n as usize && distinct.len() == n as usize,
+                "{n} entries: the batch walk returned {} ({} distinct)",
+                seen.len(),
+                distinct.len()
+            );
+            // Every other key, plus keys that were never there, interleaved.
+            let mut doomed = Vec::new();
+            for (i, k) in all.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+                doomed.push(*k);
+                if i % 6 == 0 {
+                    doomed.push(session(50_000 + i as u32, IPPROTO_UDP, 0, now).0);
+                }
+            }
+            let deleted = batch::delete(IterableMap::map(&fx.maps.sessions6), &doomed)?;
+            let left = keys6(&fx.maps)?;
+            ensure!(
+                deleted == n.div_ceil(2) as usize && left.len() == (n / 2) as usize,
+                "{n} entries: deleting {} keys ({} present) deleted {deleted}, left {}",
+                doomed.len(),
+                n.div_ceil(2),
+                left.len()
+            );
+            ensure!(
+                left.iter()
+                    .all(|k| all.iter().position(|a| a == k).is_some_and(|p| p % 2 == 1)),
+                "{n} entries: a key that was not deleted is missing, or a deleted one is back"
+            );
+            batch::delete(IterableMap::map(&fx.maps.sessions6), &left)?;
+        }
+        Ok(())
+    })
+}
+
+/// One pass over: fresh and expired UDP sessions, established TCP sessions idle past the
+/// transitory timeout but within the established one, IPv4 halves without an IPv6 half (old
+/// and fresh), a dynamic binding without sessions (old), a static one, one with a session, and
+/// a permit without a session. Exactly the expired sessions, the old half, the idle binding
+/// and the stale permit go; the counts the pass left are those a separate count finds.
+#[test]
+fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
+    require_root()?;
+    let cfg = Config::parse(&format!("{BASE}{SETTINGS}"))?;
+    with_fixture_instance("expiry", SETTINGS, |fx| {
+        let now = monotonic_ns();
+        let ago = |d: Duration| now.saturating_sub(d.as_nanos() as u64);
+        ensure!(
+            now > Duration::from_secs(120).as_nanos() as u64,
+            "the machine has been up less than 2 minutes; the test needs timestamps that far back"
+        );
+        let (udp_to, trans) = (cfg.timeouts.udp, cfg.timeouts.tcp_transitory);
+        let mut keep6 = BTreeSet::new();
+        let mut keep4 = BTreeSet::new();
+        let mut expired = BTreeSet::new();
+        let mut put = |i: u32, proto: u8, state: u8, last: u64, keep: bool| -> Result<()> {
+            let (k6, v6, v4) = session(i, proto, state, last);
+            let k4 = k6.reverse(&v6);
+            fx.maps.sessions6.insert(k6, v6, 0)?;
+            fx.maps.sessions4.insert(k4, v4, 0)?;
+            if keep {
+                keep6.insert(format!("{k6:?}"));
+                keep4.insert(format!("{k4:?}"));
+            } else {
+                expired.insert(format!("{k6:?}"));
+            }
+            Ok(())
+        };
+        for i in 0..3000 {
+            put(i, IPPROTO_UDP, 0, ago(Duration::from_secs(1)), true)?;
+        }
+        for i in 3000..5000 {
+            put(
+                i,
+                IPPROTO_UDP,
+                0,
+                ago(udp_to + Duration::from_secs(5)),
+                false,
+            )?;
+        }
+        for i in 5000..5100 {
+            put(
+                i,
+                IPPROTO_TCP,
+                tcp::ESTABLISHED,
+                ago(trans + Duration::from_secs(5)),
+                true,
+            )?;
+        }
+        for i in 5100..5150 {
+            put(
+                i,
+                IPPROTO_TCP,
+                tcp::V6_INIT,
+                ago(trans + Duration::from_secs(5)),
+                false,
+            )?;
+        }
+        // IPv4 halves alone: an old one (a create that lost a race) and a fresh one (its IPv6
+        // half may be on its way).
+        for (i, last, keep) in [
+            (6000, ago(Duration::from_secs(60)), false),
+            (6001, now, true),
+        ] {
+            let (k6, v6, v4) = session(i, IPPROTO_UDP, 0, last);
+            let k4 = k6.reverse(&v6);
+            fx.maps.sessions4.insert(k4, v4, 0)?;
+            if keep {
+                keep4.insert(format!("{k4:?}"));
+            }
+        }
+        // Bindings: client port 10000 of client ::2 has fresh sessions; ::9 has none.
+        let binding = |host: u32, port: u16, flags: u8, last_used: u64| {
+            let client = [0x2001_0db8u32.to_be(), 1u32.to_be(), 0, host.to_be()];
+            (
+                BindingKey6 {
+                    client,
+                    client_port_be: port.to_be(),
+                    proto: IPPROTO_UDP,
+                    _pad: 0,
+                },
+                BindingValue6 {
+                    pool: u32::from_be_bytes([192, 0, 2, 1]).to_be(),
+                    pool_port_be: (40_000 + port).to_be(),
+                    flags,
+                    _pad: 0,
+                    last_used,
+                },
+            )
+        };
+        let old = ago(Duration::from_secs(60));
+        let bindings = [
+            (binding(2, 10_000, 0, old), true),
+            (binding(9, 1, 0, old), false),
+            (binding(9, 2, BINDING_STATIC, old), true),
+        ];
+        for ((k, v), _) in &bindings {
+            fx.maps.bindings6.insert(*k, *v, 0)?;
+            let k4 = BindingKey4 {
+                pool: v.pool,
+                pool_port_be: v.pool_port_be,
+                proto: k.proto,
+                _pad: 0,
+            };
+            let v4 = BindingValue4 {
+                client: k.client,
+                client_port_be: k.client_port_be,
+                flags: v.flags,
+                _pad: 0,
+            };
+            fx.maps.bindings4.insert(k4, v4, 0)?;
+        }
+        // A permit of a live session, and one of nothing.
+        let (k6, v6, _) = session(0, IPPROTO_UDP, 0, now);
+        let live_permit = FilterKey {
+            pool: v6.pool,
+            remote: k6.remote,
+            pool_port_be: v6.pool_port_be,
+            proto: IPPROTO_UDP,
+            _pad: 0,
+        };
+        let stale_permit = FilterKey {
+            pool_port_be: 65_000u16.to_be(),
+            ..live_permit
+        };
+        fx.maps.filters.insert(live_permit, old, 0)?;
+        fx.maps.filters.insert(stale_permit, old, 0)?;
+
+        let pass = sessions::expire(&mut fx.maps, &cfg);
+
+        let gone: BTreeSet<String> = pass.expired.iter().map(|(k, _)| format!("{k:?}")).collect();
+        ensure!(
+            pass.sessions == expired.len() && gone == expired,
+            "the pass expired {} sessions, expected the {} idle past their timeout",
+            pass.sessions,
+            expired.len()
+        );
+        let left6: BTreeSet<String> = keys6(&fx.maps)?.iter().map(|k| format!("{k:?}")).collect();
+        let mut left4 = BTreeSet::new();
+        batch::for_each(
+            IterableMap::map(&fx.maps.sessions4),
+            |k: &SessionKey4, _: &SessionValue4| {
+                left4.insert(format!("{k:?}"));
+            },
+        )?;
+        ensure!(
+            left6 == keep6,
+            "SESSIONS6 after the pass: {} entries, expected {}",
+            left6.len(),
+            keep6.len()
+        );
+        ensure!(
+            left4 == keep4,
+            "SESSIONS4 after the pass: {} entries, expected {}",
+            left4.len(),
+            keep4.len()
+        );
+        for ((k, _), keep) in &bindings {
+            ensure!(
+                fx.maps.bindings6.get(k, 0).is_ok() == *keep,
+                "binding {k:?}: kept {}, expected {keep}",
+                !keep
+            );
+        }
+        ensure!(
+            pass.bindings == 1 && pass.filters == 1,
+            "the pass removed {} bindings and {} permits, expected 1 and 1",
+            pass.bindings,
+            pass.filters
+        );
+        ensure!(
+            fx.maps.filters.get(&live_permit, 0).is_ok()
+                && fx.maps.filters.get(&stale_permit, 0).is_err(),
+            "the live session's permit must stay and the other go"
+        );
+        let counted = sessions::count(&fx.maps);
+        ensure!(
+            pass.left == counted,
+            "the pass left {:?}, a count finds {counted:?}",
+            pass.left
+        );
+        let count = |p: &str, s: &str| {
+            counted
+                .sessions
+                .iter()
+                .find(|(cp, cs, _)| cp.name() == p && cs.name() == s)
+                .map_or(0, |(_, _, n)| *n)
+        };
+        ensure!(
+            count("udp", "udp") == 3000
+                && count("tcp", "established") == 100
+                && counted.bindings == 2,
+            "counted {counted:?}"
+        );
+        Ok(())
+    })
+}
