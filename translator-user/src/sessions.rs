@@ -11,10 +11,6 @@ use std::{
     time::Duration,
 };
 
-use aya::{
-    Pod,
-    maps::{HashMap, IterableMap as _, MapData},
-};
 use serde::Serialize;
 use translator_common::{
     maps::{
@@ -195,15 +191,15 @@ fn state_of(k: &SessionKey6, v6: &SessionValue6, v4: Option<&SessionValue4>) -> 
 pub fn count(maps: &Maps) -> Gauges {
     let mut g = Gauges::default();
     let mut halves4 = Halves4::default();
-    each("SESSIONS4", &maps.sessions4, |k, v| {
+    batch::entries("SESSIONS4", &maps.sessions4, |k, v| {
         halves4.insert(*k, *v);
     });
-    each("SESSIONS6", &maps.sessions6, |k, v6| {
+    batch::entries("SESSIONS6", &maps.sessions6, |k, v6| {
         let v4 = halves4.get(&k.reverse(v6));
         g.session(k.proto, state_of(k, v6, v4));
     });
-    each("BINDINGS4", &maps.bindings4, |_, _| g.bindings += 1);
-    each("BLOCK_SLOTS", &maps.block_slots, |k, _| g.block(k.proto));
+    batch::entries("BINDINGS4", &maps.bindings4, |_, _| g.bindings += 1);
+    batch::entries("BLOCK_SLOTS", &maps.block_slots, |k, _| g.block(k.proto));
     g
 }
 
@@ -228,40 +224,6 @@ impl Expired {
     }
 }
 
-/// Calls `f` with every entry of `map`, read in batches ([`batch::for_each`]); one entry per
-/// syscall pair (aya's iterator) where the kernel refuses batches.
-fn each<K: Pod, V: Pod>(name: &str, map: &HashMap<MapData, K, V>, mut f: impl FnMut(&K, &V)) {
-    let mut seen = 0usize;
-    let read = batch::for_each(map.map(), |k: &K, v: &V| {
-        seen += 1;
-        f(k, v);
-    });
-    match read {
-        Ok(()) => {}
-        Err(e) if seen == 0 => {
-            log::debug!("{name}: batch lookups refused ({e}), reading entry by entry");
-            for (k, v) in map.iter().filter_map(Result::ok) {
-                f(&k, &v);
-            }
-        }
-        Err(e) => log::error!("reading {name} stopped after {seen} entries: {e}"),
-    }
-}
-
-/// Deletes `keys` from `map` in batches ([`batch::delete`]), one by one where the kernel
-/// refuses batches.
-fn remove_all<K: Pod, V: Pod>(name: &str, map: &mut HashMap<MapData, K, V>, keys: &[K]) {
-    if keys.is_empty() {
-        return;
-    }
-    if let Err(e) = batch::delete(map.map(), keys) {
-        log::debug!("{name}: batch delete refused ({e}), deleting key by key");
-        for k in keys {
-            let _ = map.remove(k);
-        }
-    }
-}
-
 /// One expiry pass over the tables.
 ///
 /// Every table is read in batches of thousands of entries per syscall, and expired entries
@@ -274,14 +236,14 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     let mut done = Expired::default();
 
     let mut halves4: Halves4 = Halves4::default();
-    each("SESSIONS4", &maps.sessions4, |k, v| {
+    batch::entries("SESSIONS4", &maps.sessions4, |k, v| {
         halves4.insert(*k, *v);
     });
     // Sessions: collect first, delete after.
     let mut doomed = Vec::new();
     let mut live_bindings = HashSet::new();
     let mut live_filters = HashSet::new();
-    each("SESSIONS6", &maps.sessions6, |k, v6| {
+    batch::entries("SESSIONS6", &maps.sessions6, |k, v6| {
         let k4 = k.reverse(v6);
         let v4 = halves4.remove(&k4);
         let last = v6.last_seen.max(v4.map_or(0, |v| v.last_seen));
@@ -296,8 +258,8 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     });
     let keys6: Vec<SessionKey6> = doomed.iter().map(|(k6, _)| *k6).collect();
     let keys4: Vec<SessionKey4> = doomed.iter().map(|(_, k4)| *k4).collect();
-    remove_all("SESSIONS6", &mut maps.sessions6, &keys6);
-    remove_all("SESSIONS4", &mut maps.sessions4, &keys4);
+    batch::remove("SESSIONS6", &mut maps.sessions6, &keys6);
+    batch::remove("SESSIONS4", &mut maps.sessions4, &keys4);
     done.sessions = doomed.len();
     done.expired = doomed;
 
@@ -310,11 +272,11 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
         .map(|(k, _)| *k)
         .collect();
     drop(halves4);
-    remove_all("SESSIONS4", &mut maps.sessions4, &orphans);
+    batch::remove("SESSIONS4", &mut maps.sessions4, &orphans);
 
     // Dynamic bindings without sessions.
     let mut idle: Vec<(BindingKey6, BindingKey4)> = Vec::new();
-    each("BINDINGS6", &maps.bindings6, |k, v| {
+    batch::entries("BINDINGS6", &maps.bindings6, |k, v| {
         if v.flags & BINDING_STATIC == 0
             && !live_bindings.contains(&(k.proto, k.client, k.client_port_be))
             && now.saturating_sub(v.last_used) > grace
@@ -331,25 +293,25 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
         }
     });
     let (keys6, keys4): (Vec<_>, Vec<_>) = idle.iter().copied().unzip();
-    remove_all("BINDINGS6", &mut maps.bindings6, &keys6);
-    remove_all("BINDINGS4", &mut maps.bindings4, &keys4);
+    batch::remove("BINDINGS6", &mut maps.bindings6, &keys6);
+    batch::remove("BINDINGS4", &mut maps.bindings4, &keys4);
     done.bindings = idle.len();
 
     // Address-dependent filtering permits without sessions.
     let mut stale: Vec<FilterKey> = Vec::new();
-    each("FILTERS", &maps.filters, |k, last| {
+    batch::entries("FILTERS", &maps.filters, |k, last| {
         if !live_filters.contains(&(k.proto, k.pool, k.pool_port_be, k.remote))
             && now.saturating_sub(*last) > grace
         {
             stale.push(*k);
         }
     });
-    remove_all("FILTERS", &mut maps.filters, &stale);
+    batch::remove("FILTERS", &mut maps.filters, &stale);
     done.filters = stale.len();
 
     // Port blocks no binding uses any more go back to the free queue.
     let mut used_blocks = HashSet::new();
-    each("BINDINGS4", &maps.bindings4, |k, _| {
+    batch::entries("BINDINGS4", &maps.bindings4, |k, _| {
         done.left.bindings += 1;
         if let Some(p) = Protocol::from_number(k.proto)
             && let Some(start) = cfg.layouts[p.index()].block_of(u16::from_be(k.pool_port_be))
@@ -358,7 +320,7 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
         }
     });
     let mut free: Vec<(BlockSlotKey, translator_common::maps::BlockId)> = Vec::new();
-    each("BLOCK_SLOTS", &maps.block_slots, |k, s| {
+    batch::entries("BLOCK_SLOTS", &maps.block_slots, |k, s| {
         if !used_blocks.contains(&(k.proto, s.block.pool, s.block.start))
             && now.saturating_sub(s.last_alloc) > grace
         {

@@ -2,7 +2,7 @@ use serde::Serialize;
 
 use crate::{
     config::Protocol,
-    dataplane::{Instance, Maps},
+    dataplane::{Instance, Maps, batch},
 };
 
 #[derive(Debug, clap::Args)]
@@ -63,8 +63,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let state = inst.read_state()?;
     let cfg = state.config()?;
     let maps = Maps::open(&inst.pins)?;
-    let slots: Vec<_> = maps.block_slots.keys().filter_map(Result::ok).collect();
-    let b4: Vec<_> = maps.bindings4.iter().filter_map(Result::ok).collect();
+    // Batch reads: thousands of entries per syscall, whatever the size of the tables.
+    let mut slots = Vec::new();
+    batch::entries("BLOCK_SLOTS", &maps.block_slots, |k, _| slots.push(*k));
+    let mut b4 = Vec::new();
+    batch::entries("BINDINGS4", &maps.bindings4, |k, v| b4.push((*k, *v)));
+    let mut sessions = 0;
+    batch::entries("SESSIONS6", &maps.sessions6, |_, _| sessions += 1);
     let protocols = Protocol::ALL
         .into_iter()
         .map(|p| PoolUse {
@@ -90,7 +95,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             .collect(),
         prefix: cfg.prefix.to_string(),
         clients: cfg.clients.iter().map(ToString::to_string).collect(),
-        sessions: maps.sessions6.keys().count(),
+        sessions,
         bindings: b4.len(),
         static_bindings: b4
             .iter()

@@ -13,7 +13,10 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _},
 };
 
-use aya::{Pod, maps::MapData};
+use aya::{
+    Pod,
+    maps::{HashMap, IterableMap as _, MapData},
+};
 use aya_obj::generated::{bpf_attr, bpf_cmd};
 
 /// Entries asked for per syscall. A hash map's batch ends at a bucket boundary and a bucket
@@ -124,6 +127,44 @@ pub fn delete<K: Pod>(map: &MapData, keys: &[K]) -> io::Result<usize> {
         }
     }
     Ok(deleted)
+}
+
+/// Calls `f` with every entry of `map`, read in batches ([`for_each`]); one entry per
+/// syscall pair (aya's iterator) where the kernel refuses batches.
+pub fn entries<K: Pod, V: Pod>(
+    name: &str,
+    map: &HashMap<MapData, K, V>,
+    mut f: impl FnMut(&K, &V),
+) {
+    let mut seen = 0usize;
+    let read = for_each(map.map(), |k: &K, v: &V| {
+        seen += 1;
+        f(k, v);
+    });
+    match read {
+        Ok(()) => {}
+        Err(e) if seen == 0 => {
+            log::debug!("{name}: batch lookups refused ({e}), reading entry by entry");
+            for (k, v) in map.iter().filter_map(Result::ok) {
+                f(&k, &v);
+            }
+        }
+        Err(e) => log::error!("reading {name} stopped after {seen} entries: {e}"),
+    }
+}
+
+/// Deletes `keys` from `map` in batches ([`delete`]), one by one where the kernel
+/// refuses batches.
+pub fn remove<K: Pod, V: Pod>(name: &str, map: &mut HashMap<MapData, K, V>, keys: &[K]) {
+    if keys.is_empty() {
+        return;
+    }
+    if let Err(e) = delete(map.map(), keys) {
+        log::debug!("{name}: batch delete refused ({e}), deleting key by key");
+        for k in keys {
+            let _ = map.remove(k);
+        }
+    }
 }
 
 /// The raw descriptor of a map, for the syscall's attribute.
