@@ -6,7 +6,7 @@
 //! on every scrape ([`count`] is that walk, for when no pass has run yet).
 
 use std::{
-    collections::{HashMap as StdMap, HashSet},
+    collections::{HashMap as StdMap, HashSet as StdSet},
     net::{Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
@@ -27,8 +27,13 @@ use crate::{
     state::{SessionState, classify},
 };
 
+/// The hash of the pass's in-memory tables: foldhash's fast one (the keys come from the data
+/// plane's own tables, and a pass over millions of entries spends a good part of its time
+/// hashing).
+type Hasher = foldhash::fast::RandomState;
+type HashSet<T> = StdSet<T, Hasher>;
 /// The IPv4 halves of the sessions, read into memory for one pass.
-type Halves4 = StdMap<SessionKey4, SessionValue4>;
+type Halves4 = StdMap<SessionKey4, SessionValue4, Hasher>;
 
 /// Time the controller leaves a binding, permit or block alone after the data plane last used
 /// it, so it never frees something a packet on another CPU is about to use.
@@ -241,8 +246,8 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     });
     // Sessions: collect first, delete after.
     let mut doomed = Vec::new();
-    let mut live_bindings = HashSet::new();
-    let mut live_filters = HashSet::new();
+    let mut live_bindings = HashSet::default();
+    let mut live_filters = HashSet::default();
     batch::entries("SESSIONS6", &maps.sessions6, |k, v6| {
         let k4 = k.reverse(v6);
         let v4 = halves4.remove(&k4);
@@ -310,7 +315,7 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     done.filters = stale.len();
 
     // Port blocks no binding uses any more go back to the free queue.
-    let mut used_blocks = HashSet::new();
+    let mut used_blocks = HashSet::default();
     batch::entries("BINDINGS4", &maps.bindings4, |k, _| {
         done.left.bindings += 1;
         if let Some(p) = Protocol::from_number(k.proto)
