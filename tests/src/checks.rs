@@ -1,9 +1,31 @@
 //! Comparisons and descriptions the end-to-end tests share: whole-buffer comparison with the
-//! first difference, and readable session lists and counter changes for failure messages.
+//! first difference, a ping that must be answered, and readable session lists and counter
+//! changes for failure messages.
 
-use anyhow::{Result, bail};
+use std::time::Duration;
 
-use crate::{Session, Stats};
+use anyhow::{Result, bail, ensure};
+
+use crate::{NetNs, Session, Stats};
+
+/// `ping -c COUNT` from `ns` to `target`; errors unless every echo is answered.
+pub fn ping_all(ns: &NetNs, target: &str, count: u32) -> Result<()> {
+    let count_s = count.to_string();
+    let out = ns.try_run(
+        &["ping", "-c", &count_s, "-i", "0.2", "-W", "2", target],
+        Duration::from_secs(30),
+    )?;
+    let text = out.stdout_str();
+    let want = format!("{count} packets transmitted, {count} received");
+    ensure!(
+        out.status.success() && text.contains(&want),
+        "ping {target} from {}: expected `{want}`, got ({}):\n{text}{}",
+        ns.name(),
+        out.status,
+        out.stderr_str()
+    );
+    Ok(())
+}
 
 /// Errors unless `got == want`, describing the first difference.
 pub fn same_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<()> {

@@ -465,7 +465,14 @@ impl<'a> Gateway<'a> {
 
     /// `sessions --json`, parsed.
     pub fn sessions(&self) -> Result<Vec<Session>> {
-        let out = self.cli(&["sessions", "--json"])?;
+        self.sessions_with(&[])
+    }
+
+    /// `sessions --json` with more arguments (filters, `--sort`), parsed.
+    pub fn sessions_with(&self, args: &[&str]) -> Result<Vec<Session>> {
+        let mut argv = vec!["sessions", "--json"];
+        argv.extend(args);
+        let out = self.cli(&argv)?;
         serde_json::from_slice(&out.stdout).with_context(|| {
             format!(
                 "`{}` printed something that is not a JSON array of sessions:\n{}",

@@ -24,7 +24,7 @@ pub mod sweep;
 pub mod topology;
 pub mod xdp_pass;
 
-pub use checks::{describe_sessions, same_bytes, stats_delta};
+pub use checks::{describe_sessions, ping_all, same_bytes, stats_delta};
 pub use cmd::{Output, Proc, TempDir, interrupted, request_interrupt, require_root, wait_until};
 pub use gateway::{
     Gateway, GatewayConfig, Session, StaticMapping, Stats, translator_bin, workspace_root,

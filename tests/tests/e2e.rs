@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
+use translator_tests::ping_all;
 use translator_tests::{
     ALT_POOL_V4, CLIENT_V6, GATEWAY_V4, Gateway, GatewayConfig, HttpServer, NetNs, PacedHttp,
     SERVER_V4, Session, StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, describe_sessions,
@@ -28,25 +29,6 @@ fn prepare() -> Result<MutexGuard<'static, ()>> {
     translator_tests::require_root()?;
     translator_tests::translator_bin()?;
     Ok(guard)
-}
-
-/// `ping -c COUNT` from `ns` to `target`; errors unless every echo is answered.
-fn ping_all(ns: &NetNs, target: &str, count: u32) -> Result<()> {
-    let count_s = count.to_string();
-    let out = ns.try_run(
-        &["ping", "-c", &count_s, "-i", "0.2", "-W", "2", target],
-        Duration::from_secs(30),
-    )?;
-    let text = out.stdout_str();
-    let want = format!("{count} packets transmitted, {count} received");
-    ensure!(
-        out.status.success() && text.contains(&want),
-        "ping {target} from {}: expected `{want}`, got ({}):\n{text}{}",
-        ns.name(),
-        out.status,
-        out.stderr_str()
-    );
-    Ok(())
 }
 
 /// GETs `url` with curl from `ns` and returns the body.

@@ -1275,21 +1275,7 @@ fn session_listing_filters_agree_with_the_full_listing() -> Result<()> {
     for s in &socks {
         udp_round_trip(s, server, b"list me")?;
     }
-    let ping = topo.client.run_timeout(
-        &[
-            "ping",
-            "-6",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            &server_via_prefix().to_string(),
-        ],
-        Duration::from_secs(10),
-    )?;
-    ensure!(ping.status.success(), "ping: {}", ping.stdout_str());
+    translator_tests::ping_all(&topo.client, &server_via_prefix().to_string(), 2)?;
 
     // What identifies a session (idle times move between two listings).
     type Id = (
@@ -1312,13 +1298,7 @@ fn session_listing_filters_agree_with_the_full_listing() -> Result<()> {
             s.pool_port,
         )
     };
-    let listed = |args: &[&str]| -> Result<Vec<Session>> {
-        let mut argv = vec!["sessions", "--json"];
-        argv.extend(args);
-        let out = gw.cli(&argv)?;
-        serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("`{}` printed {}", argv.join(" "), out.stdout_str()))
-    };
+    let listed = |args: &[&str]| gw.sessions_with(args);
     let all = listed(&[])?;
     ensure!(
         all.iter().filter(|s| s.protocol == "udp").count() == 5

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use translator_tests::cmd::Output;
+use translator_tests::ping_all;
 use translator_tests::{
     ALT_POOL_V4, CLIENT_V6, Gateway, GatewayConfig, HttpServer, NetNs, SERVER_V4, Session,
     StaticMapping, TcpEcho, TempDir, Topology, UdpEcho, pattern, server_via_prefix, udp_recv,
@@ -74,25 +75,6 @@ fn rfc3339_formats_known_times() {
     assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
     assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
     assert_eq!(at(1_795_859_100, 123), "2026-11-28T09:45:00.123Z");
-}
-
-/// `ping -c COUNT` from `ns` to `target`; errors unless every echo is answered.
-fn ping_all(ns: &NetNs, target: &str, count: u32) -> Result<()> {
-    let count_s = count.to_string();
-    let out = ns.try_run(
-        &["ping", "-c", &count_s, "-i", "0.2", "-W", "2", target],
-        Duration::from_secs(30),
-    )?;
-    let text = out.stdout_str();
-    let want = format!("{count} packets transmitted, {count} received");
-    ensure!(
-        out.status.success() && text.contains(&want),
-        "ping {target} from {}: expected `{want}`, got ({}):\n{text}{}",
-        ns.name(),
-        out.status,
-        out.stderr_str()
-    );
-    Ok(())
 }
 
 /// GETs `url` with curl from `ns` and returns the body.

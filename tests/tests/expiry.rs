@@ -161,35 +161,23 @@ fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
             }
             Ok(())
         };
-        for i in 0..3000 {
-            put(i, IPPROTO_UDP, 0, ago(Duration::from_secs(1)), true)?;
-        }
-        for i in 3000..5000 {
-            put(
-                i,
-                IPPROTO_UDP,
-                0,
-                ago(udp_to + Duration::from_secs(5)),
-                false,
-            )?;
-        }
-        for i in 5000..5100 {
-            put(
-                i,
+        // (sessions, protocol, state, idle for, kept)
+        let idle = Duration::from_secs(5);
+        for (range, proto, state, idle_for, keep) in [
+            (0..3000, IPPROTO_UDP, 0, Duration::from_secs(1), true),
+            (3000..5000, IPPROTO_UDP, 0, udp_to + idle, false),
+            (
+                5000..5100,
                 IPPROTO_TCP,
                 tcp::ESTABLISHED,
-                ago(trans + Duration::from_secs(5)),
+                trans + idle,
                 true,
-            )?;
-        }
-        for i in 5100..5150 {
-            put(
-                i,
-                IPPROTO_TCP,
-                tcp::V6_INIT,
-                ago(trans + Duration::from_secs(5)),
-                false,
-            )?;
+            ),
+            (5100..5150, IPPROTO_TCP, tcp::V6_INIT, trans + idle, false),
+        ] {
+            for i in range {
+                put(i, proto, state, ago(idle_for), keep)?;
+            }
         }
         // IPv4 halves alone: an old one (a create that lost a race) and a fresh one (its IPv6
         // half may be on its way).

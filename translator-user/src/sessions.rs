@@ -190,15 +190,21 @@ fn state_of(k: &SessionKey6, v6: &SessionValue6, v4: Option<&SessionValue4>) -> 
     )
 }
 
+/// The IPv4 halves of every session, read in batches.
+fn halves4(maps: &Maps) -> Halves4 {
+    let mut halves = Halves4::default();
+    batch::entries("SESSIONS4", &maps.sessions4, |k, v| {
+        halves.insert(*k, *v);
+    });
+    halves
+}
+
 /// Counts the tables by walking them (in batches, like an expiry pass): the IPv4 halves of the
 /// sessions to classify them, then the binding and block-slot tables. What an expiry pass
 /// counts on the way, for when none has run.
 pub fn count(maps: &Maps) -> Gauges {
     let mut g = Gauges::default();
-    let mut halves4 = Halves4::default();
-    batch::entries("SESSIONS4", &maps.sessions4, |k, v| {
-        halves4.insert(*k, *v);
-    });
+    let halves4 = halves4(maps);
     batch::entries("SESSIONS6", &maps.sessions6, |k, v6| {
         let v4 = halves4.get(&k.reverse(v6));
         g.session(k.proto, state_of(k, v6, v4));
@@ -240,10 +246,7 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     let grace = GRACE.as_nanos() as u64;
     let mut done = Expired::default();
 
-    let mut halves4: Halves4 = Halves4::default();
-    batch::entries("SESSIONS4", &maps.sessions4, |k, v| {
-        halves4.insert(*k, *v);
-    });
+    let mut halves4 = halves4(maps);
     // Sessions: collect first, delete after.
     let mut doomed = Vec::new();
     let mut live_bindings = HashSet::default();

@@ -56,9 +56,8 @@ pub fn for_each<K: Pod, V: Pod>(map: &MapData, mut f: impl FnMut(&K, &V)) -> io:
     let mut chunk = CHUNK;
     let mut keys: Vec<K> = Vec::new();
     let mut values: Vec<V> = Vec::new();
-    // Hash maps' batch position is a bucket index.
-    let (mut at, mut next) = (0u32, 0u32);
-    let mut first = true;
+    // Hash maps' batch position is a bucket index; none: from the start.
+    let (mut at, mut next): (Option<u32>, u32) = (None, 0);
     loop {
         keys.resize_with(chunk, || {
             // SAFETY: Pod types are valid for any bit pattern, zeroes included.
@@ -71,11 +70,7 @@ pub fn for_each<K: Pod, V: Pod>(map: &MapData, mut f: impl FnMut(&K, &V)) -> io:
         let mut attr = zeroed_attr();
         // SAFETY: writing the `batch` member of the union (plain integers).
         let b = unsafe { &mut attr.batch };
-        b.in_batch = if first {
-            0
-        } else {
-            std::ptr::from_ref(&at) as u64
-        };
+        b.in_batch = at.as_ref().map_or(0, |a| std::ptr::from_ref(a) as u64);
         b.out_batch = std::ptr::from_mut(&mut next) as u64;
         b.keys = keys.as_mut_ptr() as u64;
         b.values = values.as_mut_ptr() as u64;
@@ -97,8 +92,7 @@ pub fn for_each<K: Pod, V: Pod>(map: &MapData, mut f: impl FnMut(&K, &V)) -> io:
             }
             Err(e) => return Err(e),
         }
-        at = next;
-        first = false;
+        at = Some(next);
     }
 }
 
