@@ -15,6 +15,9 @@ pub const CFG_DROP_INBOUND_SYN: u8 = 16;
 /// `XDP_TX` (set for veth: a veth peer without an XDP program of its own gets `XDP_TX` frames
 /// only when a later frame wakes it, a redirect wakes it at once).
 pub const CFG_TX_BY_REDIRECT: u8 = 32;
+/// Flag: RFC 7422 deterministic port blocks (`pool.deterministic`): a subscriber's blocks are
+/// [`DataplaneConfig::det`]'s, from `DET_BLOCKS`, not from the free queues.
+pub const CFG_DETERMINISTIC: u8 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,4 +49,6 @@ pub struct DataplaneConfig {
     /// How long a route lookup's answer is reused for packets to the same destination (ns;
     /// 0: every packet is looked up). `nat64.route_cache_ms`.
     pub route_cache_ns: u64,
+    /// Where a subscriber's index lies in its address, with `CFG_DETERMINISTIC`.
+    pub det: crate::ports::Deterministic,
 }

@@ -21,6 +21,10 @@ pub const BLOCK_SLOTS: &str = "BLOCK_SLOTS";
 pub const FREE_BLOCKS_TCP: &str = "FREE_TCP";
 pub const FREE_BLOCKS_UDP: &str = "FREE_UDP";
 pub const FREE_BLOCKS_ICMP: &str = "FREE_ICMP";
+/// RFC 7422 deterministic blocks (`pool.deterministic`): array of [`BlockId`], subscriber
+/// `i`'s slot `s` of protocol `p` at `p * stride + i * max_blocks + s` (see
+/// [`crate::ports::Deterministic`]). One unused entry when the option is off.
+pub const DET_BLOCKS: &str = "DET_BLOCKS";
 /// Allowed client prefixes: LPM trie of `[u8; 16]` -> u32 (unused value).
 pub const CLIENTS: &str = "CLIENTS";
 /// Pool addresses: `[u8; 4]` -> [`PoolAddress`].
@@ -84,7 +88,7 @@ pub const LAYOUT: &str = "LAYOUT";
 pub const LAYOUT_VERSION: u32 = 2;
 
 /// Every map the program pins, for listing and removal.
-pub const ALL_MAPS: [&str; 25] = [
+pub const ALL_MAPS: [&str; 26] = [
     BLOCK_EVENTS,
     CLAT_CONFIG,
     SESSION_EVENTS,
@@ -104,6 +108,7 @@ pub const ALL_MAPS: [&str; 25] = [
     FREE_BLOCKS_TCP,
     FREE_BLOCKS_UDP,
     FREE_BLOCKS_ICMP,
+    DET_BLOCKS,
     CLIENTS,
     POOL,
     COUNTERS,
@@ -599,7 +604,7 @@ pod!(
     Frag6Value => 16,
     Frag4Key => 12,
     Frag4Value => 24,
-    crate::config::DataplaneConfig => 88,
+    crate::config::DataplaneConfig => 104,
     BenchFrame => 160,
     RouteKey4 => 8,
     RouteKey6 => 20,

@@ -94,9 +94,132 @@ pub const fn next_hint(off: u16) -> u16 {
     off & !1
 }
 
+/// RFC 7422 deterministic port blocks: which bits of a client address number its subscriber.
+///
+/// With one client prefix of length `clients_len` and subscribers of `subscriber_len` bits, the
+/// subscriber index is the address's bits `clients_len .. subscriber_len` (at most
+/// [`MAX_DETERMINISTIC_BITS`]); subscriber `i` holds blocks `i * max_blocks ..` of the pool's
+/// blocks in order, slot `s` always block `i * max_blocks + s`. The data plane computes the
+/// index from a 64-bit window of the address (two of its words), so no 128-bit arithmetic is
+/// needed in BPF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Deterministic {
+    /// First of the two 32-bit words of the window (0, 1 or 2).
+    pub word: u8,
+    /// Right shift of the 64-bit window that brings the index's last bit to bit 0.
+    pub shift: u8,
+    pub _pad: [u8; 2],
+    /// Mask of the index after the shift (`2^bits - 1`).
+    pub mask: u32,
+    /// Blocks per protocol that belong to subscribers: `subscribers * max_blocks`. The data
+    /// plane's table of deterministic blocks holds this many per protocol, TCP, UDP, ICMP.
+    pub stride: u32,
+    pub _pad2: u32,
+}
+
+/// Most index bits a deterministic layout may use: 2^24 subscribers, more than the largest
+/// pool has blocks (256 addresses of 8192 blocks is 2^21), and small enough that
+/// `subscribers * max_blocks` fits in 32 bits.
+pub const MAX_DETERMINISTIC_BITS: u8 = 24;
+
+impl Deterministic {
+    /// The layout for clients of one `clients_len` prefix, subscribers of `subscriber_len`, and
+    /// `max_blocks` blocks each. `None` when `subscriber_len` is shorter than `clients_len` or
+    /// longer than 128, or the index would take more than [`MAX_DETERMINISTIC_BITS`].
+    pub fn new(clients_len: u8, subscriber_len: u8, max_blocks: u8) -> Option<Self> {
+        if subscriber_len < clients_len || subscriber_len > 128 {
+            return None;
+        }
+        let bits = subscriber_len - clients_len;
+        if bits > MAX_DETERMINISTIC_BITS {
+            return None;
+        }
+        let word = (clients_len / 32).min(2);
+        // The window covers address bits word*32 .. word*32 + 64. The index starts at bit
+        // clients_len >= word*32 and ends at subscriber_len <= clients_len + 24, which is inside
+        // it: below 96 when word < 2, at most 128 when word is 2.
+        let end = u32::from(word) * 32 + 64;
+        let shift = end.checked_sub(u32::from(subscriber_len))?;
+        if shift + u32::from(bits) > 64 {
+            return None;
+        }
+        let subscribers = 1u64 << bits;
+        let stride = u32::try_from(subscribers * u64::from(max_blocks)).ok()?;
+        Some(Self {
+            word,
+            shift: shift as u8,
+            _pad: [0; 2],
+            mask: ((1u64 << bits) - 1) as u32,
+            stride,
+            _pad2: 0,
+        })
+    }
+
+    /// How many subscribers the layout numbers (`2^bits`).
+    pub fn subscribers(&self) -> u64 {
+        u64::from(self.mask) + 1
+    }
+
+    /// The subscriber index of a client address given as raw network-order words (the memory
+    /// of the words is the address bytes).
+    #[inline(always)]
+    pub fn index(&self, client: &[u32; 4]) -> u32 {
+        let (hi, lo) = match self.word {
+            0 => (client[0], client[1]),
+            1 => (client[1], client[2]),
+            _ => (client[2], client[3]),
+        };
+        let window = (u64::from(u32::from_be(hi)) << 32) | u64::from(u32::from_be(lo));
+        // shift < 64 by construction; `& 63` lets the verifier (and the reader) see it.
+        ((window >> (self.shift & 63)) as u32) & self.mask
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw(a: u128) -> [u32; 4] {
+        let b = a.to_be_bytes();
+        core::array::from_fn(|i| {
+            u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+        })
+    }
+
+    #[test]
+    fn deterministic_index_is_the_bits_between_the_two_lengths() {
+        // Every pair of lengths, against 128-bit arithmetic.
+        let addr: u128 = 0x2001_0db8_a5c3_9e17_4b2d_8f60_1c7a_e395;
+        for clients_len in 0..=128u8 {
+            for bits in 0..=MAX_DETERMINISTIC_BITS {
+                let Some(sub) = clients_len.checked_add(bits).filter(|s| *s <= 128) else {
+                    continue;
+                };
+                let d = Deterministic::new(clients_len, sub, 1).expect("valid lengths");
+                let want = if bits == 0 {
+                    0
+                } else {
+                    ((addr >> (128 - u32::from(sub))) & ((1u128 << bits) - 1)) as u32
+                };
+                assert_eq!(
+                    d.index(&raw(addr)),
+                    want,
+                    "clients /{clients_len}, subscribers /{sub}"
+                );
+                assert_eq!(d.subscribers(), 1u64 << bits);
+            }
+        }
+    }
+
+    #[test]
+    fn deterministic_layouts_that_do_not_fit_are_refused() {
+        assert_eq!(Deterministic::new(64, 56, 1), None);
+        assert_eq!(Deterministic::new(24, 57, 1), None);
+        assert_eq!(Deterministic::new(64, 129, 1), None);
+        let d = Deterministic::new(48, 64, 4).expect("valid");
+        assert_eq!(d.stride, 65536 * 4);
+    }
 
     #[test]
     fn layout() {

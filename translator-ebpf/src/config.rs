@@ -1,6 +1,6 @@
 //! The data-plane configuration: a read-only global the controller fills in at load time.
 
-use translator_common::config::DataplaneConfig;
+use translator_common::{config::DataplaneConfig, ports::Deterministic};
 
 /// Set by the controller at load time (a frozen read-only global).
 #[unsafe(no_mangle)]
@@ -17,6 +17,14 @@ static CONFIG: DataplaneConfig = DataplaneConfig {
     icmp_interval_ns: 0,
     subscriber_mask: [u32::MAX; 4],
     route_cache_ns: 0,
+    det: Deterministic {
+        word: 0,
+        shift: 0,
+        _pad: [0; 2],
+        mask: 0,
+        stride: 0,
+        _pad2: 0,
+    },
 };
 
 #[inline(always)]

@@ -46,6 +46,8 @@ pub static FREE_UDP: Queue<BlockId> = Queue::pinned(1024, 0);
 #[map]
 pub static FREE_ICMP: Queue<BlockId> = Queue::pinned(1024, 0);
 #[map]
+pub static DET_BLOCKS: Array<BlockId> = Array::pinned(1, 0);
+#[map]
 pub static CLIENTS: LpmTrie<[u32; 4], u32> = LpmTrie::pinned(1024, 0);
 #[map]
 pub static POOL: HashMap<u32, PoolAddress> = HashMap::pinned(256, 0);

@@ -317,7 +317,8 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     batch::remove("FILTERS", &mut maps.filters, &stale);
     done.filters = stale.len();
 
-    // Port blocks no binding uses any more go back to the free queue.
+    // Port blocks no binding uses any more go back to the free queue (with deterministic
+    // blocks, their slot is only emptied).
     let mut used_blocks = HashSet::default();
     batch::entries("BINDINGS4", &maps.bindings4, |k, _| {
         done.left.bindings += 1;
@@ -339,6 +340,11 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     });
     for (k, block) in free {
         if maps.block_slots.remove(&k).is_err() {
+            continue;
+        }
+        if cfg.deterministic.is_some() {
+            // RFC 7422: the block stays its subscriber's, it only stops being held.
+            done.blocks.push((k, block));
             continue;
         }
         if let Some(p) = Protocol::from_number(k.proto) {

@@ -1,13 +1,15 @@
 //! The pool's port blocks: a client (subscriber) holds up to `max_blocks` blocks per protocol,
 //! taken from the free queues the controller fills, and new bindings get a free port of those
 //! blocks (RFC 6888 REQ-4: a per-subscriber limit; RFC 7422-style blocks keep the block log
-//! small). Port ownership is decided by the `BPF_NOEXIST` insert into `BINDINGS4`, so
+//! small; with `pool.deterministic` RFC 7422's deterministic blocks need no log at all: a
+//! subscriber's blocks follow from its address). Port ownership is decided by the `BPF_NOEXIST` insert into `BINDINGS4`, so
 //! concurrent CPUs never hand out the same port twice.
 
 use aya_ebpf::{EbpfContext, bindings::BPF_NOEXIST};
 use aya_log_ebpf::info;
 use translator_common::{
     IPPROTO_TCP, IPPROTO_UDP,
+    config::CFG_DETERMINISTIC,
     counters::{DropReason, Event},
     maps::{
         BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockEvent, BlockId, BlockSlot,
@@ -20,7 +22,9 @@ use translator_common::{
 use crate::{
     config::config,
     db::bib,
-    maps::{BINDINGS4, BINDINGS6, BLOCK_EVENTS, BLOCK_SLOTS, FREE_ICMP, FREE_TCP, FREE_UDP},
+    maps::{
+        BINDINGS4, BINDINGS6, BLOCK_EVENTS, BLOCK_SLOTS, DET_BLOCKS, FREE_ICMP, FREE_TCP, FREE_UDP,
+    },
     observe::{event, now_exact},
     tuple::Packet6,
 };
@@ -82,9 +86,14 @@ pub fn allocate<C: EbpfContext>(ctx: &C, pkt: &mut Packet6) -> Result<(), DropRe
         IPPROTO_UDP => &FREE_UDP,
         _ => &FREE_ICMP,
     };
-    let block = match queue.pop() {
-        Ok(Some(b)) => b,
-        _ => return Err(DropReason::PoolExhausted),
+    let deterministic = cfg.flags & CFG_DETERMINISTIC != 0;
+    let block = if deterministic {
+        deterministic_block(&sk.client, bkey.proto, free_slot)?
+    } else {
+        match queue.pop() {
+            Ok(Some(b)) => b,
+            _ => return Err(DropReason::PoolExhausted),
+        }
     };
     sk.slot = free_slot as u8;
     let value = BlockSlot {
@@ -94,8 +103,11 @@ pub fn allocate<C: EbpfContext>(ctx: &C, pkt: &mut Packet6) -> Result<(), DropRe
         last_alloc: now,
     };
     if BLOCK_SLOTS.insert(sk, value, BPF_NOEXIST as u64).is_err() {
-        // Another CPU filled this slot first (or the slot table is full): give the block back.
-        let _ = queue.push(block, 0);
+        // Another CPU filled this slot first (or the slot table is full): give a queued block
+        // back (a deterministic one belongs to this slot whoever fills it).
+        if !deterministic {
+            let _ = queue.push(block, 0);
+        }
     } else {
         event(Event::BlockTaken);
         log_block(ctx, bkey, &block);
@@ -110,6 +122,28 @@ pub fn allocate<C: EbpfContext>(ctx: &C, pkt: &mut Packet6) -> Result<(), DropRe
             None => Err(DropReason::ClientLimit),
         },
         None => Err(DropReason::TableFull),
+    }
+}
+
+/// RFC 7422: slot `slot` of subscriber `subscriber` (the masked client address) always gets the
+/// same block, the controller's `DET_BLOCKS` entry for it.
+#[inline(always)]
+fn deterministic_block(subscriber: &[u32; 4], proto: u8, slot: u32) -> Result<BlockId, DropReason> {
+    let cfg = config();
+    let det = &cfg.det;
+    let base = match proto {
+        IPPROTO_TCP => 0,
+        IPPROTO_UDP => det.stride,
+        _ => det.stride.wrapping_mul(2),
+    };
+    let i = det
+        .index(subscriber)
+        .wrapping_mul(u32::from(cfg.max_blocks))
+        .wrapping_add(slot);
+    match DET_BLOCKS.get(base.wrapping_add(i)) {
+        Some(b) if i < det.stride => Ok(*b),
+        // Outside the table: the configuration check makes this unreachable.
+        _ => Err(DropReason::PoolExhausted),
     }
 }
 

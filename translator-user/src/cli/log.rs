@@ -2,7 +2,11 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::anyhow;
 
-use crate::{blocklog, config::Protocol, dataplane::Instance};
+use crate::{
+    blocklog,
+    config::{Config, Protocol},
+    dataplane::Instance,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -12,11 +16,16 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LogCommand {
-    /// Which client held a pool address and port at a time (from the block log).
+    /// Which client held a pool address and port at a time (from the block log), or with
+    /// `pool.deterministic` (RFC 7422) whose block it is, from the configuration alone.
     Query {
         /// The block log file (default: the running instance's `log.blocks`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "config")]
         file: Option<PathBuf>,
+        /// Answer from this configuration file instead of the running instance's (with
+        /// `pool.deterministic` no log is read; without it, its `log.blocks` is).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[command(flatten)]
         instance: super::InstanceArgs,
         /// Pool address.
@@ -25,9 +34,10 @@ pub enum LogCommand {
         /// Pool port.
         #[arg(long)]
         port: u16,
-        /// Time, RFC 3339 (e.g. 2026-11-28T14:03:00Z).
+        /// Time, RFC 3339 (e.g. 2026-11-28T14:03:00Z). Needed for the block log; deterministic
+        /// blocks belong to the same subscriber at any time.
         #[arg(long)]
-        at: String,
+        at: Option<String>,
         /// Only this protocol.
         #[arg(long)]
         protocol: Option<Protocol>,
@@ -40,6 +50,7 @@ pub enum LogCommand {
 pub fn main(a: Args) -> anyhow::Result<()> {
     let LogCommand::Query {
         file,
+        config,
         instance,
         pool,
         port,
@@ -47,20 +58,34 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         protocol,
         json,
     } = a.command;
+    let cfg = match (&file, config) {
+        (Some(_), _) => None,
+        (None, Some(path)) => Some(Config::load(&path)?),
+        (None, None) => Some(Instance::new(&instance.instance).read_state()?.config()?),
+    };
+    if let Some(cfg) = &cfg
+        && cfg.deterministic.is_some()
+    {
+        return deterministic(cfg, pool, port, protocol, json);
+    }
+    let Some(at) = at else {
+        return Err(anyhow!(
+            "--at: give the time to look up (RFC 3339, e.g. 2026-11-28T14:03:00Z); only \
+             pool.deterministic blocks are answered without one"
+        ));
+    };
     let file = match file {
         Some(f) => f,
-        None => {
-            let cfg = Instance::new(&instance.instance).read_state()?.config()?;
-            match cfg.block_log.as_deref() {
-                Some(p) if p != "-" => PathBuf::from(p),
-                _ => {
-                    return Err(anyhow!(
-                        "instance {:?} writes no block log file (log.blocks); give --file",
-                        instance.instance
-                    ));
-                }
+        None => match cfg.as_ref().and_then(|c| c.block_log.as_deref()) {
+            Some(p) if p != "-" => PathBuf::from(p),
+            _ => {
+                return Err(anyhow!(
+                    "no block log file is configured (log.blocks of instance {:?}, or of \
+                         --config) and pool.deterministic is off; give --file",
+                    instance.instance
+                ));
             }
-        }
+        },
     };
     let at = blocklog::parse_time(&at)?;
     let held = blocklog::query(&file, pool, port, protocol, at)?;
@@ -79,6 +104,52 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             e.last_port,
             e.holder(),
             e.ts
+        );
+    }
+    Ok(())
+}
+
+/// RFC 7422: the subscriber whose deterministic block holds `pool`:`port`, per protocol.
+fn deterministic(
+    cfg: &Config,
+    pool: Ipv4Addr,
+    port: u16,
+    protocol: Option<Protocol>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !cfg.pool.contains(&pool) {
+        return Err(anyhow!(
+            "--pool: {pool} is not a pool address of this configuration (pool.addresses)"
+        ));
+    }
+    let holders: Vec<_> = Protocol::ALL
+        .into_iter()
+        .filter(|p| protocol.is_none_or(|q| q == *p))
+        .filter_map(|p| cfg.deterministic_holder(p, pool, port))
+        .collect();
+    if json {
+        return super::print_json(&holders);
+    }
+    if holders.is_empty() {
+        println!("no subscriber's deterministic block holds {pool} port {port}");
+    }
+    for h in &holders {
+        if let Some(client_port) = h.static_client_port {
+            println!(
+                "{} {} port {} is held by the static mapping of [{}]:{client_port}",
+                h.protocol, h.pool, h.first_port, h.client
+            );
+            continue;
+        }
+        println!(
+            "{} {} ports {}-{} belong to {} (deterministic block {} of {})",
+            h.protocol,
+            h.pool,
+            h.first_port,
+            h.last_port,
+            h.holder(),
+            h.slot,
+            cfg.max_blocks_per_client
         );
     }
     Ok(())

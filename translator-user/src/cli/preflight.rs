@@ -22,9 +22,13 @@ pub(super) fn check_adoptable(inst: &Instance, cfg: &Config) -> anyhow::Result<(
         || old.layouts != cfg.layouts
         || old.sessions != cfg.sessions
         || old.subscriber_prefix_len != cfg.subscriber_prefix_len
+        || old.deterministic != cfg.deterministic
+        || old.deterministic.is_some()
+            && (old.clients != cfg.clients
+                || old.max_blocks_per_client != cfg.max_blocks_per_client)
     {
         anyhow::bail!(
-            "pool.*/limits.sessions differ from the running data plane of instance {:?}; \
+            "pool.*/limits.sessions (with pool.deterministic also nat64.clients) differ from the running data plane of instance {:?}; \
              these cannot change while sessions exist: run `translator down --instance {}` first \
              (this drops every session)",
             inst.name,

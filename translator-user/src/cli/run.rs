@@ -534,6 +534,16 @@ impl Controller {
                 old.subscriber_prefix_len != new.subscriber_prefix_len,
             ),
             ("limits.sessions", old.sessions != new.sessions),
+            ("pool.deterministic", old.deterministic != new.deterministic),
+            (
+                "nat64.clients (with pool.deterministic)",
+                old.deterministic.is_some() && old.clients != new.clients,
+            ),
+            (
+                "pool.max_blocks_per_client (with pool.deterministic)",
+                old.deterministic.is_some()
+                    && old.max_blocks_per_client != new.max_blocks_per_client,
+            ),
         ];
         if let Some((setting, _)) = fixed.iter().find(|(_, changed)| *changed) {
             anyhow::bail!(

@@ -47,6 +47,9 @@ struct Pool {
     addresses: Vec<String>,
     block_size: u16,
     max_blocks_per_client: u8,
+    /// RFC 7422 deterministic blocks (`pool.deterministic`): how many subscribers they number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deterministic_subscribers: Option<u64>,
     protocols: Vec<PoolUse>,
 }
 
@@ -107,6 +110,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             addresses: cfg.pool.iter().map(ToString::to_string).collect(),
             block_size: cfg.block_size,
             max_blocks_per_client: cfg.max_blocks_per_client,
+            deterministic_subscribers: cfg.deterministic.map(|d| d.subscribers()),
             protocols,
         },
     };
@@ -144,6 +148,12 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     println!("prefix       {}", s.prefix);
     println!("clients      {}", s.clients.join(", "));
     println!("pool         {}", s.pool.addresses.join(", "));
+    if let Some(n) = s.pool.deterministic_subscribers {
+        println!(
+            "             deterministic blocks (RFC 7422): {n} subscribers of /{} x {} blocks",
+            cfg.subscriber_prefix_len, s.pool.max_blocks_per_client
+        );
+    }
     println!("sessions     {}", s.sessions);
     println!("bindings     {} ({} static)", s.bindings, s.static_bindings);
     println!(

@@ -11,7 +11,7 @@ use std::{
 use thiserror::Error;
 use translator_common::{
     maps::MAX_BLOCKS_PER_CLIENT,
-    ports::{BlockLayout, LayoutError},
+    ports::{BlockLayout, Deterministic, LayoutError},
     rfc6052::{self, PrefixError},
 };
 
@@ -30,6 +30,7 @@ fn err(setting: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+pub mod deterministic;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -63,6 +64,8 @@ pub struct Config {
     pub max_blocks_per_client: u8,
     /// Client addresses are masked to this length for the block limit (`pool.subscriber_prefix_len`).
     pub subscriber_prefix_len: u8,
+    /// RFC 7422 deterministic blocks (`pool.deterministic`): the subscriber index's place.
+    pub deterministic: Option<Deterministic>,
     pub timeouts: Timeouts,
     pub sessions: u32,
     pub statics: Vec<StaticMapping>,
@@ -306,6 +309,18 @@ impl Config {
             ));
         }
 
+        let deterministic = if raw.pool.deterministic {
+            let blocks = layouts.map(|l| l.blocks_per_address() * pool.len() as u32);
+            Some(deterministic::validate(
+                &clients,
+                subscriber_prefix_len,
+                max_blocks,
+                blocks,
+            )?)
+        } else {
+            None
+        };
+
         let t = &raw.timeouts;
         for (setting, value, min) in [
             ("timeouts.udp", t.udp, 120),
@@ -431,6 +446,7 @@ impl Config {
             block_size,
             max_blocks_per_client: max_blocks,
             subscriber_prefix_len,
+            deterministic,
             timeouts,
             sessions,
             statics,

@@ -156,6 +156,11 @@ pub struct RawPool {
     /// has a prefix, so that a host rotating its addresses cannot take more.
     #[serde(default = "default_subscriber_prefix_len")]
     pub subscriber_prefix_len: u8,
+    /// RFC 7422 deterministic port blocks: subscriber i of the one `nat64.clients` prefix
+    /// always gets the same `max_blocks_per_client` blocks of the pool, so who held a port
+    /// follows from the configuration alone (no block log needed). Default false.
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
 fn default_subscriber_prefix_len() -> u8 {

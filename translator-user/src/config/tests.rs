@@ -224,3 +224,116 @@ fn dns64_errors_name_the_setting_once() {
     let msg = Config::parse(&text).expect_err("refused").to_string();
     assert!(msg.contains("expected an IPv6 prefix"), "{msg:?}");
 }
+
+fn deterministic(extra: &str) -> anyhow::Result<Config> {
+    Config::parse(&GOOD.replace(
+        "block_size = 64",
+        &format!("block_size = 64\ndeterministic = true\n{extra}"),
+    ))
+}
+
+#[test]
+fn deterministic_blocks_follow_from_the_subscriber_index() {
+    // 256 subscribers (the /72s of 2001:db8:1::/64) x 8 blocks of the 5 x 1008 blocks.
+    let c = deterministic("subscriber_prefix_len = 72").expect("valid config");
+    let det = c.deterministic.expect("deterministic layout");
+    assert_eq!((det.subscribers(), det.stride), (256, 2048));
+    let sub = |i: u128| Ipv6Addr::from(0x2001_0db8_0001_0000_0000_0000_0000_0000 | i << 56);
+    let b = |i, slot| {
+        let h = c
+            .deterministic_block(Protocol::Udp, sub(i), slot)
+            .expect("a block");
+        (h.pool, h.first_port, h.last_port)
+    };
+    let pool1 = Ipv4Addr::new(192, 0, 2, 1);
+    assert_eq!(b(0, 0), (pool1, 1024, 1087));
+    assert_eq!(b(0, 7), (pool1, 1024 + 7 * 64, 1024 + 8 * 64 - 1));
+    assert_eq!(b(1, 0), (pool1, 1024 + 8 * 64, 1024 + 9 * 64 - 1));
+    // Block 1008 is the first of the next pool address.
+    assert_eq!(b(126, 0), (Ipv4Addr::new(198, 51, 100, 0), 1024, 1087));
+    // Any address of the subscriber prefix, the same blocks.
+    let host = Ipv6Addr::from(u128::from(sub(126)) | 0xdead_beef);
+    assert_eq!(
+        c.deterministic_block(Protocol::Udp, host, 0),
+        c.deterministic_block(Protocol::Udp, sub(126), 0)
+    );
+    assert_eq!(c.deterministic_block(Protocol::Udp, sub(0), 8), None);
+    // The inverse, for every block of every subscriber and both ends of each.
+    for i in 0..256 {
+        for slot in 0..8 {
+            let h = c
+                .deterministic_block(Protocol::Udp, sub(i), slot)
+                .expect("a block");
+            assert_eq!((h.client, h.client_prefix_len, h.slot), (sub(i), 72, slot));
+            for port in [h.first_port, h.last_port] {
+                assert_eq!(
+                    c.deterministic_holder(Protocol::Udp, h.pool, port).as_ref(),
+                    Some(&h)
+                );
+            }
+        }
+    }
+    // Blocks after the last subscriber's, and ports outside the layout, are nobody's.
+    let last = Ipv4Addr::new(198, 51, 100, 3);
+    assert_eq!(c.deterministic_holder(Protocol::Udp, last, 1024), None);
+    assert_eq!(c.deterministic_holder(Protocol::Udp, pool1, 80), None);
+    // The table the data plane gets is the same blocks in the same order.
+    let table = c.deterministic_blocks(Protocol::Udp);
+    assert_eq!(table.len(), 2048);
+    assert_eq!(table[9].start, 1024 + 9 * 64);
+    assert_eq!(
+        rfc6052::from_raw4(table[1008].pool),
+        u32::from(Ipv4Addr::new(198, 51, 100, 0))
+    );
+    // A static mapping holds its port, whatever block the port is in.
+    let s = c
+        .deterministic_holder(Protocol::Tcp, pool1, 8080)
+        .expect("the static mapping");
+    assert_eq!(
+        (s.client, s.static_client_port),
+        ("2001:db8:1::10".parse().expect("address"), Some(80))
+    );
+    let u = c
+        .deterministic_holder(Protocol::Udp, pool1, 8080)
+        .expect("a subscriber");
+    assert_eq!((u.client, u.slot), (sub(13), 6));
+}
+
+#[test]
+fn deterministic_layouts_that_cannot_work_are_refused_by_name() {
+    let msg = |extra: &str| {
+        deterministic(extra)
+            .expect_err("config should be refused")
+            .to_string()
+    };
+    // 4096 subscribers x 8 blocks is more than the pool's 5040.
+    let m = msg("subscriber_prefix_len = 76");
+    assert!(
+        m.starts_with("pool.deterministic: tcp: 4096 subscribers"),
+        "{m}"
+    );
+    assert!(m.contains("need 32768 blocks, the pool has 5040"), "{m}");
+    // ... but with one block each it fits.
+    deterministic("subscriber_prefix_len = 76\nmax_blocks_per_client = 1").expect("fits");
+    let m = msg("subscriber_prefix_len = 56");
+    assert!(
+        m.contains("shorter than the nat64.clients prefix 2001:db8:1::/64"),
+        "{m}"
+    );
+    let m = msg("subscriber_prefix_len = 96");
+    assert!(m.contains("at most 2^24 subscribers"), "{m}");
+    let two = GOOD.replace(
+        "clients = [\"2001:db8:1::/64\"]",
+        "clients = [\"2001:db8:1::/64\", \"2001:db8:2::/64\"]",
+    );
+    let e = Config::parse(&two.replace(
+        "block_size = 64",
+        "block_size = 64\ndeterministic = true\nsubscriber_prefix_len = 72",
+    ))
+    .expect_err("two client prefixes");
+    assert!(
+        e.to_string()
+            .starts_with("pool.deterministic: needs exactly one nat64.clients prefix"),
+        "{e}"
+    );
+}

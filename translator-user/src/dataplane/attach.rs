@@ -60,6 +60,8 @@ pub fn load(cfg: &Config, pins: Option<&Path>) -> anyhow::Result<Ebpf> {
         loader.map_max_entries(queue_name(p), n);
     }
     loader.map_max_entries(m::BLOCK_SLOTS, all_blocks);
+    let det = cfg.deterministic.map_or(0, |d| d.stride * 3);
+    loader.map_max_entries(m::DET_BLOCKS, det.max(1));
     let mut ebpf = loader
         .load(PROGRAM)
         .map_err(|e| anyhow!("loading the eBPF object: {e}"))?;

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail};
-use aya::maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, Queue, lpm_trie::Key};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, Queue, lpm_trie::Key};
 use translator_common::{
     counters::{DropReason, Event},
     maps::{
@@ -51,6 +51,8 @@ pub struct Maps {
     pub filters: HashMap<MapData, FilterKey, u64>,
     pub block_slots: HashMap<MapData, BlockSlotKey, BlockSlot>,
     pub free: [Queue<MapData, BlockId>; 3],
+    /// RFC 7422 deterministic blocks (`pool.deterministic`).
+    pub det_blocks: Array<MapData, BlockId>,
     pub clients: LpmTrie<MapData, [u32; 4], u32>,
     pub pool: HashMap<MapData, u32, PoolAddress>,
     pub counters: PerCpuArray<MapData, u64>,
@@ -93,6 +95,7 @@ impl Maps {
                 typed!(dir, m::FREE_BLOCKS_UDP),
                 typed!(dir, m::FREE_BLOCKS_ICMP),
             ],
+            det_blocks: typed!(dir, m::DET_BLOCKS),
             clients: typed!(dir, m::CLIENTS),
             pool: typed!(dir, m::POOL),
             counters: typed!(dir, m::COUNTERS),
@@ -145,7 +148,8 @@ impl Maps {
             .map(|v| Ipv4Addr::from(rfc6052::from_raw4(v.pool)))
     }
 
-    /// Fills the free-block queues with every block of the pool (fresh start only).
+    /// Fills the free-block queues with every block of the pool, or with `pool.deterministic`
+    /// the table of deterministic blocks (fresh start only).
     pub fn fill_pool(&mut self, cfg: &Config) -> anyhow::Result<()> {
         // On a pool address the host owns, the kernel picks its own ephemeral ports (for the
         // DNS64 upstream queries, for instance): blocks overlapping that range stay out of the
@@ -155,6 +159,9 @@ impl Maps {
             let mut it = r.split_whitespace().filter_map(|x| x.parse::<u32>().ok());
             Some((it.next()?, it.next()?))
         });
+        if cfg.deterministic.is_some() {
+            return self.fill_deterministic(cfg, &local, ephemeral);
+        }
         for p in Protocol::ALL {
             let layout = cfg.layouts[p.index()];
             let size = u32::from(layout.block_size);
@@ -191,6 +198,45 @@ impl Maps {
                     "{p}: {skipped} port blocks left out of the pool: they overlap this host's \
                      ephemeral ports (net.ipv4.ip_local_port_range) on a local pool address"
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// `pool.deterministic`: every subscriber slot's block into `DET_BLOCKS`; the free queues
+    /// stay empty. Leaving blocks out, as [`Maps::fill_pool`] does for the host's ephemeral
+    /// ports, would make the blocks depend on the host: a local pool address whose port range
+    /// overlaps them is refused instead.
+    fn fill_deterministic(
+        &mut self,
+        cfg: &Config,
+        local: &[Ipv4Addr],
+        ephemeral: Option<(u32, u32)>,
+    ) -> anyhow::Result<()> {
+        use crate::config::deterministic::PORT_SETTINGS;
+        for p in Protocol::ALL {
+            let blocks = cfg.deterministic_blocks(p);
+            let size = u32::from(cfg.layouts[p.index()].block_size);
+            if let Some((lo, hi)) = ephemeral
+                && let Some(b) = blocks.iter().find(|b| {
+                    let s = u32::from(b.start);
+                    s + size > lo
+                        && s <= hi
+                        && local.contains(&Ipv4Addr::from(rfc6052::from_raw4(b.pool)))
+                })
+            {
+                let addr = Ipv4Addr::from(rfc6052::from_raw4(b.pool));
+                bail!(
+                    "pool.deterministic: {addr} is an address of this host and its {p} blocks                      overlap the host's ephemeral ports {lo}-{hi} (net.ipv4.ip_local_port_range),                      which deterministic blocks cannot leave out; set {} to end below {lo} (e.g.                      \"1024-{}\"), or use pool addresses the host does not own",
+                    PORT_SETTINGS[p.index()],
+                    lo.saturating_sub(1)
+                );
+            }
+            let base = p.index() as u32 * cfg.deterministic.map_or(0, |d| d.stride);
+            for (i, b) in blocks.iter().enumerate() {
+                self.det_blocks
+                    .set(base + i as u32, *b, 0)
+                    .map_err(|e| anyhow!("filling the deterministic {p} blocks: {e}"))?;
             }
         }
         Ok(())

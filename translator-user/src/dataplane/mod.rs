@@ -14,8 +14,9 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use translator_common::{
     config::{
-        CFG_ALLOW_NON_GLOBAL, CFG_DROP_INBOUND_SYN, CFG_ENDPOINT_INDEPENDENT_FILTERING,
-        CFG_LOG_SESSIONS, CFG_TX_BY_REDIRECT, CFG_WELL_KNOWN_PREFIX, DataplaneConfig,
+        CFG_ALLOW_NON_GLOBAL, CFG_DETERMINISTIC, CFG_DROP_INBOUND_SYN,
+        CFG_ENDPOINT_INDEPENDENT_FILTERING, CFG_LOG_SESSIONS, CFG_TX_BY_REDIRECT,
+        CFG_WELL_KNOWN_PREFIX, DataplaneConfig,
     },
     maps as m,
     rfc6052::{self, raw6},
@@ -182,6 +183,9 @@ pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
     if cfg.tx_by_redirect {
         flags |= CFG_TX_BY_REDIRECT;
     }
+    if cfg.deterministic.is_some() {
+        flags |= CFG_DETERMINISTIC;
+    }
     DataplaneConfig {
         prefix: raw6(prefix),
         mask: raw6(rfc6052::mask(cfg.prefix.len)),
@@ -195,6 +199,7 @@ pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
         icmp_interval_ns,
         subscriber_mask: raw6(rfc6052::mask(cfg.subscriber_prefix_len)),
         route_cache_ns: u64::from(cfg.route_cache_ms) * 1_000_000,
+        det: cfg.deterministic.unwrap_or_default(),
     }
 }
 
