@@ -9,7 +9,13 @@ mod fixture_instance;
 use std::net::Ipv6Addr;
 
 use anyhow::{Context as _, Result, ensure};
-use fixture_instance::{POOL, SERVER4, SERVER6, XDP_REDIRECT, XDP_TX, with_fixture_instance};
+use fixture_instance::{BASE, POOL, SERVER4, SERVER6, XDP_REDIRECT, XDP_TX, with_fixture_instance};
+use translator::{
+    config::Config,
+    dataplane::{Maps, batch},
+    sessions,
+};
+use translator_common::rfc6052;
 use translator_tests::{
     fixture::{MAC_CLIENT, MAC_GW4, MAC_GW6, MAC_SERVER},
     gateway::translator_bin,
@@ -32,7 +38,7 @@ subscriber_prefix_len = 64
 deterministic = true
 "#;
 
-/// Host `host` of subscriber `i`.
+/// Host `host` of subscriber `i` (the address's fourth group: bits 48 to 64).
 fn subscriber(i: u16, host: u16) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 1, i, 0, 0, 0, host)
 }
@@ -125,12 +131,65 @@ fn each_subscriber_gets_the_blocks_of_its_index() -> Result<()> {
              expected back, got action {}",
             out.action
         );
-        // Nothing came from (or went to) the free queues.
+        // Every flow ends (as expiry would remove them), and the blocks' last allocation is
+        // long ago: the next expiry pass empties every slot, and returns nothing to the free
+        // queues (there is nothing in them to take).
+        clear(&mut fx.maps)?;
+        let cfg = Config::parse(&format!("{BASE}{SETTINGS}"))?;
+        let pass = sessions::expire(&mut fx.maps, &cfg);
+        let mut released: Vec<(u16, u16)> = pass
+            .blocks
+            .iter()
+            .map(|(k, b)| ((rfc6052::from_raw6(&k.client) >> 64) as u16, b.start))
+            .collect();
+        released.sort_unstable();
+        let want = [
+            (0, block_start(0)),
+            (1, block_start(2)),
+            (2, block_start(4)),
+            (37, block_start(74)),
+            (37, block_start(75)),
+            (255, block_start(510)),
+        ];
+        ensure!(
+            released == want,
+            "released (subscriber, block): {released:?}, expected {want:?}"
+        );
         for (p, q) in fx.maps.free.iter_mut().enumerate() {
             ensure!(q.pop(0).is_err(), "free queue {p} is not empty");
         }
+        // The subscriber's next flow, from yet another host, has its first block again.
+        let out = fx.run(&udp_from(subscriber(37, 0xe), 5000), fx.v6if)?;
+        let want = expected(block_start(74), &out.packet);
+        ensure!(
+            out.action == XDP_REDIRECT && out.packet == want,
+            "after the release subscriber 37 must get block 74 again: action {}, {:02x?}",
+            out.action,
+            out.packet
+        );
         Ok(())
     })
+}
+
+/// Removes every session, binding and permit and makes every block slot's last allocation
+/// long past.
+fn clear(maps: &mut Maps) -> Result<()> {
+    let k6: Vec<_> = maps.sessions6.keys().collect::<Result<_, _>>()?;
+    batch::remove("SESSIONS6", &mut maps.sessions6, &k6);
+    let k4: Vec<_> = maps.sessions4.keys().collect::<Result<_, _>>()?;
+    batch::remove("SESSIONS4", &mut maps.sessions4, &k4);
+    let b6: Vec<_> = maps.bindings6.keys().collect::<Result<_, _>>()?;
+    batch::remove("BINDINGS6", &mut maps.bindings6, &b6);
+    let b4: Vec<_> = maps.bindings4.keys().collect::<Result<_, _>>()?;
+    batch::remove("BINDINGS4", &mut maps.bindings4, &b4);
+    let f: Vec<_> = maps.filters.keys().collect::<Result<_, _>>()?;
+    batch::remove("FILTERS", &mut maps.filters, &f);
+    let slots: Vec<_> = maps.block_slots.iter().collect::<Result<_, _>>()?;
+    for (k, mut v) in slots {
+        v.last_alloc = 0;
+        maps.block_slots.insert(k, v, 0)?;
+    }
+    Ok(())
 }
 
 #[test]
