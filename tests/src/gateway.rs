@@ -85,6 +85,9 @@ pub struct GatewayConfig {
     pub icmp_ids: Option<String>,
     pub block_size: Option<u32>,
     pub max_blocks_per_client: Option<u32>,
+    pub subscriber_prefix_len: Option<u32>,
+    /// `pool.deterministic` (RFC 7422 blocks).
+    pub deterministic: Option<bool>,
     pub timeout_udp: Option<u32>,
     pub timeout_icmp: Option<u32>,
     pub timeout_tcp_established: Option<u32>,
@@ -120,6 +123,8 @@ impl GatewayConfig {
             icmp_ids: None,
             block_size: None,
             max_blocks_per_client: None,
+            subscriber_prefix_len: None,
+            deterministic: None,
             timeout_udp: None,
             timeout_icmp: None,
             timeout_tcp_established: None,
@@ -174,10 +179,14 @@ impl GatewayConfig {
         for (key, value) in [
             ("block_size", self.block_size),
             ("max_blocks_per_client", self.max_blocks_per_client),
+            ("subscriber_prefix_len", self.subscriber_prefix_len),
         ] {
             if let Some(v) = value {
                 let _ = writeln!(t, "{key} = {v}");
             }
+        }
+        if let Some(d) = self.deterministic {
+            let _ = writeln!(t, "deterministic = {d}");
         }
         let timeouts = [
             ("udp", self.timeout_udp),
