@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use translator_tests::{
-    ALT_POOL_V4, CLIENT_V6, Gateway, NetNs, Topology, UdpEcho, XdpPass, describe_sessions,
-    server_via_prefix, udp_recv,
+    ALT_POOL_V4, CLIENT_V6, Gateway, NetNs, TempDir, Topology, UdpEcho, XdpPass, describe_sessions,
+    server_via_prefix, udp_recv, wait_until,
 };
 
 /// Subscriber `i` of 2001:db8:1::/64 cut into /72s: the interface identifier's first byte.
@@ -56,6 +56,10 @@ fn subscribers_use_the_blocks_of_their_index_and_log_query_names_them() -> Resul
     cfg.max_blocks_per_client = Some(1);
     cfg.subscriber_prefix_len = Some(72);
     cfg.deterministic = Some(true);
+    // A block log, which must stay without block lines.
+    let logs = TempDir::new("determ")?;
+    let log = logs.path().join("blocks.jsonl");
+    cfg.extra = format!("[log]\nblocks = \"{}\"\nsessions = true\n", log.display());
     let gw = Gateway::start(&topo.gateway, cfg)?;
     let _pass = XdpPass::attach(&topo.client, "c0")?;
     for i in [37, 255] {
@@ -108,7 +112,19 @@ fn subscribers_use_the_blocks_of_their_index_and_log_query_names_them() -> Resul
         ping.pool_port
     );
 
-    // The running instance answers from its configuration: no log.blocks is set.
+    // The running instance answers from its configuration; the block log has the sessions but
+    // no block allocations.
+    ensure!(
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.matches("session-created").count() >= 4)
+        }),
+        "the block log must get the four sessions' session-created lines"
+    );
+    let text = std::fs::read_to_string(&log)?;
+    ensure!(
+        !text.contains("block-allocated"),
+        "deterministic blocks must not be logged:\n{text}"
+    );
     let port = block_start(37) + 5;
     let out = gw.cli(&[
         "log",

@@ -110,7 +110,10 @@ pub fn allocate<C: EbpfContext>(ctx: &C, pkt: &mut Packet6) -> Result<(), DropRe
         }
     } else {
         event(Event::BlockTaken);
-        log_block(ctx, bkey, &block);
+        // A deterministic block's holder follows from the configuration: no log line.
+        if !deterministic {
+            log_block(ctx, bkey, &block);
+        }
     }
     match BLOCK_SLOTS.get_ptr_mut(sk) {
         Some(s) => match try_block(s, bkey, now)? {

@@ -463,7 +463,14 @@ impl Controller {
                 }
             }
         }
-        for (k, block) in &e.blocks {
+        // Deterministic blocks (RFC 7422) are in no log: their holder follows from the
+        // configuration (`translator log query`).
+        let blocks = if self.cfg.deterministic.is_some() {
+            &[][..]
+        } else {
+            &e.blocks[..]
+        };
+        for (k, block) in blocks {
             if let Some(p) = Protocol::from_number(k.proto) {
                 self.block_log.write_aged(
                     crate::blocklog::RELEASED,
