@@ -7,6 +7,7 @@ mod check;
 mod clat;
 mod dns64;
 mod down;
+mod expiry;
 mod log;
 mod preflight;
 mod ra;

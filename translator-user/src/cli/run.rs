@@ -1,7 +1,7 @@
 use std::{
     path::PathBuf,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -22,7 +22,10 @@ use crate::{
     netns, ra, sessions,
 };
 
-use super::preflight;
+use super::{
+    expiry::{self, Expiry},
+    preflight,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -162,7 +165,10 @@ struct Controller {
     cfg: Config,
     config_path: PathBuf,
     inst: Instance,
-    maps: Maps,
+    /// Shared with the expiry thread.
+    maps: Arc<Mutex<Maps>>,
+    /// The expiry thread (`expiry.rs`).
+    expiry: Expiry,
     /// The loaded program (attached through pinned links; kept for its log ring buffers).
     ebpf: aya::Ebpf,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -256,17 +262,6 @@ fn session_entry(
     }
 }
 
-/// The expiry period for a configuration: a quarter of the shortest timeout.
-fn expiry_period(cfg: &Config) -> Duration {
-    let t = &cfg.timeouts;
-    let shortest = t
-        .udp
-        .min(t.icmp)
-        .min(t.tcp_established)
-        .min(t.tcp_transitory);
-    (shortest / 4).clamp(Duration::from_millis(500), Duration::from_secs(10))
-}
-
 impl Controller {
     fn new(
         cfg: Config,
@@ -279,11 +274,15 @@ impl Controller {
         let block_log = BlockLog::open(cfg.block_log.as_deref())?;
         let slow_stats = Arc::new(crate::slowpath::SlowPathStats::default());
         let slow = SlowPath::start(&cfg, &inst, &slow_stats)?;
+        let maps = Arc::new(Mutex::new(maps));
+        let pass_gauges: Arc<crate::metrics::PassGauges> = Arc::default();
+        let expiry = Expiry::start(maps.clone(), &cfg, pass_gauges.clone())?;
         let mut c = Controller {
             cfg,
             config_path,
             inst,
             maps,
+            expiry,
             ebpf,
             logger: None,
             block_events: None,
@@ -292,7 +291,7 @@ impl Controller {
             dns_stats: Arc::new(Dns64Stats::default()),
             dns: None,
             metrics: None,
-            pass_gauges: Arc::default(),
+            pass_gauges,
             slow_stats,
             slow,
             ra_stats: Arc::new(ra::RaStats::default()),
@@ -437,11 +436,10 @@ impl Controller {
         }
     }
 
-    fn expire(&mut self) -> anyhow::Result<()> {
+    /// Writes what an expiry pass removed to the logs.
+    fn expired(&mut self, e: &sessions::Expired) {
         // Allocations first, so a block's release never precedes its allocation in the log.
         self.drain();
-        let e = sessions::expire(&mut self.maps, &self.cfg);
-        self.pass_gauges.set(e.left.clone());
         if self.cfg.log_sessions {
             for (k6, k4) in &e.expired {
                 let ev = SessionEvent {
@@ -495,6 +493,10 @@ impl Controller {
                 e.blocks.len()
             );
         }
+    }
+
+    /// Writes the controller's own counters (`controller.json`, read by `translator stats`).
+    fn snapshot(&self) -> anyhow::Result<()> {
         let mut snap = serde_json::Map::new();
         if self.dns.is_some() {
             snap.insert(
@@ -513,6 +515,50 @@ impl Controller {
         let path = self.inst.run.join("controller.json");
         if let Err(e) = std::fs::write(&path, serde_json::to_vec(&snap)?) {
             log::warn!("writing {}: {e}", path.display());
+        }
+        Ok(())
+    }
+
+    /// Refuses new static mappings whose ports are bound otherwise.
+    fn check_statics(&self, old: &Config, new: &Config) -> anyhow::Result<()> {
+        let maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        for (i, s) in new.statics.iter().enumerate() {
+            if !old.statics.contains(s)
+                && let Some(conflict) = maps.static_conflict(s)
+            {
+                anyhow::bail!("static[{i}]: {conflict}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the client prefixes, pool and static mappings of the maps `new`'s. The maps stay
+    /// locked throughout, so that an expiry pass cannot delete a binding that becomes static.
+    fn apply_policy(
+        &self,
+        old: &Config,
+        new: &Config,
+        changes: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        maps.sync_policy(new)?;
+        for s in old.statics.iter().filter(|s| !new.statics.contains(s)) {
+            if let Err(e) = maps.del_static(s) {
+                log::warn!("reload: removing static mapping {s:?}: {e:#}");
+            }
+            changes.push(format!(
+                "removed static {} {}:{}",
+                s.protocol, s.ipv4, s.ipv4_port
+            ));
+        }
+        for (i, s) in new.statics.iter().enumerate() {
+            if !old.statics.contains(s) {
+                maps.add_static(s).with_context(|| format!("static[{i}]"))?;
+                changes.push(format!(
+                    "added static {} {}:{}",
+                    s.protocol, s.ipv4, s.ipv4_port
+                ));
+            }
         }
         Ok(())
     }
@@ -567,13 +613,7 @@ impl Controller {
         } else {
             None
         };
-        for (i, s) in new.statics.iter().enumerate() {
-            if !old.statics.contains(s)
-                && let Some(conflict) = self.maps.static_conflict(s)
-            {
-                anyhow::bail!("static[{i}]: {conflict}");
-            }
-        }
+        self.check_statics(old, &new)?;
         check_listeners(old, &new)?;
         let ra_socket = if new.ra.enabled && !old.ra.enabled {
             Some(open_ra(&new)?)
@@ -582,27 +622,7 @@ impl Controller {
         };
 
         let mut changes = Vec::new();
-        self.maps.sync_policy(&new)?;
-        for s in old.statics.iter().filter(|s| !new.statics.contains(s)) {
-            if let Err(e) = self.maps.del_static(s) {
-                log::warn!("reload: removing static mapping {s:?}: {e:#}");
-            }
-            changes.push(format!(
-                "removed static {} {}:{}",
-                s.protocol, s.ipv4, s.ipv4_port
-            ));
-        }
-        for (i, s) in new.statics.iter().enumerate() {
-            if !old.statics.contains(s) {
-                self.maps
-                    .add_static(s)
-                    .with_context(|| format!("static[{i}]"))?;
-                changes.push(format!(
-                    "added static {} {}:{}",
-                    s.protocol, s.ipv4, s.ipv4_port
-                ));
-            }
-        }
+        self.apply_policy(old, &new, &mut changes)?;
         if dataplane::dataplane_config(old) != dataplane::dataplane_config(&new) {
             // Filtering, limits and ICMP settings live in the program's read-only
             // configuration: a new program on the same maps replaces it atomically.
@@ -684,14 +704,18 @@ impl Controller {
         self.start_ra()?;
         self.start_dns().await;
         self.start_metrics(metrics).await;
-        let mut tick = tokio::time::interval(expiry_period(&self.cfg));
+        let mut tick = tokio::time::interval(expiry::period(&self.cfg));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut drain = tokio::time::interval(DRAIN);
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
         loop {
             tokio::select! {
-                _ = tick.tick() => self.expire()?,
+                _ = tick.tick() => self.snapshot()?,
+                pass = self.expiry.results.recv() => match pass {
+                    Some(e) => self.expired(&e),
+                    None => anyhow::bail!("the expiry thread stopped"),
+                },
                 _ = drain.tick() => self.drain(),
                 _ = hup.recv() => {
                     let (ok, message) = match self.reload().await {
@@ -700,7 +724,8 @@ impl Controller {
                     };
                     if ok {
                         log::info!("configuration reloaded: {message}");
-                        tick = tokio::time::interval(expiry_period(&self.cfg));
+                        tick = tokio::time::interval(expiry::period(&self.cfg));
+                        self.expiry.reconfigure(&self.cfg);
                     } else {
                         log::error!("reload refused: {message}");
                     }
