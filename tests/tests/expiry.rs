@@ -131,8 +131,8 @@ fn batch_reads_and_deletes_cross_chunk_boundaries() -> Result<()> {
 /// One pass over: fresh and expired UDP sessions, established TCP sessions idle past the
 /// transitory timeout but within the established one, IPv4 halves without an IPv6 half (old
 /// and fresh), a dynamic binding without sessions (old), a static one, one with a session, and
-/// a permit without a session. Exactly the expired sessions, the old half, the idle binding
-/// and the stale permit go; the counts the pass left are those a separate count finds.
+/// a permit without a session. Exactly the expired sessions, the idle binding and the stale
+/// permit go, and the orphan sweep after it takes the old half; the counts the pass left are those a separate count finds.
 #[test]
 fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
     require_root()?;
@@ -250,6 +250,11 @@ fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
         fx.maps.filters.insert(stale_permit, old, 0)?;
 
         let pass = sessions::expire(&mut fx.maps, &cfg);
+        let orphans = sessions::sweep_orphans(&mut fx.maps);
+        ensure!(
+            orphans == 1,
+            "the sweep removed {orphans} half sessions, expected the old one"
+        );
 
         let gone: BTreeSet<String> = pass.expired.iter().map(|(k, _)| format!("{k:?}")).collect();
         ensure!(
@@ -314,6 +319,86 @@ fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
                 && count("tcp", "established") == 100
                 && counted.bindings == 2,
             "counted {counted:?}"
+        );
+        Ok(())
+    })
+}
+
+/// A session only the IPv4 side keeps busy stays: a remote host's packet restarts the lifetime
+/// in the `SESSIONS6` entry too, the one the pass reads. Real packets through the XDP program:
+/// the client's first packet opens the session, both entries are then made older than the UDP
+/// timeout, a reply from the server comes in, and the pass keeps the session; without the reply
+/// (a second session aged the same way) it goes.
+#[test]
+fn a_session_kept_busy_from_the_ipv4_side_does_not_expire() -> Result<()> {
+    use fixture_instance::{CLIENT, POOL, SERVER4, SERVER6, XDP_REDIRECT};
+    use translator_tests::{
+        fixture::{MAC_CLIENT, MAC_GW4, MAC_GW6, MAC_SERVER},
+        packets::*,
+    };
+    require_root()?;
+    let cfg = Config::parse(&format!("{BASE}{SETTINGS}"))?;
+    with_fixture_instance("expiry-v4", SETTINGS, |fx| {
+        let out6 = |sport: u16| {
+            let seg = udp(CLIENT.into(), SERVER6.into(), sport, 53, b"q");
+            eth(
+                MAC_GW6,
+                MAC_CLIENT,
+                0x86dd,
+                &ipv6(CLIENT, SERVER6, 17, 64, 0, &seg),
+            )
+        };
+        for sport in [40_000, 40_001] {
+            let out = fx.run(&out6(sport), fx.v6if)?;
+            ensure!(
+                out.action == XDP_REDIRECT,
+                "client port {sport}: action {}",
+                out.action
+            );
+        }
+        let now = monotonic_ns();
+        let old = now.saturating_sub((cfg.timeouts.udp + Duration::from_secs(5)).as_nanos() as u64);
+        ensure!(
+            now > Duration::from_secs(60).as_nanos() as u64,
+            "the machine has been up less than a minute; the test needs timestamps that far back"
+        );
+        let mut pool_port = 0;
+        for k in keys6(&fx.maps)? {
+            let mut v6 = fx.maps.sessions6.get(&k, 0)?;
+            let k4 = k.reverse(&v6);
+            let mut v4 = fx.maps.sessions4.get(&k4, 0)?;
+            v6.last_seen = old;
+            v4.last_seen = old;
+            fx.maps.sessions6.insert(k, v6, 0)?;
+            fx.maps.sessions4.insert(k4, v4, 0)?;
+            if u16::from_be(k.client_port_be) == 40_000 {
+                pool_port = u16::from_be(v6.pool_port_be);
+            }
+        }
+        // The server answers client port 40000's session only.
+        let seg = udp(SERVER4.into(), POOL.into(), 53, pool_port, b"a");
+        let reply = eth(
+            MAC_GW4,
+            MAC_SERVER,
+            0x0800,
+            &ipv4(SERVER4, POOL, 17, 64, 0, 1, true, &seg),
+        );
+        let out = fx.run(&reply, fx.v4if)?;
+        ensure!(
+            out.action == XDP_REDIRECT,
+            "the reply: action {}",
+            out.action
+        );
+        let pass = sessions::expire(&mut fx.maps, &cfg);
+        let left: Vec<u16> = keys6(&fx.maps)?
+            .iter()
+            .map(|k| u16::from_be(k.client_port_be))
+            .collect();
+        ensure!(
+            pass.sessions == 1 && left == [40_000],
+            "the pass removed {} sessions and left client ports {left:?}: the one the server \
+             answered must stay, the other go",
+            pass.sessions
         );
         Ok(())
     })

@@ -177,9 +177,9 @@ pub struct SessionValue6 {
     /// TCP: the session's state (`crate::tcp`), the same in both entries of the session;
     /// 0 for UDP and ICMP.
     pub state: u8,
-    /// CLOCK_MONOTONIC ns when a client packet last started the session's lifetime again
-    /// (coarse, refreshed at most once a second; TCP packets that RFC 6146 lets pass without
-    /// a word leave it).
+    /// CLOCK_MONOTONIC ns when a packet of either direction last started the session's
+    /// lifetime again (coarse, refreshed at most once a second per direction; TCP packets that
+    /// RFC 6146 lets pass without a word leave it). The controller's expiry reads only this.
     pub last_seen: u64,
 }
 
@@ -205,7 +205,8 @@ pub struct SessionValue4 {
     /// TCP: the session's state, as in [`SessionValue6::state`].
     pub state: u8,
     pub _pad: [u8; 4],
-    /// CLOCK_MONOTONIC ns when a remote packet last started the session's lifetime again.
+    /// CLOCK_MONOTONIC ns when a remote packet last started the session's lifetime again
+    /// (copied to [`SessionValue6::last_seen`] at the same time).
     pub last_seen: u64,
 }
 

@@ -6,7 +6,7 @@
 //! on every scrape ([`count`] is that walk, for when no pass has run yet).
 
 use std::{
-    collections::{HashMap as StdMap, HashSet as StdSet},
+    collections::HashSet as StdSet,
     net::{Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
@@ -15,7 +15,7 @@ use serde::Serialize;
 use translator_common::{
     maps::{
         BINDING_STATIC, BindingKey4, BindingKey6, BlockSlotKey, FilterKey, SESSION_HAIRPIN,
-        SessionKey4, SessionKey6, SessionValue4, SessionValue6,
+        SessionKey4, SessionKey6, SessionValue6,
     },
     rfc6052::{from_raw4, from_raw6},
 };
@@ -32,8 +32,6 @@ use crate::{
 /// hashing).
 type Hasher = foldhash::fast::RandomState;
 type HashSet<T> = StdSet<T, Hasher>;
-/// The IPv4 halves of the sessions, read into memory for one pass.
-type Halves4 = StdMap<SessionKey4, SessionValue4, Hasher>;
 
 /// Time the controller leaves a binding, permit or block alone after the data plane last used
 /// it, so it never frees something a packet on another CPU is about to use.
@@ -55,17 +53,10 @@ pub struct SessionInfo {
     pub hairpin: bool,
 }
 
-fn info(
-    cfg: &Config,
-    k: &SessionKey6,
-    v6: &SessionValue6,
-    v4: Option<&SessionValue4>,
-    now: u64,
-) -> Option<SessionInfo> {
+fn info(cfg: &Config, k: &SessionKey6, v6: &SessionValue6, now: u64) -> Option<SessionInfo> {
     let protocol = Protocol::from_number(k.proto)?;
-    let last = v6.last_seen.max(v4.map_or(0, |v| v.last_seen));
-    let state = state_of(k, v6, v4);
-    let idle = Duration::from_nanos(now.saturating_sub(last));
+    let state = classify(k.proto, v6.state);
+    let idle = Duration::from_nanos(now.saturating_sub(v6.last_seen));
     let timeout = cfg.timeout(state);
     Some(SessionInfo {
         protocol,
@@ -82,8 +73,8 @@ fn info(
     })
 }
 
-/// Which sessions a listing wants. Every test is on the IPv6-side entry, so a session that is
-/// not wanted costs no IPv4-side lookup.
+/// Which sessions a listing wants (tested on the IPv6-side entry, which has everything a
+/// listing shows).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Filter {
     pub client: Option<Ipv6Addr>,
@@ -116,10 +107,7 @@ pub fn stream<'a>(
         .iter()
         .filter_map(Result::ok)
         .filter(move |(k, v6)| filter.wants(k, v6))
-        .filter_map(move |(k, v6)| {
-            let v4 = maps.sessions4.get(&k.reverse(&v6), 0).ok();
-            info(cfg, &k, &v6, v4.as_ref(), now)
-        })
+        .filter_map(move |(k, v6)| info(cfg, &k, &v6, now))
 }
 
 /// Sorts sessions by client, protocol, client port and remote.
@@ -181,33 +169,13 @@ impl Gauges {
     }
 }
 
-/// The state of a session from both of its halves.
-fn state_of(k: &SessionKey6, v6: &SessionValue6, v4: Option<&SessionValue4>) -> SessionState {
-    classify(
-        k.proto,
-        (v6.state, v6.last_seen),
-        v4.map_or((0, 0), |v| (v.state, v.last_seen)),
-    )
-}
-
-/// The IPv4 halves of every session, read in batches.
-fn halves4(maps: &Maps) -> Halves4 {
-    let mut halves = Halves4::default();
-    batch::entries("SESSIONS4", &maps.sessions4, |k, v| {
-        halves.insert(*k, *v);
-    });
-    halves
-}
-
-/// Counts the tables by walking them (in batches, like an expiry pass): the IPv4 halves of the
-/// sessions to classify them, then the binding and block-slot tables. What an expiry pass
-/// counts on the way, for when none has run.
+/// Counts the tables by walking them (in batches, like an expiry pass): the sessions by their
+/// IPv6-side entries, the binding and block-slot tables. What an expiry pass counts on the
+/// way, for when none has run.
 pub fn count(maps: &Maps) -> Gauges {
     let mut g = Gauges::default();
-    let halves4 = halves4(maps);
     batch::entries("SESSIONS6", &maps.sessions6, |k, v6| {
-        let v4 = halves4.get(&k.reverse(v6));
-        g.session(k.proto, state_of(k, v6, v4));
+        g.session(k.proto, classify(k.proto, v6.state));
     });
     batch::entries("BINDINGS4", &maps.bindings4, |_, _| g.bindings += 1);
     batch::entries("BLOCK_SLOTS", &maps.block_slots, |k, _| g.block(k.proto));
@@ -235,28 +203,57 @@ impl Expired {
     }
 }
 
+/// Removes `SESSIONS4` entries without their `SESSIONS6` half (a create that lost a race, a
+/// delete that met a new packet), once the IPv6 half is confirmed missing and the entry is older
+/// than [`GRACE`] (its IPv6 half may be on its way). Both tables are walked and joined in
+/// memory (about 40 bytes per session while it runs), so the expiry thread runs it every
+/// [`ORPHAN_SWEEP_EVERY`] passes, not on every one. Returns how many it removed.
+pub fn sweep_orphans(maps: &mut Maps) -> usize {
+    let now = monotonic_ns();
+    let grace = GRACE.as_nanos() as u64;
+    let mut halves: HashSet<SessionKey4> = HashSet::default();
+    batch::entries("SESSIONS6", &maps.sessions6, |k, v6| {
+        halves.insert(k.reverse(v6));
+    });
+    let mut orphans: Vec<SessionKey4> = Vec::new();
+    batch::entries("SESSIONS4", &maps.sessions4, |k, v| {
+        if !halves.contains(k) && now.saturating_sub(v.last_seen) > grace {
+            orphans.push(*k);
+        }
+    });
+    drop(halves);
+    // The IPv6 half may have been created after the walk passed its place.
+    orphans.retain(|k4| {
+        maps.sessions4
+            .get(k4, 0)
+            .is_ok_and(|v4| maps.sessions6.get(&v4.reverse(k4), 0).is_err())
+    });
+    batch::remove("SESSIONS4", &mut maps.sessions4, &orphans);
+    orphans.len()
+}
+
+/// How often (in expiry passes) [`sweep_orphans`] runs.
+pub const ORPHAN_SWEEP_EVERY: u32 = 30;
+
 /// One expiry pass over the tables.
 ///
 /// Every table is read in batches of thousands of entries per syscall, and expired entries
-/// are deleted the same way: the IPv4 halves of the sessions are read first into memory, each
-/// IPv6 half then takes its own out (what is left has no IPv6 half, or lost it during the walk).
-/// The controller holds about 100 bytes per session during the pass.
+/// are deleted the same way. Sessions are read from `SESSIONS6` alone: the data plane keeps
+/// the state and the last use of both directions there, and the `SESSIONS4` key follows from
+/// the entry. IPv4-side entries that lost their IPv6 half are [`sweep_orphans`]'s.
 pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     let now = monotonic_ns();
     let grace = GRACE.as_nanos() as u64;
     let mut done = Expired::default();
 
-    let mut halves4 = halves4(maps);
     // Sessions: collect first, delete after.
     let mut doomed = Vec::new();
     let mut live_bindings = HashSet::default();
     let mut live_filters = HashSet::default();
     batch::entries("SESSIONS6", &maps.sessions6, |k, v6| {
         let k4 = k.reverse(v6);
-        let v4 = halves4.remove(&k4);
-        let last = v6.last_seen.max(v4.map_or(0, |v| v.last_seen));
-        let state = state_of(k, v6, v4.as_ref());
-        if now.saturating_sub(last) > cfg.timeout(state).as_nanos() as u64 {
+        let state = classify(k.proto, v6.state);
+        if now.saturating_sub(v6.last_seen) > cfg.timeout(state).as_nanos() as u64 {
             doomed.push((*k, k4));
         } else {
             done.left.session(k.proto, state);
@@ -270,17 +267,6 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     batch::remove("SESSIONS4", &mut maps.sessions4, &keys4);
     done.sessions = doomed.len();
     done.expired = doomed;
-
-    // IPv4-side entries without their IPv6 half (a create that lost a race), once the IPv6
-    // half is confirmed missing (it may have been created after the walk passed its place).
-    let orphans: Vec<SessionKey4> = halves4
-        .iter()
-        .filter(|(_, v)| now.saturating_sub(v.last_seen) > grace)
-        .filter(|(k, v)| maps.sessions6.get(&v.reverse(k), 0).is_err())
-        .map(|(k, _)| *k)
-        .collect();
-    drop(halves4);
-    batch::remove("SESSIONS4", &mut maps.sessions4, &orphans);
 
     // Dynamic bindings without sessions.
     let mut idle: Vec<(BindingKey6, BindingKey4)> = Vec::new();

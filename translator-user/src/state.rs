@@ -71,12 +71,11 @@ impl SessionState {
     }
 }
 
-/// The state of a session from its two entries: the TCP state both carry (when a packet on
-/// each side changed it at the same instant, the one written last, by the entry whose
-/// lifetime started last), `last6` and `last4` being those times.
-pub fn classify(proto: u8, (state6, last6): (u8, u64), (state4, last4): (u8, u64)) -> SessionState {
+/// The state of a session from its `SESSIONS6` entry (the data plane writes a new TCP state
+/// to both entries, and the IPv6-side one is what the controller reads).
+pub fn classify(proto: u8, state: u8) -> SessionState {
     match proto {
-        IPPROTO_TCP => match if last4 > last6 { state4 } else { state6 } {
+        IPPROTO_TCP => match state {
             tcp::V4_INIT => SessionState::TcpV4Init,
             tcp::V6_INIT => SessionState::TcpV6Init,
             tcp::ESTABLISHED => SessionState::TcpEstablished,
@@ -98,21 +97,15 @@ mod tests {
     #[test]
     fn tcp_states() {
         use SessionState::*;
-        assert_eq!(
-            classify(IPPROTO_TCP, (tcp::V6_INIT, 5), (tcp::V6_INIT, 5)),
-            TcpV6Init
-        );
-        assert_eq!(
-            classify(IPPROTO_TCP, (tcp::V6_INIT, 5), (tcp::ESTABLISHED, 6)),
-            TcpEstablished
-        );
-        assert_eq!(
-            classify(IPPROTO_TCP, (tcp::V6_FIN_RCV, 7), (tcp::ESTABLISHED, 6)),
-            TcpV6FinRcv
-        );
-        assert_eq!(classify(IPPROTO_TCP, (0, 1), (0, 1)), TcpTrans);
-        assert_eq!(classify(IPPROTO_UDP, (0, 0), (0, 0)), Udp);
-        assert_eq!(classify(IPPROTO_ICMP, (0, 0), (0, 0)), Icmp);
+        assert_eq!(classify(IPPROTO_TCP, tcp::V6_INIT), TcpV6Init);
+        assert_eq!(classify(IPPROTO_TCP, tcp::ESTABLISHED), TcpEstablished);
+        assert_eq!(classify(IPPROTO_TCP, tcp::V6_FIN_RCV), TcpV6FinRcv);
+        assert_eq!(classify(IPPROTO_TCP, 0), TcpTrans);
+        assert_eq!(classify(IPPROTO_UDP, 0), Udp);
+        assert_eq!(classify(IPPROTO_ICMP, 0), Icmp);
+        for s in SessionState::TCP {
+            assert_eq!(classify(IPPROTO_TCP, s.tcp()), s, "{}", s.name());
+        }
         for s in SessionState::TCP {
             assert_eq!(
                 s.is_established_timer(),

@@ -28,7 +28,8 @@ const TOUCH_NS: u64 = 1_000_000_000;
 /// Moves a session along for one of its packets (RFC 6146 section 3.5.2.2): TCP through the
 /// state machine (`translator_common::tcp::step`), the lifetime started again where it says so;
 /// UDP and ICMP only have their lifetime started again. Writes only what changed, and returns
-/// the new TCP state when it changed (the session's other entry gets it too).
+/// the new TCP state when it changed (the session's other entry gets it too) and whether the
+/// lifetime was started again (written).
 #[inline(always)]
 fn advance(
     state: *mut u8,
@@ -37,25 +38,27 @@ fn advance(
     from_v6: bool,
     flags: u8,
     now: u64,
-) -> Option<u8> {
+) -> (Option<u8>, bool) {
     // SAFETY: pointers into a map value returned by a lookup.
     unsafe {
         if proto != IPPROTO_TCP {
-            if now.wrapping_sub(*last_seen) > TOUCH_NS {
+            let touch = now.wrapping_sub(*last_seen) > TOUCH_NS;
+            if touch {
                 *last_seen = now;
             }
-            return None;
+            return (None, touch);
         }
         let old = *state;
         let (new, restart) = tcp::step(old, from_v6, flags);
-        if restart && (new != old || now.wrapping_sub(*last_seen) > TOUCH_NS) {
+        let touch = restart && (new != old || now.wrapping_sub(*last_seen) > TOUCH_NS);
+        if touch {
             *last_seen = now;
         }
         if new == old {
-            return None;
+            return (None, touch);
         }
         *state = new;
-        Some(new)
+        (Some(new), touch)
     }
 }
 
@@ -67,7 +70,7 @@ pub fn outbound(pkt: &mut Packet6) -> Option<bool> {
     // SAFETY: map value pointer from a successful lookup.
     unsafe {
         let proto = pkt.key.proto;
-        if let Some(state) = advance(
+        if let (Some(state), _) = advance(
             &mut (*v).state,
             &mut (*v).last_seen,
             proto,
@@ -91,21 +94,30 @@ pub fn find4(key: &SessionKey4) -> Option<*mut SessionValue4> {
 }
 
 /// Moves an inbound session entry found by [`find4`] along for a packet with the TCP flags
-/// `tcp`: (client, client port).
+/// `tcp`: (client, client port). A new state and a restarted lifetime go to the `SESSIONS6`
+/// entry too (at most once a second for the lifetime): the controller's expiry reads only that
+/// table.
 #[inline(always)]
 pub fn use4(key: &SessionKey4, v: *mut SessionValue4, tcp: u8, now: u64) -> ([u32; 4], u16) {
     // SAFETY: map value pointer from a successful lookup.
     unsafe {
-        if let Some(state) = advance(
+        let (state, touched) = advance(
             &mut (*v).state,
             &mut (*v).last_seen,
             key.proto,
             false,
             tcp,
             now,
-        ) && let Some(o) = SESSIONS6.get_ptr_mut((*v).reverse(key))
+        );
+        if (state.is_some() || touched)
+            && let Some(o) = SESSIONS6.get_ptr_mut((*v).reverse(key))
         {
-            (*o).state = state;
+            if let Some(state) = state {
+                (*o).state = state;
+            }
+            if touched {
+                (*o).last_seen = now;
+            }
         }
         ((*v).client, (*v).client_port_be)
     }

@@ -4,7 +4,8 @@
 //! ring fills), and answers reloads and signals. The thread runs a pass, then waits one expiry
 //! period (a quarter of the shortest timeout) after it ends, and sends what the pass removed
 //! back to the loop, which writes the log lines (allocations drained first, so a release
-//! never precedes its allocation in the log).
+//! never precedes its allocation in the log). Every `sessions::ORPHAN_SWEEP_EVERY` passes (the
+//! first one included) it also removes half sessions.
 //!
 //! The maps are shared behind a mutex with the loop's reload (static mappings and policy), so a
 //! static mapping cannot be made of a binding the pass is about to delete.
@@ -54,6 +55,7 @@ impl Expiry {
             .name("expiry".into())
             .spawn(move || {
                 let mut next = Instant::now();
+                let mut passes = 0u32;
                 loop {
                     match ctl_rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
                         Ok(c) => {
@@ -65,6 +67,14 @@ impl Expiry {
                         Err(RecvTimeoutError::Timeout) => {
                             let pass = {
                                 let mut maps = maps.lock().unwrap_or_else(PoisonError::into_inner);
+                                // The first pass too: what an earlier controller left.
+                                if passes.is_multiple_of(sessions::ORPHAN_SWEEP_EVERY) {
+                                    let n = sessions::sweep_orphans(&mut maps);
+                                    if n > 0 {
+                                        log::debug!("removed {n} half sessions");
+                                    }
+                                }
+                                passes = passes.wrapping_add(1);
                                 sessions::expire(&mut maps, &cfg)
                             };
                             gauges.set(pass.left.clone());

@@ -5,10 +5,12 @@
 //! per expiry period, and aya 0.14 has no batch operations, only one `get_next_key` plus one
 //! lookup per entry. The bench (`cargo xtask bench`, rows "controller CPU for one expiry pass")
 //! measured about 7 us of controller CPU per session that way (704 ms at 100k sessions); with
-//! batches of 4096 the pass takes 90 ms at 100k, 2.1 s at 1M, 27 s at 10M. The rest is mostly
-//! the kernel's own batch copy (about 0.4 us per entry and table at 100k: it copies bucket by
-//! bucket) and the pass's in-memory join. The `bpf_attr` layout is the one aya-obj generates from the kernel's
-//! headers; this module only fills it in and makes the syscall.
+//! batches of 4096 the pass took 90 ms at 100k, 2.1 s at 1M, 27 s at 10M, and since it reads
+//! `SESSIONS6` alone (no in-memory join of the two session tables) 0.46 s at 1M and 8 s at 10M.
+//! The rest is mostly the kernel's own batch copy (about 0.4 us per entry: it copies bucket by
+//! bucket, a cache miss or two each at that size) and the sets of live bindings and permits.
+//! The `bpf_attr` layout is the one aya-obj generates from the kernel's headers; this module
+//! only fills it in and makes the syscall.
 
 use std::{
     io, mem,
