@@ -1180,7 +1180,46 @@ fn controller_rows(t: &mut Loaded, n: u32, capacity: u32, runs: usize) -> Result
     let walked: Vec<f64> = (0..runs.min(3))
         .map(|_| scrape(None))
         .collect::<Result<_>>()?;
+    // `translator sessions`: the streamed listing (batches), against reading the table entry
+    // by entry (aya's iterator: a get_next_key and a lookup per entry), as it did before.
+    let listing = |batched: bool| -> Result<f64> {
+        let started = Instant::now();
+        let rows = if batched {
+            translator::sessions::stream(&t.maps, &cfg, translator::sessions::Filter::default())
+                .count()
+        } else {
+            t.maps.sessions6.iter().filter_map(Result::ok).count()
+        };
+        let took = started.elapsed().as_secs_f64() * 1e3;
+        if rows != n as usize {
+            bail!("a listing of {n} sessions had {rows} rows");
+        }
+        Ok(took)
+    };
+    let streamed: Vec<f64> = (0..runs.min(3))
+        .map(|_| listing(true))
+        .collect::<Result<_>>()?;
+    let one_by_one: Vec<f64> = (0..runs.min(3))
+        .map(|_| listing(false))
+        .collect::<Result<_>>()?;
     let size = human(n);
+    let one_by_one = Row::new(
+        "scale",
+        &format!("session table read entry by entry, {size} sessions"),
+        "ms",
+        one_by_one,
+        "aya's HashMap iterator over SESSIONS6 (a get_next_key and a lookup per entry), what \
+         `translator sessions` did before it read in batches",
+    );
+    let streamed = Row::new(
+        "scale",
+        &format!("session listing (translator sessions), {size} sessions"),
+        "ms",
+        streamed,
+        "translator::sessions::stream with no filter, every row made (not printed): batches of \
+         4096 entries; ratio to the read entry by entry",
+    )
+    .ratio_to(&one_by_one);
     let walked = Row::new(
         "scale",
         &format!("metrics scrape walking the tables, {size} sessions"),
@@ -1212,6 +1251,8 @@ fn controller_rows(t: &mut Loaded, n: u32, capacity: u32, runs: usize) -> Result
         ),
         fed,
         walked,
+        streamed,
+        one_by_one,
     ])
 }
 

@@ -95,17 +95,29 @@ impl Filter {
     }
 }
 
-/// The sessions `filter` wants, in table order, read while the walk goes: memory does not grow
-/// with the table, and the first row comes at once.
+/// The sessions `filter` wants, in table order, read in batches while the walk goes: memory
+/// does not grow with the table, the first rows come at once, and no session is listed twice
+/// (the batch position is a bucket, not a key that may be gone by the next read).
 pub fn stream<'a>(
     maps: &'a Maps,
     cfg: &'a Config,
     filter: Filter,
 ) -> impl Iterator<Item = SessionInfo> + 'a {
     let now = monotonic_ns();
-    maps.sessions6
-        .iter()
-        .filter_map(Result::ok)
+    let mut batches =
+        batch::iter::<SessionKey6, SessionValue6>(aya::maps::IterableMap::map(&maps.sessions6));
+    let first = batches.next();
+    let entries: Box<dyn Iterator<Item = (SessionKey6, SessionValue6)> + 'a> = match first {
+        Some(Err(e)) => {
+            log::debug!("SESSIONS6: batch lookups refused ({e}), reading entry by entry");
+            Box::new(maps.sessions6.iter().filter_map(Result::ok))
+        }
+        first => Box::new(first.into_iter().chain(batches).map_while(|r| {
+            r.map_err(|e| log::error!("reading SESSIONS6 stopped: {e}"))
+                .ok()
+        })),
+    };
+    entries
         .filter(move |(k, v6)| filter.wants(k, v6))
         .filter_map(move |(k, v6)| info(cfg, &k, &v6, now))
 }

@@ -51,51 +51,114 @@ fn zeroed_attr() -> bpf_attr {
     unsafe { mem::zeroed() }
 }
 
-/// Calls `f` with every entry of a hash map, `CHUNK` entries per syscall. Entries added or
-/// removed during the walk may or may not be seen; none is seen twice.
-pub fn for_each<K: Pod, V: Pod>(map: &MapData, mut f: impl FnMut(&K, &V)) -> io::Result<()> {
-    let fd = raw_fd(map);
-    let mut chunk = CHUNK;
-    let mut keys: Vec<K> = Vec::new();
-    let mut values: Vec<V> = Vec::new();
-    // Hash maps' batch position is a bucket index; none: from the start.
-    let (mut at, mut next): (Option<u32>, u32) = (None, 0);
-    loop {
-        keys.resize_with(chunk, || {
-            // SAFETY: Pod types are valid for any bit pattern, zeroes included.
-            unsafe { mem::zeroed() }
-        });
-        values.resize_with(chunk, || {
-            // SAFETY: as above.
-            unsafe { mem::zeroed() }
-        });
-        let mut attr = zeroed_attr();
-        // SAFETY: writing the `batch` member of the union (plain integers).
-        let b = unsafe { &mut attr.batch };
-        b.in_batch = at.as_ref().map_or(0, |a| std::ptr::from_ref(a) as u64);
-        b.out_batch = std::ptr::from_mut(&mut next) as u64;
-        b.keys = keys.as_mut_ptr() as u64;
-        b.values = values.as_mut_ptr() as u64;
-        b.count = chunk as u32;
-        b.map_fd = fd;
-        let r = bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr);
-        // SAFETY: reading back the member written above.
-        let n = (unsafe { attr.batch.count } as usize).min(chunk);
-        for (k, v) in keys[..n].iter().zip(&values[..n]) {
-            f(k, v);
-        }
-        match r {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && n == 0 => {
-                // One bucket holds more entries than asked for: ask for more.
-                chunk *= 2;
-                continue;
-            }
-            Err(e) => return Err(e),
-        }
-        at = Some(next);
+/// Every entry of a hash map, read `CHUNK` entries per syscall: only one chunk is in memory at
+/// a time, so a walk's memory does not grow with the table. Entries added or removed during
+/// the walk may or may not be seen; none is seen twice (the position is a bucket index). After
+/// an error the iterator ends.
+pub struct Iter<'a, K, V> {
+    map: &'a MapData,
+    /// Hash maps' batch position; none: from the start.
+    at: Option<u32>,
+    next: u32,
+    chunk: usize,
+    keys: Vec<K>,
+    values: Vec<V>,
+    pos: usize,
+    len: usize,
+    finished: bool,
+}
+
+/// [`Iter`] over `map`.
+pub fn iter<K: Pod, V: Pod>(map: &MapData) -> Iter<'_, K, V> {
+    Iter {
+        map,
+        at: None,
+        next: 0,
+        chunk: CHUNK,
+        keys: Vec::new(),
+        values: Vec::new(),
+        pos: 0,
+        len: 0,
+        finished: false,
     }
+}
+
+impl<K: Pod, V: Pod> Iter<'_, K, V> {
+    /// Reads the next chunk; `Ok(false)` at the end of the table.
+    fn fill(&mut self) -> io::Result<bool> {
+        loop {
+            let chunk = self.chunk;
+            self.keys.resize_with(chunk, || {
+                // SAFETY: Pod types are valid for any bit pattern, zeroes included.
+                unsafe { mem::zeroed() }
+            });
+            self.values.resize_with(chunk, || {
+                // SAFETY: as above.
+                unsafe { mem::zeroed() }
+            });
+            let mut attr = zeroed_attr();
+            // SAFETY: writing the `batch` member of the union (plain integers).
+            let b = unsafe { &mut attr.batch };
+            b.in_batch = self.at.as_ref().map_or(0, |a| std::ptr::from_ref(a) as u64);
+            b.out_batch = std::ptr::from_mut(&mut self.next) as u64;
+            b.keys = self.keys.as_mut_ptr() as u64;
+            b.values = self.values.as_mut_ptr() as u64;
+            b.count = chunk as u32;
+            b.map_fd = raw_fd(self.map);
+            let r = bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr);
+            // SAFETY: reading back the member written above.
+            let n = (unsafe { attr.batch.count } as usize).min(chunk);
+            (self.pos, self.len) = (0, n);
+            match r {
+                Ok(()) => {
+                    self.at = Some(self.next);
+                    return Ok(true);
+                }
+                // The last entries, if any, came with the end.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    self.finished = true;
+                    return Ok(n > 0);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && n == 0 => {
+                    // One bucket holds more entries than asked for: ask for more.
+                    self.chunk *= 2;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl<K: Pod, V: Pod> Iterator for Iter<'_, K, V> {
+    type Item = io::Result<(K, V)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.pos >= self.len {
+            if self.finished {
+                return None;
+            }
+            match self.fill() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.finished = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let i = self.pos;
+        self.pos += 1;
+        Some(Ok((self.keys[i], self.values[i])))
+    }
+}
+
+/// Calls `f` with every entry of a hash map ([`Iter`]).
+pub fn for_each<K: Pod, V: Pod>(map: &MapData, mut f: impl FnMut(&K, &V)) -> io::Result<()> {
+    for entry in iter(map) {
+        let (k, v) = entry?;
+        f(&k, &v);
+    }
+    Ok(())
 }
 
 /// Deletes `keys` from a hash map, `CHUNK` per syscall; keys already gone are skipped. Returns
