@@ -104,6 +104,18 @@ fn each_subscriber_gets_the_blocks_of_its_index() -> Result<()> {
             block_start(4)
         );
 
+        // So does the slow path (a first packet with extension headers or IPv4 options):
+        // subscriber 9's first flow through it gets block 18.
+        let cfg = Config::parse(&format!("{BASE}{SETTINGS}"))?;
+        let (pool, port) =
+            fx.maps
+                .create_outbound(&cfg, subscriber(9, 0xb), 7000, SERVER4, 9, 17, 0)?;
+        ensure!(
+            pool == POOL && port == block_start(18),
+            "slow path: subscriber 9's first flow must get {POOL}:{}, got {pool}:{port}",
+            block_start(18)
+        );
+
         // Subscriber 37 (2001:db8:1:25::/64), another host of it: its first block (74) has
         // 31 ports left, then its second (75) 32; the flow after that is over its limit.
         let mut ports = Vec::new();
@@ -135,7 +147,6 @@ fn each_subscriber_gets_the_blocks_of_its_index() -> Result<()> {
         // long ago: the next expiry pass empties every slot, and returns nothing to the free
         // queues (there is nothing in them to take).
         clear(&mut fx.maps)?;
-        let cfg = Config::parse(&format!("{BASE}{SETTINGS}"))?;
         let pass = sessions::expire(&mut fx.maps, &cfg);
         let mut released: Vec<(u16, u16)> = pass
             .blocks
@@ -147,6 +158,7 @@ fn each_subscriber_gets_the_blocks_of_its_index() -> Result<()> {
             (0, block_start(0)),
             (1, block_start(2)),
             (2, block_start(4)),
+            (9, block_start(18)),
             (37, block_start(74)),
             (37, block_start(75)),
             (255, block_start(510)),

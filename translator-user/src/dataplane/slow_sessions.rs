@@ -145,9 +145,19 @@ impl Maps {
         }
         let sk =
             free_slot.ok_or_else(|| anyhow!("client limit: every block of the client is full"))?;
-        let block = self.free[p.index()]
-            .pop(0)
-            .map_err(|_| anyhow!("pool exhausted ({p})"))?;
+        let block = match cfg.deterministic {
+            // RFC 7422: the slot's own block, as the data plane takes it (`db/pool.rs`).
+            Some(det) => {
+                let i = det.index(&sk.client) * u32::from(cfg.max_blocks_per_client)
+                    + u32::from(sk.slot);
+                self.det_blocks
+                    .get(&(p.index() as u32 * det.stride + i), 0)
+                    .map_err(|e| anyhow!("deterministic {p} block {i}: {e}"))?
+            }
+            None => self.free[p.index()]
+                .pop(0)
+                .map_err(|_| anyhow!("pool exhausted ({p})"))?,
+        };
         let slot = BlockSlot {
             block,
             next: 0,
@@ -155,7 +165,9 @@ impl Maps {
             last_alloc: now,
         };
         if self.block_slots.insert(sk, slot, NOEXIST).is_err() {
-            let _ = self.free[p.index()].push(block, 0);
+            if cfg.deterministic.is_none() {
+                let _ = self.free[p.index()].push(block, 0);
+            }
             bail!("block slot taken concurrently");
         }
         self.claim((block, cfg.block_size), parity, k6, &v4, now)?
