@@ -191,7 +191,10 @@ pub fn query(
     at: jiff::Timestamp,
 ) -> anyhow::Result<Vec<Entry>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut held: Vec<Entry> = Vec::new();
+    // The lines of this port, sorted by time before they are replayed: lines are in the order
+    // they were written, which is not strictly their time's (a pass's releases are written
+    // after allocations drained meanwhile).
+    let mut lines: Vec<(jiff::Timestamp, Entry)> = Vec::new();
     for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", path.display()))?;
         if line.trim().is_empty() {
@@ -212,13 +215,14 @@ pub fn query(
         {
             continue;
         }
-        let ts = parse_time(&e.ts)?;
-        if ts > at {
-            break;
-        }
+        lines.push((parse_time(&e.ts)?, e));
+    }
+    lines.sort_by_key(|(ts, _)| *ts);
+    let mut held: Vec<Entry> = Vec::new();
+    for (_, e) in lines.into_iter().take_while(|(ts, _)| *ts <= at) {
         if e.event == ALLOCATED {
             held.push(e);
-        } else if e.event == RELEASED {
+        } else {
             held.retain(|h| {
                 !(h.client == e.client && h.protocol == e.protocol && h.first_port == e.first_port)
             });
@@ -295,6 +299,43 @@ mod tests {
             .expect("query")
             .is_empty()
         );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn lines_out_of_time_order_are_replayed_in_time_order() {
+        // A pass's release (10:05) written after an allocation drained meanwhile (10:06), and
+        // the same client taking the block again (10:07) before its release line came.
+        let dir = std::env::temp_dir().join(format!("blocklog-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("blocks.jsonl");
+        let line = |ts: &str, event: &str, client: &str| {
+            format!(
+                r#"{{"ts":"2026-11-28T{ts}.000Z","event":"{event}","client":"{client}","protocol":"udp","pool":"192.0.2.1","first_port":1024,"last_port":1087}}"#
+            )
+        };
+        let lines = [
+            line("10:00:00", ALLOCATED, "2001:db8:1::2"),
+            line("10:06:00", ALLOCATED, "2001:db8:1::3"),
+            line("10:05:00", RELEASED, "2001:db8:1::2"),
+            line("10:10:00", RELEASED, "2001:db8:1::3"),
+            line("10:12:00", ALLOCATED, "2001:db8:1::2"),
+            line("10:11:00", RELEASED, "2001:db8:1::2"),
+        ];
+        std::fs::write(&path, lines.join("\n")).expect("write log");
+        let who = |t: &str| {
+            let at = parse_time(&format!("2026-11-28T{t}Z")).expect("time");
+            query(&path, Ipv4Addr::new(192, 0, 2, 1), 1030, None, at)
+                .expect("query")
+                .into_iter()
+                .map(|e| e.client.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(who("10:04:00"), ["2001:db8:1::2"]);
+        assert!(who("10:05:30").is_empty());
+        assert_eq!(who("10:07:00"), ["2001:db8:1::3"]);
+        assert!(who("10:11:30").is_empty());
+        assert_eq!(who("10:13:00"), ["2001:db8:1::2"]);
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 

@@ -8,6 +8,7 @@
 use std::{
     collections::HashSet as StdSet,
     net::{Ipv4Addr, Ipv6Addr},
+    sync::{Mutex, PoisonError},
     time::Duration,
 };
 
@@ -202,6 +203,9 @@ pub struct Expired {
     pub filters: usize,
     /// Port blocks returned to the pool (for the block log).
     pub blocks: Vec<(BlockSlotKey, translator_common::maps::BlockId)>,
+    /// CLOCK_MONOTONIC ns when the sessions and blocks were removed (the log lines' time,
+    /// whenever they are written).
+    pub at: u64,
     /// Expired sessions, both keys (for the session log).
     pub expired: Vec<(SessionKey6, SessionKey4)>,
     /// The tables after the pass (entries a packet created during the walk may be missing).
@@ -247,13 +251,23 @@ pub fn sweep_orphans(maps: &mut Maps) -> usize {
 /// How often (in expiry passes) [`sweep_orphans`] runs.
 pub const ORPHAN_SWEEP_EVERY: u32 = 30;
 
+/// The lock a pass holds while it checks idle bindings again and deletes them, and that a
+/// reload holds while it changes static mappings: a binding cannot become static and be
+/// deleted as idle at once.
+pub type Edits = Mutex<()>;
+
+/// [`expire_with`] with a lock of its own (nothing else edits the bindings).
+pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
+    expire_with(maps, cfg, &Edits::default())
+}
+
 /// One expiry pass over the tables.
 ///
 /// Every table is read in batches of thousands of entries per syscall, and expired entries
 /// are deleted the same way. Sessions are read from `SESSIONS6` alone: the data plane keeps
 /// the state and the last use of both directions there, and the `SESSIONS4` key follows from
 /// the entry. IPv4-side entries that lost their IPv6 half are [`sweep_orphans`]'s.
-pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
+pub fn expire_with(maps: &mut Maps, cfg: &Config, edits: &Edits) -> Expired {
     let now = monotonic_ns();
     let grace = GRACE.as_nanos() as u64;
     let mut done = Expired::default();
@@ -277,6 +291,7 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
     let keys4: Vec<SessionKey4> = doomed.iter().map(|(_, k4)| *k4).collect();
     batch::remove("SESSIONS6", &mut maps.sessions6, &keys6);
     batch::remove("SESSIONS4", &mut maps.sessions4, &keys4);
+    done.at = monotonic_ns();
     done.sessions = doomed.len();
     done.expired = doomed;
 
@@ -298,9 +313,19 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
             ));
         }
     });
-    let (keys6, keys4): (Vec<_>, Vec<_>) = idle.iter().copied().unzip();
-    batch::remove("BINDINGS6", &mut maps.bindings6, &keys6);
-    batch::remove("BINDINGS4", &mut maps.bindings4, &keys4);
+    {
+        // Checked again under the edit lock: a reload may have made one static meanwhile, or
+        // the data plane given it a session (its last use moved).
+        let _edits = edits.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|(k6, _)| {
+            maps.bindings6.get(k6, 0).is_ok_and(|v| {
+                v.flags & BINDING_STATIC == 0 && now.saturating_sub(v.last_used) > grace
+            })
+        });
+        let (keys6, keys4): (Vec<_>, Vec<_>) = idle.iter().copied().unzip();
+        batch::remove("BINDINGS6", &mut maps.bindings6, &keys6);
+        batch::remove("BINDINGS4", &mut maps.bindings4, &keys4);
+    }
     done.bindings = idle.len();
 
     // Address-dependent filtering permits without sessions.

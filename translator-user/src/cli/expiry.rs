@@ -3,18 +3,22 @@
 //! the data plane's ring buffers every 250 ms (block and session log lines would be lost once a
 //! ring fills), and answers reloads and signals. The thread runs a pass, then waits one expiry
 //! period (a quarter of the shortest timeout) after it ends, and sends what the pass removed
-//! back to the loop, which writes the log lines (allocations drained first, so a release
-//! never precedes its allocation in the log). Every `sessions::ORPHAN_SWEEP_EVERY` passes (the
-//! first one included) it also removes half sessions.
+//! back to the loop, which writes the log lines. Every `sessions::ORPHAN_SWEEP_EVERY` passes
+//! (the first one included) it also removes half sessions.
 //!
-//! The maps are shared behind a mutex with the loop's reload (static mappings and policy), so a
-//! static mapping cannot be made of a binding the pass is about to delete.
+//! The thread has its own handles on the pinned maps. It shares one lock with the loop's
+//! reload, held only while idle bindings are checked again and deleted (`sessions::Edits`), so
+//! a binding cannot be deleted while it becomes static, and a reload waits at most that long.
+//! At shutdown the loop stops the thread and waits for the pass under way, so that no pass is
+//! cut between deleting a binding's halves or a block's slot and its return to the pool.
 
 use std::{
+    path::Path,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         mpsc::{self, RecvTimeoutError},
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -33,25 +37,28 @@ pub(super) fn period(cfg: &Config) -> Duration {
     (shortest / 4).clamp(Duration::from_millis(500), Duration::from_secs(10))
 }
 
-/// The running expiry thread. Dropping it stops the thread after its current pass.
+/// The running expiry thread. Dropping it stops the thread and waits for it.
 pub(super) struct Expiry {
-    /// New configurations (timeouts) for the passes to come.
-    ctl: mpsc::Sender<Config>,
+    /// New configurations (timeouts) for the passes to come; dropped to stop the thread.
+    ctl: Option<mpsc::Sender<Config>>,
     /// What each pass removed, in order.
     pub results: tokio::sync::mpsc::UnboundedReceiver<sessions::Expired>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Expiry {
-    /// Starts the thread; its first pass runs at once.
+    /// Starts the thread on the maps pinned in `pins`; its first pass runs at once.
     pub fn start(
-        maps: Arc<Mutex<Maps>>,
+        pins: &Path,
         cfg: &Config,
+        edits: Arc<sessions::Edits>,
         gauges: Arc<PassGauges>,
     ) -> anyhow::Result<Self> {
+        let mut maps = Maps::open(pins)?;
         let (ctl, ctl_rx) = mpsc::channel::<Config>();
         let (tx, results) = tokio::sync::mpsc::unbounded_channel();
         let mut cfg = cfg.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("expiry".into())
             .spawn(move || {
                 let mut next = Instant::now();
@@ -65,18 +72,14 @@ impl Expiry {
                             cfg = c;
                         }
                         Err(RecvTimeoutError::Timeout) => {
-                            let pass = {
-                                let mut maps = maps.lock().unwrap_or_else(PoisonError::into_inner);
-                                // The first pass too: what an earlier controller left.
-                                if passes.is_multiple_of(sessions::ORPHAN_SWEEP_EVERY) {
-                                    let n = sessions::sweep_orphans(&mut maps);
-                                    if n > 0 {
-                                        log::debug!("removed {n} half sessions");
-                                    }
+                            if passes.is_multiple_of(sessions::ORPHAN_SWEEP_EVERY) {
+                                let n = sessions::sweep_orphans(&mut maps);
+                                if n > 0 {
+                                    log::debug!("removed {n} half sessions");
                                 }
-                                passes = passes.wrapping_add(1);
-                                sessions::expire(&mut maps, &cfg)
-                            };
+                            }
+                            passes = passes.wrapping_add(1);
+                            let pass = sessions::expire_with(&mut maps, &cfg, &edits);
                             gauges.set(pass.left.clone());
                             if tx.send(pass).is_err() {
                                 return;
@@ -88,12 +91,40 @@ impl Expiry {
                 }
             })
             .context("starting the expiry thread")?;
-        Ok(Self { ctl, results })
+        Ok(Self {
+            ctl: Some(ctl),
+            results,
+            thread: Some(thread),
+        })
     }
 
     /// The configuration for the next passes (after a reload).
     pub fn reconfigure(&self, cfg: &Config) {
-        // Fails only when the thread has ended, which the loop notices by its results.
-        let _ = self.ctl.send(cfg.clone());
+        if let Some(ctl) = &self.ctl {
+            // Fails only when the thread has ended, which the loop notices by its results.
+            let _ = ctl.send(cfg.clone());
+        }
+    }
+
+    /// Stops the thread, waits for the pass under way, and returns the results the loop has
+    /// not taken yet.
+    pub fn stop(&mut self) -> Vec<sessions::Expired> {
+        self.ctl = None;
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            log::error!("the expiry thread panicked");
+        }
+        let mut rest = Vec::new();
+        while let Ok(e) = self.results.try_recv() {
+            rest.push(e);
+        }
+        rest
+    }
+}
+
+impl Drop for Expiry {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

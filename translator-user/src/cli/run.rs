@@ -1,7 +1,7 @@
 use std::{
     path::PathBuf,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -165,8 +165,9 @@ struct Controller {
     cfg: Config,
     config_path: PathBuf,
     inst: Instance,
-    /// Shared with the expiry thread.
-    maps: Arc<Mutex<Maps>>,
+    maps: Maps,
+    /// Held while static mappings change (shared with the expiry thread's binding deletes).
+    edits: Arc<sessions::Edits>,
     /// The expiry thread (`expiry.rs`).
     expiry: Expiry,
     /// The loaded program (attached through pinned links; kept for its log ring buffers).
@@ -274,14 +275,15 @@ impl Controller {
         let block_log = BlockLog::open(cfg.block_log.as_deref())?;
         let slow_stats = Arc::new(crate::slowpath::SlowPathStats::default());
         let slow = SlowPath::start(&cfg, &inst, &slow_stats)?;
-        let maps = Arc::new(Mutex::new(maps));
+        let edits: Arc<sessions::Edits> = Arc::default();
         let pass_gauges: Arc<crate::metrics::PassGauges> = Arc::default();
-        let expiry = Expiry::start(maps.clone(), &cfg, pass_gauges.clone())?;
+        let expiry = Expiry::start(&inst.pins, &cfg, edits.clone(), pass_gauges.clone())?;
         let mut c = Controller {
             cfg,
             config_path,
             inst,
             maps,
+            edits,
             expiry,
             ebpf,
             logger: None,
@@ -440,6 +442,8 @@ impl Controller {
     fn expired(&mut self, e: &sessions::Expired) {
         // Allocations first, so a block's release never precedes its allocation in the log.
         self.drain();
+        // Lines carry the pass's time, not the time they are written.
+        let age = Duration::from_nanos(crate::clock::monotonic_ns().saturating_sub(e.at));
         if self.cfg.log_sessions {
             for (k6, k4) in &e.expired {
                 let ev = SessionEvent {
@@ -454,10 +458,8 @@ impl Controller {
                     time: 0,
                 };
                 if let Some(p) = Protocol::from_number(k6.proto) {
-                    self.block_log.session(
-                        session_entry(crate::blocklog::SESSION_EXPIRED, p, &ev),
-                        Duration::ZERO,
-                    );
+                    self.block_log
+                        .session(session_entry(crate::blocklog::SESSION_EXPIRED, p, &ev), age);
                 }
             }
         }
@@ -480,7 +482,7 @@ impl Controller {
                     std::net::Ipv4Addr::from(rfc6052::from_raw4(block.pool)),
                     block.start,
                     self.cfg.block_size,
-                    Duration::ZERO,
+                    age,
                 );
             }
         }
@@ -521,10 +523,9 @@ impl Controller {
 
     /// Refuses new static mappings whose ports are bound otherwise.
     fn check_statics(&self, old: &Config, new: &Config) -> anyhow::Result<()> {
-        let maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
         for (i, s) in new.statics.iter().enumerate() {
             if !old.statics.contains(s)
-                && let Some(conflict) = maps.static_conflict(s)
+                && let Some(conflict) = self.maps.static_conflict(s)
             {
                 anyhow::bail!("static[{i}]: {conflict}");
             }
@@ -532,15 +533,16 @@ impl Controller {
         Ok(())
     }
 
-    /// Makes the client prefixes, pool and static mappings of the maps `new`'s. The maps stay
-    /// locked throughout, so that an expiry pass cannot delete a binding that becomes static.
+    /// Makes the client prefixes, pool and static mappings of the maps `new`'s, under the edit
+    /// lock: an expiry pass cannot delete a binding that becomes static.
     fn apply_policy(
-        &self,
+        &mut self,
         old: &Config,
         new: &Config,
         changes: &mut Vec<String>,
     ) -> anyhow::Result<()> {
-        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        let _edits = self.edits.lock().unwrap_or_else(PoisonError::into_inner);
+        let maps = &mut self.maps;
         maps.sync_policy(new)?;
         for s in old.statics.iter().filter(|s| !new.statics.contains(s)) {
             if let Err(e) = maps.del_static(s) {
@@ -783,9 +785,16 @@ impl Controller {
                         Err(e) => log::error!("ra: the router advertisement task failed: {e}"),
                     }
                 }
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-                _ = term.recv() => return Ok(()),
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
             }
         }
+        // The pass under way finishes (a pass cut short could leave half a binding or a block
+        // out of the pool), and what it removed is logged.
+        for e in self.expiry.stop() {
+            self.expired(&e);
+        }
+        self.drain();
+        Ok(())
     }
 }
