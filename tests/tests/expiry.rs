@@ -403,3 +403,47 @@ fn a_session_kept_busy_from_the_ipv4_side_does_not_expire() -> Result<()> {
         Ok(())
     })
 }
+
+/// Adopting sessions of an earlier data plane, which kept an inbound packet's last use only in
+/// the `SESSIONS4` entry: the newer time (and TCP state) is copied to `SESSIONS6` once, so the
+/// first pass keeps a session only the IPv4 side kept busy, and expires one nobody used.
+#[test]
+fn adopted_sessions_keep_their_inbound_use() -> Result<()> {
+    require_root()?;
+    let cfg = Config::parse(&format!("{BASE}{SETTINGS}"))?;
+    with_fixture_instance("expiry-adopt", SETTINGS, |fx| {
+        let now = monotonic_ns();
+        let old = now.saturating_sub((cfg.timeouts.udp + Duration::from_secs(5)).as_nanos() as u64);
+        ensure!(
+            now > Duration::from_secs(60).as_nanos() as u64,
+            "the machine has been up less than a minute; the test needs timestamps that far back"
+        );
+        // Session 0: busy from the IPv4 side only (a TCP one, whose state moved there too);
+        // session 1: idle on both sides.
+        let (k0, mut v0, mut w0) = session(0, IPPROTO_TCP, tcp::V6_INIT, old);
+        w0.last_seen = now;
+        w0.state = tcp::ESTABLISHED;
+        let (k1, v1, w1) = session(1, IPPROTO_UDP, 0, old);
+        for (k, v, w) in [(k0, v0, w0), (k1, v1, w1)] {
+            fx.maps.sessions6.insert(k, v, 0)?;
+            fx.maps.sessions4.insert(k.reverse(&v), w, 0)?;
+        }
+        let n = sessions::adopt_last_use(&mut fx.maps);
+        v0 = fx.maps.sessions6.get(&k0, 0)?;
+        ensure!(
+            n == 1 && v0.last_seen == now && v0.state == tcp::ESTABLISHED,
+            "adoption updated {n} entries; session 0's IPv6 side has last use {} (want {now}) \
+             and state {} (want established)",
+            v0.last_seen,
+            v0.state
+        );
+        let pass = sessions::expire(&mut fx.maps, &cfg);
+        let left = keys6(&fx.maps)?;
+        ensure!(
+            pass.sessions == 1 && left == [k0],
+            "the first pass must expire only the idle session: removed {}, left {left:?}",
+            pass.sessions
+        );
+        Ok(())
+    })
+}

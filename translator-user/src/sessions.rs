@@ -248,6 +248,39 @@ pub fn sweep_orphans(maps: &mut Maps) -> usize {
     orphans.len()
 }
 
+/// Sessions a data plane of an earlier version made keep an inbound packet's last use (and
+/// the TCP state it set) only in their `SESSIONS4` entry; the expiry pass reads `SESSIONS6`.
+/// Copies the newer of the two to `SESSIONS6`, once, when a controller adopts pinned state.
+/// Returns how many entries it updated.
+pub fn adopt_last_use(maps: &mut Maps) -> usize {
+    let mut inbound: std::collections::HashMap<SessionKey4, (u64, u8), Hasher> =
+        std::collections::HashMap::default();
+    batch::entries("SESSIONS4", &maps.sessions4, |k, v| {
+        inbound.insert(*k, (v.last_seen, v.state));
+    });
+    let mut newer: Vec<(SessionKey6, SessionValue6)> = Vec::new();
+    batch::entries("SESSIONS6", &maps.sessions6, |k, v6| {
+        if let Some(&(last, state)) = inbound.get(&k.reverse(v6))
+            && last > v6.last_seen
+        {
+            newer.push((
+                *k,
+                SessionValue6 {
+                    last_seen: last,
+                    state,
+                    ..*v6
+                },
+            ));
+        }
+    });
+    drop(inbound);
+    // BPF_EXIST: a session expired meanwhile stays gone.
+    newer
+        .iter()
+        .filter(|(k, v)| maps.sessions6.insert(*k, *v, 2).is_ok())
+        .count()
+}
+
 /// How often (in expiry passes) [`sweep_orphans`] runs.
 pub const ORPHAN_SWEEP_EVERY: u32 = 30;
 

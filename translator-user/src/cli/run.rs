@@ -133,6 +133,13 @@ fn start(
         maps.add_static(s).with_context(|| format!("static[{i}]"))?;
     }
     let attached = dataplane::attach(&mut ebpf, cfg, inst)?;
+    if adopt {
+        // After the attach: from now on the program copies inbound use itself.
+        let n = sessions::adopt_last_use(&mut maps);
+        if n > 0 {
+            log::info!("{n} adopted sessions: their last inbound use copied to SESSIONS6");
+        }
+    }
     let state = State {
         instance: cfg.instance.clone(),
         pid: std::process::id(),
