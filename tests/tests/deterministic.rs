@@ -277,7 +277,7 @@ fn blocks_over_the_hosts_ephemeral_ports_are_refused() -> Result<()> {
     let msg = format!("{e:#}");
     ensure!(
         msg.contains("pool.deterministic: 192.0.2.1 is an address of this host and its tcp blocks")
-            && msg.contains("set pool.tcp_ports to end below"),
+            && msg.contains(r#"set pool.tcp_ports to a range below 32768 (e.g. "30000-32767")"#),
         "the error must name the setting to change: {msg}"
     );
     Ok(())

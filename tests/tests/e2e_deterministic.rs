@@ -144,6 +144,35 @@ fn subscribers_use_the_blocks_of_their_index_and_log_query_names_them() -> Resul
     );
     let got = out.stdout_str();
     ensure!(got == want, "log query answered\n{got}instead of\n{want}");
+    // A static binding added at run time holds its port, whatever block the port is in.
+    let pool = ALT_POOL_V4.to_string();
+    let static_port = (block_start(200) + 1).to_string();
+    gw.cli(&[
+        "bib",
+        "add",
+        "--protocol",
+        "tcp",
+        "--ipv6",
+        "2001:db8:1::10",
+        "--ipv6-port",
+        "80",
+        "--ipv4",
+        &pool,
+        "--ipv4-port",
+        &static_port,
+    ])?;
+    let out = gw.cli(&["log", "query", "--pool", &pool, "--port", &static_port])?;
+    let want = format!(
+        "tcp {pool} port {static_port} is held by the static mapping of [2001:db8:1::10]:80\n\
+         udp {pool} ports {}-{} belong to 2001:db8:1:0:c800::/72 (deterministic block 0 of 1)\n\
+         icmp {pool} ports {}-{} belong to 2001:db8:1:0:c800::/72 (deterministic block 0 of 1)\n",
+        block_start(200),
+        block_start(201) - 1,
+        block_start(200),
+        block_start(201) - 1
+    );
+    let got = out.stdout_str();
+    ensure!(got == want, "log query answered\n{got}instead of\n{want}");
     let status = gw.status()?;
     ensure!(
         status["pool"]["deterministic_subscribers"] == 256,

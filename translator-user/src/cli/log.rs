@@ -1,11 +1,19 @@
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
 use anyhow::anyhow;
 
+use translator_common::{
+    maps::{BINDING_STATIC, BindingKey4},
+    rfc6052,
+};
+
 use crate::{
     blocklog,
-    config::{Config, Protocol},
-    dataplane::Instance,
+    config::{Config, Protocol, deterministic::Holder},
+    dataplane::{Instance, Maps},
 };
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +66,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         protocol,
         json,
     } = a.command;
+    let running = file.is_none() && config.is_none();
     let cfg = match (&file, config) {
         (Some(_), _) => None,
         (None, Some(path)) => Some(Config::load(&path)?),
@@ -66,7 +75,19 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if let Some(cfg) = &cfg
         && cfg.deterministic.is_some()
     {
-        return deterministic(cfg, pool, port, protocol, json);
+        if at.is_some() {
+            eprintln!(
+                "note: --at is not needed: a deterministic block (RFC 7422) belongs to the same \
+                 subscriber at any time; the answer is from the configuration in force now"
+            );
+        }
+        // The running instance's static bindings, those added with `translator bib` too.
+        let maps = if running {
+            Some(Maps::open(&Instance::new(&instance.instance).pins)?)
+        } else {
+            None
+        };
+        return deterministic(cfg, maps.as_ref(), pool, port, protocol, json);
     }
     let Some(at) = at else {
         return Err(anyhow!(
@@ -109,9 +130,33 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// RFC 7422: the subscriber whose deterministic block holds `pool`:`port`, per protocol.
+/// A static binding of `pool`:`port` in the running data plane.
+fn static_binding(maps: &Maps, p: Protocol, pool: Ipv4Addr, port: u16) -> Option<Holder> {
+    let k = BindingKey4 {
+        pool: rfc6052::raw4(u32::from(pool)),
+        pool_port_be: port.to_be(),
+        proto: p.number(),
+        _pad: 0,
+    };
+    let v = maps.bindings4.get(&k, 0).ok()?;
+    (v.flags & BINDING_STATIC != 0).then(|| Holder {
+        client: Ipv6Addr::from(rfc6052::from_raw6(&v.client)),
+        client_prefix_len: 128,
+        protocol: p,
+        slot: 0,
+        pool,
+        first_port: port,
+        last_port: port,
+        static_client_port: Some(u16::from_be(v.client_port_be)),
+    })
+}
+
+/// RFC 7422: the subscriber whose deterministic block holds `pool`:`port`, per protocol (a
+/// static mapping first: the running data plane's when `maps` is given, else the
+/// configuration's).
 fn deterministic(
     cfg: &Config,
+    maps: Option<&Maps>,
     pool: Ipv4Addr,
     port: u16,
     protocol: Option<Protocol>,
@@ -125,7 +170,10 @@ fn deterministic(
     let holders: Vec<_> = Protocol::ALL
         .into_iter()
         .filter(|p| protocol.is_none_or(|q| q == *p))
-        .filter_map(|p| cfg.deterministic_holder(p, pool, port))
+        .filter_map(|p| {
+            maps.and_then(|m| static_binding(m, p, pool, port))
+                .or_else(|| cfg.deterministic_holder(p, pool, port))
+        })
         .collect();
     if json {
         return super::print_json(&holders);

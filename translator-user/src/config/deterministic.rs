@@ -40,14 +40,15 @@ pub(super) fn validate(
             ),
         ));
     };
+    // The subscriber lengths that work with this client prefix.
+    let longest = (u32::from(c.len) + u32::from(MAX_DETERMINISTIC_BITS)).min(128);
     if subscriber_prefix_len < c.len {
         return Err(err(
             S,
             format!(
                 "pool.subscriber_prefix_len {subscriber_prefix_len} is shorter than the \
-                 nat64.clients prefix {c}; give a length of {} to {}",
-                c.len,
-                u32::from(c.len) + u32::from(MAX_DETERMINISTIC_BITS)
+                 nat64.clients prefix {c}; valid: {} to {longest}",
+                c.len
             ),
         ));
     }
@@ -58,7 +59,8 @@ pub(super) fn validate(
             format!(
                 "nat64.clients {c} holds 2^{bits} prefixes of pool.subscriber_prefix_len \
                  {subscriber_prefix_len}; at most 2^{MAX_DETERMINISTIC_BITS} subscribers are \
-                 supported: lengthen the client prefix or shorten the subscriber prefix"
+                 supported: pool.subscriber_prefix_len {} to {longest}, or a longer client prefix",
+                c.len
             ),
         )
     })?;
@@ -127,8 +129,9 @@ impl Config {
         let Some(det) = self.deterministic else {
             return Vec::new();
         };
+        // Every b < stride is a block of the pool: `validate` checked the pool holds them.
         (0..det.stride)
-            .filter_map(|b| self.pool_block(p, b))
+            .map_while(|b| self.pool_block(p, b))
             .map(|(addr, start)| BlockId {
                 pool: raw4(u32::from(addr)),
                 start,

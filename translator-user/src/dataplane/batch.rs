@@ -123,7 +123,11 @@ impl<K: Pod, V: Pod> Iter<'_, K, V> {
                     // One bucket holds more entries than asked for: ask for more.
                     self.chunk *= 2;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // What came with the error is not handed out: the iterator ends at it.
+                    self.len = 0;
+                    return Err(e);
+                }
             }
         }
     }

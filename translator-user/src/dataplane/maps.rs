@@ -216,6 +216,13 @@ impl Maps {
         use crate::config::deterministic::PORT_SETTINGS;
         for p in Protocol::ALL {
             let blocks = cfg.deterministic_blocks(p);
+            let stride = cfg.deterministic.map_or(0, |d| d.stride);
+            if blocks.len() != stride as usize {
+                bail!(
+                    "pool.deterministic: the {p} pool has {} blocks for {stride} subscriber slots",
+                    blocks.len()
+                );
+            }
             let size = u32::from(cfg.layouts[p.index()].block_size);
             if let Some((lo, hi)) = ephemeral
                 && let Some(b) = blocks.iter().find(|b| {
@@ -227,12 +234,18 @@ impl Maps {
             {
                 let addr = Ipv4Addr::from(rfc6052::from_raw4(b.pool));
                 bail!(
-                    "pool.deterministic: {addr} is an address of this host and its {p} blocks                      overlap the host's ephemeral ports {lo}-{hi} (net.ipv4.ip_local_port_range),                      which deterministic blocks cannot leave out; set {} to end below {lo} (e.g.                      \"1024-{}\"), or use pool addresses the host does not own",
+                    "pool.deterministic: {addr} is an address of this host and its {p} blocks \
+                     overlap the host's ephemeral ports {lo}-{hi} (net.ipv4.ip_local_port_range), \
+                     which deterministic blocks cannot leave out; set {} to a range below {lo} \
+                     (e.g. \"{}-{}\") or above {hi}, or use pool addresses the host does not own",
                     PORT_SETTINGS[p.index()],
+                    cfg.layouts[p.index()]
+                        .first
+                        .min(lo.saturating_sub(1) as u16),
                     lo.saturating_sub(1)
                 );
             }
-            let base = p.index() as u32 * cfg.deterministic.map_or(0, |d| d.stride);
+            let base = p.index() as u32 * stride;
             for (i, b) in blocks.iter().enumerate() {
                 self.det_blocks
                     .set(base + i as u32, *b, 0)
