@@ -18,19 +18,11 @@ pub(super) fn check_adoptable(inst: &Instance, cfg: &Config) -> anyhow::Result<(
         );
         return Ok(());
     };
-    if old.pool != cfg.pool
-        || old.layouts != cfg.layouts
-        || old.sessions != cfg.sessions
-        || old.subscriber_prefix_len != cfg.subscriber_prefix_len
-        || old.deterministic != cfg.deterministic
-        || old.deterministic.is_some()
-            && (old.clients != cfg.clients
-                || old.max_blocks_per_client != cfg.max_blocks_per_client)
-    {
+    if let Some(setting) = old.session_setting_changed(cfg) {
         anyhow::bail!(
-            "pool.*/limits.sessions (with pool.deterministic also nat64.clients) differ from the running data plane of instance {:?}; \
-             these cannot change while sessions exist: run `translator down --instance {}` first \
-             (this drops every session)",
+            "{setting} differs from the running data plane of instance {:?}; it cannot change \
+             while sessions exist: run `translator down --instance {}` first (this drops every \
+             session)",
             inst.name,
             inst.name
         );

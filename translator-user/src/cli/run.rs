@@ -589,25 +589,12 @@ impl Controller {
             ("interfaces.ipv6", old.ipv6_interface != new.ipv6_interface),
             ("interfaces.ipv4", old.ipv4_interface != new.ipv4_interface),
             ("nat64.prefix", old.prefix != new.prefix),
-            ("pool.addresses", old.pool != new.pool),
-            ("pool.*_ports / pool.block_size", old.layouts != new.layouts),
-            (
-                "pool.subscriber_prefix_len",
-                old.subscriber_prefix_len != new.subscriber_prefix_len,
-            ),
-            ("limits.sessions", old.sessions != new.sessions),
-            ("pool.deterministic", old.deterministic != new.deterministic),
-            (
-                "nat64.clients (with pool.deterministic)",
-                old.deterministic.is_some() && old.clients != new.clients,
-            ),
-            (
-                "pool.max_blocks_per_client (with pool.deterministic)",
-                old.deterministic.is_some()
-                    && old.max_blocks_per_client != new.max_blocks_per_client,
-            ),
         ];
-        if let Some((setting, _)) = fixed.iter().find(|(_, changed)| *changed) {
+        let changed = fixed
+            .iter()
+            .find_map(|(setting, changed)| changed.then_some(*setting))
+            .or_else(|| old.session_setting_changed(&new));
+        if let Some(setting) = changed {
             anyhow::bail!(
                 "{setting} cannot change while the gateway runs (sessions depend on it); the \
                  running configuration stays in force. Use `translator down` and `translator run` \

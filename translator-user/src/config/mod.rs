@@ -471,6 +471,40 @@ impl Config {
         }
     }
 
+    /// The first setting sessions depend on that differs between `self` (running) and `new`:
+    /// the pool, its layout and blocks, the table size. None of them can change while sessions
+    /// exist (reload and adopting pinned state refuse it).
+    pub fn session_setting_changed(&self, new: &Config) -> Option<&'static str> {
+        let det = self.deterministic.is_some();
+        [
+            ("pool.addresses", self.pool != new.pool),
+            (
+                "pool.tcp_ports / pool.udp_ports / pool.icmp_ids / pool.block_size",
+                self.layouts != new.layouts,
+            ),
+            (
+                "pool.subscriber_prefix_len",
+                self.subscriber_prefix_len != new.subscriber_prefix_len,
+            ),
+            ("limits.sessions", self.sessions != new.sessions),
+            (
+                // Its layout follows from the settings around it, each named on its own.
+                "pool.deterministic",
+                det != new.deterministic.is_some(),
+            ),
+            (
+                "nat64.clients (with pool.deterministic)",
+                det && self.clients != new.clients,
+            ),
+            (
+                "pool.max_blocks_per_client (with pool.deterministic)",
+                det && self.max_blocks_per_client != new.max_blocks_per_client,
+            ),
+        ]
+        .into_iter()
+        .find_map(|(setting, changed)| changed.then_some(setting))
+    }
+
     /// Number of port blocks per protocol in the whole pool.
     pub fn total_blocks(&self, p: Protocol) -> u32 {
         self.layouts[p.index()].blocks_per_address() * self.pool.len() as u32

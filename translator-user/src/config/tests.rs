@@ -337,3 +337,49 @@ fn deterministic_layouts_that_cannot_work_are_refused_by_name() {
         "{e}"
     );
 }
+
+#[test]
+fn settings_sessions_depend_on_are_named_when_they_change() {
+    let base = deterministic("subscriber_prefix_len = 72").expect("valid config");
+    let changed = |extra: &str, text: &str| {
+        let new = Config::parse(
+            &GOOD
+                .replace("block_size = 64", &format!("block_size = 64\n{extra}"))
+                .replace("2001:db8:1::/64", text),
+        )
+        .expect("valid config");
+        base.session_setting_changed(&new)
+    };
+    let same = "deterministic = true\nsubscriber_prefix_len = 72";
+    assert_eq!(changed(same, "2001:db8:1::/64"), None);
+    assert_eq!(
+        changed("subscriber_prefix_len = 72", "2001:db8:1::/64"),
+        Some("pool.deterministic")
+    );
+    assert_eq!(
+        changed(
+            &format!("{same}\nmax_blocks_per_client = 4"),
+            "2001:db8:1::/64"
+        ),
+        Some("pool.max_blocks_per_client (with pool.deterministic)")
+    );
+    assert_eq!(
+        changed(same, "2001:db8:1::/63"),
+        Some("nat64.clients (with pool.deterministic)")
+    );
+    assert_eq!(
+        changed(
+            "deterministic = true\nsubscriber_prefix_len = 70",
+            "2001:db8:1::/64"
+        ),
+        Some("pool.subscriber_prefix_len")
+    );
+    // Without deterministic blocks the client prefixes and the limit may change.
+    let plain = Config::parse(GOOD).expect("valid config");
+    let more = Config::parse(&GOOD.replace(
+        "block_size = 64",
+        "block_size = 64\nmax_blocks_per_client = 4",
+    ))
+    .expect("valid config");
+    assert_eq!(plain.session_setting_changed(&more), None);
+}
