@@ -175,8 +175,11 @@ fn subscribers_use_the_blocks_of_their_index_and_log_query_names_them() -> Resul
     ensure!(got == want, "log query answered\n{got}instead of\n{want}");
     let status = gw.status()?;
     ensure!(
-        status["pool"]["deterministic_subscribers"] == 256,
-        "status must show the 256 subscribers: {}",
+        status["pool"]["deterministic_subscribers"] == 256
+            && status["pool"]["protocols"]
+                .as_array()
+                .is_some_and(|ps| ps.len() == 3 && ps.iter().all(|p| p["blocks_total"] == 256)),
+        "status must show the 256 subscribers and their 256 blocks per protocol: {}",
         status["pool"]
     );
     Ok(())

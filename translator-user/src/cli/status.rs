@@ -77,7 +77,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         .into_iter()
         .map(|p| PoolUse {
             protocol: p,
-            blocks_total: cfg.total_blocks(p),
+            blocks_total: cfg.assignable_blocks(p),
             blocks_in_use: slots.iter().filter(|k| k.proto == p.number()).count(),
             ports_in_use: b4.iter().filter(|(k, _)| k.proto == p.number()).count(),
         })

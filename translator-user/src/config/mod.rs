@@ -505,6 +505,13 @@ impl Config {
         .find_map(|(setting, changed)| changed.then_some(setting))
     }
 
+    /// Port blocks of a protocol that clients can hold: the whole pool's, or with
+    /// `pool.deterministic` the subscribers' (`subscribers * max_blocks_per_client`).
+    pub fn assignable_blocks(&self, p: Protocol) -> u32 {
+        self.deterministic
+            .map_or_else(|| self.total_blocks(p), |d| d.stride)
+    }
+
     /// Number of port blocks per protocol in the whole pool.
     pub fn total_blocks(&self, p: Protocol) -> u32 {
         self.layouts[p.index()].blocks_per_address() * self.pool.len() as u32

@@ -95,7 +95,7 @@ pub fn collect(
         .map(|p| Blocks {
             protocol: p,
             in_use: gauges.blocks_in_use[p.index()],
-            total: u64::from(cfg.total_blocks(p)),
+            total: u64::from(cfg.assignable_blocks(p)),
         })
         .collect();
 
