@@ -9,7 +9,7 @@ mod fixture_instance;
 use std::net::Ipv6Addr;
 
 use anyhow::{Context as _, Result, ensure};
-use fixture_instance::{BASE, POOL, SERVER4, SERVER6, XDP_REDIRECT, XDP_TX, with_fixture_instance};
+use fixture_instance::{BASE, POOL, SERVER4, XDP_REDIRECT, XDP_TX, with_fixture_instance};
 use translator::{
     config::Config,
     dataplane::{Maps, batch},
@@ -17,7 +17,7 @@ use translator::{
 };
 use translator_common::rfc6052;
 use translator_tests::{
-    fixture::{MAC_CLIENT, MAC_GW4, MAC_GW6, MAC_SERVER},
+    fixture::{MAC_GW4, MAC_SERVER},
     gateway::translator_bin,
     packets::*,
     require_root,
@@ -49,13 +49,7 @@ fn block_start(b: u32) -> u16 {
 }
 
 fn udp_from(src: Ipv6Addr, sport: u16) -> Vec<u8> {
-    let seg = udp(src.into(), SERVER6.into(), sport, 9, b"rfc7422");
-    eth(
-        MAC_GW6,
-        MAC_CLIENT,
-        0x86dd,
-        &ipv6(src, SERVER6, 17, 64, 0, &seg),
-    )
+    fixture_instance::udp_to_server(src, sport, 9, b"rfc7422")
 }
 
 /// The translation of [`udp_from`] with pool port `pport`; the IPv4 identification is random

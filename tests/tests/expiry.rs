@@ -68,6 +68,18 @@ fn session(
     (k6, v6, v4)
 }
 
+/// Now (CLOCK_MONOTONIC ns) and `d` before it; an error when the machine has been up less
+/// than `d`, since the clock starts at boot.
+fn now_and_ago(d: Duration) -> Result<(u64, u64)> {
+    let now = monotonic_ns();
+    let back = d.as_nanos() as u64;
+    ensure!(
+        now > back,
+        "the machine has been up less than {d:?}; the test needs timestamps that far back"
+    );
+    Ok((now, now - back))
+}
+
 fn keys6(maps: &translator::dataplane::Maps) -> Result<Vec<SessionKey6>> {
     let mut out = Vec::new();
     batch::for_each(
@@ -138,12 +150,8 @@ fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
     require_root()?;
     let cfg = Config::parse(&format!("{BASE}{SETTINGS}"))?;
     with_fixture_instance("expiry", SETTINGS, |fx| {
-        let now = monotonic_ns();
+        let (now, _) = now_and_ago(Duration::from_secs(120))?;
         let ago = |d: Duration| now.saturating_sub(d.as_nanos() as u64);
-        ensure!(
-            now > Duration::from_secs(120).as_nanos() as u64,
-            "the machine has been up less than 2 minutes; the test needs timestamps that far back"
-        );
         let (udp_to, trans) = (cfg.timeouts.udp, cfg.timeouts.tcp_transitory);
         let mut keep6 = BTreeSet::new();
         let mut keep4 = BTreeSet::new();
@@ -331,37 +339,24 @@ fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
 /// (a second session aged the same way) it goes.
 #[test]
 fn a_session_kept_busy_from_the_ipv4_side_does_not_expire() -> Result<()> {
-    use fixture_instance::{CLIENT, POOL, SERVER4, SERVER6, XDP_REDIRECT};
+    use fixture_instance::{CLIENT, POOL, SERVER4, XDP_REDIRECT};
     use translator_tests::{
-        fixture::{MAC_CLIENT, MAC_GW4, MAC_GW6, MAC_SERVER},
+        fixture::{MAC_GW4, MAC_SERVER},
         packets::*,
     };
     require_root()?;
     let cfg = Config::parse(&format!("{BASE}{SETTINGS}"))?;
     with_fixture_instance("expiry-v4", SETTINGS, |fx| {
-        let out6 = |sport: u16| {
-            let seg = udp(CLIENT.into(), SERVER6.into(), sport, 53, b"q");
-            eth(
-                MAC_GW6,
-                MAC_CLIENT,
-                0x86dd,
-                &ipv6(CLIENT, SERVER6, 17, 64, 0, &seg),
-            )
-        };
         for sport in [40_000, 40_001] {
-            let out = fx.run(&out6(sport), fx.v6if)?;
+            let frame = fixture_instance::udp_to_server(CLIENT, sport, 53, b"q");
+            let out = fx.run(&frame, fx.v6if)?;
             ensure!(
                 out.action == XDP_REDIRECT,
                 "client port {sport}: action {}",
                 out.action
             );
         }
-        let now = monotonic_ns();
-        let old = now.saturating_sub((cfg.timeouts.udp + Duration::from_secs(5)).as_nanos() as u64);
-        ensure!(
-            now > Duration::from_secs(60).as_nanos() as u64,
-            "the machine has been up less than a minute; the test needs timestamps that far back"
-        );
+        let (_, old) = now_and_ago(cfg.timeouts.udp + Duration::from_secs(5))?;
         let mut pool_port = 0;
         for k in keys6(&fx.maps)? {
             let mut v6 = fx.maps.sessions6.get(&k, 0)?;
@@ -412,12 +407,7 @@ fn adopted_sessions_keep_their_inbound_use() -> Result<()> {
     require_root()?;
     let cfg = Config::parse(&format!("{BASE}{SETTINGS}"))?;
     with_fixture_instance("expiry-adopt", SETTINGS, |fx| {
-        let now = monotonic_ns();
-        let old = now.saturating_sub((cfg.timeouts.udp + Duration::from_secs(5)).as_nanos() as u64);
-        ensure!(
-            now > Duration::from_secs(60).as_nanos() as u64,
-            "the machine has been up less than a minute; the test needs timestamps that far back"
-        );
+        let (now, old) = now_and_ago(cfg.timeouts.udp + Duration::from_secs(5))?;
         // Session 0: busy from the IPv4 side only (a TCP one, whose state moved there too);
         // session 1: idle on both sides.
         let (k0, mut v0, mut w0) = session(0, IPPROTO_TCP, tcp::V6_INIT, old);

@@ -8,22 +8,12 @@ mod fixture_instance;
 use std::net::Ipv6Addr;
 
 use anyhow::{Result, ensure};
-use fixture_instance::{SERVER6, XDP_REDIRECT, XDP_TX, with_fixture_instance};
+use fixture_instance::{XDP_REDIRECT, XDP_TX, with_fixture_instance};
 use translator_common::{counters::DropReason, rfc6052};
-use translator_tests::{
-    fixture::{MAC_CLIENT, MAC_GW6},
-    packets::*,
-    require_root,
-};
+use translator_tests::require_root;
 
 fn udp_from(src: Ipv6Addr, sport: u16) -> Vec<u8> {
-    let seg = udp(src.into(), SERVER6.into(), sport, 9, b"subscriber");
-    eth(
-        MAC_GW6,
-        MAC_CLIENT,
-        0x86dd,
-        &ipv6(src, SERVER6, 17, 64, 0, &seg),
-    )
+    fixture_instance::udp_to_server(src, sport, 9, b"subscriber")
 }
 
 type Outcome = (Vec<(u32, Vec<u8>)>, Vec<Ipv6Addr>, u64);

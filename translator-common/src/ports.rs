@@ -174,6 +174,25 @@ impl Deterministic {
         // shift < 64 by construction; `& 63` lets the verifier (and the reader) see it.
         ((window >> (self.shift & 63)) as u32) & self.mask
     }
+
+    /// The number of slot `slot` of `subscriber`'s blocks (raw words, as for [`Self::index`])
+    /// among the pool's blocks of a protocol: `index * max_blocks + slot`, `None` past the
+    /// subscribers' blocks.
+    #[inline(always)]
+    pub fn block(&self, subscriber: &[u32; 4], max_blocks: u8, slot: u32) -> Option<u32> {
+        let b = self
+            .index(subscriber)
+            .wrapping_mul(u32::from(max_blocks))
+            .wrapping_add(slot);
+        (b < self.stride).then_some(b)
+    }
+
+    /// Where block `b` of the protocol at `proto_index` (TCP 0, UDP 1, ICMP 2) is in the
+    /// `DET_BLOCKS` table.
+    #[inline(always)]
+    pub fn entry(&self, proto_index: u32, b: u32) -> u32 {
+        proto_index.wrapping_mul(self.stride).wrapping_add(b)
+    }
 }
 
 #[cfg(test)]

@@ -109,6 +109,22 @@ pub fn with_fixture_instance<R: Send>(
     })?
 }
 
+/// A UDP datagram from `src`:`sport` to the server's `dport` through the prefix, as the frame
+/// the client sends the gateway.
+pub fn udp_to_server(src: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    use translator_tests::{
+        fixture::{MAC_CLIENT, MAC_GW6},
+        packets::{eth, ipv6, udp},
+    };
+    let seg = udp(src.into(), SERVER6.into(), sport, dport, payload);
+    eth(
+        MAC_GW6,
+        MAC_CLIENT,
+        0x86dd,
+        &ipv6(src, SERVER6, 17, 64, 0, &seg),
+    )
+}
+
 /// A MAC address as `ip` prints it.
 pub fn mac_text(m: [u8; 6]) -> String {
     m.iter()

@@ -134,20 +134,19 @@ pub fn allocate<C: EbpfContext>(ctx: &C, pkt: &mut Packet6) -> Result<(), DropRe
 fn deterministic_block(subscriber: &[u32; 4], proto: u8, slot: u32) -> Result<BlockId, DropReason> {
     let cfg = config();
     let det = &cfg.det;
-    let base = match proto {
+    let proto_index = match proto {
         IPPROTO_TCP => 0,
-        IPPROTO_UDP => det.stride,
-        _ => det.stride.wrapping_mul(2),
+        IPPROTO_UDP => 1,
+        _ => 2,
     };
-    let i = det
-        .index(subscriber)
-        .wrapping_mul(u32::from(cfg.max_blocks))
-        .wrapping_add(slot);
-    match DET_BLOCKS.get(base.wrapping_add(i)) {
-        Some(b) if i < det.stride => Ok(*b),
-        // Outside the table: the configuration check makes this unreachable.
-        _ => Err(DropReason::PoolExhausted),
-    }
+    // Outside the table: the configuration check makes this unreachable.
+    let b = det
+        .block(subscriber, cfg.max_blocks, slot)
+        .ok_or(DropReason::PoolExhausted)?;
+    DET_BLOCKS
+        .get(det.entry(proto_index, b))
+        .copied()
+        .ok_or(DropReason::PoolExhausted)
 }
 
 /// Logs a block allocation (rare: once per block) for the operator's block log.

@@ -139,15 +139,9 @@ fn static_binding(maps: &Maps, p: Protocol, pool: Ipv4Addr, port: u16) -> Option
         _pad: 0,
     };
     let v = maps.bindings4.get(&k, 0).ok()?;
-    (v.flags & BINDING_STATIC != 0).then(|| Holder {
-        client: Ipv6Addr::from(rfc6052::from_raw6(&v.client)),
-        client_prefix_len: 128,
-        protocol: p,
-        slot: 0,
-        pool,
-        first_port: port,
-        last_port: port,
-        static_client_port: Some(u16::from_be(v.client_port_be)),
+    (v.flags & BINDING_STATIC != 0).then(|| {
+        let client = Ipv6Addr::from(rfc6052::from_raw6(&v.client));
+        Holder::static_mapping(p, pool, port, client, u16::from_be(v.client_port_be))
     })
 }
 

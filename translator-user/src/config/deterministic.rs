@@ -103,6 +103,26 @@ pub struct Holder {
 }
 
 impl Holder {
+    /// A static mapping of `client`:`client_port` holding `pool`:`port`.
+    pub fn static_mapping(
+        protocol: Protocol,
+        pool: Ipv4Addr,
+        port: u16,
+        client: Ipv6Addr,
+        client_port: u16,
+    ) -> Self {
+        Holder {
+            client,
+            client_prefix_len: 128,
+            protocol,
+            slot: 0,
+            pool,
+            first_port: port,
+            last_port: port,
+            static_client_port: Some(client_port),
+        }
+    }
+
     /// The holder as text: the address, or the subscriber prefix.
     pub fn holder(&self) -> String {
         if self.client_prefix_len >= 128 {
@@ -148,8 +168,10 @@ impl Config {
             return None;
         }
         let raw = translator_common::rfc6052::raw6(u128::from(client));
-        let b = det.index(&raw) * u32::from(self.max_blocks_per_client) + u32::from(slot);
-        self.holder(p, b)
+        self.holder(
+            p,
+            det.block(&raw, self.max_blocks_per_client, u32::from(slot))?,
+        )
     }
 
     /// Who holds `pool`:`port` of protocol `p` under `pool.deterministic`: the one subscriber
@@ -163,16 +185,7 @@ impl Config {
             .iter()
             .find(|s| s.protocol == p && s.ipv4 == pool && s.ipv4_port == port)
         {
-            return Some(Holder {
-                client: s.ipv6,
-                client_prefix_len: 128,
-                protocol: p,
-                slot: 0,
-                pool,
-                first_port: port,
-                last_port: port,
-                static_client_port: Some(s.ipv6_port),
-            });
+            return Some(Holder::static_mapping(p, pool, port, s.ipv6, s.ipv6_port));
         }
         let layout = &self.layouts[p.index()];
         let a = u32::try_from(self.pool.iter().position(|x| *x == pool)?).ok()?;

@@ -214,13 +214,16 @@ impl Maps {
         ephemeral: Option<(u32, u32)>,
     ) -> anyhow::Result<()> {
         use crate::config::deterministic::PORT_SETTINGS;
+        let Some(det) = cfg.deterministic else {
+            return Ok(());
+        };
         for p in Protocol::ALL {
             let blocks = cfg.deterministic_blocks(p);
-            let stride = cfg.deterministic.map_or(0, |d| d.stride);
-            if blocks.len() != stride as usize {
+            if blocks.len() != det.stride as usize {
                 bail!(
-                    "pool.deterministic: the {p} pool has {} blocks for {stride} subscriber slots",
-                    blocks.len()
+                    "pool.deterministic: the {p} pool has {} blocks for {} subscriber slots",
+                    blocks.len(),
+                    det.stride
                 );
             }
             let size = u32::from(cfg.layouts[p.index()].block_size);
@@ -245,10 +248,9 @@ impl Maps {
                     lo.saturating_sub(1)
                 );
             }
-            let base = p.index() as u32 * stride;
             for (i, b) in blocks.iter().enumerate() {
                 self.det_blocks
-                    .set(base + i as u32, *b, 0)
+                    .set(det.entry(p.index() as u32, i as u32), *b, 0)
                     .map_err(|e| anyhow!("filling the deterministic {p} blocks: {e}"))?;
             }
         }

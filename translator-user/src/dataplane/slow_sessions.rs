@@ -148,11 +148,12 @@ impl Maps {
         let block = match cfg.deterministic {
             // RFC 7422: the slot's own block, as the data plane takes it (`db/pool.rs`).
             Some(det) => {
-                let i = det.index(&sk.client) * u32::from(cfg.max_blocks_per_client)
-                    + u32::from(sk.slot);
+                let b = det
+                    .block(&sk.client, cfg.max_blocks_per_client, u32::from(sk.slot))
+                    .ok_or_else(|| anyhow!("slot {} is past the deterministic blocks", sk.slot))?;
                 self.det_blocks
-                    .get(&(p.index() as u32 * det.stride + i), 0)
-                    .map_err(|e| anyhow!("deterministic {p} block {i}: {e}"))?
+                    .get(&det.entry(p.index() as u32, b), 0)
+                    .map_err(|e| anyhow!("deterministic {p} block {b}: {e}"))?
             }
             None => self.free[p.index()]
                 .pop(0)
