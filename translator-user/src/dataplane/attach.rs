@@ -44,13 +44,7 @@ pub fn load(cfg: &Config, pins: Option<&Path>) -> anyhow::Result<Ebpf> {
     }
     loader.override_global(m::CONFIG, &dp, true);
     let sessions = cfg.sessions;
-    for name in [
-        m::SESSIONS6,
-        m::SESSIONS4,
-        m::BINDINGS6,
-        m::BINDINGS4,
-        m::FILTERS,
-    ] {
+    for name in [m::SESSIONS6, m::BINDINGS6, m::BINDINGS4, m::FILTERS] {
         loader.map_max_entries(name, sessions);
     }
     let mut all_blocks = 0;

@@ -1,10 +1,10 @@
 //! Kernel memory of the session tables: what a `limits.sessions` will take (checked before
 //! anything is loaded), and what the loaded maps take as the kernel accounts it.
 //!
-//! The five tables sized by `limits.sessions` (SESSIONS6, SESSIONS4, BINDINGS6, BINDINGS4,
-//! FILTERS) are preallocated hash maps: the kernel allocates every element at creation. Its
-//! accounting (`htab_map_mem_usage`, shown as `memlock` in a map's fdinfo and by `bpftool map
-//! show`) is, for a preallocated hash map of N entries on C possible CPUs:
+//! The four tables sized by `limits.sessions` (SESSIONS6, BINDINGS6, BINDINGS4, FILTERS) are
+//! preallocated hash maps: the kernel allocates every element at creation. Its accounting
+//! (`htab_map_mem_usage`, shown as `memlock` in a map's fdinfo and by `bpftool map show`) is,
+//! for a preallocated hash map of N entries on C possible CPUs:
 //! - the buckets: 16 bytes per bucket, N rounded up to a power of two;
 //! - the elements: N + C (the extra elements of a non-LRU map), each a 48-byte header plus the
 //!   key and the value, both rounded up to 8 bytes;
@@ -17,8 +17,8 @@ use std::{mem::size_of, path::Path};
 
 use anyhow::{Context as _, anyhow};
 use translator_common::maps::{
-    self as m, BindingKey4, BindingKey6, BindingValue4, BindingValue6, FilterKey, SessionKey4,
-    SessionKey6, SessionValue4, SessionValue6,
+    self as m, BindingKey4, BindingKey6, BindingValue4, BindingValue6, FilterKey, SessionKey6,
+    SessionValue6,
 };
 
 /// `sizeof(struct htab_elem)` on 64-bit kernels.
@@ -30,16 +30,11 @@ const BUCKET: u64 = 16;
 const FIXED_PER_MAP: u64 = 1024;
 
 /// The session-sized maps with their key and value sizes.
-pub const SESSION_MAPS: [(&str, usize, usize); 5] = [
+pub const SESSION_MAPS: [(&str, usize, usize); 4] = [
     (
         m::SESSIONS6,
         size_of::<SessionKey6>(),
         size_of::<SessionValue6>(),
-    ),
-    (
-        m::SESSIONS4,
-        size_of::<SessionKey4>(),
-        size_of::<SessionValue4>(),
     ),
     (
         m::BINDINGS6,
