@@ -1033,7 +1033,13 @@ fn check_and_status_say_tc_suits_veth() -> Result<()> {
     let bytes = status["session_memory_bytes"]
         .as_u64()
         .context("no session_memory_bytes")?;
-    let planned = translator::dataplane::memory::planned(u32::try_from(slots)?);
+    let binding_slots = status["binding_slots"]
+        .as_u64()
+        .context("no binding_slots")?;
+    let planned = translator::dataplane::memory::planned_slots(
+        u32::try_from(slots)?,
+        u32::try_from(binding_slots)?,
+    );
     ensure!(
         slots > 0 && planned.abs_diff(bytes) < bytes / 1000,
         "`status --json`: {bytes} bytes for {slots} session slots, planned {planned}"

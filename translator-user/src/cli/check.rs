@@ -48,13 +48,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         );
     }
     println!("  statics   {}", cfg.statics.len());
-    let need = crate::dataplane::memory::planned(cfg.sessions);
+    let need = crate::dataplane::memory::planned(&cfg);
     println!(
         "  sessions  {} slots, {:.1} MiB of kernel memory ({} bytes a slot){}",
         cfg.sessions,
         need as f64 / f64::from(1u32 << 20),
         need / u64::from(cfg.sessions.max(1)),
-        match crate::dataplane::memory::check(cfg.sessions, crate::dataplane::memory::available()) {
+        match crate::dataplane::memory::check(&cfg, crate::dataplane::memory::available()) {
             Ok(()) => String::new(),
             Err(e) => format!("\n            does not fit here: {e}"),
         }

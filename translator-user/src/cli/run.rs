@@ -80,7 +80,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         preflight::check_adoptable(&inst, &cfg)?;
     } else {
         // The session tables are allocated whole when the maps are created.
-        dataplane::memory::check(cfg.sessions, dataplane::memory::available())?;
+        dataplane::memory::check(&cfg, dataplane::memory::available())?;
     }
     let started = start(&cfg, &inst, adopt, &a.config, text);
     if started.is_err() && !adopt {

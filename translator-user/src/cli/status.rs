@@ -29,9 +29,10 @@ struct Status {
     sessions: usize,
     bindings: usize,
     static_bindings: usize,
-    /// The slots of the session tables (`limits.sessions`) and their kernel memory, as the
-    /// kernel accounts it.
+    /// The slots of the session tables (`limits.sessions`; the binding tables have at most as
+    /// many as the pool has ports) and their kernel memory, as the kernel accounts it.
     session_slots: u32,
+    binding_slots: u32,
     session_memory_bytes: u64,
     pool: Pool,
 }
@@ -105,6 +106,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             .filter(|(_, v)| v.flags & translator_common::maps::BINDING_STATIC != 0)
             .count(),
         session_slots: cfg.sessions,
+        binding_slots: cfg.binding_slots(),
         session_memory_bytes: crate::dataplane::memory::measured(&inst.pins)?,
         pool: Pool {
             addresses: cfg.pool.iter().map(ToString::to_string).collect(),

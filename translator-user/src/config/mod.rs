@@ -512,6 +512,13 @@ impl Config {
             .map_or_else(|| self.total_blocks(p), |d| d.stride)
     }
 
+    /// Slots of the binding tables: a binding holds a pool port, so there are never more than
+    /// the pool has (65536 per address and protocol), nor more than sessions.
+    pub fn binding_slots(&self) -> u32 {
+        let ports = (self.pool.len() as u64) * 3 * 65_536;
+        ports.min(u64::from(self.sessions)).max(1) as u32
+    }
+
     /// Number of port blocks per protocol in the whole pool.
     pub fn total_blocks(&self, p: Protocol) -> u32 {
         self.layouts[p.index()].blocks_per_address() * self.pool.len() as u32

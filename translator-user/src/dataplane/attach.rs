@@ -43,9 +43,11 @@ pub fn load(cfg: &Config, pins: Option<&Path>) -> anyhow::Result<Ebpf> {
         loader.default_map_pin_directory(dir);
     }
     loader.override_global(m::CONFIG, &dp, true);
-    let sessions = cfg.sessions;
-    for name in [m::SESSIONS6, m::BINDINGS6, m::BINDINGS4, m::FILTERS] {
-        loader.map_max_entries(name, sessions);
+    for name in [m::SESSIONS6, m::FILTERS] {
+        loader.map_max_entries(name, cfg.sessions);
+    }
+    for name in [m::BINDINGS6, m::BINDINGS4] {
+        loader.map_max_entries(name, cfg.binding_slots());
     }
     let mut all_blocks = 0;
     for p in Protocol::ALL {

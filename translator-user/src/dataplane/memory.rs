@@ -1,8 +1,9 @@
 //! Kernel memory of the session tables: what a `limits.sessions` will take (checked before
 //! anything is loaded), and what the loaded maps take as the kernel accounts it.
 //!
-//! The four tables sized by `limits.sessions` (SESSIONS6, BINDINGS6, BINDINGS4, FILTERS) are
-//! preallocated hash maps: the kernel allocates every element at creation. Its accounting
+//! The four tables sized by `limits.sessions` (SESSIONS6, FILTERS; BINDINGS6 and BINDINGS4 at
+//! most as many as the pool has ports, `Config::binding_slots`) are preallocated hash maps:
+//! the kernel allocates every element at creation. Its accounting
 //! (`htab_map_mem_usage`, shown as `memlock` in a map's fdinfo and by `bpftool map show`) is,
 //! for a preallocated hash map of N entries on C possible CPUs:
 //! - the buckets: 16 bytes per bucket, N rounded up to a power of two;
@@ -16,6 +17,8 @@
 use std::{mem::size_of, path::Path};
 
 use anyhow::{Context as _, anyhow};
+
+use crate::config::Config;
 use translator_common::maps::{
     self as m, BindingKey4, BindingKey6, BindingValue4, BindingValue6, FilterKey, SessionKey6,
     SessionValue6,
@@ -29,24 +32,27 @@ const BUCKET: u64 = 16;
 /// under 1 KiB per map whatever its size (976 bytes on 6.18 with 2 CPUs).
 const FIXED_PER_MAP: u64 = 1024;
 
-/// The session-sized maps with their key and value sizes.
-pub const SESSION_MAPS: [(&str, usize, usize); 4] = [
+/// The session-sized maps with their key and value sizes, and whether they are binding tables.
+pub const SESSION_MAPS: [(&str, usize, usize, bool); 4] = [
     (
         m::SESSIONS6,
         size_of::<SessionKey6>(),
         size_of::<SessionValue6>(),
+        false,
     ),
     (
         m::BINDINGS6,
         size_of::<BindingKey6>(),
         size_of::<BindingValue6>(),
+        true,
     ),
     (
         m::BINDINGS4,
         size_of::<BindingKey4>(),
         size_of::<BindingValue4>(),
+        true,
     ),
-    (m::FILTERS, size_of::<FilterKey>(), size_of::<u64>()),
+    (m::FILTERS, size_of::<FilterKey>(), size_of::<u64>(), false),
 ];
 
 fn round8(n: usize) -> u64 {
@@ -61,13 +67,21 @@ pub fn hash_map_bytes(entries: u32, key: usize, value: usize, cpus: u32) -> u64 
     FIXED_PER_MAP + buckets + elems
 }
 
-/// The kernel memory the session tables of `sessions` slots take on this machine.
-pub fn planned(sessions: u32) -> u64 {
+/// The kernel memory the session tables of `sessions` session slots and `bindings` binding
+/// slots take on this machine.
+pub fn planned_slots(sessions: u32, bindings: u32) -> u64 {
     let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
     SESSION_MAPS
         .iter()
-        .map(|(_, k, v)| hash_map_bytes(sessions, *k, *v, cpus))
+        .map(|&(_, k, v, binding)| {
+            hash_map_bytes(if binding { bindings } else { sessions }, k, v, cpus)
+        })
         .sum()
+}
+
+/// The kernel memory the session tables of a configuration take.
+pub fn planned(cfg: &Config) -> u64 {
+    planned_slots(cfg.sessions, cfg.binding_slots())
 }
 
 /// `MemAvailable` of /proc/meminfo, in bytes.
@@ -88,12 +102,13 @@ fn gib(b: u64) -> String {
 }
 
 /// Refuses a `limits.sessions` whose tables do not fit the memory this host has available.
-pub fn check(sessions: u32, available: Option<u64>) -> anyhow::Result<()> {
+pub fn check(cfg: &Config, available: Option<u64>) -> anyhow::Result<()> {
     let Some(avail) = available else {
         log::warn!("cannot read MemAvailable from /proc/meminfo: limits.sessions not checked");
         return Ok(());
     };
-    let need = planned(sessions);
+    let sessions = cfg.sessions;
+    let need = planned(cfg);
     let budget = (avail as f64 * MAX_SHARE) as u64;
     if need <= budget {
         return Ok(());
@@ -131,7 +146,7 @@ pub fn measured_map(pins: &Path, name: &str) -> anyhow::Result<u64> {
 pub fn measured(pins: &Path) -> anyhow::Result<u64> {
     SESSION_MAPS
         .iter()
-        .map(|(name, _, _)| measured_map(pins, name))
+        .map(|(name, _, _, _)| measured_map(pins, name))
         .sum()
 }
 
@@ -151,11 +166,23 @@ mod tests {
             hash_map_bytes(1000, 28, 12, 1),
             1024 + 1024 * 16 + 1001 * (48 + 32 + 16)
         );
-        assert!(check(1_000_000, Some(64 << 30)).is_ok());
-        let e = check(16_777_216, Some(1 << 30)).expect_err("16M slots do not fit in 1 GiB");
+        let cfg = |sessions: u32| {
+            Config::parse(&format!(
+                "instance = \"m\"\n[interfaces]\nipv6 = \"a\"\nipv4 = \"b\"\n[nat64]\n\
+                 clients = [\"2001:db8:1::/48\"]\n[pool]\naddresses = [\"192.0.2.0/26\"]\n\
+                 [limits]\nsessions = {sessions}\n"
+            ))
+            .expect("a valid configuration")
+        };
+        assert!(check(&cfg(1_000_000), Some(64 << 30)).is_ok());
+        let e = check(&cfg(16_777_216), Some(1 << 30)).expect_err("16M slots do not fit in 1 GiB");
         let msg = e.to_string();
         assert!(msg.starts_with("limits.sessions = 16777216 needs"), "{msg}");
         assert!(msg.contains("fit") && msg.contains("GiB"), "{msg}");
-        assert!(check(16, None).is_ok());
+        assert!(check(&cfg(16), None).is_ok());
+        // 64 pool addresses have 12.6M ports: the binding tables stop there.
+        let big = cfg(16_777_216);
+        assert_eq!(big.binding_slots(), 64 * 3 * 65_536);
+        assert!(planned(&big) < planned_slots(16_777_216, 16_777_216));
     }
 }
