@@ -1036,9 +1036,11 @@ fn check_and_status_say_tc_suits_veth() -> Result<()> {
     let binding_slots = status["binding_slots"]
         .as_u64()
         .context("no binding_slots")?;
+    let permit_slots = status["permit_slots"].as_u64().context("no permit_slots")?;
     let planned = translator::dataplane::memory::planned_slots(
         u32::try_from(slots)?,
         u32::try_from(binding_slots)?,
+        u32::try_from(permit_slots)?,
     );
     ensure!(
         slots > 0 && planned.abs_diff(bytes) < bytes / 1000,

@@ -3258,3 +3258,52 @@ fn log_query_after_down_and_run_names_only_the_new_holder() -> Result<()> {
     );
     Ok(())
 }
+
+/// With endpoint-independent filtering the gateway keeps no permits: its permit table is one
+/// slot (status says so, and the session tables' memory is that much smaller than with
+/// address-dependent filtering), traffic flows, and a reload to address-dependent filtering,
+/// which would need the permits, is refused naming `nat64.filtering` while traffic goes on.
+#[test]
+fn endpoint_independent_filtering_reserves_no_permits() -> Result<()> {
+    let _lock = prepare()?;
+    let topo = Topology::two_armed("eifmem")?;
+    let _echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
+    let mut config = topo.config();
+    config.filtering = Some("endpoint-independent".into());
+    let gw = Gateway::start(&topo.gateway, config.clone())?;
+    let sock = client_udp(&topo, 7000)?;
+    udp_exchange(&sock, b"before")?;
+    let status = gw.status()?;
+    let slot = |k: &str| -> Result<u32> {
+        let v = status[k]
+            .as_u64()
+            .with_context(|| format!("no {k} in {status}"))?;
+        Ok(u32::try_from(v)?)
+    };
+    let (sessions, bindings, permits) = (
+        slot("session_slots")?,
+        slot("binding_slots")?,
+        slot("permit_slots")?,
+    );
+    let bytes = status["session_memory_bytes"]
+        .as_u64()
+        .context("no session_memory_bytes")?;
+    let eif = translator::dataplane::memory::planned_slots(sessions, bindings, 1);
+    let adf = translator::dataplane::memory::planned_slots(sessions, bindings, sessions);
+    ensure!(
+        permits == 1 && eif.abs_diff(bytes) < bytes / 1000 && bytes < adf,
+        "endpoint-independent filtering: {permits} permit slots and {bytes} bytes of session \
+         tables; expected 1 and {eif} (address-dependent filtering would take {adf})"
+    );
+    let mut adf_config = config.clone();
+    adf_config.filtering = Some("address-dependent".into());
+    write_config(&gw, &adf_config.to_toml())?;
+    let out = reload(&gw)?;
+    expect_refused(
+        &out,
+        "nat64.filtering",
+        "address-dependent filtering without permits",
+    )?;
+    udp_exchange(&sock, b"after the refused reload")?;
+    Ok(())
+}

@@ -11,6 +11,7 @@ use crate::{
 /// new configuration: the queued blocks and bindings would not match it.
 pub(super) fn check_adoptable(inst: &Instance, cfg: &Config) -> anyhow::Result<()> {
     dataplane::check_layout(inst)?;
+    dataplane::check_permit_room(&inst.pins, cfg)?;
     let Ok(old) = inst.read_state().and_then(|s| s.config()) else {
         log::warn!(
             "pins of instance {:?} exist without a readable state file; adopting them as they are",

@@ -605,6 +605,8 @@ impl Controller {
                  to change it (this drops every session)"
             );
         }
+        dataplane::check_permit_room(&self.inst.pins, &new)
+            .context("the running configuration stays in force")?;
         // Everything that can fail is checked before anything changes: a refused reload leaves
         // the running configuration entirely in force.
         let log_changed = old.block_log != new.block_log || old.log_sessions != new.log_sessions;

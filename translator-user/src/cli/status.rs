@@ -33,6 +33,7 @@ struct Status {
     /// many as the pool has ports) and their kernel memory, as the kernel accounts it.
     session_slots: u32,
     binding_slots: u32,
+    permit_slots: u32,
     session_memory_bytes: u64,
     pool: Pool,
 }
@@ -106,7 +107,14 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             .filter(|(_, v)| v.flags & translator_common::maps::BINDING_STATIC != 0)
             .count(),
         session_slots: cfg.sessions,
-        binding_slots: cfg.binding_slots(),
+        binding_slots: crate::dataplane::memory::slots(
+            &inst.pins,
+            translator_common::maps::BINDINGS4,
+        )?,
+        permit_slots: crate::dataplane::memory::slots(
+            &inst.pins,
+            translator_common::maps::FILTERS,
+        )?,
         session_memory_bytes: crate::dataplane::memory::measured(&inst.pins)?,
         pool: Pool {
             addresses: cfg.pool.iter().map(ToString::to_string).collect(),

@@ -512,6 +512,17 @@ impl Config {
             .map_or_else(|| self.total_blocks(p), |d| d.stride)
     }
 
+    /// Slots of the filtering permit table: one per session with address-dependent filtering;
+    /// endpoint-independent filtering keeps no permits (one slot, the least a map has). A
+    /// gateway started that way has no room for them, so a reload cannot turn
+    /// address-dependent filtering on (`dataplane::check_permit_room`).
+    pub fn permit_slots(&self) -> u32 {
+        match self.filtering {
+            Filtering::AddressDependent => self.sessions,
+            Filtering::EndpointIndependent => 1,
+        }
+    }
+
     /// Slots of the binding tables: a binding holds a pool port, so there are never more than
     /// the pool has (65536 per address and protocol), nor more than sessions.
     pub fn binding_slots(&self) -> u32 {

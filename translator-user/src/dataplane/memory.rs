@@ -1,9 +1,10 @@
 //! Kernel memory of the session tables: what a `limits.sessions` will take (checked before
 //! anything is loaded), and what the loaded maps take as the kernel accounts it.
 //!
-//! The four tables sized by `limits.sessions` (SESSIONS6, FILTERS; BINDINGS6 and BINDINGS4 at
-//! most as many as the pool has ports, `Config::binding_slots`) are preallocated hash maps:
-//! the kernel allocates every element at creation. Its accounting
+//! The four tables sized by `limits.sessions` (SESSIONS6; BINDINGS6 and BINDINGS4 at most as
+//! many as the pool has ports, `Config::binding_slots`; FILTERS only with address-dependent
+//! filtering, `Config::permit_slots`) are preallocated hash maps: the kernel allocates every
+//! element at creation. Its accounting
 //! (`htab_map_mem_usage`, shown as `memlock` in a map's fdinfo and by `bpftool map show`) is,
 //! for a preallocated hash map of N entries on C possible CPUs:
 //! - the buckets: 16 bytes per bucket, N rounded up to a power of two;
@@ -32,27 +33,40 @@ const BUCKET: u64 = 16;
 /// under 1 KiB per map whatever its size (976 bytes on 6.18 with 2 CPUs).
 const FIXED_PER_MAP: u64 = 1024;
 
-/// The session-sized maps with their key and value sizes, and whether they are binding tables.
-pub const SESSION_MAPS: [(&str, usize, usize, bool); 4] = [
+/// What sizes a session table.
+#[derive(Clone, Copy)]
+pub enum Slots {
+    Sessions,
+    Bindings,
+    Permits,
+}
+
+/// The session-sized maps with their key and value sizes, and what sizes them.
+pub const SESSION_MAPS: [(&str, usize, usize, Slots); 4] = [
     (
         m::SESSIONS6,
         size_of::<SessionKey6>(),
         size_of::<SessionValue6>(),
-        false,
+        Slots::Sessions,
     ),
     (
         m::BINDINGS6,
         size_of::<BindingKey6>(),
         size_of::<BindingValue6>(),
-        true,
+        Slots::Bindings,
     ),
     (
         m::BINDINGS4,
         size_of::<BindingKey4>(),
         size_of::<BindingValue4>(),
-        true,
+        Slots::Bindings,
     ),
-    (m::FILTERS, size_of::<FilterKey>(), size_of::<u64>(), false),
+    (
+        m::FILTERS,
+        size_of::<FilterKey>(),
+        size_of::<u64>(),
+        Slots::Permits,
+    ),
 ];
 
 fn round8(n: usize) -> u64 {
@@ -67,21 +81,26 @@ pub fn hash_map_bytes(entries: u32, key: usize, value: usize, cpus: u32) -> u64 
     FIXED_PER_MAP + buckets + elems
 }
 
-/// The kernel memory the session tables of `sessions` session slots and `bindings` binding
-/// slots take on this machine.
-pub fn planned_slots(sessions: u32, bindings: u32) -> u64 {
+/// The kernel memory the session tables take on this machine with `sessions` session slots,
+/// `bindings` binding slots and `permits` permit slots.
+pub fn planned_slots(sessions: u32, bindings: u32, permits: u32) -> u64 {
     let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
     SESSION_MAPS
         .iter()
-        .map(|&(_, k, v, binding)| {
-            hash_map_bytes(if binding { bindings } else { sessions }, k, v, cpus)
+        .map(|&(_, k, v, slots)| {
+            let n = match slots {
+                Slots::Sessions => sessions,
+                Slots::Bindings => bindings,
+                Slots::Permits => permits,
+            };
+            hash_map_bytes(n, k, v, cpus)
         })
         .sum()
 }
 
 /// The kernel memory the session tables of a configuration take.
 pub fn planned(cfg: &Config) -> u64 {
-    planned_slots(cfg.sessions, cfg.binding_slots())
+    planned_slots(cfg.sessions, cfg.binding_slots(), cfg.permit_slots())
 }
 
 /// `MemAvailable` of /proc/meminfo, in bytes.
@@ -125,6 +144,16 @@ pub fn check(cfg: &Config, available: Option<u64>) -> anyhow::Result<()> {
         MAX_SHARE * 100.0,
         gib(avail)
     ))
+}
+
+/// The slots (`max_entries`) of an instance's pinned map `name`.
+pub fn slots(pins: &Path, name: &str) -> anyhow::Result<u32> {
+    let path = pins.join(name);
+    Ok(aya::maps::MapData::from_pin(&path)
+        .map_err(|e| anyhow!("opening pinned map {}: {e}", path.display()))?
+        .info()
+        .map_err(|e| anyhow!("map {name}: {e}"))?
+        .max_entries())
 }
 
 /// The kernel's own accounting (`memlock` in fdinfo) of an instance's pinned map `name`.
@@ -180,9 +209,10 @@ mod tests {
         assert!(msg.starts_with("limits.sessions = 16777216 needs"), "{msg}");
         assert!(msg.contains("fit") && msg.contains("GiB"), "{msg}");
         assert!(check(&cfg(16), None).is_ok());
+        assert_eq!(cfg(1000).permit_slots(), 1000);
         // 64 pool addresses have 12.6M ports: the binding tables stop there.
         let big = cfg(16_777_216);
         assert_eq!(big.binding_slots(), 64 * 3 * 65_536);
-        assert!(planned(&big) < planned_slots(16_777_216, 16_777_216));
+        assert!(planned(&big) < planned_slots(16_777_216, 16_777_216, 16_777_216));
     }
 }

@@ -222,6 +222,22 @@ pub fn check_layout(inst: &Instance) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses address-dependent filtering on pins whose permit table was sized for
+/// endpoint-independent filtering (`Config::permit_slots`): the permits would not fit.
+pub fn check_permit_room(pins: &Path, cfg: &Config) -> anyhow::Result<()> {
+    let room = memory::slots(pins, m::FILTERS)?;
+    if cfg.permit_slots() > room {
+        anyhow::bail!(
+            "nat64.filtering = \"address-dependent\" needs a permit table of {} slots, and this \
+             gateway started with endpoint-independent filtering, which keeps none ({room} \
+             slot): stay with \"endpoint-independent\", or use `translator down` and \
+             `translator run` (this drops every session)",
+            cfg.permit_slots()
+        );
+    }
+    Ok(())
+}
+
 /// The layout version recorded in an instance's pins (None: not recorded).
 fn read_layout(pins: &Path) -> Option<u32> {
     let map = maps::open_map(pins, m::LAYOUT).ok()?;
