@@ -56,6 +56,23 @@ const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
 const PAYLOAD: &[u8] = b"benchmark!";
 
 fn config(instance: &str, sessions: u32, route_cache_ms: u32) -> Result<Config> {
+    config_with(
+        instance,
+        sessions,
+        route_cache_ms,
+        "192.0.2.1",
+        "address-dependent",
+    )
+}
+
+/// [`config`] with another pool and filtering.
+fn config_with(
+    instance: &str,
+    sessions: u32,
+    route_cache_ms: u32,
+    pool: &str,
+    filtering: &str,
+) -> Result<Config> {
     Config::parse(&format!(
         r#"
 instance = "{instance}"
@@ -66,8 +83,9 @@ ipv4 = "v4a"
 prefix = "2001:db8:64::/96"
 clients = ["2001:db8:1::/64"]
 route_cache_ms = {route_cache_ms}
+filtering = "{filtering}"
 [pool]
-addresses = ["192.0.2.1"]
+addresses = ["{pool}"]
 block_size = 64
 max_blocks_per_client = 8
 [limits]
@@ -90,10 +108,14 @@ impl Loaded {
 
     fn with_route_cache(tag: &str, sessions: u32, route_cache_ms: u32) -> Result<Self> {
         let name = format!("bench-{tag}-{}", std::process::id());
-        let cfg = config(&name, sessions, route_cache_ms)?;
+        Self::with_config(&config(&name, sessions, route_cache_ms)?)
+    }
+
+    fn with_config(cfg: &Config) -> Result<Self> {
+        let name = cfg.instance.clone();
         let inst = Instance::new(&name);
         let _ = dataplane::down(&inst);
-        let ebpf = dataplane::load(&cfg, Some(&inst.pins)).inspect_err(|_| {
+        let ebpf = dataplane::load(cfg, Some(&inst.pins)).inspect_err(|_| {
             let _ = dataplane::down(&inst);
         })?;
         let maps = Maps::open(&inst.pins).inspect_err(|_| {
@@ -104,8 +126,8 @@ impl Loaded {
             inst,
             ebpf: Some(ebpf),
         };
-        loaded.maps.fill_pool(&cfg)?;
-        loaded.maps.sync_policy(&cfg)?;
+        loaded.maps.fill_pool(cfg)?;
+        loaded.maps.sync_policy(cfg)?;
         Ok(loaded)
     }
 
@@ -855,8 +877,8 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
             samples,
             &format!(
                 "{} keys per run into a preallocated BPF hash map of 262144 entries, 32-byte \
-                 values (like the session tables); a new flow makes 5 such inserts (binding both \
-                 ways, session both ways, filtering permit); {net}",
+                 values (like the session tables); a new flow makes 4 such inserts (binding both \
+                 ways, session, filtering permit); {net}",
                 s.new_flows
             ),
         ));
@@ -1111,21 +1133,8 @@ fn scale_section(s: &Settings) -> Result<Vec<Row>> {
         rows.push(r6);
         rows.push(r4);
         // Kernel memory of the maps sized by limits.sessions, per session slot.
-        let mut total = 0.0;
-        let mut parts = Vec::new();
-        let mut entries = 0.0;
-        for name in [
-            translator_common::maps::SESSIONS6,
-            translator_common::maps::BINDINGS6,
-            translator_common::maps::BINDINGS4,
-            translator_common::maps::FILTERS,
-        ] {
-            let (bytes, max) = memlock(&t.pin(name))?;
-            total += bytes;
-            entries = max;
-            parts.push(format!("{name} {:.0}", bytes / max));
-        }
-        memory.push((n, capacity, total / entries, parts.join(", ")));
+        let (per, parts) = slot_memory(&t, capacity)?;
+        memory.push((n, capacity, per, parts));
         rows.extend(controller_rows(&mut t, n, capacity, s.runs)?);
     }
     if let Some((n, capacity, per, parts)) = memory.last() {
@@ -1136,7 +1145,9 @@ fn scale_section(s: &Settings) -> Result<Vec<Row>> {
             vec![*per],
             &format!(
                 "bpftool bytes_memlock of the 4 maps sized by limits.sessions ({capacity}, table \
-                 of {n}), preallocated, divided by max_entries: {parts}; other tables: {}",
+                 of {n}; one pool address, whose 196608 ports bound the binding tables; \
+                 address-dependent filtering), preallocated, divided by limits.sessions: {parts}; \
+                 other tables: {}",
                 memory
                     .iter()
                     .map(|(n, _, p, _)| format!("{} {p:.0}", human(*n)))
@@ -1144,8 +1155,53 @@ fn scale_section(s: &Settings) -> Result<Vec<Row>> {
                     .join(", ")
             ),
         ));
+        // The same table size with a pool of as many ports as slots (the binding tables then
+        // as large as the session table: every session could have a binding of its own), with
+        // each filtering.
+        for (filtering, what) in [
+            ("address-dependent", "address-dependent filtering"),
+            (
+                "endpoint-independent",
+                "endpoint-independent filtering (no permits)",
+            ),
+        ] {
+            let name = format!("bench-mem-{}", std::process::id());
+            let cfg = config_with(&name, *capacity, 0, "192.0.2.0/26", filtering)?;
+            let t = Loaded::with_config(&cfg)?;
+            let (per, parts) = slot_memory(&t, *capacity)?;
+            rows.push(Row::new(
+                "scale",
+                &format!("kernel memory per session slot, 64 pool addresses, {what}"),
+                "bytes/session",
+                vec![per],
+                &format!(
+                    "as above with limits.sessions = {capacity} and 64 pool addresses (12.6M \
+                     ports: the binding tables as large as the session table): {parts}"
+                ),
+            ));
+        }
     }
     Ok(rows)
+}
+
+/// Kernel memory of the maps sized by limits.sessions, per session slot, and per map.
+fn slot_memory(t: &Loaded, capacity: u32) -> Result<(f64, String)> {
+    let mut total = 0.0;
+    let mut parts = Vec::new();
+    for name in [
+        translator_common::maps::SESSIONS6,
+        translator_common::maps::BINDINGS6,
+        translator_common::maps::BINDINGS4,
+        translator_common::maps::FILTERS,
+    ] {
+        let (bytes, max) = memlock(&t.pin(name))?;
+        total += bytes;
+        parts.push(format!(
+            "{name} {:.0} ({max:.0} slots)",
+            bytes / f64::from(capacity)
+        ));
+    }
+    Ok((total / f64::from(capacity), parts.join(", ")))
 }
 
 /// CPU time of the calling thread (user and system: the map syscalls count).

@@ -3262,7 +3262,9 @@ fn log_query_after_down_and_run_names_only_the_new_holder() -> Result<()> {
 /// With endpoint-independent filtering the gateway keeps no permits: its permit table is one
 /// slot (status says so, and the session tables' memory is that much smaller than with
 /// address-dependent filtering), traffic flows, and a reload to address-dependent filtering,
-/// which would need the permits, is refused naming `nat64.filtering` while traffic goes on.
+/// which would need the permits, is refused naming `nat64.filtering` while traffic goes on. So
+/// is a restart with it that would adopt the running data plane; a restart with the same
+/// filtering adopts it, and the session carries on.
 #[test]
 fn endpoint_independent_filtering_reserves_no_permits() -> Result<()> {
     let _lock = prepare()?;
@@ -3270,7 +3272,7 @@ fn endpoint_independent_filtering_reserves_no_permits() -> Result<()> {
     let _echo = UdpEcho::start(&topo.server, "0.0.0.0:7000".parse()?)?;
     let mut config = topo.config();
     config.filtering = Some("endpoint-independent".into());
-    let gw = Gateway::start(&topo.gateway, config.clone())?;
+    let mut gw = Gateway::start(&topo.gateway, config.clone())?;
     let sock = client_udp(&topo, 7000)?;
     udp_exchange(&sock, b"before")?;
     let status = gw.status()?;
@@ -3305,5 +3307,43 @@ fn endpoint_independent_filtering_reserves_no_permits() -> Result<()> {
         "address-dependent filtering without permits",
     )?;
     udp_exchange(&sock, b"after the refused reload")?;
+    let before = gw.sessions()?;
+    gw.stop()?;
+    gw.set_print_log_on_drop(false);
+    ensure!(
+        gw.launch().is_err(),
+        "a restart with address-dependent filtering adopted a data plane without permits"
+    );
+    ensure!(
+        gw.log().contains("nat64.filtering"),
+        "the refused restart does not name nat64.filtering:\n{}",
+        gw.log()
+    );
+    write_config(&gw, &config.to_toml())?;
+    gw.set_print_log_on_drop(true);
+    gw.launch()?;
+    udp_exchange(&sock, b"after the restart")?;
+    let after = gw.sessions()?;
+    let tuples = |v: &[translator_tests::Session]| -> Vec<String> {
+        v.iter()
+            .map(|s| {
+                format!(
+                    "{} [{}]:{} {}:{} via {}:{}",
+                    s.protocol,
+                    s.client,
+                    s.client_port,
+                    s.remote,
+                    s.remote_port,
+                    s.pool,
+                    s.pool_port
+                )
+            })
+            .collect()
+    };
+    ensure!(
+        !before.is_empty() && tuples(&after) == tuples(&before),
+        "the restart with the same filtering should adopt the sessions: before {before:#?}, \
+         after {after:#?}"
+    );
     Ok(())
 }
