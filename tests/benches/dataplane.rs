@@ -38,7 +38,7 @@ use translator::{
     testrun::{self, Vary},
 };
 use translator_common::{
-    maps::{BindingKey4, BindingKey6, BindingValue4, BindingValue6, SessionKey6, SessionValue6},
+    maps::{SessionKey4, SessionKey6, SessionValue4, SessionValue6},
     rfc6052::{raw4, raw6},
 };
 use translator_tests::{
@@ -984,46 +984,28 @@ fn populate(maps: &mut Maps, n: u32) -> Result<()> {
             state: 0,
             last_seen: now,
         };
-        maps.sessions6
-            .insert(k6, v6, 0)
-            .map_err(|e| anyhow::anyhow!("inserting session {i} into SESSIONS6: {e}"))?;
-    }
-    // The bindings the sessions name (client port = pool port), which inbound packets find
-    // their session through.
-    for cport in 1..=n.min(65535) as u16 {
-        let (b6, b4) = (
-            BindingKey6 {
-                client,
-                client_port_be: cport.to_be(),
-                proto: 17,
-                _pad: 0,
-            },
-            BindingKey4 {
-                pool,
-                pool_port_be: cport.to_be(),
-                proto: 17,
-                _pad: 0,
-            },
-        );
-        let v6 = BindingValue6 {
+        let k4 = SessionKey4 {
             pool,
+            remote,
             pool_port_be: cport.to_be(),
-            flags: 0,
-            _pad: 0,
-            last_used: now,
+            remote_port_be: rport.to_be(),
+            proto: 17,
+            _pad: [0; 3],
         };
-        let v4 = BindingValue4 {
+        let v4 = SessionValue4 {
             client,
             client_port_be: cport.to_be(),
             flags: 0,
-            _pad: 0,
+            state: 0,
+            _pad: [0; 4],
+            last_seen: now,
         };
-        maps.bindings6
-            .insert(b6, v6, 0)
-            .map_err(|e| anyhow::anyhow!("inserting binding {cport} into BINDINGS6: {e}"))?;
-        maps.bindings4
-            .insert(b4, v4, 0)
-            .map_err(|e| anyhow::anyhow!("inserting binding {cport} into BINDINGS4: {e}"))?;
+        maps.sessions6
+            .insert(k6, v6, 0)
+            .map_err(|e| anyhow::anyhow!("inserting session {i} into SESSIONS6: {e}"))?;
+        maps.sessions4
+            .insert(k4, v4, 0)
+            .map_err(|e| anyhow::anyhow!("inserting session {i} into SESSIONS4: {e}"))?;
     }
     Ok(())
 }
@@ -1144,7 +1126,7 @@ fn scale_section(s: &Settings) -> Result<Vec<Row>> {
             "bytes/session",
             vec![*per],
             &format!(
-                "bpftool bytes_memlock of the 4 maps sized by limits.sessions ({capacity}, table \
+                "bpftool bytes_memlock of the 5 maps sized by limits.sessions ({capacity}, table \
                  of {n}; one pool address, whose 196608 ports bound the binding tables; \
                  address-dependent filtering), preallocated, divided by limits.sessions: {parts}; \
                  other tables: {}",
@@ -1190,6 +1172,7 @@ fn slot_memory(t: &Loaded, capacity: u32) -> Result<(f64, String)> {
     let mut parts = Vec::new();
     for name in [
         translator_common::maps::SESSIONS6,
+        translator_common::maps::SESSIONS4,
         translator_common::maps::BINDINGS6,
         translator_common::maps::BINDINGS4,
         translator_common::maps::FILTERS,

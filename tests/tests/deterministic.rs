@@ -182,6 +182,8 @@ fn each_subscriber_gets_the_blocks_of_its_index() -> Result<()> {
 fn clear(maps: &mut Maps) -> Result<()> {
     let k6: Vec<_> = maps.sessions6.keys().collect::<Result<_, _>>()?;
     batch::remove("SESSIONS6", &mut maps.sessions6, &k6);
+    let k4: Vec<_> = maps.sessions4.keys().collect::<Result<_, _>>()?;
+    batch::remove("SESSIONS4", &mut maps.sessions4, &k4);
     let b6: Vec<_> = maps.bindings6.keys().collect::<Result<_, _>>()?;
     batch::remove("BINDINGS6", &mut maps.bindings6, &b6);
     let b4: Vec<_> = maps.bindings4.keys().collect::<Result<_, _>>()?;

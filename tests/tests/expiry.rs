@@ -1,6 +1,6 @@
 //! The controller's expiry pass on real, loaded maps: batch reads and deletes
-//! (`dataplane::batch`) across their chunk boundaries, and one pass over a table of fresh and
-//! expired sessions, bindings and permits, compared entry by entry with what must
+//! (`dataplane::batch`) across their chunk boundaries, and one pass over a table of fresh,
+//! expired and half sessions, bindings and permits, compared entry by entry with what must
 //! remain, with the gauges the pass counted against a separate count.
 
 mod fixture_instance;
@@ -16,7 +16,7 @@ use translator_common::{
     IPPROTO_TCP, IPPROTO_UDP,
     maps::{
         BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, FilterKey,
-        LEGACY_SESSIONS4, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
+        SessionKey4, SessionKey6, SessionValue4, SessionValue6,
     },
     tcp,
 };
@@ -30,7 +30,12 @@ const SETTINGS: &str = "clients = [\"2001:db8:1::/48\"]\n[pool]\naddresses = [\"
 
 /// Session `i`: client 2001:db8:1::(i / 1000 + 2), client port, remote 192.0.2.2 port 80, pool
 /// port 1024 + i.
-fn session(i: u32, proto: u8, state: u8, last_seen: u64) -> (SessionKey6, SessionValue6) {
+fn session(
+    i: u32,
+    proto: u8,
+    state: u8,
+    last_seen: u64,
+) -> (SessionKey6, SessionValue6, SessionValue4) {
     let client = [
         0x2001_0db8u32.to_be(),
         1u32.to_be(),
@@ -52,7 +57,15 @@ fn session(i: u32, proto: u8, state: u8, last_seen: u64) -> (SessionKey6, Sessio
         state,
         last_seen,
     };
-    (k6, v6)
+    let v4 = SessionValue4 {
+        client,
+        client_port_be: k6.client_port_be,
+        flags: 0,
+        state,
+        _pad: [0; 4],
+        last_seen,
+    };
+    (k6, v6, v4)
 }
 
 /// Now (CLOCK_MONOTONIC ns) and `d` before it; an error when the machine has been up less
@@ -87,7 +100,7 @@ fn batch_reads_and_deletes_cross_chunk_boundaries() -> Result<()> {
         for n in [0u32, 1, 4095, 4096, 4097, 12_000] {
             let all: Vec<SessionKey6> = (0..n)
                 .map(|i| {
-                    let (k, v) = session(i, IPPROTO_UDP, 0, now);
+                    let (k, v, _) = session(i, IPPROTO_UDP, 0, now);
                     fx.maps.sessions6.insert(k, v, 0).map(|()| k)
                 })
                 .collect::<Result<_, _>>()?;
@@ -128,10 +141,10 @@ fn batch_reads_and_deletes_cross_chunk_boundaries() -> Result<()> {
 }
 
 /// One pass over: fresh and expired UDP sessions, established TCP sessions idle past the
-/// transitory timeout but within the established one, a dynamic binding without sessions
-/// (old), a static one, one with a session, and a permit without a session. Exactly the
-/// expired sessions, the idle binding and the stale permit go; the counts the pass left are
-/// those a separate count finds.
+/// transitory timeout but within the established one, IPv4 halves without an IPv6 half (old
+/// and fresh), a dynamic binding without sessions (old), a static one, one with a session, and
+/// a permit without a session. Exactly the expired sessions, the idle binding and the stale
+/// permit go, and the orphan sweep after it takes the old half; the counts the pass left are those a separate count finds.
 #[test]
 fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
     require_root()?;
@@ -141,12 +154,16 @@ fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
         let ago = |d: Duration| now.saturating_sub(d.as_nanos() as u64);
         let (udp_to, trans) = (cfg.timeouts.udp, cfg.timeouts.tcp_transitory);
         let mut keep6 = BTreeSet::new();
+        let mut keep4 = BTreeSet::new();
         let mut expired = BTreeSet::new();
         let mut put = |i: u32, proto: u8, state: u8, last: u64, keep: bool| -> Result<()> {
-            let (k6, v6) = session(i, proto, state, last);
+            let (k6, v6, v4) = session(i, proto, state, last);
+            let k4 = k6.reverse(&v6);
             fx.maps.sessions6.insert(k6, v6, 0)?;
+            fx.maps.sessions4.insert(k4, v4, 0)?;
             if keep {
                 keep6.insert(format!("{k6:?}"));
+                keep4.insert(format!("{k4:?}"));
             } else {
                 expired.insert(format!("{k6:?}"));
             }
@@ -168,6 +185,19 @@ fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
         ] {
             for i in range {
                 put(i, proto, state, ago(idle_for), keep)?;
+            }
+        }
+        // IPv4 halves alone: an old one (a create that lost a race) and a fresh one (its IPv6
+        // half may be on its way).
+        for (i, last, keep) in [
+            (6000, ago(Duration::from_secs(60)), false),
+            (6001, now, true),
+        ] {
+            let (k6, v6, v4) = session(i, IPPROTO_UDP, 0, last);
+            let k4 = k6.reverse(&v6);
+            fx.maps.sessions4.insert(k4, v4, 0)?;
+            if keep {
+                keep4.insert(format!("{k4:?}"));
             }
         }
         // Bindings: client port 10000 of client ::2 has fresh sessions; ::9 has none.
@@ -212,7 +242,7 @@ fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
             fx.maps.bindings4.insert(k4, v4, 0)?;
         }
         // A permit of a live session, and one of nothing.
-        let (k6, v6) = session(0, IPPROTO_UDP, 0, now);
+        let (k6, v6, _) = session(0, IPPROTO_UDP, 0, now);
         let live_permit = FilterKey {
             pool: v6.pool,
             remote: k6.remote,
@@ -228,6 +258,11 @@ fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
         fx.maps.filters.insert(stale_permit, old, 0)?;
 
         let pass = sessions::expire(&mut fx.maps, &cfg);
+        let orphans = sessions::sweep_orphans(&mut fx.maps);
+        ensure!(
+            orphans == 1,
+            "the sweep removed {orphans} half sessions, expected the old one"
+        );
 
         let gone: BTreeSet<String> = pass.expired.iter().map(|(k, _)| format!("{k:?}")).collect();
         ensure!(
@@ -237,11 +272,24 @@ fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
             expired.len()
         );
         let left6: BTreeSet<String> = keys6(&fx.maps)?.iter().map(|k| format!("{k:?}")).collect();
+        let mut left4 = BTreeSet::new();
+        batch::for_each(
+            IterableMap::map(&fx.maps.sessions4),
+            |k: &SessionKey4, _: &SessionValue4| {
+                left4.insert(format!("{k:?}"));
+            },
+        )?;
         ensure!(
             left6 == keep6,
             "SESSIONS6 after the pass: {} entries, expected {}",
             left6.len(),
             keep6.len()
+        );
+        ensure!(
+            left4 == keep4,
+            "SESSIONS4 after the pass: {} entries, expected {}",
+            left4.len(),
+            keep4.len()
         );
         for ((k, _), keep) in &bindings {
             ensure!(
@@ -284,9 +332,9 @@ fn an_expiry_pass_removes_exactly_what_expired() -> Result<()> {
     })
 }
 
-/// A session only the IPv4 side keeps busy stays: a remote host's packet, which finds the
-/// session through its binding, restarts the lifetime. Real packets through the XDP program:
-/// the client's first packet opens the session, which is then made older than the UDP
+/// A session only the IPv4 side keeps busy stays: a remote host's packet restarts the lifetime
+/// in the `SESSIONS6` entry too, the one the pass reads. Real packets through the XDP program:
+/// the client's first packet opens the session, both entries are then made older than the UDP
 /// timeout, a reply from the server comes in, and the pass keeps the session; without the reply
 /// (a second session aged the same way) it goes.
 #[test]
@@ -312,8 +360,12 @@ fn a_session_kept_busy_from_the_ipv4_side_does_not_expire() -> Result<()> {
         let mut pool_port = 0;
         for k in keys6(&fx.maps)? {
             let mut v6 = fx.maps.sessions6.get(&k, 0)?;
+            let k4 = k.reverse(&v6);
+            let mut v4 = fx.maps.sessions4.get(&k4, 0)?;
             v6.last_seen = old;
+            v4.last_seen = old;
             fx.maps.sessions6.insert(k, v6, 0)?;
+            fx.maps.sessions4.insert(k4, v4, 0)?;
             if u16::from_be(k.client_port_be) == 40_000 {
                 pool_port = u16::from_be(v6.pool_port_be);
             }
@@ -347,61 +399,33 @@ fn a_session_kept_busy_from_the_ipv4_side_does_not_expire() -> Result<()> {
     })
 }
 
-/// Adopting pins of map layout 2, whose data plane kept an inbound packet's last use only in
-/// its second session table (`SESSIONS4`): the newer time (and TCP state) is copied to
-/// `SESSIONS6` once and the old table's pin removed, so the first pass keeps a session only
-/// the IPv4 side kept busy, and expires one nobody used. The old table is made the way that
-/// data plane's loader made it (a hash map of that key and value, pinned by name).
+/// Adopting sessions of an earlier data plane, which kept an inbound packet's last use only in
+/// the `SESSIONS4` entry: the newer time (and TCP state) is copied to `SESSIONS6` once, so the
+/// first pass keeps a session only the IPv4 side kept busy, and expires one nobody used.
 #[test]
-fn adopted_layout2_sessions_keep_their_inbound_use() -> Result<()> {
+fn adopted_sessions_keep_their_inbound_use() -> Result<()> {
     require_root()?;
     let cfg = Config::parse(&format!("{BASE}{SETTINGS}"))?;
     with_fixture_instance("expiry-adopt", SETTINGS, |fx| {
-        let pin = fx.pins.join(LEGACY_SESSIONS4);
-        let path = pin.display().to_string();
-        let made = std::process::Command::new("bpftool")
-            .args([
-                "map", "create", &path, "type", "hash", "key", "16", "value", "32",
-            ])
-            .args(["entries", "64", "name", LEGACY_SESSIONS4])
-            .status()?;
-        ensure!(made.success(), "bpftool map create {path}: {made}");
-        let mut old: aya::maps::HashMap<_, SessionKey4, SessionValue4> =
-            aya::maps::Map::HashMap(aya::maps::MapData::from_pin(&pin)?).try_into()?;
-        let (now, ago) = now_and_ago(cfg.timeouts.udp + Duration::from_secs(5))?;
+        let (now, old) = now_and_ago(cfg.timeouts.udp + Duration::from_secs(5))?;
         // Session 0: busy from the IPv4 side only (a TCP one, whose state moved there too);
         // session 1: idle on both sides.
-        let (k0, mut v0) = session(0, IPPROTO_TCP, tcp::V6_INIT, ago);
-        let (k1, v1) = session(1, IPPROTO_UDP, 0, ago);
-        for (k, v, last, state) in [(k0, v0, now, tcp::ESTABLISHED), (k1, v1, ago, 0)] {
+        let (k0, mut v0, mut w0) = session(0, IPPROTO_TCP, tcp::V6_INIT, old);
+        w0.last_seen = now;
+        w0.state = tcp::ESTABLISHED;
+        let (k1, v1, w1) = session(1, IPPROTO_UDP, 0, old);
+        for (k, v, w) in [(k0, v0, w0), (k1, v1, w1)] {
             fx.maps.sessions6.insert(k, v, 0)?;
-            let w = SessionValue4 {
-                client: k.client,
-                client_port_be: k.client_port_be,
-                flags: 0,
-                state,
-                _pad: [0; 4],
-                last_seen: last,
-            };
-            old.insert(k.reverse(&v), w, 0)?;
+            fx.maps.sessions4.insert(k.reverse(&v), w, 0)?;
         }
-        drop(old);
-        let n = sessions::adopt_layout2(&fx.pins, &mut fx.maps)?;
+        let n = sessions::adopt_last_use(&mut fx.maps);
         v0 = fx.maps.sessions6.get(&k0, 0)?;
         ensure!(
-            n == Some(1) && v0.last_seen == now && v0.state == tcp::ESTABLISHED,
-            "adoption updated {n:?} entries; session 0 has last use {} (want {now}) and state \
-             {} (want established)",
+            n == 1 && v0.last_seen == now && v0.state == tcp::ESTABLISHED,
+            "adoption updated {n} entries; session 0's IPv6 side has last use {} (want {now}) \
+             and state {} (want established)",
             v0.last_seen,
             v0.state
-        );
-        ensure!(
-            !pin.exists(),
-            "the layout 2 table's pin {path} is still there"
-        );
-        ensure!(
-            sessions::adopt_layout2(&fx.pins, &mut fx.maps)?.is_none(),
-            "a second adoption found a layout 2 table"
         );
         let pass = sessions::expire(&mut fx.maps, &cfg);
         let left = keys6(&fx.maps)?;

@@ -36,7 +36,7 @@ fn the_planned_session_memory_is_what_the_kernel_allocates() -> Result<()> {
              {measured} ({:.2} % apart)",
             off * 100.0
         );
-        // A slot costs four preallocated elements and buckets; past the 196608 ports of one
+        // A slot costs five preallocated elements and buckets; past the 196608 ports of one
         // pool address, the binding tables stop growing.
         let per_slot = measured / u64::from(sessions);
         ensure!(

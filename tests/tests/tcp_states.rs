@@ -113,21 +113,20 @@ fn send(fx: &mut Fixture, prog: Prog, frame: &[u8], v6: bool) -> Result<u32> {
     })
 }
 
-/// The TCP state of a connection's session, which an inbound packet must find as well (by its
-/// binding).
-fn state(fx: &Fixture, c: &Conn) -> Result<u8> {
+/// The TCP state in both entries of a connection's session.
+fn states(fx: &Fixture, c: &Conn) -> Result<(u8, u8)> {
     let k6 = c.key();
     let v6 = fx
         .maps
         .sessions6
         .get(&k6, 0)
         .with_context(|| format!("no session for client port {}", c.cport))?;
-    let (k, _) = fx
+    let v4 = fx
         .maps
-        .find4(&k6.reverse(&v6))
-        .context("an inbound packet would not find the session")?;
-    ensure!(k == k6, "an inbound packet finds session {k:?}, not {k6:?}");
-    Ok(v6.state)
+        .sessions4
+        .get(&k6.reverse(&v6), 0)
+        .context("no IPv4-side session entry")?;
+    Ok((v6.state, v4.state))
 }
 
 /// Sends `steps` (from the client?, flags, state expected after) and checks each.
@@ -144,13 +143,15 @@ fn walk(fx: &mut Fixture, prog: Prog, c: &Conn, steps: &[(bool, u8, u8)]) -> Res
             "{prog:?}, client port {}, step {i}: not forwarded (action {action})",
             c.cport
         );
-        let s = state(fx, c)?;
+        let (s6, s4) = states(fx, c)?;
         ensure!(
-            s == want,
-            "{prog:?}, client port {}, step {i} ({} flags {flags:#04x}): state {}, expected {}",
+            s6 == want && s4 == want,
+            "{prog:?}, client port {}, step {i} ({} flags {flags:#04x}): states {} / {}, \
+             expected {}",
             c.cport,
             if client { "client" } else { "server" },
-            tcp::name(s),
+            tcp::name(s6),
+            tcp::name(s4),
             tcp::name(want)
         );
     }

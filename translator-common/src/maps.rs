@@ -7,9 +7,8 @@
 
 /// Sessions looked up by IPv6-side packets: [`SessionKey6`] -> [`SessionValue6`].
 pub const SESSIONS6: &str = "SESSIONS6";
-/// Layout 2's second session table ([`SessionKey4`] -> [`SessionValue4`]): read once when a
-/// controller adopts such pins (the newer last use is kept), then removed.
-pub const LEGACY_SESSIONS4: &str = "SESSIONS4";
+/// Sessions looked up by IPv4-side packets: [`SessionKey4`] -> [`SessionValue4`].
+pub const SESSIONS4: &str = "SESSIONS4";
 /// Bindings by client transport address: [`BindingKey6`] -> [`BindingValue6`].
 pub const BINDINGS6: &str = "BINDINGS6";
 /// Bindings by pool transport address: [`BindingKey4`] -> [`BindingValue4`].
@@ -86,14 +85,10 @@ pub const HELD_SYNS: &str = "HELD_SYNS";
 pub const LAYOUT: &str = "LAYOUT";
 /// Raised whenever a pinned map's key, value, size or meaning changes. 2: TCP session states
 /// (RFC 6146 section 3.5.2) instead of flags seen, counters at fixed offsets, held SYNs.
-/// 3: one session entry ([`SESSIONS6`]); inbound packets find it through [`BINDINGS4`].
-pub const LAYOUT_VERSION: u32 = 3;
-/// The older layout a controller can adopt: [`LAYOUT_VERSION`] plus layout 2's
-/// [`LEGACY_SESSIONS4`], folded into [`SESSIONS6`] and removed.
-pub const MIGRATED_LAYOUT: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Every map the program pins, for listing and removal.
-pub const ALL_MAPS: [&str; 25] = [
+pub const ALL_MAPS: [&str; 26] = [
     BLOCK_EVENTS,
     CLAT_CONFIG,
     SESSION_EVENTS,
@@ -105,6 +100,7 @@ pub const ALL_MAPS: [&str; 25] = [
     FRAGS6,
     FRAGS4,
     SESSIONS6,
+    SESSIONS4,
     BINDINGS6,
     BINDINGS4,
     FILTERS,
@@ -157,8 +153,7 @@ pub struct SessionKey6 {
 }
 
 impl SessionKey6 {
-    /// The inbound key (what a remote host's packet carries) of the same session, given this
-    /// entry's value.
+    /// The [`SESSIONS4`] key of the same session, given this entry's value.
     pub fn reverse(&self, v: &SessionValue6) -> SessionKey4 {
         SessionKey4 {
             pool: v.pool,
@@ -179,16 +174,16 @@ pub struct SessionValue6 {
     pub pool_port_be: u16,
     /// `SESSION_HAIRPIN`.
     pub flags: u8,
-    /// TCP: the session's state (`crate::tcp`); 0 for UDP and ICMP.
+    /// TCP: the session's state (`crate::tcp`), the same in both entries of the session;
+    /// 0 for UDP and ICMP.
     pub state: u8,
     /// CLOCK_MONOTONIC ns when a packet of either direction last started the session's
-    /// lifetime again (coarse, refreshed at most once a second; TCP packets that RFC 6146 lets
-    /// pass without a word leave it).
+    /// lifetime again (coarse, refreshed at most once a second per direction; TCP packets that
+    /// RFC 6146 lets pass without a word leave it). The controller's expiry reads only this.
     pub last_seen: u64,
 }
 
-/// What an IPv4 packet from a remote host carries: its session's inbound key (layout 2's
-/// [`LEGACY_SESSIONS4`] key).
+/// Key of [`SESSIONS4`]: what an IPv4 packet from a remote host carries.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SessionKey4 {
@@ -200,7 +195,7 @@ pub struct SessionKey4 {
     pub _pad: [u8; 3],
 }
 
-/// Value of layout 2's [`LEGACY_SESSIONS4`], read when adopting such pins.
+/// Value of [`SESSIONS4`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionValue4 {
@@ -210,30 +205,20 @@ pub struct SessionValue4 {
     /// TCP: the session's state, as in [`SessionValue6::state`].
     pub state: u8,
     pub _pad: [u8; 4],
-    /// CLOCK_MONOTONIC ns when a remote packet last started the session's lifetime again.
+    /// CLOCK_MONOTONIC ns when a remote packet last started the session's lifetime again
+    /// (copied to [`SessionValue6::last_seen`] at the same time).
     pub last_seen: u64,
 }
 
-impl SessionKey4 {
-    /// The [`BINDINGS4`] key of this key's pool transport address.
-    pub fn binding(&self) -> BindingKey4 {
-        BindingKey4 {
-            pool: self.pool,
-            pool_port_be: self.pool_port_be,
-            proto: self.proto,
-            _pad: 0,
-        }
-    }
-
-    /// The [`SESSIONS6`] key of the same session, given its client side (the binding of
-    /// this key's pool transport address).
-    pub fn with_client(&self, client: [u32; 4], client_port_be: u16) -> SessionKey6 {
+impl SessionValue4 {
+    /// The [`SESSIONS6`] key of the same session, given this entry's key.
+    pub fn reverse(&self, k: &SessionKey4) -> SessionKey6 {
         SessionKey6 {
-            client,
-            remote: self.remote,
-            client_port_be,
-            remote_port_be: self.remote_port_be,
-            proto: self.proto,
+            client: self.client,
+            remote: k.remote,
+            client_port_be: self.client_port_be,
+            remote_port_be: k.remote_port_be,
+            proto: k.proto,
             _pad: [0; 3],
         }
     }

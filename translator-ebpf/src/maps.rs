@@ -16,8 +16,8 @@ use translator_common::{
     maps::{
         BenchFrame, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId, BlockSlot,
         BlockSlotKey, ClatConfig, FilterKey, Frag4Key, Frag4Value, Frag6Key, Frag6Value, HeldKey,
-        HeldSyn, PoolAddress, RouteEntry, RouteKey4, RouteKey6, SessionKey6, SessionValue6,
-        TRACE_SLOTS, TraceEvent, TraceFilter,
+        HeldSyn, PoolAddress, RouteEntry, RouteKey4, RouteKey6, SessionKey4, SessionKey6,
+        SessionValue4, SessionValue6, TRACE_SLOTS, TraceEvent, TraceFilter,
     },
 };
 
@@ -28,6 +28,8 @@ use crate::tuple::{Icmp4Error, Icmp6Error, Packet4, Packet6};
 
 #[map]
 pub static SESSIONS6: HashMap<SessionKey6, SessionValue6> = HashMap::pinned(65536, 0);
+#[map]
+pub static SESSIONS4: HashMap<SessionKey4, SessionValue4> = HashMap::pinned(65536, 0);
 #[map]
 pub static BINDINGS6: HashMap<BindingKey6, BindingValue6> = HashMap::pinned(65536, 0);
 #[map]

@@ -354,9 +354,9 @@ fn from_ipv4<C: Packet>(ctx: &C, pkt: &mut Packet4) -> Result<Found, DropReason>
     let now = now();
     pkt.l4 = l4;
     match session::find4(&key) {
-        Some(s) => {
+        Some(v) => {
             incoming::check_ipv4(ctx, &h, FORWARDED)?;
-            (pkt.client, pkt.client_port) = session::use4(&key, &s, l4.tcp, now);
+            (pkt.client, pkt.client_port) = session::use4(&key, v, l4.tcp, now);
         }
         None => {
             // SAFETY: read-only lookup.

@@ -8,18 +8,15 @@
 use std::{
     collections::HashSet as StdSet,
     net::{Ipv4Addr, Ipv6Addr},
-    path::Path,
     sync::{Mutex, PoisonError},
     time::Duration,
 };
 
-use anyhow::{Context as _, anyhow};
-use aya::maps::{HashMap, MapData};
 use serde::Serialize;
 use translator_common::{
     maps::{
-        self as m, BINDING_STATIC, BindingKey4, BindingKey6, BlockSlotKey, FilterKey,
-        SESSION_HAIRPIN, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
+        BINDING_STATIC, BindingKey4, BindingKey6, BlockSlotKey, FilterKey, SESSION_HAIRPIN,
+        SessionKey4, SessionKey6, SessionValue6,
     },
     rfc6052::{from_raw4, from_raw6},
 };
@@ -222,29 +219,47 @@ impl Expired {
     }
 }
 
-/// Folds layout 2's second session table into `SESSIONS6` when a controller adopts such
-/// pins: a data plane of that layout kept an inbound packet's last use (and the TCP state it
-/// set) only in its `SESSIONS4` entry. The newer of the two is copied to `SESSIONS6`, then the
-/// pin is removed and layout 3 recorded. Call it after the new program is attached (from then
-/// on nothing writes the old table). Returns how many sessions it updated, or `None` when the
-/// pins have no such table.
-pub fn adopt_layout2(pins: &Path, maps: &mut Maps) -> anyhow::Result<Option<usize>> {
-    let path = pins.join(m::LEGACY_SESSIONS4);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let old: HashMap<MapData, SessionKey4, SessionValue4> =
-        crate::dataplane::open_map(pins, m::LEGACY_SESSIONS4)?
-            .try_into()
-            .map_err(|e| anyhow!("map {}: {e}", m::LEGACY_SESSIONS4))?;
+/// Removes `SESSIONS4` entries without their `SESSIONS6` half (a create that lost a race, a
+/// delete that met a new packet), once the IPv6 half is confirmed missing and the entry is older
+/// than [`GRACE`] (its IPv6 half may be on its way). Both tables are walked and joined in
+/// memory (about 40 bytes per session while it runs), so the expiry thread runs it every
+/// [`ORPHAN_SWEEP_EVERY`] passes, not on every one. Returns how many it removed.
+pub fn sweep_orphans(maps: &mut Maps) -> usize {
+    let now = monotonic_ns();
+    let grace = GRACE.as_nanos() as u64;
+    let mut halves: HashSet<SessionKey4> = HashSet::default();
+    batch::entries("SESSIONS6", &maps.sessions6, |k, v6| {
+        halves.insert(k.reverse(v6));
+    });
+    let mut orphans: Vec<SessionKey4> = Vec::new();
+    batch::entries("SESSIONS4", &maps.sessions4, |k, v| {
+        if !halves.contains(k) && now.saturating_sub(v.last_seen) > grace {
+            orphans.push(*k);
+        }
+    });
+    drop(halves);
+    // The IPv6 half may have been created after the walk passed its place.
+    orphans.retain(|k4| {
+        maps.sessions4
+            .get(k4, 0)
+            .is_ok_and(|v4| maps.sessions6.get(&v4.reverse(k4), 0).is_err())
+    });
+    batch::remove("SESSIONS4", &mut maps.sessions4, &orphans);
+    orphans.len()
+}
+
+/// Sessions a data plane of an earlier version made keep an inbound packet's last use (and
+/// the TCP state it set) only in their `SESSIONS4` entry; the expiry pass reads `SESSIONS6`.
+/// Copies the newer of the two to `SESSIONS6`, once, when a controller adopts pinned state.
+/// Returns how many entries it updated.
+pub fn adopt_last_use(maps: &mut Maps) -> usize {
     let mut inbound: std::collections::HashMap<SessionKey4, (u64, u8), Hasher> =
         std::collections::HashMap::default();
-    batch::entries(m::LEGACY_SESSIONS4, &old, |k, v| {
+    batch::entries("SESSIONS4", &maps.sessions4, |k, v| {
         inbound.insert(*k, (v.last_seen, v.state));
     });
-    drop(old);
     let mut newer: Vec<(SessionKey6, SessionValue6)> = Vec::new();
-    batch::entries(m::SESSIONS6, &maps.sessions6, |k, v6| {
+    batch::entries("SESSIONS6", &maps.sessions6, |k, v6| {
         if let Some(&(last, state)) = inbound.get(&k.reverse(v6))
             && last > v6.last_seen
         {
@@ -260,13 +275,14 @@ pub fn adopt_layout2(pins: &Path, maps: &mut Maps) -> anyhow::Result<Option<usiz
     });
     drop(inbound);
     // BPF_EXIST: a session expired meanwhile stays gone.
-    let n = newer
+    newer
         .iter()
         .filter(|(k, v)| maps.sessions6.insert(*k, *v, 2).is_ok())
-        .count();
-    std::fs::remove_file(&path).with_context(|| format!("removing pin {}", path.display()))?;
-    Ok(Some(n))
+        .count()
 }
+
+/// How often (in expiry passes) [`sweep_orphans`] runs.
+pub const ORPHAN_SWEEP_EVERY: u32 = 30;
 
 /// The lock a pass holds while it checks idle bindings again and deletes them, and that a
 /// reload holds while it changes static mappings: a binding cannot become static and be
@@ -281,8 +297,9 @@ pub fn expire(maps: &mut Maps, cfg: &Config) -> Expired {
 /// One expiry pass over the tables.
 ///
 /// Every table is read in batches of thousands of entries per syscall, and expired entries
-/// are deleted the same way. A session is one `SESSIONS6` entry (its inbound key follows from
-/// it, for the session log).
+/// are deleted the same way. Sessions are read from `SESSIONS6` alone: the data plane keeps
+/// the state and the last use of both directions there, and the `SESSIONS4` key follows from
+/// the entry. IPv4-side entries that lost their IPv6 half are [`sweep_orphans`]'s.
 pub fn expire_with(maps: &mut Maps, cfg: &Config, edits: &Edits) -> Expired {
     let now = monotonic_ns();
     let grace = GRACE.as_nanos() as u64;
@@ -304,7 +321,9 @@ pub fn expire_with(maps: &mut Maps, cfg: &Config, edits: &Edits) -> Expired {
         }
     });
     let keys6: Vec<SessionKey6> = doomed.iter().map(|(k6, _)| *k6).collect();
+    let keys4: Vec<SessionKey4> = doomed.iter().map(|(_, k4)| *k4).collect();
     batch::remove("SESSIONS6", &mut maps.sessions6, &keys6);
+    batch::remove("SESSIONS4", &mut maps.sessions4, &keys4);
     done.at = monotonic_ns();
     done.sessions = doomed.len();
     done.expired = doomed;

@@ -1,23 +1,23 @@
-//! The session table (RFC 6146 section 3.1): one entry per session, `SESSIONS6`, keyed by what a
-//! client's packet carries, with the pool transport address, the TCP state (RFC 6146 section
-//! 3.5.2) and the time the lifetime last started. A remote host's packet finds it through the
-//! binding of its destination (endpoint-independent mapping makes the pool transport address
-//! name one client transport address), so there is no second entry to keep in step: one hash
-//! element per session. Also the address-dependent filtering permits and the session log's
-//! events.
+//! The session table (RFC 6146 section 3.1): one entry per direction, `SESSIONS6` keyed by what
+//! a client's packet carries, `SESSIONS4` by what a remote host's packet carries, each with the
+//! TCP state (RFC 6146 section 3.5.2) and the time the lifetime last started; the
+//! address-dependent filtering permits; and the session log's events.
 
 use translator_common::{
     IPPROTO_TCP,
     config::{CFG_DROP_INBOUND_SYN, CFG_ENDPOINT_INDEPENDENT_FILTERING, CFG_LOG_SESSIONS},
     counters::{DropReason, Event},
-    maps::{FilterKey, SESSION_HAIRPIN, SessionEvent, SessionKey4, SessionKey6, SessionValue6},
+    maps::{
+        FilterKey, SESSION_HAIRPIN, SessionEvent, SessionKey4, SessionKey6, SessionValue4,
+        SessionValue6,
+    },
     tcp,
 };
 
 use crate::{
     config::config,
-    db::{bib, held},
-    maps::{FILTERS, POOL, SESSION_EVENTS, SESSIONS6},
+    db::held,
+    maps::{FILTERS, POOL, SESSION_EVENTS, SESSIONS4, SESSIONS6},
     observe::{event, now_exact},
     tuple::Packet6,
 };
@@ -27,25 +27,38 @@ const TOUCH_NS: u64 = 1_000_000_000;
 
 /// Moves a session along for one of its packets (RFC 6146 section 3.5.2.2): TCP through the
 /// state machine (`translator_common::tcp::step`), the lifetime started again where it says so;
-/// UDP and ICMP only have their lifetime started again. Writes only what changed.
+/// UDP and ICMP only have their lifetime started again. Writes only what changed, and returns
+/// the new TCP state when it changed (the session's other entry gets it too) and whether the
+/// lifetime was started again (written).
 #[inline(always)]
-fn advance(state: *mut u8, last_seen: *mut u64, proto: u8, from_v6: bool, flags: u8, now: u64) {
+fn advance(
+    state: *mut u8,
+    last_seen: *mut u64,
+    proto: u8,
+    from_v6: bool,
+    flags: u8,
+    now: u64,
+) -> (Option<u8>, bool) {
     // SAFETY: pointers into a map value returned by a lookup.
     unsafe {
         if proto != IPPROTO_TCP {
-            if now.wrapping_sub(*last_seen) > TOUCH_NS {
+            let touch = now.wrapping_sub(*last_seen) > TOUCH_NS;
+            if touch {
                 *last_seen = now;
             }
-            return;
+            return (None, touch);
         }
         let old = *state;
         let (new, restart) = tcp::step(old, from_v6, flags);
-        if restart && (new != old || now.wrapping_sub(*last_seen) > TOUCH_NS) {
+        let touch = restart && (new != old || now.wrapping_sub(*last_seen) > TOUCH_NS);
+        if touch {
             *last_seen = now;
         }
-        if new != old {
-            *state = new;
+        if new == old {
+            return (None, touch);
         }
+        *state = new;
+        (Some(new), touch)
     }
 }
 
@@ -56,67 +69,65 @@ pub fn outbound(pkt: &mut Packet6) -> Option<bool> {
     let v = SESSIONS6.get_ptr_mut(pkt.key)?;
     // SAFETY: map value pointer from a successful lookup.
     unsafe {
-        advance(
+        let proto = pkt.key.proto;
+        if let (Some(state), _) = advance(
             &mut (*v).state,
             &mut (*v).last_seen,
-            pkt.key.proto,
+            proto,
             true,
             pkt.l4.tcp,
             pkt.now,
-        );
+        ) && let Some(o) = SESSIONS4.get_ptr_mut(pkt.key.reverse(&*v))
+        {
+            (*o).state = state;
+        }
         pkt.pool = (*v).pool;
         pkt.pool_port = (*v).pool_port_be;
         Some((*v).flags & SESSION_HAIRPIN != 0)
     }
 }
 
-/// The session of a remote host's packet, found through its binding: the client side.
-pub struct Inbound {
-    entry: *mut SessionValue6,
-    pub client: [u32; 4],
-    pub client_port: u16,
+/// The `SESSIONS4` entry of a remote host's packet, if any.
+#[inline(always)]
+pub fn find4(key: &SessionKey4) -> Option<*mut SessionValue4> {
+    SESSIONS4.get_ptr_mut(key)
 }
 
-/// The session of a remote host's packet, if any. A session has one entry, keyed by the
-/// client side; the inbound packet's destination (pool address and port) names the binding
-/// (`BINDINGS4`, one per pool transport address: endpoint-independent mapping), which gives
-/// the client side. The entry must name the same pool transport address (a binding that
-/// changed hands does not inherit the old owner's sessions).
+/// Moves an inbound session entry found by [`find4`] along for a packet with the TCP flags
+/// `tcp`: (client, client port). A new state and a restarted lifetime go to the `SESSIONS6`
+/// entry too (at most once a second for the lifetime): the controller's expiry reads only that
+/// table.
 #[inline(always)]
-pub fn find4(key: &SessionKey4) -> Option<Inbound> {
-    let b = bib::find4(key)?;
-    let v = SESSIONS6.get_ptr_mut(key.with_client(b.client, b.client_port_be))?;
-    // SAFETY: map value pointer from a successful lookup.
-    let same = unsafe { (*v).pool == key.pool && (*v).pool_port_be == key.pool_port_be };
-    same.then_some(Inbound {
-        entry: v,
-        client: b.client,
-        client_port: b.client_port_be,
-    })
-}
-
-/// Moves a session found by [`find4`] along for an inbound packet with the TCP flags `tcp`;
-/// returns its client side (client, client port).
-#[inline(always)]
-pub fn use4(key: &SessionKey4, s: &Inbound, tcp: u8, now: u64) -> ([u32; 4], u16) {
+pub fn use4(key: &SessionKey4, v: *mut SessionValue4, tcp: u8, now: u64) -> ([u32; 4], u16) {
     // SAFETY: map value pointer from a successful lookup.
     unsafe {
-        advance(
-            &mut (*s.entry).state,
-            &mut (*s.entry).last_seen,
+        let (state, touched) = advance(
+            &mut (*v).state,
+            &mut (*v).last_seen,
             key.proto,
             false,
             tcp,
             now,
         );
+        if (state.is_some() || touched)
+            && let Some(o) = SESSIONS6.get_ptr_mut((*v).reverse(key))
+        {
+            if let Some(state) = state {
+                (*o).state = state;
+            }
+            if touched {
+                (*o).last_seen = now;
+            }
+        }
+        ((*v).client, (*v).client_port_be)
     }
-    (s.client, s.client_port)
 }
 
 /// The client side of a session, looked up without refreshing it (for ICMP errors).
 #[inline(always)]
 pub fn client_of(key: &SessionKey4) -> Option<([u32; 4], u16)> {
-    find4(key).map(|s| (s.client, s.client_port))
+    // SAFETY: read-only lookup, copied out at once.
+    unsafe { SESSIONS4.get(key) }.map(|v| (v.client, v.client_port_be))
 }
 
 /// The pool side of a session, looked up without refreshing it (for ICMP errors).
@@ -126,7 +137,7 @@ pub fn pool_of(key: &SessionKey6) -> Option<(u32, u16)> {
     unsafe { SESSIONS6.get(key) }.map(|v| (v.pool, v.pool_port_be))
 }
 
-/// Creates the session of a new outbound flow whose binding is known (a TCP one
+/// Creates both session entries of a new outbound flow whose binding is known (a TCP one
 /// starts in V6 INIT: its first packet is a SYN); returns whether the destination is a pool
 /// address (hairpinning). A SYN held from the destination is forgotten: the client opens the
 /// connection (RFC 6146 section 3.5.2.2).
@@ -154,6 +165,26 @@ pub fn create_outbound(pkt: &Packet6) -> Result<bool, DropReason> {
     SESSIONS6
         .insert(key, v6, 0)
         .map_err(|_| DropReason::TableFull)?;
+    let k4 = SessionKey4 {
+        pool,
+        remote: key.remote,
+        pool_port_be: pool_port,
+        remote_port_be: key.remote_port_be,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    let v4 = SessionValue4 {
+        client: key.client,
+        client_port_be: key.client_port_be,
+        flags: 0,
+        state,
+        _pad: [0; 4],
+        last_seen: now,
+    };
+    if SESSIONS4.insert(k4, v4, 0).is_err() {
+        let _ = SESSIONS6.remove(key);
+        return Err(DropReason::TableFull);
+    }
     if config().flags & CFG_ENDPOINT_INDEPENDENT_FILTERING == 0 {
         permit(pool, pool_port, key, now);
     }
@@ -199,7 +230,7 @@ pub fn permitted(key: &SessionKey4) -> bool {
     unsafe { FILTERS.get(fk) }.is_some()
 }
 
-/// Creates the session that an inbound packet opens (filtering allowed it; a
+/// Creates both entries of a session that an inbound packet opens (filtering allowed it; a
 /// TCP one, opened by a SYN, starts in V4 INIT): `client`, `client_port` are its binding's.
 #[inline(always)]
 pub fn create_inbound(
@@ -213,7 +244,25 @@ pub fn create_inbound(
     } else {
         0
     };
-    let k6 = key.with_client(client, client_port);
+    let v4 = SessionValue4 {
+        client,
+        client_port_be: client_port,
+        flags: 0,
+        state,
+        _pad: [0; 4],
+        last_seen: now,
+    };
+    SESSIONS4
+        .insert(key, v4, 0)
+        .map_err(|_| DropReason::TableFull)?;
+    let k6 = SessionKey6 {
+        client,
+        remote: key.remote,
+        client_port_be: client_port,
+        remote_port_be: key.remote_port_be,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
     // SAFETY: read-only lookup.
     let hairpin = unsafe { POOL.get(key.remote) }.is_some();
     let v6 = SessionValue6 {
@@ -223,9 +272,10 @@ pub fn create_inbound(
         state,
         last_seen: now,
     };
-    SESSIONS6
-        .insert(k6, v6, 0)
-        .map_err(|_| DropReason::TableFull)?;
+    if SESSIONS6.insert(k6, v6, 0).is_err() {
+        let _ = SESSIONS4.remove(key);
+        return Err(DropReason::TableFull);
+    }
     event(Event::SessionCreated);
     log(&k6, key.pool, key.pool_port_be);
     Ok(())

@@ -57,7 +57,7 @@ pub fn handle<C: Packet>(ctx: &C, pkt: &Packet6) -> Result<Verdict, DropReason> 
     ctx.enter();
     let k4 = key(pkt);
     let peer = match session::find4(&k4) {
-        Some(s) => session::use4(&k4, &s, pkt.l4.tcp, pkt.now),
+        Some(v) => session::use4(&k4, v, pkt.l4.tcp, pkt.now),
         None => filtering::open_inbound(&k4, pkt.l4.tcp, pkt.now)?.ok_or(DropReason::NoSession)?,
     };
     rewrite(ctx, pkt, &peer)
@@ -125,7 +125,7 @@ fn rewrite<C: Packet>(
     send::forward(ctx, next, fib)
 }
 
-/// The inbound key of the session a hairpinned packet left the sender's mapping with, from
+/// The `SESSIONS4` key of the session a hairpinned packet left the sender's mapping with, from
 /// an ICMPv6 error about it: the error's destination (inside the prefix) is the sender's pool
 /// address, the quoted packet's destination client `pool:pool_port` the mapping it went to.
 #[inline(always)]

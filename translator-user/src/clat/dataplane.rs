@@ -23,8 +23,9 @@ pub const EGRESS_PROGRAM: &str = "clat_egress";
 pub const INGRESS_PROGRAM: &str = "clat_ingress";
 
 /// The gateway's tables, which the CLAT's programs never touch.
-const NAT64_MAPS: [&str; 13] = [
+const NAT64_MAPS: [&str; 14] = [
     m::SESSIONS6,
+    m::SESSIONS4,
     m::BINDINGS6,
     m::BINDINGS4,
     m::FILTERS,

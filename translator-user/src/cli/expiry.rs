@@ -3,7 +3,8 @@
 //! the data plane's ring buffers every 250 ms (block and session log lines would be lost once a
 //! ring fills), and answers reloads and signals. The thread runs a pass, then waits one expiry
 //! period (a quarter of the shortest timeout) after it ends, and sends what the pass removed
-//! back to the loop, which writes the log lines.
+//! back to the loop, which writes the log lines. Every `sessions::ORPHAN_SWEEP_EVERY` passes
+//! (the first one included) it also removes half sessions.
 //!
 //! The thread has its own handles on the pinned maps. It shares one lock with the loop's
 //! reload, held only while idle bindings are checked again and deleted (`sessions::Edits`), so
@@ -61,6 +62,7 @@ impl Expiry {
             .name("expiry".into())
             .spawn(move || {
                 let mut next = Instant::now();
+                let mut passes = 0u32;
                 loop {
                     match ctl_rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
                         Ok(c) => {
@@ -70,6 +72,13 @@ impl Expiry {
                             cfg = c;
                         }
                         Err(RecvTimeoutError::Timeout) => {
+                            if passes.is_multiple_of(sessions::ORPHAN_SWEEP_EVERY) {
+                                let n = sessions::sweep_orphans(&mut maps);
+                                if n > 0 {
+                                    log::debug!("removed {n} half sessions");
+                                }
+                            }
+                            passes = passes.wrapping_add(1);
                             let pass = sessions::expire_with(&mut maps, &cfg, &edits);
                             gauges.set(pass.left.clone());
                             if tx.send(pass).is_err() {

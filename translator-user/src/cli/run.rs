@@ -134,14 +134,10 @@ fn start(
     }
     let attached = dataplane::attach(&mut ebpf, cfg, inst)?;
     if adopt {
-        // After the attach: from now on nothing writes layout 2's second session table.
-        if let Some(n) = sessions::adopt_layout2(&inst.pins, &mut maps)? {
-            dataplane::record_layout(inst)?;
-            log::info!(
-                "adopted map layout {}: {n} sessions took their last inbound use from {}, which                  is removed",
-                translator_common::maps::MIGRATED_LAYOUT,
-                translator_common::maps::LEGACY_SESSIONS4
-            );
+        // After the attach: from now on the program copies inbound use itself.
+        let n = sessions::adopt_last_use(&mut maps);
+        if n > 0 {
+            log::info!("{n} adopted sessions: their last inbound use copied to SESSIONS6");
         }
     }
     let state = State {

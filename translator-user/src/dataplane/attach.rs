@@ -43,7 +43,9 @@ pub fn load(cfg: &Config, pins: Option<&Path>) -> anyhow::Result<Ebpf> {
         loader.default_map_pin_directory(dir);
     }
     loader.override_global(m::CONFIG, &dp, true);
-    loader.map_max_entries(m::SESSIONS6, cfg.sessions);
+    for name in [m::SESSIONS6, m::SESSIONS4] {
+        loader.map_max_entries(name, cfg.sessions);
+    }
     loader.map_max_entries(m::FILTERS, cfg.permit_slots());
     for name in [m::BINDINGS6, m::BINDINGS4] {
         loader.map_max_entries(name, cfg.binding_slots());

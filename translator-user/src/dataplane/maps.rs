@@ -13,15 +13,12 @@ use translator_common::{
     maps::{
         self as m, BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId,
         BlockSlot, BlockSlotKey, FilterKey, Frag4Key, Frag4Value, Frag6Key, Frag6Value, HeldKey,
-        HeldSyn, POOL_LOCAL, PoolAddress, SessionKey4, SessionKey6, SessionValue6,
+        HeldSyn, POOL_LOCAL, PoolAddress, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
     },
     rfc6052::{self, raw4, raw6},
 };
 
-use crate::{
-    config::{Config, Protocol, StaticMapping},
-    dataplane::batch,
-};
+use crate::config::{Config, Protocol, StaticMapping};
 
 /// Counter sums: events, then drop reasons.
 pub type Counters = (Vec<(Event, u64)>, Vec<(DropReason, u64)>);
@@ -48,6 +45,7 @@ fn static_keys(s: &StaticMapping) -> (BindingKey4, BindingKey6) {
 /// Typed handles on an instance's pinned maps.
 pub struct Maps {
     pub sessions6: HashMap<MapData, SessionKey6, SessionValue6>,
+    pub sessions4: HashMap<MapData, SessionKey4, SessionValue4>,
     pub bindings6: HashMap<MapData, BindingKey6, BindingValue6>,
     pub bindings4: HashMap<MapData, BindingKey4, BindingValue4>,
     pub filters: HashMap<MapData, FilterKey, u64>,
@@ -87,6 +85,7 @@ impl Maps {
     pub fn open(dir: &Path) -> anyhow::Result<Maps> {
         Ok(Maps {
             sessions6: typed!(dir, m::SESSIONS6),
+            sessions4: typed!(dir, m::SESSIONS4),
             bindings6: typed!(dir, m::BINDINGS6),
             bindings4: typed!(dir, m::BINDINGS4),
             filters: typed!(dir, m::FILTERS),
@@ -359,16 +358,6 @@ impl Maps {
         None
     }
 
-    /// The session an inbound packet with `key` belongs to, as the data plane finds it: the
-    /// binding of the pool transport address gives the client side, and the session entry
-    /// must name the same pool transport address.
-    pub fn find4(&self, key: &SessionKey4) -> Option<(SessionKey6, SessionValue6)> {
-        let b = self.bindings4.get(&key.binding(), 0).ok()?;
-        let k6 = key.with_client(b.client, b.client_port_be);
-        let v = self.sessions6.get(&k6, 0).ok()?;
-        (v.pool == key.pool && v.pool_port_be == key.pool_port_be).then_some((k6, v))
-    }
-
     /// Removes a static binding and its sessions.
     pub fn del_static(&mut self, s: &StaticMapping) -> anyhow::Result<()> {
         let proto = s.protocol.number();
@@ -398,19 +387,25 @@ impl Maps {
         };
         let _ = self.bindings6.remove(&k6);
         let _ = self.bindings4.remove(&k4);
-        // Its sessions: keyed by the client side, naming this pool transport address.
-        let mut doomed: Vec<SessionKey6> = Vec::new();
-        batch::entries(m::SESSIONS6, &self.sessions6, |k, v| {
-            if k.proto == proto
-                && k.client == v4.client
-                && k.client_port_be == v4.client_port_be
-                && v.pool == k4.pool
-                && v.pool_port_be == k4.pool_port_be
-            {
-                doomed.push(*k);
+        let doomed: Vec<SessionKey4> = self
+            .sessions4
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.pool == k4.pool && k.pool_port_be == k4.pool_port_be && k.proto == proto)
+            .collect();
+        for k in doomed {
+            if let Ok(v) = self.sessions4.get(&k, 0) {
+                let _ = self.sessions6.remove(&SessionKey6 {
+                    client: v.client,
+                    remote: k.remote,
+                    client_port_be: v.client_port_be,
+                    remote_port_be: k.remote_port_be,
+                    proto,
+                    _pad: [0; 3],
+                });
             }
-        });
-        batch::remove(m::SESSIONS6, &mut self.sessions6, &doomed);
+            let _ = self.sessions4.remove(&k);
+        }
         Ok(())
     }
 

@@ -1,12 +1,12 @@
 //! Kernel memory of the session tables: what a `limits.sessions` will take (checked before
 //! anything is loaded), and what the loaded maps take as the kernel accounts it.
 //!
-//! The four tables sized by `limits.sessions` (SESSIONS6; BINDINGS6 and BINDINGS4 at most as
-//! many as the pool has ports, `Config::binding_slots`; FILTERS only with address-dependent
-//! filtering, `Config::permit_slots`) are preallocated hash maps: the kernel allocates every
-//! element at creation. Its accounting
-//! (`htab_map_mem_usage`, shown as `memlock` in a map's fdinfo and by `bpftool map show`) is,
-//! for a preallocated hash map of N entries on C possible CPUs:
+//! The five tables sized by `limits.sessions` (SESSIONS6, SESSIONS4; BINDINGS6 and BINDINGS4 at
+//! most as many as the pool has ports, `Config::binding_slots`; FILTERS only with
+//! address-dependent filtering, `Config::permit_slots`) are preallocated hash maps: the kernel
+//! allocates every element at creation. Its accounting (`htab_map_mem_usage`, shown as
+//! `memlock` in a map's fdinfo and by `bpftool map show`) is, for a preallocated hash map of N
+//! entries on C possible CPUs:
 //! - the buckets: 16 bytes per bucket, N rounded up to a power of two;
 //! - the elements: N + C (the extra elements of a non-LRU map), each a 48-byte header plus the
 //!   key and the value, both rounded up to 8 bytes;
@@ -21,8 +21,8 @@ use anyhow::{Context as _, anyhow};
 
 use crate::config::Config;
 use translator_common::maps::{
-    self as m, BindingKey4, BindingKey6, BindingValue4, BindingValue6, FilterKey, SessionKey6,
-    SessionValue6,
+    self as m, BindingKey4, BindingKey6, BindingValue4, BindingValue6, FilterKey, SessionKey4,
+    SessionKey6, SessionValue4, SessionValue6,
 };
 
 /// `sizeof(struct htab_elem)` on 64-bit kernels.
@@ -42,11 +42,17 @@ pub enum Slots {
 }
 
 /// The session-sized maps with their key and value sizes, and what sizes them.
-pub const SESSION_MAPS: [(&str, usize, usize, Slots); 4] = [
+pub const SESSION_MAPS: [(&str, usize, usize, Slots); 5] = [
     (
         m::SESSIONS6,
         size_of::<SessionKey6>(),
         size_of::<SessionValue6>(),
+        Slots::Sessions,
+    ),
+    (
+        m::SESSIONS4,
+        size_of::<SessionKey4>(),
+        size_of::<SessionValue4>(),
         Slots::Sessions,
     ),
     (

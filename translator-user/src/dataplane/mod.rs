@@ -204,12 +204,11 @@ pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
 }
 
 /// Refuses pinned maps of another layout (`translator_common::maps::LAYOUT_VERSION`): a
-/// program of this translator would misread them. Layout 2 is adopted (its extra session
-/// table is folded in at the start: `sessions::adopt_layout2`). Pins from before the layout
-/// was recorded count as layout 1.
+/// program of this translator would misread them. Pins from before the layout was recorded
+/// count as layout 1.
 pub fn check_layout(inst: &Instance) -> anyhow::Result<()> {
     let found = read_layout(&inst.pins).unwrap_or(1);
-    if found != m::LAYOUT_VERSION && found != m::MIGRATED_LAYOUT {
+    if found != m::LAYOUT_VERSION {
         anyhow::bail!(
             "the running data plane of instance {:?} keeps its state in map layout {found}, this \
              translator uses layout {}: it cannot adopt those maps. Run `translator down \

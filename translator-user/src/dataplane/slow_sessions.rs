@@ -8,7 +8,7 @@ use translator_common::{
     IPPROTO_TCP,
     maps::{
         BINDING_STATIC, BindingKey4, BindingKey6, BindingValue4, BindingValue6, BlockId, BlockSlot,
-        BlockSlotKey, FilterKey, SessionKey4, SessionKey6, SessionValue6,
+        BlockSlotKey, FilterKey, SessionKey4, SessionKey6, SessionValue4, SessionValue6,
     },
     rfc6052::{self, raw4, raw6},
     tcp,
@@ -81,6 +81,18 @@ impl Maps {
         };
         self.sessions6
             .insert(key, v6, 0)
+            .map_err(|e| anyhow!("session table: {e}"))?;
+        let k4 = key.reverse(&v6);
+        let v4 = SessionValue4 {
+            client: key.client,
+            client_port_be: key.client_port_be,
+            flags: 0,
+            state,
+            _pad: [0; 4],
+            last_seen: now,
+        };
+        self.sessions4
+            .insert(k4, v4, 0)
             .map_err(|e| anyhow!("session table: {e}"))?;
         let fk = FilterKey {
             pool,
@@ -217,17 +229,22 @@ impl Maps {
         key: &SessionKey4,
         tcp: u8,
     ) -> anyhow::Result<(Ipv6Addr, u16)> {
+        if let Ok(v) = self.sessions4.get(key, 0) {
+            return Ok((
+                Ipv6Addr::from(rfc6052::from_raw6(&v.client)),
+                u16::from_be(v.client_port_be),
+            ));
+        }
+        let bk = BindingKey4 {
+            pool: key.pool,
+            pool_port_be: key.pool_port_be,
+            proto: key.proto,
+            _pad: 0,
+        };
         let b = self
             .bindings4
-            .get(&key.binding(), 0)
+            .get(&bk, 0)
             .map_err(|_| anyhow!("no binding"))?;
-        let client = (
-            Ipv6Addr::from(rfc6052::from_raw6(&b.client)),
-            u16::from_be(b.client_port_be),
-        );
-        if self.find4(key).is_some() {
-            return Ok(client);
-        }
         let fk = FilterKey {
             pool: key.pool,
             remote: key.remote,
@@ -250,7 +267,18 @@ impl Maps {
             tcp::CLOSED
         };
         let now = crate::clock::monotonic_ns();
-        let k6 = key.with_client(b.client, b.client_port_be);
+        let v4 = SessionValue4 {
+            client: b.client,
+            client_port_be: b.client_port_be,
+            flags: 0,
+            state,
+            _pad: [0; 4],
+            last_seen: now,
+        };
+        self.sessions4
+            .insert(*key, v4, 0)
+            .map_err(|e| anyhow!("session table: {e}"))?;
+        let k6 = v4.reverse(key);
         let v6 = SessionValue6 {
             pool: key.pool,
             pool_port_be: key.pool_port_be,
@@ -261,6 +289,9 @@ impl Maps {
         self.sessions6
             .insert(k6, v6, 0)
             .map_err(|e| anyhow!("session table: {e}"))?;
-        Ok(client)
+        Ok((
+            Ipv6Addr::from(rfc6052::from_raw6(&b.client)),
+            u16::from_be(b.client_port_be),
+        ))
     }
 }

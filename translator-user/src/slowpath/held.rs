@@ -94,7 +94,7 @@ fn session_exists(maps: &Maps, k: &HeldKey, v: &HeldSyn) -> bool {
         proto: IPPROTO_TCP,
         _pad: [0; 3],
     };
-    maps.find4(&k4).is_some()
+    maps.sessions4.get(&k4, 0).is_ok()
 }
 
 /// Takes the held SYNs that are due out of the map and returns the answers to send.
