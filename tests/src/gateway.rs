@@ -223,6 +223,16 @@ impl GatewayConfig {
     }
 }
 
+/// The session tables of a running gateway ([`Gateway::session_memory`]).
+#[derive(Clone, Copy, Debug)]
+pub struct SessionMemory {
+    pub session_slots: u32,
+    pub binding_slots: u32,
+    pub permit_slots: u32,
+    /// Their kernel memory, as the kernel accounts it.
+    pub bytes: u64,
+}
+
 /// One entry of `translator sessions --json`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct Session {
@@ -504,6 +514,22 @@ impl<'a> Gateway<'a> {
     }
 
     /// `status --json`, parsed.
+    /// The session tables' slots and kernel memory, as `status --json` reports them.
+    pub fn session_memory(&self) -> Result<SessionMemory> {
+        let status = self.status()?;
+        let num = |k: &str| -> Result<u64> {
+            status[k]
+                .as_u64()
+                .with_context(|| format!("`status --json` has no {k}: {status}"))
+        };
+        Ok(SessionMemory {
+            session_slots: u32::try_from(num("session_slots")?)?,
+            binding_slots: u32::try_from(num("binding_slots")?)?,
+            permit_slots: u32::try_from(num("permit_slots")?)?,
+            bytes: num("session_memory_bytes")?,
+        })
+    }
+
     pub fn status(&self) -> Result<serde_json::Value> {
         let out = self.cli(&["status", "--json"])?;
         serde_json::from_slice(&out.stdout).with_context(|| {

@@ -27,7 +27,8 @@ pub mod xdp_pass;
 pub use checks::{describe_sessions, ping_all, same_bytes, stats_delta};
 pub use cmd::{Output, Proc, TempDir, interrupted, request_interrupt, require_root, wait_until};
 pub use gateway::{
-    Gateway, GatewayConfig, Session, StaticMapping, Stats, translator_bin, workspace_root,
+    Gateway, GatewayConfig, Session, SessionMemory, StaticMapping, Stats, translator_bin,
+    workspace_root,
 };
 pub use netns::NetNs;
 pub use servers::{HttpServer, PacedHttp, TcpEcho, UdpEcho, iperf3_tcp, pattern, udp_recv};

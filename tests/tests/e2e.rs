@@ -1027,20 +1027,12 @@ fn check_and_status_say_tc_suits_veth() -> Result<()> {
         "`translator status` does not advise tc mode:\n{text}"
     );
     // The session tables' memory: the kernel's accounting, the same as the check's plan.
-    let slots = status["session_slots"]
-        .as_u64()
-        .context("no session_slots")?;
-    let bytes = status["session_memory_bytes"]
-        .as_u64()
-        .context("no session_memory_bytes")?;
-    let binding_slots = status["binding_slots"]
-        .as_u64()
-        .context("no binding_slots")?;
-    let permit_slots = status["permit_slots"].as_u64().context("no permit_slots")?;
+    let memory = gw.session_memory()?;
+    let (slots, bytes) = (memory.session_slots, memory.bytes);
     let planned = translator::dataplane::memory::planned_slots(
-        u32::try_from(slots)?,
-        u32::try_from(binding_slots)?,
-        u32::try_from(permit_slots)?,
+        slots,
+        memory.binding_slots,
+        memory.permit_slots,
     );
     ensure!(
         slots > 0 && planned.abs_diff(bytes) < bytes / 1000,

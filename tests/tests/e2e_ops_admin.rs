@@ -3275,22 +3275,14 @@ fn endpoint_independent_filtering_reserves_no_permits() -> Result<()> {
     let mut gw = Gateway::start(&topo.gateway, config.clone())?;
     let sock = client_udp(&topo, 7000)?;
     udp_exchange(&sock, b"before")?;
-    let status = gw.status()?;
-    let slot = |k: &str| -> Result<u32> {
-        let v = status[k]
-            .as_u64()
-            .with_context(|| format!("no {k} in {status}"))?;
-        Ok(u32::try_from(v)?)
-    };
-    let (sessions, bindings, permits) = (
-        slot("session_slots")?,
-        slot("binding_slots")?,
-        slot("permit_slots")?,
+    let memory = gw.session_memory()?;
+    let (sessions, bindings, permits, bytes) = (
+        memory.session_slots,
+        memory.binding_slots,
+        memory.permit_slots,
+        memory.bytes,
     );
-    let bytes = status["session_memory_bytes"]
-        .as_u64()
-        .context("no session_memory_bytes")?;
-    let eif = translator::dataplane::memory::planned_slots(sessions, bindings, 1);
+    let eif = translator::dataplane::memory::planned_slots(sessions, bindings, permits);
     let adf = translator::dataplane::memory::planned_slots(sessions, bindings, sessions);
     ensure!(
         permits == 1 && eif.abs_diff(bytes) < bytes / 1000 && bytes < adf,

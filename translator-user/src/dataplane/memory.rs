@@ -152,11 +152,15 @@ pub fn check(cfg: &Config, available: Option<u64>) -> anyhow::Result<()> {
     ))
 }
 
+fn pinned(pins: &Path, name: &str) -> anyhow::Result<aya::maps::MapData> {
+    let path = pins.join(name);
+    aya::maps::MapData::from_pin(&path)
+        .map_err(|e| anyhow!("opening pinned map {}: {e}", path.display()))
+}
+
 /// The slots (`max_entries`) of an instance's pinned map `name`.
 pub fn slots(pins: &Path, name: &str) -> anyhow::Result<u32> {
-    let path = pins.join(name);
-    Ok(aya::maps::MapData::from_pin(&path)
-        .map_err(|e| anyhow!("opening pinned map {}: {e}", path.display()))?
+    Ok(pinned(pins, name)?
         .info()
         .map_err(|e| anyhow!("map {name}: {e}"))?
         .max_entries())
@@ -165,9 +169,7 @@ pub fn slots(pins: &Path, name: &str) -> anyhow::Result<u32> {
 /// The kernel's own accounting (`memlock` in fdinfo) of an instance's pinned map `name`.
 pub fn measured_map(pins: &Path, name: &str) -> anyhow::Result<u64> {
     use std::os::fd::{AsFd as _, AsRawFd as _};
-    let path = pins.join(name);
-    let data = aya::maps::MapData::from_pin(&path)
-        .map_err(|e| anyhow!("opening pinned map {}: {e}", path.display()))?;
+    let data = pinned(pins, name)?;
     let fd = data.fd().as_fd().as_raw_fd();
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
         .with_context(|| format!("reading the fdinfo of map {name}"))?;
