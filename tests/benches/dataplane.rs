@@ -331,12 +331,19 @@ struct Harness {
     fwd: ProgramFd,
     insert: ProgramFd,
     lookup: ProgramFd,
+    oa_insert: ProgramFd,
+    oa_lookup: ProgramFd,
 }
 
 impl Harness {
     /// `hash_entries`: size of the bench-only hash table `BENCH_HASH`.
     fn new(hash_entries: u32) -> Result<Self> {
-        let mut h = testrun::Harness::new(hash_entries)
+        Self::with_tables(hash_entries, 1)
+    }
+
+    /// [`Harness::new`] with `table_slots` slots in the prototype table `BENCH_TABLE`.
+    fn with_tables(hash_entries: u32, table_slots: u32) -> Result<Self> {
+        let mut h = testrun::Harness::with_tables(hash_entries, table_slots)
             .context("loading the eBPF object for the baselines")?;
         Ok(Self {
             ret: h.program("bench_return")?,
@@ -344,6 +351,8 @@ impl Harness {
             fwd: h.program("baseline_forward")?,
             insert: h.program("bench_insert")?,
             lookup: h.program("bench_lookup")?,
+            oa_insert: h.program("bench_oa_insert")?,
+            oa_lookup: h.program("bench_oa_lookup")?,
             h,
         })
     }
@@ -494,6 +503,7 @@ fn bench() -> Result<()> {
             return Ok(rows);
         }
         rows.extend(scale_section(&s)?);
+        rows.extend(table_section(&s)?);
         rows.push(new_sessions_per_second(&s)?);
         Ok(rows)
     })??;
@@ -597,10 +607,34 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
 
     // Profiling aid: `TRANSLATOR_BENCH_SPIN=<case>:<seconds>` runs one case through the harness
     // in a loop (for `perf record -e cpu-clock -a -g` from another shell) and measures nothing
-    // else. Cases: udp64, udp46, fwd4, fwd6, floor.
+    // else. Cases: udp64, udp46, fwd4, fwd6, floor, newflow (a fresh table per batch).
     if let Ok(spin) = std::env::var("TRANSLATOR_BENCH_SPIN") {
         let (case, secs) = spin.split_once(':').unwrap_or((spin.as_str(), "10"));
         let secs: u64 = secs.parse().context("TRANSLATOR_BENCH_SPIN seconds")?;
+        if case == "newflow" {
+            // New flows, each batch in a fresh table (as the "new flow" row).
+            let deadline = Instant::now() + std::time::Duration::from_secs(secs);
+            let (mut n, mut i) = (0u64, 0u32);
+            while Instant::now() < deadline {
+                let mut fresh = Loaded::new(&format!("spin{i}"), 262_144)?;
+                let nf = translator_fd(&mut fresh)?;
+                let first = udp6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 1, 0), 20000);
+                let vary = Vary {
+                    lo_off: SPORT6,
+                    lo_base: 20000,
+                    lo_mod: 64,
+                    hi_off: SRC6_LOW,
+                    hi_base: 0x0001_0000,
+                    hi_len: 4,
+                };
+                let flows = s.new_flows as u32;
+                h.run(&nf, &first, Some(vary), v6if, flows, XDP_REDIRECT, case)?;
+                n += u64::from(flows);
+                i += 1;
+            }
+            println!("spin {case}: {n} new flows");
+            return Ok(Vec::new());
+        }
         let (prog, frame, ifindex, want) = match case {
             "udp64" => (&tr, &established[0].1, v6if, XDP_REDIRECT),
             "udp46" => (&tr, &established[1].1, v4if, XDP_REDIRECT),
@@ -1310,6 +1344,175 @@ fn controller_rows(t: &mut Loaded, n: u32, capacity: u32, runs: usize) -> Result
         streamed,
         one_by_one,
     ])
+}
+
+/// Issue 13's prototype against the kernel's hash map, at the scale sizes: the preallocated BPF
+/// hash map the session tables are (`BENCH_HASH`: 8-byte keys, 24-byte values) and a table in a
+/// plain BPF array (`BENCH_TABLE`: 48-byte slots, the size of a `SESSIONS6` key and value plus a
+/// state word, twice as many slots as entries; open addressing, see translator-ebpf's
+/// `entry::bench`). Each is filled with `n` keys, then timed: lookups of 1000 keys spread over
+/// the fill order (round robin, as the scale rows' busy flows), and inserts of new keys. Failed
+/// inserts and lookups are counted by the programs and must stay 0.
+fn table_section(s: &Settings) -> Result<Vec<Row>> {
+    let (v6if, _) = ifindexes()?;
+    let mut rows = Vec::new();
+    let mut first: Option<(Row, Row)> = None;
+    // Keys: the client address's last word and the source port (`bench_key`).
+    const BUSY: u32 = 1000;
+    let hi_fill = 0x0005_0000u32;
+    for &n in &s.scales {
+        let entries = n + (s.new_flows * s.runs) as u32 + 1024;
+        let mut h = Harness::with_tables(entries, 2 * entries)?;
+        let progs = [
+            (
+                h.insert.try_clone()?,
+                h.lookup.try_clone()?,
+                "BPF hash map",
+                "BENCH_HASH",
+            ),
+            (
+                h.oa_insert.try_clone()?,
+                h.oa_lookup.try_clone()?,
+                "open addressing",
+                "BENCH_TABLE",
+            ),
+        ];
+        // Fill: key (hi_fill + i / per, 1 + i % per), so keys (hi_fill + j, 1) for j < 1000 are
+        // spread evenly over the fill.
+        let per = n.div_ceil(BUSY);
+        let fill_frame = udp6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 5, 0), 1);
+        let fill = Vary {
+            lo_off: SPORT6,
+            lo_base: 1,
+            lo_mod: per,
+            hi_off: SRC6_LOW,
+            hi_base: hi_fill,
+            hi_len: 4,
+        };
+        for (insert, _, what, _) in &progs {
+            h.h.reset_seq()?;
+            h.run(insert, &fill_frame, Some(fill), v6if, n, XDP_TX, what)?;
+            let fails = h.h.take_fails()?;
+            if fails != 0 {
+                bail!("{what}: {fails} of {n} fill inserts failed");
+            }
+        }
+        // The busy keys: the low half of the address word is 0..1000, the port 1.
+        let busy = Vary {
+            lo_off: SRC6_LOW + 2,
+            lo_base: 0,
+            lo_mod: BUSY,
+            hi_off: 0,
+            hi_base: 0,
+            hi_len: 2,
+        };
+        let mut lookups: Vec<Vec<f64>> = vec![Vec::new(); 2];
+        let mut inserts: Vec<Vec<f64>> = vec![Vec::new(); 2];
+        for run in 0..s.runs {
+            for (i, (insert, lookup, what, _)) in progs.iter().enumerate() {
+                lookups[i].push(
+                    h.net(
+                        lookup,
+                        &fill_frame,
+                        Some(busy),
+                        v6if,
+                        s.repeat,
+                        XDP_TX,
+                        what,
+                    )?
+                    .0,
+                );
+                // New keys: a word of their own per run, 64 ports each (as the new flows).
+                let new = Vary {
+                    lo_off: SPORT6,
+                    lo_base: 1,
+                    lo_mod: 64,
+                    hi_off: SRC6_LOW,
+                    hi_base: 0x0100_0000 + ((run as u32) << 16),
+                    hi_len: 4,
+                };
+                h.h.reset_seq()?;
+                inserts[i].push(
+                    h.net(
+                        insert,
+                        &fill_frame,
+                        Some(new),
+                        v6if,
+                        s.new_flows as u32,
+                        XDP_TX,
+                        what,
+                    )?
+                    .0,
+                );
+                let fails = h.h.take_fails()?;
+                if fails != 0 {
+                    bail!("{what}, table of {n}: {fails} failed lookups or inserts");
+                }
+            }
+        }
+        let size = human(n);
+        let mut lookup_rows = Vec::new();
+        for (i, (_, _, what, map)) in progs.iter().enumerate() {
+            let note = format!(
+                "{BUSY} keys spread over a table filled with {n} (room for {entries}), round \
+                 robin; repeat={} through the harness, net of it",
+                s.repeat
+            );
+            lookup_rows.push(Row::new(
+                "table",
+                &format!("{what}: lookup (hit), {size} entries"),
+                "ns/packet",
+                std::mem::take(&mut lookups[i]),
+                &note,
+            ));
+            let memlock = if i == 0 {
+                h.h.map_memlock(map)?
+            } else {
+                h.h.map_memlock(map)? + h.h.map_memlock("BENCH_LOCKS")?
+            };
+            let mut insert = Row::new(
+                "table",
+                &format!("{what}: insert (new key), {size} entries"),
+                "ns/packet",
+                std::mem::take(&mut inserts[i]),
+                &format!(
+                    "{} new keys per run into the table filled with {n}; {}",
+                    s.new_flows, "net of the harness"
+                ),
+            );
+            let mut mem = Row::new(
+                "table",
+                &format!("{what}: kernel memory per entry, room for {entries}"),
+                "bytes/entry",
+                vec![memlock as f64 / f64::from(entries)],
+                &format!(
+                    "memlock of the map's fdinfo ({memlock} bytes){}",
+                    if i == 0 {
+                        ": 8-byte keys, 24-byte values, preallocated"
+                    } else {
+                        ": 48-byte slots, two per entry, and a lock word per 64 slots"
+                    }
+                ),
+            );
+            if i == 1 {
+                insert = insert.ratio_to(&rows[rows.len() - 2]);
+                mem = mem.ratio_to(&rows[rows.len() - 1]);
+            }
+            rows.push(insert);
+            rows.push(mem);
+        }
+        let (mut a, mut b) = (lookup_rows.remove(0), lookup_rows.remove(0));
+        match &first {
+            None => first = Some((a.clone(), b.clone())),
+            Some((fa, fb)) => {
+                a = a.ratio_to(fa);
+                b = b.ratio_to(fb);
+            }
+        }
+        rows.push(a);
+        rows.push(b);
+    }
+    Ok(rows)
 }
 
 fn human(n: u32) -> String {

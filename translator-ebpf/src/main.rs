@@ -13,6 +13,10 @@
 //! `entry` holds the programs.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// `core::intrinsics::atomic_cxchg`: the BPF target has no compare-and-swap in `core::sync::atomic`,
+// but the instruction exists (BPF_ATOMIC | BPF_CMPXCHG, Linux 5.12).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod checksum;

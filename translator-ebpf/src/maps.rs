@@ -178,3 +178,27 @@ pub static BENCH_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// otherwise, so the controller's loads of this object cost nothing).
 #[map]
 pub static BENCH_HASH: HashMap<u64, [u64; 3]> = HashMap::with_max_entries(1, 0);
+/// Prototype of a session table without kernel element headers (issue 13), bench-only: an
+/// array of 48-byte slots (a `SESSIONS6` entry's key and value plus a state word), found by
+/// open addressing ([`crate::entry::bench`]). Sized by the benchmark (two slots per entry).
+#[map]
+pub static BENCH_TABLE: Array<BenchSlot> = Array::with_max_entries(1, 0);
+/// One lock word per 64 slots of [`BENCH_TABLE`] (inserts of one key are serialized by the
+/// lock of the key's home slot).
+#[map]
+pub static BENCH_LOCKS: Array<u64> = Array::with_max_entries(1, 0);
+/// [`BENCH_TABLE`]'s slot count (entry 0) and hash seed (entry 1), written by the benchmark.
+#[map]
+pub static BENCH_TABLE_CAP: Array<u64> = Array::with_max_entries(2, 0);
+/// Failed bench inserts and lookups, per CPU (the benchmark checks they stay 0).
+#[map]
+pub static BENCH_FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// A slot of [`BENCH_TABLE`]: `state` 0 empty, 1 being written, 2 full.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BenchSlot {
+    pub state: u32,
+    pub key: [u32; 7],
+    pub value: [u64; 2],
+}

@@ -241,14 +241,34 @@ pub struct Harness {
     frame: aya::maps::Array<aya::maps::MapData, translator_common::maps::BenchFrame>,
     next: aya::maps::ProgramArray<aya::maps::MapData>,
     seq: aya::maps::PerCpuArray<aya::maps::MapData, u32>,
+    fails: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
 }
 
 impl Harness {
     /// `hash_entries`: size of the bench-only hash table `BENCH_HASH`.
     pub fn new(hash_entries: u32) -> anyhow::Result<Self> {
+        Self::with_tables(hash_entries, 1)
+    }
+
+    /// [`Harness::new`], and `table_slots` slots for the bench-only open-addressing table
+    /// `BENCH_TABLE` (the issue 13 prototype).
+    pub fn with_tables(hash_entries: u32, table_slots: u32) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         use translator_common::maps::{BENCH_FRAME, BENCH_NEXT};
-        let mut obj = crate::dataplane::load_unpinned_sized(&[("BENCH_HASH", hash_entries)])?;
+        let mut obj = crate::dataplane::load_unpinned_sized(&[
+            ("BENCH_HASH", hash_entries),
+            ("BENCH_TABLE", table_slots),
+            ("BENCH_LOCKS", table_slots / 64 + 1),
+        ])?;
+        {
+            let mut cap: aya::maps::Array<_, u64> = aya::maps::Array::try_from(
+                obj.map_mut("BENCH_TABLE_CAP")
+                    .context("the eBPF object has no BENCH_TABLE_CAP map")?,
+            )?;
+            cap.set(0, u64::from(table_slots), 0)?;
+            // Any seed: the keys are the benchmark's own.
+            cap.set(1, 0x05ee_d0f7_ab1e, 0)?;
+        }
         let take = |obj: &mut aya::Ebpf, name: &str| {
             obj.take_map(name)
                 .with_context(|| format!("the eBPF object has no {name} map"))
@@ -256,12 +276,14 @@ impl Harness {
         let frame = aya::maps::Array::try_from(take(&mut obj, BENCH_FRAME)?)?;
         let next = aya::maps::ProgramArray::try_from(take(&mut obj, BENCH_NEXT)?)?;
         let seq = aya::maps::PerCpuArray::try_from(take(&mut obj, "BENCH_SEQ")?)?;
+        let fails = aya::maps::PerCpuArray::try_from(take(&mut obj, "BENCH_FAILS")?)?;
         let mut h = Self {
             prog: load_program(&mut obj, "bench_harness")?,
             obj,
             frame,
             next,
             seq,
+            fails,
         };
         h.reset_seq()?;
         Ok(h)
@@ -301,6 +323,37 @@ impl Harness {
         self.frame.set(0, f, 0)?;
         self.next.set(0, target, 0)?;
         Ok(run(self.prog.as_fd(), frame, ingress_ifindex, repeat)?)
+    }
+
+    /// Failed inserts and lookups of the bench-only table programs since the last call (all
+    /// CPUs); the count starts again from 0.
+    pub fn take_fails(&mut self) -> anyhow::Result<u64> {
+        let n: u64 = self.fails.get(&0, 0)?.iter().sum();
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow::anyhow!("counting CPUs: {e}"))?;
+        self.fails
+            .set(0, aya::maps::PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+        Ok(n)
+    }
+
+    /// The kernel's memory accounting of one of the harness's maps (`memlock` of its fdinfo),
+    /// in bytes.
+    pub fn map_memlock(&self, name: &str) -> anyhow::Result<u64> {
+        use anyhow::Context as _;
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let map = self
+            .obj
+            .map(name)
+            .with_context(|| format!("the eBPF object has no {name} map"))?;
+        let fd = match map {
+            aya::maps::Map::Array(m) | aya::maps::Map::HashMap(m) => m.fd().as_fd().as_raw_fd(),
+            _ => anyhow::bail!("{name} is neither an array nor a hash map"),
+        };
+        let path = format!("/proc/self/fdinfo/{fd}");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("{path} has no memlock line"))
     }
 
     /// Starts the per-repetition numbering again from 0 (on every CPU).

@@ -27,7 +27,10 @@ use translator_common::maps::BENCH_FRAME_MAX;
 
 use crate::{
     context::ptr_at,
-    maps::{BENCH_FRAME, BENCH_HASH, BENCH_NEXT, BENCH_SEQ},
+    maps::{
+        BENCH_FAILS, BENCH_FRAME, BENCH_HASH, BENCH_LOCKS, BENCH_NEXT, BENCH_SEQ, BENCH_TABLE,
+        BENCH_TABLE_CAP, BenchSlot,
+    },
     wire::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ipv6Hdr, zeroed_fib},
 };
 
@@ -199,7 +202,10 @@ pub fn bench_insert(ctx: XdpContext) -> u32 {
     };
     match BENCH_HASH.insert(k, [k, k, k], BPF_NOEXIST as u64) {
         Ok(()) => xdp_action::XDP_TX,
-        Err(_) => xdp_action::XDP_DROP,
+        Err(_) => {
+            bench_fail();
+            xdp_action::XDP_DROP
+        }
     }
 }
 
@@ -211,6 +217,172 @@ pub fn bench_lookup(ctx: XdpContext) -> u32 {
     };
     match BENCH_HASH.get_ptr(k) {
         Some(_) => xdp_action::XDP_TX,
-        None => xdp_action::XDP_DROP,
+        None => {
+            bench_fail();
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Prototype (issue 13): a session table in a plain BPF array, open addressing. Measured against
+// `BENCH_HASH` by the benchmark's "profile: table" rows; the translator does not use it yet.
+//
+// A key's home slot comes from a seeded hash; the key lives in one of the `WINDOW` slots from
+// there (wrapping at the end). A lookup compares the full slots of the window, so deleting is
+// setting a slot empty (no tombstones). An insert takes the lock word of its home's 64 slots
+// (inserts of one key are serialized, so a key is never in two slots), checks the window for
+// the key, claims an empty slot with a compare-and-swap (a neighbouring home may claim the same
+// one), writes it and marks it full.
+
+/// Slots a key may live in, from its home slot on.
+const WINDOW: u32 = 24;
+const SLOT_EMPTY: u32 = 0;
+const SLOT_BUSY: u32 = 1;
+const SLOT_FULL: u32 = 2;
+
+/// A 28-byte key like a `SESSIONS6` key, made from the bench key.
+#[inline(always)]
+fn oa_key(k: u64) -> [u32; 7] {
+    [
+        0x2001_0db8,
+        1,
+        0,
+        (k >> 16) as u32,
+        0xc000_0202,
+        (k as u32 & 0xffff) << 16 | 1000,
+        17,
+    ]
+}
+
+/// (home slot, slot count) of a key.
+#[inline(always)]
+fn oa_home(key: &[u32; 7]) -> Option<(u32, u32)> {
+    let cap = *BENCH_TABLE_CAP.get(0)?;
+    let mut h = *BENCH_TABLE_CAP.get(1)?;
+    let mut i = 0;
+    while i < 7 {
+        h = (h ^ u64::from(key[i])).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        i += 1;
+    }
+    h ^= h >> 29;
+    Some(((((h >> 32) * cap) >> 32) as u32, cap as u32))
+}
+
+/// The slot holding `key`, if any.
+#[inline(always)]
+fn oa_find(key: &[u32; 7], home: u32, cap: u32) -> Option<*mut BenchSlot> {
+    let mut i = 0;
+    while i < WINDOW {
+        let mut at = home + i;
+        if at >= cap {
+            at -= cap;
+        }
+        let s = BENCH_TABLE.get_ptr_mut(at)?;
+        // SAFETY: map value pointer; a racing writer can only make the compare fail.
+        if unsafe { (*s).state == SLOT_FULL && (*s).key == *key } {
+            return Some(s);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Compare-and-swap of a 64-bit word of a map value; whether it held `old`.
+#[inline(always)]
+fn cas64(p: *mut u64, old: u64, new: u64) -> bool {
+    // SAFETY: `p` is an aligned word of a map value; BPF_ATOMIC | BPF_CMPXCHG on it.
+    unsafe { core::intrinsics::atomic_cxchg::<u64, { AO::SeqCst }, { AO::SeqCst }>(p, old, new).1 }
+}
+use core::intrinsics::AtomicOrdering as AO;
+
+/// Inserts a new key; `Some(true)` when it went in, `Some(false)` when it was there already.
+#[inline(always)]
+fn oa_insert(key: &[u32; 7], value: [u64; 2]) -> Option<bool> {
+    let (home, cap) = oa_home(key)?;
+    let lock = BENCH_LOCKS.get_ptr_mut(home / 64)?;
+    if !cas64(lock, 0, 1) {
+        return None;
+    }
+    let done = oa_claim(key, value, home, cap);
+    // SAFETY: the lock word is ours; a plain store releases it (x86: stores are not reordered).
+    unsafe { core::ptr::write_volatile(lock, 0) };
+    done
+}
+
+#[inline(always)]
+fn oa_claim(key: &[u32; 7], value: [u64; 2], home: u32, cap: u32) -> Option<bool> {
+    let mut free = cap;
+    let mut i = 0;
+    while i < WINDOW {
+        let mut at = home + i;
+        if at >= cap {
+            at -= cap;
+        }
+        let s = BENCH_TABLE.get_ptr_mut(at)?;
+        // SAFETY: map value pointer.
+        let state = unsafe { (*s).state };
+        if state == SLOT_FULL && unsafe { (*s).key == *key } {
+            return Some(false);
+        }
+        if state == SLOT_EMPTY && free == cap {
+            free = at;
+        }
+        i += 1;
+    }
+    let s = BENCH_TABLE.get_ptr_mut(free)?;
+    // The state word and the first key word share one aligned u64: claim both at once.
+    let word = s.cast::<u64>();
+    // SAFETY: reading the slot's first word.
+    let seen = unsafe { core::ptr::read_volatile(word) };
+    if seen as u32 != SLOT_EMPTY
+        || !cas64(word, seen, u64::from(key[0]) << 32 | u64::from(SLOT_BUSY))
+    {
+        return None;
+    }
+    // SAFETY: the slot is ours until it is marked full.
+    unsafe {
+        (*s).key = *key;
+        (*s).value = value;
+        core::ptr::write_volatile(&mut (*s).state, SLOT_FULL);
+    }
+    Some(true)
+}
+
+#[inline(always)]
+fn bench_fail() {
+    if let Some(n) = BENCH_FAILS.get_ptr_mut(0) {
+        // SAFETY: per-CPU map value.
+        unsafe { *n += 1 };
+    }
+}
+
+/// Bench-only: one insert of a new key into the prototype table; `XDP_TX` when it went in.
+#[xdp]
+pub fn bench_oa_insert(ctx: XdpContext) -> u32 {
+    let Some(k) = bench_key(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    if oa_insert(&oa_key(k), [k, k]) == Some(true) {
+        xdp_action::XDP_TX
+    } else {
+        bench_fail();
+        xdp_action::XDP_DROP
+    }
+}
+
+/// Bench-only: one lookup in the prototype table; `XDP_TX` when found.
+#[xdp]
+pub fn bench_oa_lookup(ctx: XdpContext) -> u32 {
+    let Some(k) = bench_key(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let key = oa_key(k);
+    match oa_home(&key).and_then(|(home, cap)| oa_find(&key, home, cap)) {
+        Some(_) => xdp_action::XDP_TX,
+        None => {
+            bench_fail();
+            xdp_action::XDP_DROP
+        }
     }
 }
