@@ -187,7 +187,8 @@ pub static BENCH_TABLE: Array<BenchSlot> = Array::with_max_entries(1, 0);
 /// lock of the key's home slot).
 #[map]
 pub static BENCH_LOCKS: Array<u64> = Array::with_max_entries(1, 0);
-/// [`BENCH_TABLE`]'s slot count (entry 0) and hash seed (entry 1), written by the benchmark.
+/// [`BENCH_TABLE`]'s slot count (entry 0; at least the 24 slots of a window, or every lookup
+/// misses) and hash seed (entry 1), written by the benchmark.
 #[map]
 pub static BENCH_TABLE_CAP: Array<u64> = Array::with_max_entries(2, 0);
 /// Failed bench inserts and lookups, per CPU (the benchmark checks they stay 0).

@@ -9,7 +9,11 @@
 //! test (slot 0 of `BENCH_NEXT`). Its own cost is measured by tail-calling a program that only
 //! returns, and subtracted.
 
-use core::{ffi::c_void, mem::size_of};
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering as AO, atomic_cxchg},
+    mem::size_of,
+};
 
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, bpf_fib_lookup, xdp_action},
@@ -226,14 +230,14 @@ pub fn bench_lookup(ctx: XdpContext) -> u32 {
 
 // ------------------------------------------------------------------------------------------------
 // Prototype (issue 13): a session table in a plain BPF array, open addressing. Measured against
-// `BENCH_HASH` by the benchmark's "profile: table" rows; the translator does not use it yet.
+// `BENCH_HASH` by the benchmark's "table" rows; the translator does not use it yet.
 //
 // A key's home slot comes from a seeded hash; the key lives in one of the `WINDOW` slots from
 // there (wrapping at the end). A lookup compares the full slots of the window, so deleting is
 // setting a slot empty (no tombstones). An insert takes the lock word of its home's 64 slots
 // (inserts of one key are serialized, so a key is never in two slots), checks the window for
-// the key, claims an empty slot with a compare-and-swap (a neighbouring home may claim the same
-// one), writes it and marks it full.
+// the key, claims an empty slot with a compare-and-swap (when a neighbouring home's insert claimed
+// it first, this insert fails: the prototype does not retry), writes it and marks it full.
 
 /// Slots a key may live in, from its home slot on.
 const WINDOW: u32 = 24;
@@ -292,9 +296,8 @@ fn oa_find(key: &[u32; 7], home: u32, cap: u32) -> Option<*mut BenchSlot> {
 #[inline(always)]
 fn cas64(p: *mut u64, old: u64, new: u64) -> bool {
     // SAFETY: `p` is an aligned word of a map value; BPF_ATOMIC | BPF_CMPXCHG on it.
-    unsafe { core::intrinsics::atomic_cxchg::<u64, { AO::SeqCst }, { AO::SeqCst }>(p, old, new).1 }
+    unsafe { atomic_cxchg::<u64, { AO::SeqCst }, { AO::SeqCst }>(p, old, new).1 }
 }
-use core::intrinsics::AtomicOrdering as AO;
 
 /// Inserts a new key; `Some(true)` when it went in, `Some(false)` when it was there already.
 #[inline(always)]
