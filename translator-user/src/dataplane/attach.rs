@@ -81,6 +81,9 @@ pub fn load_unpinned_sized(sizes: &[(&str, u32)]) -> anyhow::Result<Ebpf> {
     // Beside the instances' folder, not in it (nothing there may look like an instance), and
     // without a '.': bpffs refuses names with dots.
     let dir = PathBuf::from(format!("{BPFFS_ROOT}-unpinned-{}-{n}", std::process::id()));
+    // A fresh machine may have no bpffs mounted yet (run mounts it, a bench or a fixture test
+    // may come first).
+    crate::netns::ensure_bpffs()?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(&dir);
