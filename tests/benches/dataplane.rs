@@ -333,17 +333,23 @@ struct Harness {
     lookup: ProgramFd,
     oa_insert: ProgramFd,
     oa_lookup: ProgramFd,
+    create: ProgramFd,
+    oa_create: ProgramFd,
+    bk_insert: ProgramFd,
+    bk_lookup: ProgramFd,
+    bk_create: ProgramFd,
 }
 
 impl Harness {
     /// `hash_entries`: size of the bench-only hash table `BENCH_HASH`.
     fn new(hash_entries: u32) -> Result<Self> {
-        Self::with_tables(hash_entries, 1)
+        Self::with_tables(hash_entries, 1, 1)
     }
 
-    /// [`Harness::new`] with `table_slots` slots in the prototype table `BENCH_TABLE`.
-    fn with_tables(hash_entries: u32, table_slots: u32) -> Result<Self> {
-        let mut h = testrun::Harness::with_tables(hash_entries, table_slots)
+    /// [`Harness::new`] with the prototype tables `BENCH_TABLE` (`table_slots` slots) and
+    /// `BENCH_BUCKETS` (`buckets` buckets).
+    fn with_tables(hash_entries: u32, table_slots: u32, buckets: u32) -> Result<Self> {
+        let mut h = testrun::Harness::with_tables(hash_entries, table_slots, buckets)
             .context("loading the eBPF object for the baselines")?;
         Ok(Self {
             ret: h.program("bench_return")?,
@@ -353,6 +359,11 @@ impl Harness {
             lookup: h.program("bench_lookup")?,
             oa_insert: h.program("bench_oa_insert")?,
             oa_lookup: h.program("bench_oa_lookup")?,
+            create: h.program("bench_create")?,
+            oa_create: h.program("bench_oa_create")?,
+            bk_insert: h.program("bench_bk_insert")?,
+            bk_lookup: h.program("bench_bk_lookup")?,
+            bk_create: h.program("bench_bk_create")?,
             h,
         })
     }
@@ -1354,47 +1365,67 @@ fn controller_rows(t: &mut Loaded, n: u32, capacity: u32, runs: usize) -> Result
 /// the fill order (round robin, as the scale rows' busy flows), and inserts of new keys. Failed
 /// inserts and lookups are counted by the programs and must stay 0.
 fn table_section(s: &Settings) -> Result<Vec<Row>> {
-    let (v6if, _) = ifindexes()?;
-    let mut rows = Vec::new();
-    let mut first: Option<(Row, Row)> = None;
+    /// One table's programs.
+    struct Table {
+        what: &'static str,
+        map: &'static str,
+        insert: ProgramFd,
+        lookup: ProgramFd,
+        create: ProgramFd,
+    }
     // Keys: the client address's last word and the source port (`bench_key`).
     const BUSY: u32 = 1000;
-    let hi_fill = 0x0005_0000u32;
+    const HI_FILL: u32 = 0x0005_0000;
+    let (v6if, _) = ifindexes()?;
+    let mut rows = Vec::new();
+    let mut first: Vec<Row> = Vec::new();
     for &n in &s.scales {
-        let entries = n + (s.new_flows * s.runs) as u32 + 1024;
-        let mut h = Harness::with_tables(entries, 2 * entries)?;
-        let progs = [
-            (
-                h.insert.try_clone()?,
-                h.lookup.try_clone()?,
-                "BPF hash map",
-                "BENCH_HASH",
-            ),
-            (
-                h.oa_insert.try_clone()?,
-                h.oa_lookup.try_clone()?,
-                "open addressing",
-                "BENCH_TABLE",
-            ),
+        // Room for the fill and two sets of timed inserts per run.
+        let entries = n + (2 * s.new_flows * s.runs) as u32 + 1024;
+        // The bucket table at 85% of its slots when it holds `entries`.
+        let buckets = (u64::from(entries) * 100).div_ceil(7 * 85) as u32;
+        let mut h = Harness::with_tables(entries, 2 * entries, buckets)?;
+        let tables = [
+            Table {
+                what: "BPF hash map",
+                map: "BENCH_HASH",
+                insert: h.insert.try_clone()?,
+                lookup: h.lookup.try_clone()?,
+                create: h.create.try_clone()?,
+            },
+            Table {
+                what: "open addressing",
+                map: "BENCH_TABLE",
+                insert: h.oa_insert.try_clone()?,
+                lookup: h.oa_lookup.try_clone()?,
+                create: h.oa_create.try_clone()?,
+            },
+            Table {
+                what: "buckets",
+                map: "BENCH_BUCKETS",
+                insert: h.bk_insert.try_clone()?,
+                lookup: h.bk_lookup.try_clone()?,
+                create: h.bk_create.try_clone()?,
+            },
         ];
-        // Fill: key (hi_fill + i / per, 1 + i % per), so keys (hi_fill + j, 1) for j < 1000 are
+        // Fill: key (HI_FILL + i / per, 1 + i % per), so keys (HI_FILL + j, 1) for j < 1000 are
         // spread evenly over the fill.
         let per = n.div_ceil(BUSY);
-        let fill_frame = udp6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 5, 0), 1);
+        let frame = udp6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 5, 0), 1);
         let fill = Vary {
             lo_off: SPORT6,
             lo_base: 1,
             lo_mod: per,
             hi_off: SRC6_LOW,
-            hi_base: hi_fill,
+            hi_base: HI_FILL,
             hi_len: 4,
         };
-        for (insert, _, what, _) in &progs {
+        for t in &tables {
             h.h.reset_seq()?;
-            h.run(insert, &fill_frame, Some(fill), v6if, n, XDP_TX, what)?;
+            h.run(&t.insert, &frame, Some(fill), v6if, n, XDP_TX, t.what)?;
             let fails = h.h.take_fails()?;
             if fails != 0 {
-                bail!("{what}: {fails} of {n} fill inserts failed");
+                bail!("{}: {fails} of {n} fill inserts failed", t.what);
             }
         }
         // The busy keys: the low half of the address word is 0..1000, the port 1.
@@ -1406,111 +1437,130 @@ fn table_section(s: &Settings) -> Result<Vec<Row>> {
             hi_base: 0,
             hi_len: 2,
         };
-        let mut lookups: Vec<Vec<f64>> = vec![Vec::new(); 2];
-        let mut inserts: Vec<Vec<f64>> = vec![Vec::new(); 2];
+        // New keys: an address word of their own per run and kind, 64 ports each (as the new
+        // flows).
+        let new = |run: usize, kind: u32| Vary {
+            lo_off: SPORT6,
+            lo_base: 1,
+            lo_mod: 64,
+            hi_off: SRC6_LOW,
+            hi_base: 0x0100_0000 + ((run as u32) << 17) + (kind << 16),
+            hi_len: 4,
+        };
+        let flows = s.new_flows as u32;
+        // [table][lookup, insert, create]
+        let mut samples = vec![vec![Vec::new(); 3]; tables.len()];
         for run in 0..s.runs {
-            for (i, (insert, lookup, what, _)) in progs.iter().enumerate() {
-                lookups[i].push(
+            for (i, t) in tables.iter().enumerate() {
+                let rep = s.repeat;
+                samples[i][0].push(
+                    h.net(&t.lookup, &frame, Some(busy), v6if, rep, XDP_TX, t.what)?
+                        .0,
+                );
+                h.h.reset_seq()?;
+                samples[i][1].push(
                     h.net(
-                        lookup,
-                        &fill_frame,
-                        Some(busy),
+                        &t.insert,
+                        &frame,
+                        Some(new(run, 0)),
                         v6if,
-                        s.repeat,
+                        flows,
                         XDP_TX,
-                        what,
+                        t.what,
                     )?
                     .0,
                 );
-                // New keys: a word of their own per run, 64 ports each (as the new flows).
-                let new = Vary {
-                    lo_off: SPORT6,
-                    lo_base: 1,
-                    lo_mod: 64,
-                    hi_off: SRC6_LOW,
-                    hi_base: 0x0100_0000 + ((run as u32) << 16),
-                    hi_len: 4,
-                };
                 h.h.reset_seq()?;
-                inserts[i].push(
+                samples[i][2].push(
                     h.net(
-                        insert,
-                        &fill_frame,
-                        Some(new),
+                        &t.create,
+                        &frame,
+                        Some(new(run, 1)),
                         v6if,
-                        s.new_flows as u32,
+                        flows,
                         XDP_TX,
-                        what,
+                        t.what,
                     )?
                     .0,
                 );
                 let fails = h.h.take_fails()?;
                 if fails != 0 {
-                    bail!("{what}, table of {n}: {fails} failed lookups or inserts");
+                    bail!(
+                        "{}, table of {n}: {fails} failed lookups or inserts",
+                        t.what
+                    );
                 }
             }
         }
         let size = human(n);
-        let mut lookup_rows = Vec::new();
-        for (i, (_, _, what, map)) in progs.iter().enumerate() {
-            let note = format!(
-                "{BUSY} keys spread over a table filled with {n} (room for {entries}), round \
-                 robin; repeat={} through the harness, net of it",
-                s.repeat
-            );
-            lookup_rows.push(Row::new(
-                "table",
-                &format!("{what}: lookup (hit), {size} entries"),
-                "ns/packet",
-                std::mem::take(&mut lookups[i]),
-                &note,
-            ));
-            let memlock = if i == 0 {
-                h.h.map_memlock(map)?
+        let mut made: Vec<Vec<Row>> = Vec::new();
+        for (i, t) in tables.iter().enumerate() {
+            let memlock = if i == 1 {
+                h.h.map_memlock(t.map)? + h.h.map_memlock("BENCH_LOCKS")?
             } else {
-                h.h.map_memlock(map)? + h.h.map_memlock("BENCH_LOCKS")?
+                h.h.map_memlock(t.map)?
             };
-            let mut insert = Row::new(
-                "table",
-                &format!("{what}: insert (new key), {size} entries"),
-                "ns/packet",
-                std::mem::take(&mut inserts[i]),
-                &format!(
-                    "{} new keys per run into the table filled with {n}; {}",
-                    s.new_flows, "net of the harness"
+            let [lookup, insert, create] =
+                <[Vec<f64>; 3]>::try_from(std::mem::take(&mut samples[i]))
+                    .map_err(|_| anyhow::anyhow!("three sample sets per table"))?;
+            made.push(vec![
+                Row::new(
+                    "table",
+                    &format!("{}: lookup (hit), {size} entries", t.what),
+                    "ns/packet",
+                    lookup,
+                    &format!(
+                        "{BUSY} keys spread over a table filled with {n} (room for {entries}), \
+                         round robin; repeat={} through the harness, net of it",
+                        s.repeat
+                    ),
                 ),
-            );
-            let mut mem = Row::new(
-                "table",
-                &format!("{what}: kernel memory per entry, room for {entries}"),
-                "bytes/entry",
-                vec![memlock as f64 / f64::from(entries)],
-                &format!(
-                    "memlock of the map's fdinfo ({memlock} bytes){}",
-                    if i == 0 {
-                        ": 8-byte keys, 24-byte values, preallocated"
-                    } else {
-                        ": 48-byte slots, two per entry, and a lock word per 64 slots"
-                    }
+                Row::new(
+                    "table",
+                    &format!("{}: insert (new key), {size} entries", t.what),
+                    "ns/packet",
+                    insert,
+                    &format!("{flows} new keys per run into the table filled with {n}; net of the harness"),
                 ),
-            );
-            if i == 1 {
-                insert = insert.ratio_to(&rows[rows.len() - 2]);
-                mem = mem.ratio_to(&rows[rows.len() - 1]);
-            }
-            rows.push(insert);
-            rows.push(mem);
+                Row::new(
+                    "table",
+                    &format!("{}: lookup miss, then insert (a new flow's pattern), {size} entries", t.what),
+                    "ns/packet",
+                    create,
+                    &format!("{flows} new keys per run into the table filled with {n}; net of the harness"),
+                ),
+                Row::new(
+                    "table",
+                    &format!("{}: kernel memory per entry, room for {entries}", t.what),
+                    "bytes/entry",
+                    vec![memlock as f64 / f64::from(entries)],
+                    &format!(
+                        "memlock of the map's fdinfo ({memlock} bytes){}",
+                        [
+                            ": 8-byte keys, 24-byte values, preallocated",
+                            ": 48-byte slots, two per entry, and a lock word per 64 slots",
+                            ": buckets of 7 48-byte slots and a word of fingerprints, 85% full",
+                        ][i]
+                    ),
+                ),
+            ]);
         }
-        let (mut a, mut b) = (lookup_rows.remove(0), lookup_rows.remove(0));
-        match &first {
-            None => first = Some((a.clone(), b.clone())),
-            Some((fa, fb)) => {
-                a = a.ratio_to(fa);
-                b = b.ratio_to(fb);
+        // Lookups against the first size (flatness); the prototype's inserts and memory against
+        // the hash map's.
+        if first.is_empty() {
+            first = made.iter().map(|r| r[0].clone()).collect();
+        } else {
+            for (r, f) in made.iter_mut().zip(&first) {
+                r[0] = r[0].clone().ratio_to(f);
             }
         }
-        rows.push(a);
-        rows.push(b);
+        let hash = made[0].clone();
+        for proto in &mut made[1..] {
+            for k in 1..4 {
+                proto[k] = proto[k].clone().ratio_to(&hash[k]);
+            }
+        }
+        rows.extend(made.into_iter().flatten());
     }
     Ok(rows)
 }

@@ -188,9 +188,10 @@ pub static BENCH_TABLE: Array<BenchSlot> = Array::with_max_entries(1, 0);
 #[map]
 pub static BENCH_LOCKS: Array<u64> = Array::with_max_entries(1, 0);
 /// [`BENCH_TABLE`]'s slot count (entry 0; at least the 24 slots of a window, or every lookup
-/// misses) and hash seed (entry 1), written by the benchmark.
+/// misses), the hash seed (entry 1) and [`BENCH_BUCKETS`]' bucket count (entry 2), written by
+/// the benchmark.
 #[map]
-pub static BENCH_TABLE_CAP: Array<u64> = Array::with_max_entries(2, 0);
+pub static BENCH_TABLE_CAP: Array<u64> = Array::with_max_entries(3, 0);
 /// Failed bench inserts and lookups, per CPU (the benchmark checks they stay 0).
 #[map]
 pub static BENCH_FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -201,5 +202,30 @@ pub static BENCH_FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 pub struct BenchSlot {
     pub state: u32,
     pub key: [u32; 7],
+    pub value: [u64; 2],
+}
+
+/// Prototype, second form (issue 13), bench-only: buckets of 7 slots with a fingerprint byte per
+/// slot in the bucket's first word, a key in its home bucket or one of the next ones
+/// ([`crate::entry::bench`]).
+#[map]
+pub static BENCH_BUCKETS: Array<BenchBucket> = Array::with_max_entries(1, 0);
+
+/// A bucket of [`BENCH_BUCKETS`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BenchBucket {
+    /// Bytes 0..7: the fingerprint of slot i (0 empty, 0xff being written); byte 7: bit 0 the
+    /// lock of inserts whose home this is, bits 1..7 how many keys passed it full (saturating).
+    pub meta: u64,
+    pub slots: [BenchEntry; 7],
+}
+
+/// A slot of a [`BenchBucket`]: a `SESSIONS6` key and value.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BenchEntry {
+    pub key: [u32; 7],
+    pub _pad: u32,
     pub value: [u64; 2],
 }

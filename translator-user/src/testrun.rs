@@ -247,18 +247,21 @@ pub struct Harness {
 impl Harness {
     /// `hash_entries`: size of the bench-only hash table `BENCH_HASH`.
     pub fn new(hash_entries: u32) -> anyhow::Result<Self> {
-        Self::with_tables(hash_entries, 1)
+        Self::with_tables(hash_entries, 1, 1)
     }
 
     /// [`Harness::new`], and `table_slots` slots for the bench-only open-addressing table
-    /// `BENCH_TABLE` (the issue 13 prototype).
-    pub fn with_tables(hash_entries: u32, table_slots: u32) -> anyhow::Result<Self> {
+    /// `BENCH_TABLE` and at least `buckets` buckets for the bucket table `BENCH_BUCKETS` (the
+    /// issue 13 prototypes): [`bucket_count`] of them.
+    pub fn with_tables(hash_entries: u32, table_slots: u32, buckets: u32) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         use translator_common::maps::{BENCH_FRAME, BENCH_NEXT};
+        let buckets = bucket_count(buckets);
         let mut obj = crate::dataplane::load_unpinned_sized(&[
             ("BENCH_HASH", hash_entries),
             ("BENCH_TABLE", table_slots),
             ("BENCH_LOCKS", table_slots / 64 + 1),
+            ("BENCH_BUCKETS", buckets),
         ])?;
         {
             let mut cap: aya::maps::Array<_, u64> = aya::maps::Array::try_from(
@@ -268,6 +271,7 @@ impl Harness {
             cap.set(0, u64::from(table_slots), 0)?;
             // Any seed: the keys are the benchmark's own.
             cap.set(1, 0x05ee_d0f7_ab1e, 0)?;
+            cap.set(2, u64::from(buckets), 0)?;
         }
         let take = |obj: &mut aya::Ebpf, name: &str| {
             obj.take_map(name)
@@ -363,6 +367,16 @@ impl Harness {
             .set(0, aya::maps::PerCpuValues::try_from(vec![0u32; n])?, 0)?;
         Ok(())
     }
+}
+
+/// The bucket count the bucket table gets for at least `want` buckets: the next prime, at least
+/// 2. A key walks the buckets with a stride of its own in 1..count, and only with a prime count
+/// does every stride visit distinct buckets.
+pub fn bucket_count(want: u32) -> u32 {
+    let prime = |n: u32| (2..).take_while(|d: &u32| d * d <= n).all(|d| !n.is_multiple_of(d));
+    (want.max(2)..=u32::MAX)
+        .find(|&n| prime(n))
+        .unwrap_or(u32::MAX)
 }
 
 /// Loads the XDP program `name` of `obj` and returns a handle to it.
