@@ -5,6 +5,7 @@
 //! hash map; here they must hold what they were given, once, and nothing else.
 
 use anyhow::{Result, ensure};
+use translator::bucket_table::Pass;
 use translator::testrun::{self, Harness, Vary};
 use translator_tests::require_root;
 
@@ -118,5 +119,119 @@ fn the_prototype_tables_hold_each_key_once() -> Result<()> {
             "{map}: {bytes} bytes of kernel memory (want {want} and at most a page more)"
         );
     }
+    Ok(())
+}
+
+/// The bench key's fields in a bucket-table key (the eBPF `oa_key`): the address word and the
+/// source port (the program reads them from the frame in host order).
+fn word_and_port(key: &[u32; 7]) -> (u32, u32) {
+    (
+        u32::from_be(key[3]),
+        u32::from(u16::from_be((key[5] >> 16) as u16)),
+    )
+}
+
+#[test]
+fn the_controller_expires_bucket_entries_in_mapped_memory() -> Result<()> {
+    require_root()?;
+    // 5000 keys in 853 buckets (84% of the slots), as above: words 0x0001_0000.. with ports
+    // 1..=100 (4000 keys) and 0x0002_0000.. (1000 keys).
+    let mut h = Harness::with_tables(1, 1, 840)?;
+    let insert = h.program("bench_bk_insert")?;
+    let lookup = h.program("bench_bk_lookup")?;
+    let create = h.program("bench_bk_create")?;
+    for (word, n) in [(0x0001_0000, 4000), (0x0002_0000, 1000)] {
+        let failed = each(&mut h, &insert, word, n)?;
+        ensure!(failed == 0, "{failed} of {n} inserts from {word:#x} failed");
+    }
+    let all: std::collections::BTreeSet<(u32, u32)> = (0..4000)
+        .map(|n| (0x0001_0000 + n / 100, 1 + n % 100))
+        .chain((0..1000).map(|n| (0x0002_0000 + n / 100, 1 + n % 100)))
+        .collect();
+    let table = h.bucket_table()?;
+    let listed = |table: &translator::bucket_table::BucketTable| {
+        let mut seen = std::collections::BTreeSet::new();
+        let pass = table.expire(|key, value| {
+            let (word, port) = word_and_port(key);
+            // The value the program wrote: the bench key twice.
+            let k = u64::from(key[3]) << 16 | u64::from(key[5] >> 16);
+            seen.insert((word, port, *value == [k, k]));
+            false
+        });
+        (pass, seen)
+    };
+    // A pass that expires nothing sees every key once, with its value.
+    let (pass, seen) = listed(&table);
+    let want: std::collections::BTreeSet<_> = all.iter().map(|&(w, p)| (w, p, true)).collect();
+    ensure!(
+        pass == Pass {
+            live: 5000,
+            deleted: 0,
+            busy: 0
+        } && seen == want,
+        "first pass: {pass:?}, {} distinct entries, {} of them not the 5000 inserted (first {:x?})",
+        seen.len(),
+        seen.difference(&want).count(),
+        seen.iter()
+            .take(3)
+            .chain(seen.iter().rev().take(3))
+            .collect::<Vec<_>>()
+    );
+    ensure!(
+        table.overflow_total() > 0,
+        "at 84% of the slots some keys should have passed a full bucket"
+    );
+    // Expire the keys with an even port: 2500 go, the programs no longer find them, the rest
+    // stay where they were.
+    let pass = table.expire(|key, _| word_and_port(key).1.is_multiple_of(2));
+    ensure!(
+        pass == Pass {
+            live: 5000,
+            deleted: 2500,
+            busy: 0
+        },
+        "expiring even ports: {pass:?} (want 2500 of 5000 deleted)"
+    );
+    let (pass, seen) = listed(&table);
+    let odd: std::collections::BTreeSet<_> =
+        want.iter().filter(|e| e.1 % 2 == 1).copied().collect();
+    ensure!(
+        pass.live == 2500 && seen == odd,
+        "after expiry: {} entries, {} of them not the odd ports",
+        pass.live,
+        seen.difference(&odd).count()
+    );
+    let missing = each(&mut h, &lookup, 0x0001_0000, 4000)?;
+    ensure!(
+        missing == 2000,
+        "{missing} of 4000 lookups missed after expiring half (want the 2000 even ports)"
+    );
+    // A new flow of an expired key gets in again; the kept ones are refused as present.
+    let refused = each(&mut h, &create, 0x0001_0000, 4000)?;
+    ensure!(
+        refused == 2000,
+        "{refused} of 4000 creations refused (want the 2000 kept keys)"
+    );
+    let missing = each(&mut h, &lookup, 0x0001_0000, 4000)?;
+    ensure!(
+        missing == 0,
+        "{missing} of 4000 lookups missed after re-creating"
+    );
+    // Expiring everything empties the table and undoes every overflow count.
+    let pass = table.expire(|_, _| true);
+    ensure!(
+        pass == Pass {
+            live: 4500,
+            deleted: 4500,
+            busy: 0
+        },
+        "expiring all: {pass:?} (want 4500 of 4500)"
+    );
+    ensure!(
+        listed(&table).0.live == 0 && table.overflow_total() == 0,
+        "an emptied table keeps {} entries and overflow counts summing to {}",
+        listed(&table).0.live,
+        table.overflow_total()
+    );
     Ok(())
 }

@@ -207,9 +207,11 @@ pub struct BenchSlot {
 
 /// Prototype, second form (issue 13), bench-only: buckets of 7 slots with a fingerprint byte per
 /// slot in the bucket's first word, a key in its home bucket or one of the next ones
-/// ([`crate::entry::bench`]).
+/// ([`crate::entry::bench`]). Mappable: the controller reads and deletes entries in its own
+/// memory (`translator::bucket_table`).
 #[map]
-pub static BENCH_BUCKETS: Array<BenchBucket> = Array::with_max_entries(1, 0);
+pub static BENCH_BUCKETS: Array<BenchBucket> =
+    Array::with_max_entries(1, aya_ebpf::bindings::BPF_F_MMAPABLE);
 
 /// A bucket of [`BENCH_BUCKETS`].
 #[repr(C)]

@@ -2,6 +2,7 @@
 //! expiry, the DNS64 server, router advertisements and the CLI commands. `main.rs` only parses arguments.
 
 pub mod blocklog;
+pub mod bucket_table;
 pub mod clat;
 pub mod cli;
 pub mod clock;

@@ -242,6 +242,8 @@ pub struct Harness {
     next: aya::maps::ProgramArray<aya::maps::MapData>,
     seq: aya::maps::PerCpuArray<aya::maps::MapData, u32>,
     fails: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    /// `BENCH_BUCKETS`' bucket count.
+    buckets: u32,
 }
 
 impl Harness {
@@ -270,7 +272,7 @@ impl Harness {
             )?;
             cap.set(0, u64::from(table_slots), 0)?;
             // Any seed: the keys are the benchmark's own.
-            cap.set(1, 0x05ee_d0f7_ab1e, 0)?;
+            cap.set(1, crate::bucket_table::SEED, 0)?;
             cap.set(2, u64::from(buckets), 0)?;
         }
         let take = |obj: &mut aya::Ebpf, name: &str| {
@@ -288,6 +290,7 @@ impl Harness {
             next,
             seq,
             fails,
+            buckets,
         };
         h.reset_seq()?;
         Ok(h)
@@ -360,6 +363,19 @@ impl Harness {
             .with_context(|| format!("{path} has no memlock line"))
     }
 
+    /// The bucket table `BENCH_BUCKETS` mapped into this process.
+    pub fn bucket_table(&self) -> anyhow::Result<crate::bucket_table::BucketTable> {
+        use anyhow::Context as _;
+        match self
+            .obj
+            .map("BENCH_BUCKETS")
+            .context("the eBPF object has no BENCH_BUCKETS map")?
+        {
+            aya::maps::Map::Array(m) => crate::bucket_table::BucketTable::map(m.fd(), self.buckets),
+            _ => anyhow::bail!("BENCH_BUCKETS is not an array"),
+        }
+    }
+
     /// Starts the per-repetition numbering again from 0 (on every CPU).
     pub fn reset_seq(&mut self) -> anyhow::Result<()> {
         let n = aya::util::nr_cpus().map_err(|(_, e)| anyhow::anyhow!("counting CPUs: {e}"))?;
@@ -373,7 +389,11 @@ impl Harness {
 /// 2. A key walks the buckets with a stride of its own in 1..count, and only with a prime count
 /// does every stride visit distinct buckets.
 pub fn bucket_count(want: u32) -> u32 {
-    let prime = |n: u32| (2..).take_while(|d: &u32| d * d <= n).all(|d| !n.is_multiple_of(d));
+    let prime = |n: u32| {
+        (2..)
+            .take_while(|d: &u32| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
+    };
     (want.max(2)..=u32::MAX)
         .find(|&n| prime(n))
         .unwrap_or(u32::MAX)
