@@ -8,6 +8,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod buckets;
 pub mod checksum;
 pub mod config;
 pub mod counters;

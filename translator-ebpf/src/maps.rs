@@ -206,28 +206,9 @@ pub struct BenchSlot {
 }
 
 /// Prototype, second form (issue 13), bench-only: buckets of 7 slots with a fingerprint byte per
-/// slot in the bucket's first word, a key in its home bucket or one of the next ones
-/// ([`crate::entry::bench`]). Mappable: the controller reads and deletes entries in its own
+/// slot in the bucket's first word (`translator_common::buckets`, programs in
+/// [`crate::entry::bench`]). Mappable: the controller reads and deletes entries in its own
 /// memory (`translator::bucket_table`).
 #[map]
-pub static BENCH_BUCKETS: Array<BenchBucket> =
+pub static BENCH_BUCKETS: Array<translator_common::buckets::BenchBucket> =
     Array::with_max_entries(1, aya_ebpf::bindings::BPF_F_MMAPABLE);
-
-/// A bucket of [`BENCH_BUCKETS`].
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct BenchBucket {
-    /// Bytes 0..7: the fingerprint of slot i (0 empty, 0xff being written); byte 7: bit 0 the
-    /// lock of inserts whose home this is, bits 1..7 how many keys passed it full (saturating).
-    pub meta: u64,
-    pub slots: [BenchEntry; 7],
-}
-
-/// A slot of a [`BenchBucket`]: a `SESSIONS6` key and value.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct BenchEntry {
-    pub key: [u32; 7],
-    pub _pad: u32,
-    pub value: [u64; 2],
-}

@@ -27,13 +27,19 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
-use translator_common::maps::BENCH_FRAME_MAX;
+use translator_common::{
+    buckets::{
+        BenchBucket, FP_WRITING, LOCK as BUCKET_LOCK, OVERFLOW_MAX, OVERFLOW_ONE, PROBES, Place,
+        SLOTS, fingerprint, overflow,
+    },
+    maps::BENCH_FRAME_MAX,
+};
 
 use crate::{
     context::ptr_at,
     maps::{
         BENCH_BUCKETS, BENCH_FAILS, BENCH_FRAME, BENCH_HASH, BENCH_LOCKS, BENCH_NEXT, BENCH_SEQ,
-        BENCH_TABLE, BENCH_TABLE_CAP, BenchBucket, BenchSlot,
+        BENCH_TABLE, BENCH_TABLE_CAP, BenchSlot,
     },
     wire::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ipv6Hdr, zeroed_fib},
 };
@@ -425,65 +431,23 @@ pub fn bench_oa_create(ctx: XdpContext) -> u32 {
 
 // ------------------------------------------------------------------------------------------------
 // Prototype, second form: buckets of 7 slots whose first word holds a fingerprint byte per slot
-// (SwissTable-style, compared 7 at a time in one u64) and, in its last byte, a lock bit and a
-// count of the keys that passed the bucket full (F14-style overflow count). A key's home bucket
-// and the stride of its walk come from the hash (double hashing); it lives in one of the walk's
-// first buckets, and a lookup goes on past a
-// bucket only while that bucket's overflow count is not 0: a lookup reads a bucket's word and
-// only the slots whose fingerprint matches, and a miss usually reads one word. An insert takes
-// the lock bit of its home bucket (inserts of one key are serialized), checks for the key, then
-// walks from the home bucket: a full bucket gets its overflow count raised before the walk goes
-// on, a free slot is marked "being written" (0xff) with a compare-and-swap on the word, written,
-// and then gets its fingerprint with an atomic xor. Deleting is clearing the byte with an atomic
-// and (and lowering the overflow counts of the buckets the key had passed).
+// (SwissTable-style, compared 7 at a time in one u64) and a lock bit and a count of the keys that
+// passed the bucket full (F14-style overflow count); layout and placement in
+// `translator_common::buckets`. A lookup reads a bucket's word and only the slots whose
+// fingerprint matches, and goes on along the key's walk only while the bucket's overflow count is
+// not 0: a miss usually reads one word. An insert takes the lock bit of its home bucket (inserts
+// of one key are serialized), checks for the key, then walks: a full bucket gets its overflow
+// count raised before the walk goes on, a free slot is marked "being written" with a
+// compare-and-swap on the word, written, and then gets its fingerprint with an atomic xor. The
+// controller deletes (`translator::bucket_table`).
 
-const FP_WRITING: u64 = 0xff;
-const BUCKET_LOCK: u64 = 1 << 56;
-/// The overflow count: bits 57..63 of the word.
-const OVERFLOW_ONE: u64 = 1 << 57;
-const OVERFLOW_MAX: u64 = 0x7f;
 const LOW_BITS: u64 = 0x0001_0101_0101_0101;
 const HIGH_BITS: u64 = 0x0080_8080_8080_8080;
-/// Buckets a key may live in, from its home bucket on. The walk steps by a stride of the key's
-/// own (double hashing): at 85% of the slots, about 1 insert in 10^5 needs more than 16 buckets
-/// and about 1.18 buckets are read on average (simulated), where linear steps need 8 buckets
-/// for 1 in 200 and fail 1 in 2000 with a limit of 16.
-const BUCKET_PROBES: u32 = 32;
 
-/// Where a key lives: its home bucket, the stride of its walk, and its fingerprint.
-#[derive(Clone, Copy)]
-struct BkPlace {
-    home: u32,
-    /// Bucket count, `BENCH_TABLE_CAP[2]` (at least 2).
-    n: u32,
-    /// 1..n.
-    stride: u32,
-    fp: u64,
-}
-
-/// A key's [`BkPlace`].
+/// A key's place in [`BENCH_BUCKETS`] (bucket count `BENCH_TABLE_CAP[2]`, seed entry 1).
 #[inline(always)]
-fn bk_place(key: &[u32; 7]) -> Option<BkPlace> {
-    let n = *BENCH_TABLE_CAP.get(2)?;
-    let mut h = *BENCH_TABLE_CAP.get(1)?;
-    let mut i = 0;
-    while i < 7 {
-        h = (h ^ u64::from(key[i])).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        i += 1;
-    }
-    h ^= h >> 29;
-    // The home from the high half, the fingerprint from bits the home does not depend on:
-    // 1..=0xfe (0 is an empty slot, 0xff one being written).
-    let fp = (h & 0xffff_ffff) % 0xfe + 1;
-    if n < 2 {
-        return None;
-    }
-    Some(BkPlace {
-        home: (((h >> 32) * n) >> 32) as u32,
-        n: n as u32,
-        stride: ((((h >> 8) & 0xff_ffff) * (n - 1)) >> 24) as u32 + 1,
-        fp,
-    })
+fn bk_place(key: &[u32; 7]) -> Option<Place> {
+    Place::of(key, *BENCH_TABLE_CAP.get(1)?, *BENCH_TABLE_CAP.get(2)?)
 }
 
 /// The slot of `bucket` holding `key`, if any, and the bucket's word as read.
@@ -495,8 +459,8 @@ fn bk_find_in(bucket: *mut BenchBucket, key: &[u32; 7], fp: u64) -> (Option<usiz
     // High bit of each byte of x that is zero (and of some bytes above one: checked anyway).
     let mut hits = x.wrapping_sub(LOW_BITS) & !x & HIGH_BITS;
     let mut i = 0;
-    while i < 7 && hits != 0 {
-        // SAFETY: as above; i < 7.
+    while i < SLOTS && hits != 0 {
+        // SAFETY: as above; i < SLOTS.
         if hits & 0x80 != 0 && unsafe { (*bucket).slots[i].key == *key } {
             return (Some(i), meta);
         }
@@ -506,28 +470,21 @@ fn bk_find_in(bucket: *mut BenchBucket, key: &[u32; 7], fp: u64) -> (Option<usiz
     (None, meta)
 }
 
-/// The next bucket of a walk (both below `n` < 2^31, so the sum does not wrap).
-#[inline(always)]
-fn bk_next(b: u32, at: BkPlace) -> u32 {
-    let next = b + at.stride;
-    if next < at.n { next } else { next - at.n }
-}
-
 /// The bucket holding `key`, if any.
 #[inline(always)]
-fn bk_find(key: &[u32; 7], at: BkPlace) -> Option<*mut BenchBucket> {
+fn bk_find(key: &[u32; 7], at: Place) -> Option<*mut BenchBucket> {
     let mut b = at.home;
     let mut step = 0;
-    while step < BUCKET_PROBES {
+    while step < PROBES {
         let bucket = BENCH_BUCKETS.get_ptr_mut(b)?;
         let (found, meta) = bk_find_in(bucket, key, at.fp);
         if found.is_some() {
             return Some(bucket);
         }
-        if meta >> 57 == 0 {
+        if overflow(meta) == 0 {
             return None;
         }
-        b = bk_next(b, at);
+        b = at.next(b);
         step += 1;
     }
     None
@@ -544,28 +501,28 @@ fn bk_claim(bucket: *mut BenchBucket) -> Option<usize> {
         // SAFETY: as above.
         let meta = unsafe { core::ptr::read_volatile(word) };
         let mut i = 0;
-        while i < 7 && (meta >> (8 * i)) & 0xff != 0 {
+        while i < SLOTS && fingerprint(meta, i) != 0 {
             i += 1;
         }
-        let new = if i < 7 {
+        let new = if i < SLOTS {
             meta | FP_WRITING << (8 * i)
-        } else if meta >> 57 < OVERFLOW_MAX {
+        } else if overflow(meta) < OVERFLOW_MAX {
             meta + OVERFLOW_ONE
         } else {
             return None;
         };
         if cas64(word, meta, new) {
-            return if i < 7 { Some(i) } else { None };
+            return if i < SLOTS { Some(i) } else { None };
         }
         tries += 1;
     }
     None
 }
 
-/// Inserts a new key; `Some(true)` when it went in, `Some(false)` when it was there already.
+/// Inserts a new key at its place; `Some(true)` when it went in, `Some(false)` when it was
+/// there already.
 #[inline(always)]
-fn bk_insert(key: &[u32; 7], value: [u64; 2]) -> Option<bool> {
-    let at = bk_place(key)?;
+fn bk_insert(key: &[u32; 7], value: [u64; 2], at: Place) -> Option<bool> {
     let first = BENCH_BUCKETS.get_ptr_mut(at.home)?;
     // SAFETY: map value pointer; the word only changes by atomic operations.
     let lock = unsafe { &raw mut (*first).meta };
@@ -583,15 +540,15 @@ fn bk_insert(key: &[u32; 7], value: [u64; 2]) -> Option<bool> {
     done
 }
 
-/// Puts a key known to be absent into the first bucket with room from `home` on.
+/// Puts a key known to be absent into the first bucket with room on its walk.
 #[inline(always)]
-fn bk_place_new(key: &[u32; 7], value: [u64; 2], at: BkPlace) -> Option<bool> {
+fn bk_place_new(key: &[u32; 7], value: [u64; 2], at: Place) -> Option<bool> {
     let mut b = at.home;
     let mut step = 0;
-    while step < BUCKET_PROBES {
+    while step < PROBES {
         let bucket = BENCH_BUCKETS.get_ptr_mut(b)?;
         if let Some(i) = bk_claim(bucket) {
-            // SAFETY: the slot is ours while its byte says "being written"; i < 7.
+            // SAFETY: the slot is ours while its byte says "being written"; i < SLOTS.
             unsafe {
                 (*bucket).slots[i].key = *key;
                 (*bucket).slots[i].value = value;
@@ -602,7 +559,7 @@ fn bk_place_new(key: &[u32; 7], value: [u64; 2], at: BkPlace) -> Option<bool> {
             }
             return Some(true);
         }
-        b = bk_next(b, at);
+        b = at.next(b);
         step += 1;
     }
     None
@@ -614,7 +571,10 @@ pub fn bench_bk_insert(ctx: XdpContext) -> u32 {
     let Some(k) = bench_key(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
-    if bk_insert(&oa_key(k), [k, k]) == Some(true) {
+    let key = oa_key(k);
+    if let Some(at) = bk_place(&key)
+        && bk_insert(&key, [k, k], at) == Some(true)
+    {
         return xdp_action::XDP_TX;
     }
     bench_fail();
@@ -646,7 +606,7 @@ pub fn bench_bk_create(ctx: XdpContext) -> u32 {
     let key = oa_key(k);
     if let Some(at) = bk_place(&key)
         && bk_find(&key, at).is_none()
-        && bk_insert(&key, [k, k]) == Some(true)
+        && bk_insert(&key, [k, k], at) == Some(true)
     {
         return xdp_action::XDP_TX;
     }
