@@ -5,8 +5,8 @@
 //! hash map; here they must hold what they were given, once, and nothing else.
 
 use anyhow::{Result, ensure};
-use translator::bucket_table::Pass;
-use translator::testrun::{self, Harness, Vary};
+use translator::bucket_table::{self, Pass};
+use translator::testrun::{Harness, Vary};
 use translator_tests::require_root;
 
 const XDP_DROP: u32 = 1;
@@ -104,14 +104,15 @@ fn the_prototype_tables_hold_each_key_once() -> Result<()> {
     // 5000 keys each: 61% of the window table's 8192 slots (it is sized at 50%), 84% of the
     // bucket table's 853 buckets of 7 slots (840 asked for, rounded up to a prime).
     ensure!(
-        testrun::bucket_count(840) == 853,
+        bucket_table::bucket_count(840)? == 853,
         "bucket_count(840) = {}, want the next prime, 853",
-        testrun::bucket_count(840)
+        bucket_table::bucket_count(840)?
     );
     let mut h = Harness::with_tables(1, 8192, 840)?;
     holds_each_key_once(&mut h, "oa", 4000)?;
     holds_each_key_once(&mut h, "bk", 4000)?;
-    // The kernel accounts the slots, nothing per key: 48 bytes a slot, 344 a bucket.
+    // The kernel accounts the slots, nothing per key: 48 bytes a slot, 344 a bucket, and at
+    // most two pages of the map itself.
     for (map, want) in [("BENCH_TABLE", 8192 * 48), ("BENCH_BUCKETS", 853 * 344)] {
         let bytes = h.map_memlock(map)?;
         ensure!(
@@ -149,7 +150,7 @@ fn the_controller_expires_bucket_entries_in_mapped_memory() -> Result<()> {
         .chain((0..1000).map(|n| (0x0002_0000 + n / 100, 1 + n % 100)))
         .collect();
     let table = h.bucket_table()?;
-    let listed = |table: &translator::bucket_table::BucketTable| {
+    let listed = |table: &bucket_table::BucketTable| {
         let mut seen = std::collections::BTreeSet::new();
         let pass = table.expire(|key, value| {
             let (word, port) = word_and_port(key);
@@ -232,6 +233,87 @@ fn the_controller_expires_bucket_entries_in_mapped_memory() -> Result<()> {
         "an emptied table keeps {} entries and overflow counts summing to {}",
         listed(&table).0.live,
         table.overflow_total()
+    );
+    Ok(())
+}
+
+#[test]
+fn inserts_racing_on_two_cpus_and_the_controller_keep_each_key_once() -> Result<()> {
+    require_root()?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow::anyhow!("counting CPUs: {e}"))?;
+    let on: Vec<usize> = (0..cpus.min(2)).collect();
+    // 12000 keys (words 0x0001_0000.., ports 1..=100) in 2017 buckets: 85% of the slots. Each
+    // CPU inserts all of them in the same order while the controller deletes the even ports
+    // again and again.
+    let n = 12_000;
+    let mut h = Harness::with_tables(1, 1, 2000)?;
+    let insert = h.program("bench_bk_insert")?;
+    let lookup = h.program("bench_bk_lookup")?;
+    let create = h.program("bench_bk_create")?;
+    let table = h.bucket_table()?;
+    h.reset_seq()?;
+    let mut passes = 0;
+    h.run_on_cpus(
+        &insert,
+        &frame(0x0001_0000),
+        Some(keys(0x0001_0000)),
+        n,
+        &on,
+        || {
+            table.expire(|key, _| word_and_port(key).1.is_multiple_of(2));
+            passes += 1;
+        },
+    )?;
+    // Each key went in once or was refused as present (or failed on a held lock): n to
+    // n * CPUs refusals in all.
+    let refused = h.take_fails()?;
+    let pass = table.expire(|key, _| word_and_port(key).1.is_multiple_of(2));
+    ensure!(
+        pass.busy == 0,
+        "a pass after the runs found busy entries: {pass:?}"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    let mut twice = Vec::new();
+    table.expire(|key, _| {
+        if !seen.insert(word_and_port(key)) {
+            twice.push(word_and_port(key));
+        }
+        false
+    });
+    ensure!(
+        twice.is_empty(),
+        "{} keys are in the table twice (first {:x?}); {passes} controller passes ran",
+        twice.len(),
+        twice.first()
+    );
+    ensure!(
+        seen.iter().all(|&(_, port)| port % 2 == 1),
+        "even ports left after the last expiry pass"
+    );
+    ensure!(
+        refused >= u64::from(n) / 2 * (on.len() as u64 - 1),
+        "only {refused} of {} inserts refused: a key went in on more than one CPU",
+        u64::from(n) * on.len() as u64
+    );
+    // Every odd key the table holds, the program finds; the odd keys no CPU got in (a held
+    // lock), a create puts in now; then all 6000 are found, once.
+    let missing = each(&mut h, &lookup, 0x0001_0000, n)?;
+    ensure!(
+        missing == u64::from(n) - seen.len() as u64,
+        "{missing} of {n} lookups missed; the table lists {} keys",
+        seen.len()
+    );
+    each(&mut h, &create, 0x0001_0000, n)?;
+    let mut odd = 0;
+    let all = table.expire(|key, _| {
+        odd += u64::from(word_and_port(key).1 % 2);
+        false
+    });
+    ensure!(
+        all.live == u64::from(n) && odd == u64::from(n) / 2,
+        "after creating the missing keys: {} entries, {odd} with odd ports (want {n}, {})",
+        all.live,
+        n / 2
     );
     Ok(())
 }

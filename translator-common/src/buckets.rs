@@ -47,6 +47,31 @@ pub struct Bucket<K, V> {
 pub type BenchBucket = Bucket<[u32; 7], [u64; 2]>;
 const _: () = assert!(core::mem::size_of::<BenchBucket>() == 344);
 
+/// The hash of a key's words with `seed` (multiply-xor per word, then a fold of the high half
+/// into the low one): [`Place::of`] and the window prototype place keys by it.
+#[inline(always)]
+pub fn hash<const N: usize>(key: &[u32; N], seed: u64) -> u64 {
+    let mut h = seed;
+    let mut i = 0;
+    while i < N {
+        h = (h ^ u64::from(key[i])).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        i += 1;
+    }
+    h ^ (h >> 29)
+}
+
+/// The slots of a bucket word whose fingerprint is `fp`: the high bit of byte i is set when
+/// slot i's is (bytes 0..7 only; no false hits, unlike the shorter borrow trick).
+#[inline(always)]
+pub fn matching(meta: u64, fp: u64) -> u64 {
+    const LOW7: u64 = 0x007f_7f7f_7f7f_7f7f;
+    const ALL: u64 = 0x00ff_ffff_ffff_ffff;
+    // A byte of x is 0 exactly where the fingerprint matches; adding 0x7f to its low 7 bits
+    // sets bit 7 for any non-zero byte without carrying into the next.
+    let x = (meta ^ (fp * 0x0001_0101_0101_0101)) & ALL;
+    !(((x & LOW7) + LOW7) | x | LOW7) & ALL
+}
+
 /// The overflow count of a bucket word.
 #[inline(always)]
 pub fn overflow(meta: u64) -> u64 {
@@ -64,7 +89,8 @@ pub fn fingerprint(meta: u64, i: usize) -> u64 {
 pub struct Place {
     /// The first bucket of the walk.
     pub home: u32,
-    /// The bucket count (at least 2, prime so that every stride visits distinct buckets).
+    /// The bucket count ([`PROBES`] at least, prime so that every stride visits distinct
+    /// buckets).
     pub n: u32,
     /// 1..n.
     pub stride: u32,
@@ -73,20 +99,14 @@ pub struct Place {
 }
 
 impl Place {
-    /// The place of `key` in a table of `n` buckets hashed with `seed`; `None` for fewer than 2
-    /// buckets or more than 2^31.
+    /// The place of `key` in a table of `n` buckets hashed with `seed`; `None` for fewer than
+    /// [`PROBES`] buckets (a walk would come back to buckets it passed) or more than 2^31.
     #[inline(always)]
     pub fn of<const N: usize>(key: &[u32; N], seed: u64, n: u64) -> Option<Self> {
-        if !(2..=1 << 31).contains(&n) {
+        if !(u64::from(PROBES)..=1 << 31).contains(&n) {
             return None;
         }
-        let mut h = seed;
-        let mut i = 0;
-        while i < N {
-            h = (h ^ u64::from(key[i])).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            i += 1;
-        }
-        h ^= h >> 29;
+        let h = hash(key, seed);
         // The home from the high half, the stride and the fingerprint from the low one.
         Some(Self {
             home: (((h >> 32) * n) >> 32) as u32,
@@ -110,8 +130,8 @@ mod tests {
 
     #[test]
     fn places_are_in_range_and_walks_visit_distinct_buckets() {
-        // 853 is prime; 2 the smallest table.
-        for n in [2u64, 853, 1_000_003] {
+        // Primes: 37 the smallest table.
+        for n in [37u64, 853, 1_000_003] {
             for k in 0..2000u32 {
                 let key = [
                     0x2001_0db8,
@@ -127,14 +147,46 @@ mod tests {
                 assert!((1..=0xfe).contains(&p.fp), "fingerprint {:#x}", p.fp);
                 let mut seen = std::collections::BTreeSet::new();
                 let mut b = p.home;
-                for _ in 0..PROBES.min(n as u32) {
+                for _ in 0..PROBES {
                     assert!(seen.insert(b), "n={n}, key {k}: bucket {b} twice on a walk");
                     b = p.next(b);
                 }
             }
         }
-        assert_eq!(Place::of(&[1u32], 0, 1), None);
+        assert_eq!(Place::of(&[1u32], 0, u64::from(PROBES) - 1), None);
         assert_eq!(Place::of(&[1u32], 0, (1 << 31) + 1), None);
+    }
+
+    #[test]
+    fn matching_finds_exactly_the_equal_fingerprints() {
+        // Every fingerprint against words built from a few byte values, among them the
+        // neighbours (fp ^ 1, 0, 0xff) that fool the borrow trick.
+        let bytes = [0u64, 1, 2, 3, 0x7f, 0x80, 0xfe, 0xff];
+        let mut seed = 0x1234_5678_9abc_def1_u64;
+        for fp in 1..=0xfe_u64 {
+            for _ in 0..200 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let mut meta = seed & !0x00ff_ffff_ffff_ffff;
+                for i in 0..SLOTS {
+                    let pick = (seed >> (3 * i)) & 7;
+                    let b = if pick == 7 {
+                        fp
+                    } else if pick == 6 {
+                        fp ^ 1
+                    } else {
+                        bytes[pick as usize]
+                    };
+                    meta |= b << (8 * i);
+                }
+                let want: u64 = (0..SLOTS)
+                    .filter(|&i| fingerprint(meta, i) == fp)
+                    .map(|i| 0x80 << (8 * i))
+                    .sum();
+                assert_eq!(matching(meta, fp), want, "meta {meta:#018x}, fp {fp:#x}");
+            }
+        }
     }
 
     #[test]

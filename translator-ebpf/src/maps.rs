@@ -174,10 +174,11 @@ pub static BENCH_NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// Repetitions so far on this CPU (numbers the new flows).
 #[map]
 pub static BENCH_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
-/// A hash table preallocated like the session tables (sized by the benchmark; one entry
-/// otherwise, so the controller's loads of this object cost nothing).
+/// A hash table preallocated like the session tables, with entries of `SESSIONS6`'s size (a
+/// 28-byte key, a 16-byte value), against which the prototypes below are measured (sized by the
+/// benchmark; one entry otherwise, so the controller's loads of this object cost nothing).
 #[map]
-pub static BENCH_HASH: HashMap<u64, [u64; 3]> = HashMap::with_max_entries(1, 0);
+pub static BENCH_HASH: HashMap<[u32; 7], [u64; 2]> = HashMap::with_max_entries(1, 0);
 /// Prototype of a session table without kernel element headers (issue 13), bench-only: an
 /// array of 48-byte slots (a `SESSIONS6` entry's key and value plus a state word), found by
 /// open addressing ([`crate::entry::bench`]). Sized by the benchmark (two slots per entry).
@@ -204,6 +205,7 @@ pub struct BenchSlot {
     pub key: [u32; 7],
     pub value: [u64; 2],
 }
+const _: () = assert!(core::mem::size_of::<BenchSlot>() == 48);
 
 /// Prototype, second form (issue 13), bench-only: buckets of 7 slots with a fingerprint byte per
 /// slot in the bucket's first word (`translator_common::buckets`, programs in

@@ -9,7 +9,7 @@
 //! buckets its walk passed. The memory is shared with the kernel, so the word's atomics are
 //! plain CPU atomics.
 
-use std::os::fd::AsRawFd as _;
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, ensure};
@@ -20,6 +20,22 @@ use translator_common::buckets::{
 
 /// The hash seed the harness writes to `BENCH_TABLE_CAP[1]`.
 pub const SEED: u64 = 0x05ee_d0f7_ab1e;
+
+/// The bucket count a table gets for at least `want` buckets: the next prime, at least
+/// [`PROBES`] (37 then). A key walks [`PROBES`] buckets with a stride of its own in 1..count,
+/// and only with a prime count does every stride visit distinct buckets. At most 2^31 buckets
+/// (15 billion slots).
+pub fn bucket_count(want: u32) -> anyhow::Result<u32> {
+    let prime = |n: u64| {
+        (2..)
+            .take_while(|d: &u64| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
+    };
+    (u64::from(want.max(PROBES))..=1 << 31)
+        .find(|&n| prime(n))
+        .and_then(|n| u32::try_from(n).ok())
+        .with_context(|| format!("a bucket table of {want} buckets: at most 2^31 buckets"))
+}
 
 /// What a pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,19 +48,34 @@ pub struct Pass {
     pub busy: u64,
 }
 
-/// The bucket table mapped into this process.
+/// The bucket table mapped into this process. Not `Send` or `Sync` (a raw pointer): one pass
+/// at a time, from the thread that mapped it; an expiry thread of its own would map it there.
 pub struct BucketTable {
     base: *mut BenchBucket,
     len: usize,
     buckets: u32,
+    seed: u64,
 }
 
 impl BucketTable {
-    /// Maps the table of `buckets` buckets behind `map` (which must be `BPF_F_MMAPABLE`).
-    pub fn map(map: &impl std::os::fd::AsFd, buckets: u32) -> anyhow::Result<Self> {
+    /// Maps the table behind `map`, an array of buckets made `BPF_F_MMAPABLE` whose keys the
+    /// eBPF side places with `seed`.
+    pub fn map(map: &aya::maps::MapData, seed: u64) -> anyhow::Result<Self> {
+        const BPF_F_MMAPABLE: u32 = 1 << 10;
+        let info = map.info().context("reading the bucket table's map info")?;
         ensure!(
-            buckets >= 2,
-            "a bucket table has at least 2 buckets, not {buckets}"
+            info.map_flags() & BPF_F_MMAPABLE != 0
+                && info.value_size() as usize == size_of::<BenchBucket>(),
+            "the bucket table must be a BPF_F_MMAPABLE array of {}-byte buckets (flags {:#x}, \
+             values of {} bytes)",
+            size_of::<BenchBucket>(),
+            info.map_flags(),
+            info.value_size()
+        );
+        let buckets = info.max_entries();
+        ensure!(
+            bucket_count(buckets)? == buckets,
+            "the bucket table has {buckets} buckets: it needs a prime count (bucket_count)"
         );
         let len = buckets as usize * size_of::<BenchBucket>();
         // SAFETY: a fresh shared mapping of the map's values; the kernel checks the length and
@@ -55,7 +86,7 @@ impl BucketTable {
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                map.as_fd().as_raw_fd(),
+                map.fd().as_fd().as_raw_fd(),
                 0,
             )
         };
@@ -67,6 +98,7 @@ impl BucketTable {
             base: p.cast(),
             len,
             buckets,
+            seed,
         })
     }
 
@@ -105,7 +137,7 @@ impl BucketTable {
                 if !expired(&slot.key, &slot.value) {
                     continue;
                 }
-                match self.delete(b, i, fp, &slot.key) {
+                match self.delete(b, i, fp, &slot.key, &mut expired) {
                     Some(true) => pass.deleted += 1,
                     Some(false) => {}
                     None => pass.busy += 1,
@@ -115,11 +147,20 @@ impl BucketTable {
         pass
     }
 
-    /// Deletes `key` from slot `i` of bucket `b` where it was seen with fingerprint `fp`:
-    /// `Some(true)` when it went, `Some(false)` when the slot no longer holds it, `None` when
-    /// an insert held its home bucket's lock.
-    fn delete(&self, b: u32, i: usize, fp: u64, key: &[u32; 7]) -> Option<bool> {
-        let at = Place::of(key, SEED, u64::from(self.buckets))?;
+    /// Deletes `key` from slot `i` of bucket `b` where it was seen with fingerprint `fp`, if
+    /// `expired` still says so under the lock: `Some(true)` when it went, `Some(false)` when
+    /// the slot no longer holds it or it no longer expires, `None` when an insert held its home
+    /// bucket's lock. (The data plane updates values without the lock: one refreshed right
+    /// after the check still goes, as with the kernel's hash maps.)
+    fn delete(
+        &self,
+        b: u32,
+        i: usize,
+        fp: u64,
+        key: &[u32; 7],
+        expired: &mut impl FnMut(&[u32; 7], &[u64; 2]) -> bool,
+    ) -> Option<bool> {
+        let at = Place::of(key, self.seed, u64::from(self.buckets))?;
         let lock = self.word(at.home);
         if lock.fetch_or(LOCK, Ordering::AcqRel) & LOCK != 0 {
             return None;
@@ -127,7 +168,10 @@ impl BucketTable {
         // Under the lock no insert of this key runs: the slot holds it or it is gone.
         let still = self.slot(b, i);
         let meta = self.word(b).load(Ordering::Acquire);
-        let gone = at.fp != fp || fingerprint(meta, i) != fp || still.key != *key;
+        let gone = at.fp != fp
+            || fingerprint(meta, i) != fp
+            || still.key != *key
+            || !expired(&still.key, &still.value);
         if !gone {
             self.word(b).fetch_and(!(0xff << (8 * i)), Ordering::AcqRel);
             // The buckets before `b` on the key's walk each counted it passing them full.
@@ -165,5 +209,20 @@ impl Drop for BucketTable {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, not used after this.
         unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket_count;
+
+    #[test]
+    fn bucket_counts_are_the_next_prime_up_to_2_to_the_31() {
+        assert_eq!(bucket_count(0).ok(), Some(37));
+        assert_eq!(bucket_count(840).ok(), Some(853));
+        assert_eq!(bucket_count(853).ok(), Some(853));
+        assert_eq!(bucket_count(0x7fff_ffff).ok(), Some(0x7fff_ffff));
+        let err = bucket_count(0x8000_0000).map_or_else(|e| e.to_string(), |n| n.to_string());
+        assert!(err.contains("at most 2^31"), "{err}");
     }
 }

@@ -242,8 +242,6 @@ pub struct Harness {
     next: aya::maps::ProgramArray<aya::maps::MapData>,
     seq: aya::maps::PerCpuArray<aya::maps::MapData, u32>,
     fails: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
-    /// `BENCH_BUCKETS`' bucket count.
-    buckets: u32,
 }
 
 impl Harness {
@@ -253,12 +251,13 @@ impl Harness {
     }
 
     /// [`Harness::new`], and `table_slots` slots for the bench-only open-addressing table
-    /// `BENCH_TABLE` and at least `buckets` buckets for the bucket table `BENCH_BUCKETS` (the
-    /// issue 13 prototypes): [`bucket_count`] of them.
+    /// `BENCH_TABLE` (24 at least, a key's window; fewer and every lookup misses) and at least
+    /// `buckets` buckets for the bucket table `BENCH_BUCKETS` (the issue 13 prototypes):
+    /// [`crate::bucket_table::bucket_count`] of them.
     pub fn with_tables(hash_entries: u32, table_slots: u32, buckets: u32) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         use translator_common::maps::{BENCH_FRAME, BENCH_NEXT};
-        let buckets = bucket_count(buckets);
+        let buckets = crate::bucket_table::bucket_count(buckets)?;
         let mut obj = crate::dataplane::load_unpinned_sized(&[
             ("BENCH_HASH", hash_entries),
             ("BENCH_TABLE", table_slots),
@@ -290,7 +289,6 @@ impl Harness {
             next,
             seq,
             fails,
-            buckets,
         };
         h.reset_seq()?;
         Ok(h)
@@ -301,16 +299,13 @@ impl Harness {
         load_program(&mut self.obj, name)
     }
 
-    /// Runs `target` through the harness on `frame`, `repeat` times.
-    pub fn run(
+    /// Hands the harness `frame`, its per-repetition changes and `target`.
+    fn set_frame(
         &mut self,
         target: &aya::programs::ProgramFd,
         frame: &[u8],
         vary: Option<Vary>,
-        ingress_ifindex: u32,
-        repeat: u32,
-    ) -> anyhow::Result<Outcome> {
-        use std::os::fd::AsFd as _;
+    ) -> anyhow::Result<()> {
         use translator_common::maps::{BENCH_FRAME_MAX, BenchFrame};
         if frame.len() > BENCH_FRAME_MAX {
             anyhow::bail!(
@@ -329,7 +324,59 @@ impl Harness {
         }
         self.frame.set(0, f, 0)?;
         self.next.set(0, target, 0)?;
+        Ok(())
+    }
+
+    /// Runs `target` `repeat` times through the harness on `frame`, varied per repetition.
+    pub fn run(
+        &mut self,
+        target: &aya::programs::ProgramFd,
+        frame: &[u8],
+        vary: Option<Vary>,
+        ingress_ifindex: u32,
+        repeat: u32,
+    ) -> anyhow::Result<Outcome> {
+        use std::os::fd::AsFd as _;
+        self.set_frame(target, frame, vary)?;
         Ok(run(self.prog.as_fd(), frame, ingress_ifindex, repeat)?)
+    }
+
+    /// [`Harness::run`] from one thread per CPU of `cpus` at once, each pinned to its CPU: the
+    /// repetition numbers are per CPU, so every CPU goes through the same keys in the same
+    /// order, a race on each. `meanwhile` runs on the calling thread, again and again, until
+    /// the runs are done (a controller's work during them).
+    pub fn run_on_cpus(
+        &mut self,
+        target: &aya::programs::ProgramFd,
+        frame: &[u8],
+        vary: Option<Vary>,
+        repeat: u32,
+        cpus: &[usize],
+        mut meanwhile: impl FnMut(),
+    ) -> anyhow::Result<Vec<Outcome>> {
+        use std::os::fd::AsFd as _;
+        self.set_frame(target, frame, vary)?;
+        let prog = self.prog.as_fd();
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = cpus
+                .iter()
+                .map(|&cpu| {
+                    scope.spawn(move || -> anyhow::Result<Outcome> {
+                        pin_to_cpu(cpu)?;
+                        Ok(run(prog, frame, 0, repeat)?)
+                    })
+                })
+                .collect();
+            while !runs.iter().all(|r| r.is_finished()) {
+                meanwhile();
+            }
+            runs.into_iter()
+                .map(|r| {
+                    r.join()
+                        .map_err(|_| anyhow::anyhow!("a test-run thread panicked"))?
+                })
+                .collect()
+        })
     }
 
     /// Failed inserts and lookups of the bench-only table programs since the last call (all
@@ -371,7 +418,9 @@ impl Harness {
             .map("BENCH_BUCKETS")
             .context("the eBPF object has no BENCH_BUCKETS map")?
         {
-            aya::maps::Map::Array(m) => crate::bucket_table::BucketTable::map(m.fd(), self.buckets),
+            aya::maps::Map::Array(m) => {
+                crate::bucket_table::BucketTable::map(m, crate::bucket_table::SEED)
+            }
             _ => anyhow::bail!("BENCH_BUCKETS is not an array"),
         }
     }
@@ -385,18 +434,20 @@ impl Harness {
     }
 }
 
-/// The bucket count the bucket table gets for at least `want` buckets: the next prime, at least
-/// 2. A key walks the buckets with a stride of its own in 1..count, and only with a prime count
-/// does every stride visit distinct buckets.
-pub fn bucket_count(want: u32) -> u32 {
-    let prime = |n: u32| {
-        (2..)
-            .take_while(|d: &u32| d * d <= n)
-            .all(|d| !n.is_multiple_of(d))
+/// Pins the calling thread to CPU `cpu`.
+fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity get a valid
+    // pointer to it and its size.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
     };
-    (want.max(2)..=u32::MAX)
-        .find(|&n| prime(n))
-        .unwrap_or(u32::MAX)
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .map_err(|e| anyhow::anyhow!("pinning a test-run thread to CPU {cpu}: {e}"));
+    }
+    Ok(())
 }
 
 /// Loads the XDP program `name` of `obj` and returns a handle to it.

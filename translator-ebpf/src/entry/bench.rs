@@ -30,7 +30,7 @@ use aya_ebpf::{
 use translator_common::{
     buckets::{
         BenchBucket, FP_WRITING, LOCK as BUCKET_LOCK, OVERFLOW_MAX, OVERFLOW_ONE, PROBES, Place,
-        SLOTS, fingerprint, overflow,
+        SLOTS, fingerprint, hash, matching, overflow,
     },
     maps::BENCH_FRAME_MAX,
 };
@@ -210,7 +210,7 @@ pub fn bench_insert(ctx: XdpContext) -> u32 {
     let Some(k) = bench_key(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
-    match BENCH_HASH.insert(k, [k, k, k], BPF_NOEXIST as u64) {
+    match BENCH_HASH.insert(oa_key(k), [k, k], BPF_NOEXIST as u64) {
         Ok(()) => xdp_action::XDP_TX,
         Err(_) => {
             bench_fail();
@@ -225,7 +225,7 @@ pub fn bench_lookup(ctx: XdpContext) -> u32 {
     let Some(k) = bench_key(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
-    match BENCH_HASH.get_ptr(k) {
+    match BENCH_HASH.get_ptr(oa_key(k)) {
         Some(_) => xdp_action::XDP_TX,
         None => {
             bench_fail();
@@ -241,7 +241,8 @@ pub fn bench_lookup(ctx: XdpContext) -> u32 {
 // A key's home slot comes from a seeded hash; the key lives in one of the `WINDOW` slots from
 // there (wrapping at the end). A lookup compares the full slots of the window, so deleting is
 // setting a slot empty (no tombstones). An insert takes the lock word of its home's 64 slots
-// (inserts of one key are serialized, so a key is never in two slots), checks the window for
+// (inserts of one key exclude each other: a second one fails, so a key is never in two slots),
+// checks the window for
 // the key, claims an empty slot with a compare-and-swap (when a neighbouring home's insert claimed
 // it first, this insert fails: the prototype does not retry), writes it and marks it full.
 
@@ -269,13 +270,7 @@ fn oa_key(k: u64) -> [u32; 7] {
 #[inline(always)]
 fn oa_home(key: &[u32; 7]) -> Option<(u32, u32)> {
     let cap = *BENCH_TABLE_CAP.get(0)?;
-    let mut h = *BENCH_TABLE_CAP.get(1)?;
-    let mut i = 0;
-    while i < 7 {
-        h = (h ^ u64::from(key[i])).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        i += 1;
-    }
-    h ^= h >> 29;
+    let h = hash(key, *BENCH_TABLE_CAP.get(1)?);
     Some(((((h >> 32) * cap) >> 32) as u32, cap as u32))
 }
 
@@ -403,8 +398,9 @@ pub fn bench_create(ctx: XdpContext) -> u32 {
     let Some(k) = bench_key(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
-    if BENCH_HASH.get_ptr(k).is_none()
-        && BENCH_HASH.insert(k, [k, k, k], BPF_NOEXIST as u64).is_ok()
+    let key = oa_key(k);
+    if BENCH_HASH.get_ptr(key).is_none()
+        && BENCH_HASH.insert(key, [k, k], BPF_NOEXIST as u64).is_ok()
     {
         return xdp_action::XDP_TX;
     }
@@ -436,13 +432,11 @@ pub fn bench_oa_create(ctx: XdpContext) -> u32 {
 // `translator_common::buckets`. A lookup reads a bucket's word and only the slots whose
 // fingerprint matches, and goes on along the key's walk only while the bucket's overflow count is
 // not 0: a miss usually reads one word. An insert takes the lock bit of its home bucket (inserts
-// of one key are serialized), checks for the key, then walks: a full bucket gets its overflow
+// of one key exclude each other: a second one, or one while the controller deletes a key of
+// that home, fails), checks for the key, then walks: a full bucket gets its overflow
 // count raised before the walk goes on, a free slot is marked "being written" with a
-// compare-and-swap on the word, written, and then gets its fingerprint with an atomic xor. The
-// controller deletes (`translator::bucket_table`).
-
-const LOW_BITS: u64 = 0x0001_0101_0101_0101;
-const HIGH_BITS: u64 = 0x0080_8080_8080_8080;
+// compare-and-swap on the word, written, and then gets its fingerprint with an atomic xor (see
+// `bk_insert` for its fast path). The controller deletes (`translator::bucket_table`).
 
 /// A key's place in [`BENCH_BUCKETS`] (bucket count `BENCH_TABLE_CAP[2]`, seed entry 1).
 #[inline(always)]
@@ -455,9 +449,7 @@ fn bk_place(key: &[u32; 7]) -> Option<Place> {
 fn bk_find_in(bucket: *mut BenchBucket, key: &[u32; 7], fp: u64) -> (Option<usize>, u64) {
     // SAFETY: map value pointer; a racing writer can only make a compare fail.
     let meta = unsafe { core::ptr::read_volatile(&(*bucket).meta) };
-    let x = meta ^ (fp * LOW_BITS);
-    // High bit of each byte of x that is zero (and of some bytes above one: checked anyway).
-    let mut hits = x.wrapping_sub(LOW_BITS) & !x & HIGH_BITS;
+    let mut hits = matching(meta, fp);
     let mut i = 0;
     while i < SLOTS && hits != 0 {
         // SAFETY: as above; i < SLOTS.
@@ -490,10 +482,19 @@ fn bk_find(key: &[u32; 7], at: Place) -> Option<*mut BenchBucket> {
     None
 }
 
-/// Claims a free slot of `bucket` (marks it being written): its index; or, when the bucket is
-/// full, raises its overflow count (saturating) and returns `None`.
+/// What [`bk_claim`] did.
+enum Claim {
+    /// Slot i is ours (marked being written).
+    Slot(usize),
+    /// The bucket is full; its overflow count is raised (or saturated).
+    Full,
+    /// The word kept changing under the compare-and-swaps: nothing done.
+    Contended,
+}
+
+/// Claims a free slot of `bucket`, or counts the key passing it full.
 #[inline(always)]
-fn bk_claim(bucket: *mut BenchBucket) -> Option<usize> {
+fn bk_claim(bucket: *mut BenchBucket) -> Claim {
     // SAFETY: map value pointer; the word only changes by atomic operations.
     let word = unsafe { &raw mut (*bucket).meta };
     let mut tries = 0;
@@ -509,23 +510,58 @@ fn bk_claim(bucket: *mut BenchBucket) -> Option<usize> {
         } else if overflow(meta) < OVERFLOW_MAX {
             meta + OVERFLOW_ONE
         } else {
-            return None;
+            return Claim::Full;
         };
         if cas64(word, meta, new) {
-            return if i < SLOTS { Some(i) } else { None };
+            return if i < SLOTS {
+                Claim::Slot(i)
+            } else {
+                Claim::Full
+            };
         }
         tries += 1;
     }
-    None
+    Claim::Contended
 }
 
 /// Inserts a new key at its place; `Some(true)` when it went in, `Some(false)` when it was
 /// there already.
+///
+/// Fast path, two atomic operations where the general one takes four: when no key has passed
+/// the home bucket full (the key can only be there) and it has a free slot, one
+/// compare-and-swap takes the lock and claims the slot, the slot is checked for the key under
+/// the lock, and one xor publishes the fingerprint and drops the lock.
 #[inline(always)]
 fn bk_insert(key: &[u32; 7], value: [u64; 2], at: Place) -> Option<bool> {
     let first = BENCH_BUCKETS.get_ptr_mut(at.home)?;
     // SAFETY: map value pointer; the word only changes by atomic operations.
     let lock = unsafe { &raw mut (*first).meta };
+    // SAFETY: as above.
+    let meta = unsafe { core::ptr::read_volatile(lock) };
+    if meta & BUCKET_LOCK == 0 && overflow(meta) == 0 {
+        let mut i = 0;
+        while i < SLOTS && fingerprint(meta, i) != 0 {
+            i += 1;
+        }
+        if i < SLOTS && cas64(lock, meta, meta | BUCKET_LOCK | FP_WRITING << (8 * i)) {
+            // Ours: the lock and slot i. The key is in the home bucket or nowhere (its
+            // overflow count was 0 when the lock was taken).
+            let (found, _) = bk_find_in(first, key, at.fp);
+            let publish = if found.is_some() {
+                FP_WRITING << (8 * i)
+            } else {
+                // SAFETY: the slot is ours while its byte says "being written"; i < SLOTS.
+                unsafe {
+                    (*first).slots[i].key = *key;
+                    (*first).slots[i].value = value;
+                }
+                (FP_WRITING ^ at.fp) << (8 * i)
+            };
+            // SAFETY: as above; the lock bit is ours.
+            unsafe { atomic_xor::<u64, u64, { AO::SeqCst }>(lock, publish | BUCKET_LOCK) };
+            return Some(found.is_none());
+        }
+    }
     // SAFETY: as above.
     if unsafe { atomic_or::<u64, u64, { AO::SeqCst }>(lock, BUCKET_LOCK) } & BUCKET_LOCK != 0 {
         return None;
@@ -540,24 +576,30 @@ fn bk_insert(key: &[u32; 7], value: [u64; 2], at: Place) -> Option<bool> {
     done
 }
 
-/// Puts a key known to be absent into the first bucket with room on its walk.
+/// Puts a key known to be absent into the first bucket with room on its walk. Fails when the
+/// walk is full or a bucket's word keeps changing (the counts raised on the way stay: a walk
+/// that fails is rare, see `PROBES`, and counts only make lookups go further).
 #[inline(always)]
 fn bk_place_new(key: &[u32; 7], value: [u64; 2], at: Place) -> Option<bool> {
     let mut b = at.home;
     let mut step = 0;
     while step < PROBES {
         let bucket = BENCH_BUCKETS.get_ptr_mut(b)?;
-        if let Some(i) = bk_claim(bucket) {
-            // SAFETY: the slot is ours while its byte says "being written"; i < SLOTS.
-            unsafe {
-                (*bucket).slots[i].key = *key;
-                (*bucket).slots[i].value = value;
-                atomic_xor::<u64, u64, { AO::SeqCst }>(
-                    &raw mut (*bucket).meta,
-                    (FP_WRITING ^ at.fp) << (8 * i),
-                );
+        match bk_claim(bucket) {
+            Claim::Slot(i) => {
+                // SAFETY: the slot is ours while its byte says "being written"; i < SLOTS.
+                unsafe {
+                    (*bucket).slots[i].key = *key;
+                    (*bucket).slots[i].value = value;
+                    atomic_xor::<u64, u64, { AO::SeqCst }>(
+                        &raw mut (*bucket).meta,
+                        (FP_WRITING ^ at.fp) << (8 * i),
+                    );
+                }
+                return Some(true);
             }
-            return Some(true);
+            Claim::Full => {}
+            Claim::Contended => return None,
         }
         b = at.next(b);
         step += 1;
