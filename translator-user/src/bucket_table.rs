@@ -3,8 +3,9 @@
 //! array, so the controller reads and deletes entries in its own memory, without a syscall per
 //! entry or per batch. This is what an expiry pass over a session table of this shape costs.
 //!
-//! Layout and placement are `translator_common::buckets`, shared with the eBPF programs. A
-//! delete takes the lock of the key's home bucket (an insert of the same key fails while it is
+//! Layout and placement are `translator_common::buckets`, shared with the eBPF programs. The
+//! controller's inserts follow the eBPF side's general path (`get` and `insert`, for what the
+//! controller puts in itself: static entries, the slow path's sessions). A delete takes the lock of the key's home bucket (an insert of the same key fails while it is
 //! held), clears the fingerprint with an atomic and, and lowers the overflow counts of the
 //! buckets its walk passed. The memory is shared with the kernel, so the word's atomics are
 //! plain CPU atomics.
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context as _, ensure};
 use translator_common::buckets::{
     BenchBucket, FP_WRITING, LOCK, OVERFLOW_MAX, OVERFLOW_ONE, PROBES, Place, SLOTS, fingerprint,
-    overflow,
+    matching, overflow,
 };
 
 /// The hash seed the harness writes to `BENCH_TABLE_CAP[1]`.
@@ -119,6 +120,85 @@ impl BucketTable {
     fn slot(&self, b: u32, i: usize) -> translator_common::buckets::Slot<[u32; 7], [u64; 2]> {
         // SAFETY: inside the mapping; i < SLOTS.
         unsafe { std::ptr::read_volatile(&raw const (*self.bucket(b)).slots[i]) }
+    }
+
+    /// The slot holding `key`: (bucket, slot index), found as the eBPF lookup finds it.
+    fn find(&self, key: &[u32; 7], at: Place) -> Option<(u32, usize)> {
+        let mut b = at.home;
+        for _ in 0..PROBES {
+            let meta = self.word(b).load(Ordering::Acquire);
+            let hits = matching(meta, at.fp);
+            if let Some(i) =
+                (0..SLOTS).find(|&i| hits & (0x80 << (8 * i)) != 0 && self.slot(b, i).key == *key)
+            {
+                return Some((b, i));
+            }
+            if overflow(meta) == 0 {
+                return None;
+            }
+            b = at.next(b);
+        }
+        None
+    }
+
+    /// The value of `key`, if the table holds it.
+    pub fn get(&self, key: &[u32; 7]) -> Option<[u64; 2]> {
+        let at = Place::of(key, self.seed, u64::from(self.buckets))?;
+        self.find(key, at).map(|(b, i)| self.slot(b, i).value)
+    }
+
+    /// Inserts `key` as the eBPF side's general path does (home lock, check, walk, claim,
+    /// write, publish): `Ok(true)` when it went in, `Ok(false)` when the table holds it
+    /// already. Fails while the home bucket's lock is held (a data-plane insert of a key with
+    /// that home: a few microseconds) or when every bucket of the walk is full.
+    pub fn insert(&self, key: &[u32; 7], value: [u64; 2]) -> anyhow::Result<bool> {
+        let at = Place::of(key, self.seed, u64::from(self.buckets))
+            .context("the bucket table's size is out of range")?;
+        let lock = self.word(at.home);
+        ensure!(
+            lock.fetch_or(LOCK, Ordering::AcqRel) & LOCK == 0,
+            "inserting into the bucket table: home bucket {} is locked by another insert",
+            at.home
+        );
+        let done = if self.find(key, at).is_some() {
+            Ok(false)
+        } else {
+            self.place_new(key, value, at)
+        };
+        lock.fetch_and(!LOCK, Ordering::AcqRel);
+        done
+    }
+
+    /// Puts a key known to be absent into the first bucket with room on its walk, raising the
+    /// overflow counts of the full ones it passes.
+    fn place_new(&self, key: &[u32; 7], value: [u64; 2], at: Place) -> anyhow::Result<bool> {
+        let mut b = at.home;
+        for _ in 0..PROBES {
+            let word = self.word(b);
+            let claimed = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
+                match (0..SLOTS).find(|&i| fingerprint(m, i) == 0) {
+                    Some(i) => Some(m | FP_WRITING << (8 * i)),
+                    None if overflow(m) < OVERFLOW_MAX => Some(m + OVERFLOW_ONE),
+                    None => None,
+                }
+            });
+            // The slot claimed: the first free one of the word the update succeeded on.
+            if let Some(i) = claimed
+                .ok()
+                .and_then(|m| (0..SLOTS).find(|&i| fingerprint(m, i) == 0))
+            {
+                let slot = translator_common::buckets::Slot { key: *key, value };
+                // SAFETY: inside the mapping; the slot is ours while its byte says "being
+                // written", nothing else writes it.
+                unsafe { std::ptr::write_volatile(&raw mut (*self.bucket(b)).slots[i], slot) };
+                word.fetch_xor((FP_WRITING ^ at.fp) << (8 * i), Ordering::AcqRel);
+                return Ok(true);
+            }
+            b = at.next(b);
+        }
+        anyhow::bail!(
+            "inserting into the bucket table: all {PROBES} buckets of the key's walk are full"
+        )
     }
 
     /// One pass over every entry: deletes those `expired` says so of (from the key and value).
