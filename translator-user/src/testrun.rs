@@ -435,7 +435,7 @@ impl Harness {
 }
 
 /// Pins the calling thread to CPU `cpu`.
-fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
     // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity get a valid
     // pointer to it and its size.
     let rc = unsafe {

@@ -291,17 +291,7 @@ pub fn output(program: &str, args: &[&str]) -> Result<String> {
 
 /// Pins the calling thread to `cpu`.
 pub fn pin_current_thread(cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity on this thread.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("pinning a thread to CPU {cpu}"));
-    }
-    Ok(())
+    translator::testrun::pin_to_cpu(cpu)
 }
 
 /// CPU time of the calling thread, ns.

@@ -207,31 +207,17 @@ fn bench_key(ctx: &XdpContext) -> Option<u64> {
 /// table); `XDP_TX` when it went in.
 #[xdp]
 pub fn bench_insert(ctx: XdpContext) -> u32 {
-    let Some(k) = bench_key(&ctx) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    match BENCH_HASH.insert(oa_key(k), [k, k], BPF_NOEXIST as u64) {
-        Ok(()) => xdp_action::XDP_TX,
-        Err(_) => {
-            bench_fail();
-            xdp_action::XDP_DROP
-        }
-    }
+    keyed(&ctx, |k| {
+        BENCH_HASH
+            .insert(oa_key(k), [k, k], BPF_NOEXIST as u64)
+            .is_ok()
+    })
 }
 
 /// Bench-only: one lookup of a key in `BENCH_HASH`; `XDP_TX` when found.
 #[xdp]
 pub fn bench_lookup(ctx: XdpContext) -> u32 {
-    let Some(k) = bench_key(&ctx) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    match BENCH_HASH.get_ptr(oa_key(k)) {
-        Some(_) => xdp_action::XDP_TX,
-        None => {
-            bench_fail();
-            xdp_action::XDP_DROP
-        }
-    }
+    keyed(&ctx, |k| BENCH_HASH.get_ptr(oa_key(k)).is_some())
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -361,68 +347,56 @@ fn bench_fail() {
     }
 }
 
+/// A table program's verdict on the frame's bench key: `XDP_TX` when `op` succeeded, else
+/// `XDP_DROP`, counted in `BENCH_FAILS`.
+#[inline(always)]
+fn keyed(ctx: &XdpContext, op: impl FnOnce(u64) -> bool) -> u32 {
+    let Some(k) = bench_key(ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    if op(k) {
+        return xdp_action::XDP_TX;
+    }
+    bench_fail();
+    xdp_action::XDP_DROP
+}
+
 /// Bench-only: one insert of a new key into the prototype table; `XDP_TX` when it went in.
 #[xdp]
 pub fn bench_oa_insert(ctx: XdpContext) -> u32 {
-    let Some(k) = bench_key(&ctx) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    if oa_insert(&oa_key(k), [k, k]) == Some(true) {
-        xdp_action::XDP_TX
-    } else {
-        bench_fail();
-        xdp_action::XDP_DROP
-    }
+    keyed(&ctx, |k| oa_insert(&oa_key(k), [k, k]) == Some(true))
 }
 
 /// Bench-only: one lookup in the prototype table; `XDP_TX` when found.
 #[xdp]
 pub fn bench_oa_lookup(ctx: XdpContext) -> u32 {
-    let Some(k) = bench_key(&ctx) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    let key = oa_key(k);
-    match oa_home(&key).and_then(|(home, cap)| oa_find(&key, home, cap)) {
-        Some(_) => xdp_action::XDP_TX,
-        None => {
-            bench_fail();
-            xdp_action::XDP_DROP
-        }
-    }
+    keyed(&ctx, |k| {
+        let key = oa_key(k);
+        oa_home(&key)
+            .and_then(|(home, cap)| oa_find(&key, home, cap))
+            .is_some()
+    })
 }
 
 /// Bench-only: a new key as a new flow makes it, a lookup that misses and then the insert;
 /// `XDP_TX` when it went in.
 #[xdp]
 pub fn bench_create(ctx: XdpContext) -> u32 {
-    let Some(k) = bench_key(&ctx) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    let key = oa_key(k);
-    if BENCH_HASH.get_ptr(key).is_none()
-        && BENCH_HASH.insert(key, [k, k], BPF_NOEXIST as u64).is_ok()
-    {
-        return xdp_action::XDP_TX;
-    }
-    bench_fail();
-    xdp_action::XDP_DROP
+    keyed(&ctx, |k| {
+        let key = oa_key(k);
+        BENCH_HASH.get_ptr(key).is_none()
+            && BENCH_HASH.insert(key, [k, k], BPF_NOEXIST as u64).is_ok()
+    })
 }
 
 /// Bench-only: [`bench_create`] on the prototype table.
 #[xdp]
 pub fn bench_oa_create(ctx: XdpContext) -> u32 {
-    let Some(k) = bench_key(&ctx) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    let key = oa_key(k);
-    if let Some((home, cap)) = oa_home(&key)
-        && oa_find(&key, home, cap).is_none()
-        && oa_insert(&key, [k, k]) == Some(true)
-    {
-        return xdp_action::XDP_TX;
-    }
-    bench_fail();
-    xdp_action::XDP_DROP
+    keyed(&ctx, |k| {
+        let key = oa_key(k);
+        oa_home(&key).is_some_and(|(home, cap)| oa_find(&key, home, cap).is_none())
+            && oa_insert(&key, [k, k]) == Some(true)
+    })
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -610,48 +584,28 @@ fn bk_place_new(key: &[u32; 7], value: [u64; 2], at: Place) -> Option<bool> {
 /// Bench-only: [`bench_oa_insert`] on the bucket table.
 #[xdp]
 pub fn bench_bk_insert(ctx: XdpContext) -> u32 {
-    let Some(k) = bench_key(&ctx) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    let key = oa_key(k);
-    if let Some(at) = bk_place(&key)
-        && bk_insert(&key, [k, k], at) == Some(true)
-    {
-        return xdp_action::XDP_TX;
-    }
-    bench_fail();
-    xdp_action::XDP_DROP
+    keyed(&ctx, |k| {
+        let key = oa_key(k);
+        bk_place(&key).is_some_and(|at| bk_insert(&key, [k, k], at) == Some(true))
+    })
 }
 
 /// Bench-only: [`bench_oa_lookup`] on the bucket table.
 #[xdp]
 pub fn bench_bk_lookup(ctx: XdpContext) -> u32 {
-    let Some(k) = bench_key(&ctx) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    let key = oa_key(k);
-    if let Some(at) = bk_place(&key)
-        && bk_find(&key, at).is_some()
-    {
-        return xdp_action::XDP_TX;
-    }
-    bench_fail();
-    xdp_action::XDP_DROP
+    keyed(&ctx, |k| {
+        let key = oa_key(k);
+        bk_place(&key).is_some_and(|at| bk_find(&key, at).is_some())
+    })
 }
 
 /// Bench-only: [`bench_create`] on the bucket table.
 #[xdp]
 pub fn bench_bk_create(ctx: XdpContext) -> u32 {
-    let Some(k) = bench_key(&ctx) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    let key = oa_key(k);
-    if let Some(at) = bk_place(&key)
-        && bk_find(&key, at).is_none()
-        && bk_insert(&key, [k, k], at) == Some(true)
-    {
-        return xdp_action::XDP_TX;
-    }
-    bench_fail();
-    xdp_action::XDP_DROP
+    keyed(&ctx, |k| {
+        let key = oa_key(k);
+        bk_place(&key).is_some_and(|at| {
+            bk_find(&key, at).is_none() && bk_insert(&key, [k, k], at) == Some(true)
+        })
+    })
 }
