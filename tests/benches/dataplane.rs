@@ -1427,7 +1427,7 @@ fn table_section(s: &Settings) -> Result<Vec<Row>> {
         for t in &tables {
             h.h.reset_seq()?;
             h.run(&t.insert, &frame, Some(fill), v6if, n, XDP_TX, t.what)?;
-            let fails = h.h.take_fails()?;
+            let fails = h.h.take_fails()? + h.h.take_present()?;
             if fails != 0 {
                 bail!("{}: {fails} of {n} fill inserts failed", t.what);
             }
@@ -1487,7 +1487,7 @@ fn table_section(s: &Settings) -> Result<Vec<Row>> {
                     )?
                     .0,
                 );
-                let fails = h.h.take_fails()?;
+                let fails = h.h.take_fails()? + h.h.take_present()?;
                 if fails != 0 {
                     bail!(
                         "{}, table of {n}: {fails} failed lookups or inserts",

@@ -193,9 +193,10 @@ pub static BENCH_LOCKS: Array<u64> = Array::with_max_entries(1, 0);
 /// the benchmark.
 #[map]
 pub static BENCH_TABLE_CAP: Array<u64> = Array::with_max_entries(3, 0);
-/// Failed bench inserts and lookups, per CPU (the benchmark checks they stay 0).
+/// Bench table programs' outcomes other than done, per CPU: entry 0 failed inserts and missed
+/// lookups (the benchmark checks they stay 0), entry 1 inserts that found the key present.
 #[map]
-pub static BENCH_FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static BENCH_FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
 /// A slot of [`BENCH_TABLE`]: `state` 0 empty, 1 being written, 2 full.
 #[repr(C)]

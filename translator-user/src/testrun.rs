@@ -379,13 +379,23 @@ impl Harness {
         })
     }
 
-    /// Failed inserts and lookups of the bench-only table programs since the last call (all
-    /// CPUs); the count starts again from 0.
+    /// Failed inserts and missed lookups of the bench-only table programs since the last call
+    /// (all CPUs); the count starts again from 0.
     pub fn take_fails(&mut self) -> anyhow::Result<u64> {
-        let n: u64 = self.fails.get(&0, 0)?.iter().sum();
+        self.take_count(0)
+    }
+
+    /// Inserts of the bench-only table programs that found their key present, since the last
+    /// call (all CPUs); the count starts again from 0.
+    pub fn take_present(&mut self) -> anyhow::Result<u64> {
+        self.take_count(1)
+    }
+
+    fn take_count(&mut self, i: u32) -> anyhow::Result<u64> {
+        let n: u64 = self.fails.get(&i, 0)?.iter().sum();
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow::anyhow!("counting CPUs: {e}"))?;
         self.fails
-            .set(0, aya::maps::PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+            .set(i, aya::maps::PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
         Ok(n)
     }
 

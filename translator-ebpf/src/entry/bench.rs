@@ -207,17 +207,13 @@ fn bench_key(ctx: &XdpContext) -> Option<u64> {
 /// table); `XDP_TX` when it went in.
 #[xdp]
 pub fn bench_insert(ctx: XdpContext) -> u32 {
-    keyed(&ctx, |k| {
-        BENCH_HASH
-            .insert(oa_key(k), [k, k], BPF_NOEXIST as u64)
-            .is_ok()
-    })
+    keyed(&ctx, |k| hash_insert(oa_key(k), k))
 }
 
 /// Bench-only: one lookup of a key in `BENCH_HASH`; `XDP_TX` when found.
 #[xdp]
 pub fn bench_lookup(ctx: XdpContext) -> u32 {
-    keyed(&ctx, |k| BENCH_HASH.get_ptr(oa_key(k)).is_some())
+    keyed(&ctx, |k| BENCH_HASH.get_ptr(oa_key(k)).map(|_| true))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -339,32 +335,54 @@ fn oa_claim(key: &[u32; 7], value: [u64; 2], home: u32, cap: u32) -> Option<bool
     Some(true)
 }
 
+/// Counts one in `BENCH_FAILS` entry `i` (0 failed, 1 found present).
 #[inline(always)]
-fn bench_fail() {
-    if let Some(n) = BENCH_FAILS.get_ptr_mut(0) {
+fn bench_count(i: u32) {
+    if let Some(n) = BENCH_FAILS.get_ptr_mut(i) {
         // SAFETY: per-CPU map value.
         unsafe { *n += 1 };
     }
 }
 
-/// A table program's verdict on the frame's bench key: `XDP_TX` when `op` succeeded, else
-/// `XDP_DROP`, counted in `BENCH_FAILS`.
+/// A table program's verdict on the frame's bench key from what `op` did with it:
+/// `Some(true)` done (an insert went in, a lookup found it) is `XDP_TX`; `Some(false)` an
+/// insert that found the key present is `XDP_PASS`; `None` failed (a lookup missed, an insert
+/// could not go in) is `XDP_DROP`. Both of the latter are counted in `BENCH_FAILS`.
 #[inline(always)]
-fn keyed(ctx: &XdpContext, op: impl FnOnce(u64) -> bool) -> u32 {
+fn keyed(ctx: &XdpContext, op: impl FnOnce(u64) -> Option<bool>) -> u32 {
     let Some(k) = bench_key(ctx) else {
         return xdp_action::XDP_ABORTED;
     };
-    if op(k) {
-        return xdp_action::XDP_TX;
+    match op(k) {
+        Some(true) => xdp_action::XDP_TX,
+        Some(false) => {
+            bench_count(1);
+            xdp_action::XDP_PASS
+        }
+        None => {
+            bench_count(0);
+            xdp_action::XDP_DROP
+        }
     }
-    bench_fail();
-    xdp_action::XDP_DROP
+}
+
+/// `EEXIST`, which the map helpers return negated.
+const EEXIST: i32 = 17;
+
+/// An insert into `BENCH_HASH` as [`keyed`] wants it.
+#[inline(always)]
+fn hash_insert(key: [u32; 7], k: u64) -> Option<bool> {
+    match BENCH_HASH.insert(key, [k, k], BPF_NOEXIST as u64) {
+        Ok(()) => Some(true),
+        Err(e) if e == -EEXIST => Some(false),
+        Err(_) => None,
+    }
 }
 
 /// Bench-only: one insert of a new key into the prototype table; `XDP_TX` when it went in.
 #[xdp]
 pub fn bench_oa_insert(ctx: XdpContext) -> u32 {
-    keyed(&ctx, |k| oa_insert(&oa_key(k), [k, k]) == Some(true))
+    keyed(&ctx, |k| oa_insert(&oa_key(k), [k, k]))
 }
 
 /// Bench-only: one lookup in the prototype table; `XDP_TX` when found.
@@ -374,7 +392,7 @@ pub fn bench_oa_lookup(ctx: XdpContext) -> u32 {
         let key = oa_key(k);
         oa_home(&key)
             .and_then(|(home, cap)| oa_find(&key, home, cap))
-            .is_some()
+            .map(|_| true)
     })
 }
 
@@ -384,8 +402,10 @@ pub fn bench_oa_lookup(ctx: XdpContext) -> u32 {
 pub fn bench_create(ctx: XdpContext) -> u32 {
     keyed(&ctx, |k| {
         let key = oa_key(k);
-        BENCH_HASH.get_ptr(key).is_none()
-            && BENCH_HASH.insert(key, [k, k], BPF_NOEXIST as u64).is_ok()
+        if BENCH_HASH.get_ptr(key).is_some() {
+            return Some(false);
+        }
+        hash_insert(key, k)
     })
 }
 
@@ -394,8 +414,11 @@ pub fn bench_create(ctx: XdpContext) -> u32 {
 pub fn bench_oa_create(ctx: XdpContext) -> u32 {
     keyed(&ctx, |k| {
         let key = oa_key(k);
-        oa_home(&key).is_some_and(|(home, cap)| oa_find(&key, home, cap).is_none())
-            && oa_insert(&key, [k, k]) == Some(true)
+        let (home, cap) = oa_home(&key)?;
+        if oa_find(&key, home, cap).is_some() {
+            return Some(false);
+        }
+        oa_insert(&key, [k, k])
     })
 }
 
@@ -586,7 +609,7 @@ fn bk_place_new(key: &[u32; 7], value: [u64; 2], at: Place) -> Option<bool> {
 pub fn bench_bk_insert(ctx: XdpContext) -> u32 {
     keyed(&ctx, |k| {
         let key = oa_key(k);
-        bk_place(&key).is_some_and(|at| bk_insert(&key, [k, k], at) == Some(true))
+        bk_insert(&key, [k, k], bk_place(&key)?)
     })
 }
 
@@ -595,7 +618,7 @@ pub fn bench_bk_insert(ctx: XdpContext) -> u32 {
 pub fn bench_bk_lookup(ctx: XdpContext) -> u32 {
     keyed(&ctx, |k| {
         let key = oa_key(k);
-        bk_place(&key).is_some_and(|at| bk_find(&key, at).is_some())
+        bk_find(&key, bk_place(&key)?).map(|_| true)
     })
 }
 
@@ -604,8 +627,10 @@ pub fn bench_bk_lookup(ctx: XdpContext) -> u32 {
 pub fn bench_bk_create(ctx: XdpContext) -> u32 {
     keyed(&ctx, |k| {
         let key = oa_key(k);
-        bk_place(&key).is_some_and(|at| {
-            bk_find(&key, at).is_none() && bk_insert(&key, [k, k], at) == Some(true)
-        })
+        let at = bk_place(&key)?;
+        if bk_find(&key, at).is_some() {
+            return Some(false);
+        }
+        bk_insert(&key, [k, k], at)
     })
 }
