@@ -329,15 +329,6 @@ struct Harness {
     ret: ProgramFd,
     floor: ProgramFd,
     fwd: ProgramFd,
-    insert: ProgramFd,
-    lookup: ProgramFd,
-    oa_insert: ProgramFd,
-    oa_lookup: ProgramFd,
-    create: ProgramFd,
-    oa_create: ProgramFd,
-    bk_insert: ProgramFd,
-    bk_lookup: ProgramFd,
-    bk_create: ProgramFd,
 }
 
 impl Harness {
@@ -355,15 +346,6 @@ impl Harness {
             ret: h.program("bench_return")?,
             floor: h.program("baseline_tx")?,
             fwd: h.program("baseline_forward")?,
-            insert: h.program("bench_insert")?,
-            lookup: h.program("bench_lookup")?,
-            oa_insert: h.program("bench_oa_insert")?,
-            oa_lookup: h.program("bench_oa_lookup")?,
-            create: h.program("bench_create")?,
-            oa_create: h.program("bench_oa_create")?,
-            bk_insert: h.program("bench_bk_insert")?,
-            bk_lookup: h.program("bench_bk_lookup")?,
-            bk_create: h.program("bench_bk_create")?,
             h,
         })
     }
@@ -536,7 +518,7 @@ fn testrun_section(s: &Settings) -> Result<Vec<Row>> {
     let empty = empty_xdp_program()?;
     let mut h = Harness::new(262_144)?;
     let (floor, fwd) = (h.floor.try_clone()?, h.fwd.try_clone()?);
-    let (insert, lookup) = (h.insert.try_clone()?, h.lookup.try_clone()?);
+    let (insert, lookup) = (h.h.program("bench_insert")?, h.h.program("bench_lookup")?);
     // Plain forwarding of the same packets: IPv6 to the client (received on v4a), IPv4 to the
     // server (received on v6a).
     let fwd6 = {
@@ -1369,10 +1351,37 @@ fn controller_rows(t: &mut Loaded, n: u32, capacity: u32, runs: usize) -> Result
 /// are counted by the programs and must stay 0. Then the controller's expiry passes over the
 /// bucket table mapped into its memory (translator::bucket_table).
 fn table_section(s: &Settings) -> Result<Vec<Row>> {
-    /// One table's programs.
+    /// One table: its name in the rows, its programs' prefix (`bench_{prefix}insert`,
+    /// `lookup`, `create`), the maps its memory is in and their layout.
+    struct Spec {
+        what: &'static str,
+        prefix: &'static str,
+        maps: &'static [&'static str],
+        layout: &'static str,
+    }
+    const SPECS: [Spec; 3] = [
+        Spec {
+            what: "BPF hash map",
+            prefix: "",
+            maps: &["BENCH_HASH"],
+            layout: "28-byte keys, 16-byte values, preallocated",
+        },
+        Spec {
+            what: "open addressing",
+            prefix: "oa_",
+            maps: &["BENCH_TABLE", "BENCH_LOCKS"],
+            layout: "48-byte slots, two per entry, and a lock word per 64 slots",
+        },
+        Spec {
+            what: "buckets",
+            prefix: "bk_",
+            maps: &["BENCH_BUCKETS"],
+            layout: "buckets of 7 48-byte slots and a word of fingerprints, 85% full",
+        },
+    ];
+    /// A table's programs.
     struct Table {
         what: &'static str,
-        map: &'static str,
         insert: ProgramFd,
         lookup: ProgramFd,
         create: ProgramFd,
@@ -1389,29 +1398,18 @@ fn table_section(s: &Settings) -> Result<Vec<Row>> {
         // The bucket table at 85% of its slots when it holds `entries`.
         let buckets = (u64::from(entries) * 100).div_ceil(7 * 85) as u32;
         let mut h = Harness::with_tables(entries, 2 * entries, buckets)?;
-        let tables = [
-            Table {
-                what: "BPF hash map",
-                map: "BENCH_HASH",
-                insert: h.insert.try_clone()?,
-                lookup: h.lookup.try_clone()?,
-                create: h.create.try_clone()?,
-            },
-            Table {
-                what: "open addressing",
-                map: "BENCH_TABLE",
-                insert: h.oa_insert.try_clone()?,
-                lookup: h.oa_lookup.try_clone()?,
-                create: h.oa_create.try_clone()?,
-            },
-            Table {
-                what: "buckets",
-                map: "BENCH_BUCKETS",
-                insert: h.bk_insert.try_clone()?,
-                lookup: h.bk_lookup.try_clone()?,
-                create: h.bk_create.try_clone()?,
-            },
-        ];
+        let tables = SPECS
+            .iter()
+            .map(|t| {
+                let mut load = |op: &str| h.h.program(&format!("bench_{}{op}", t.prefix));
+                Ok(Table {
+                    what: t.what,
+                    insert: load("insert")?,
+                    lookup: load("lookup")?,
+                    create: load("create")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         // Fill: key (HI_FILL + i / per, 1 + i % per), so keys (HI_FILL + j, 1) for j < 1000 are
         // spread evenly over the fill.
         let per = n.div_ceil(BUSY);
@@ -1530,12 +1528,16 @@ fn table_section(s: &Settings) -> Result<Vec<Row>> {
         drop(view);
         let size = human(n);
         let mut made: Vec<Vec<Row>> = Vec::new();
+        let new_keys = format!(
+            "{flows} new keys per run into the table filled with {n} and the earlier runs' new \
+             keys; net of the harness"
+        );
         for (i, t) in tables.iter().enumerate() {
-            let memlock = if i == 1 {
-                h.h.map_memlock(t.map)? + h.h.map_memlock("BENCH_LOCKS")?
-            } else {
-                h.h.map_memlock(t.map)?
-            };
+            let memlock = SPECS[i]
+                .maps
+                .iter()
+                .map(|m| h.h.map_memlock(m))
+                .sum::<Result<u64>>()?;
             let [lookup, insert, create] =
                 <[Vec<f64>; 3]>::try_from(std::mem::take(&mut samples[i]))
                     .map_err(|_| anyhow::anyhow!("three sample sets per table"))?;
@@ -1557,14 +1559,17 @@ fn table_section(s: &Settings) -> Result<Vec<Row>> {
                     &format!("{}: insert (new key), {size} entries", t.what),
                     "ns/packet",
                     insert,
-                    &format!("{flows} new keys per run into the table filled with {n} and the earlier runs' new keys; net of the harness"),
+                    &new_keys,
                 ),
                 Row::new(
                     "table",
-                    &format!("{}: lookup miss, then insert (a new flow's pattern), {size} entries", t.what),
+                    &format!(
+                        "{}: lookup miss, then insert (a new flow's pattern), {size} entries",
+                        t.what
+                    ),
                     "ns/packet",
                     create,
-                    &format!("{flows} new keys per run into the table filled with {n} and the earlier runs' new keys; net of the harness"),
+                    &new_keys,
                 ),
                 Row::new(
                     "table",
@@ -1572,12 +1577,9 @@ fn table_section(s: &Settings) -> Result<Vec<Row>> {
                     "bytes/entry",
                     vec![memlock as f64 / f64::from(entries)],
                     &format!(
-                        "memlock of the map's fdinfo ({memlock} bytes){}",
-                        [
-                            ": 28-byte keys, 16-byte values, preallocated",
-                            ": 48-byte slots, two per entry, and a lock word per 64 slots",
-                            ": buckets of 7 48-byte slots and a word of fingerprints, 85% full",
-                        ][i]
+                        "memlock of the fdinfo of {} ({memlock} bytes): {}",
+                        SPECS[i].maps.join(" and "),
+                        SPECS[i].layout
                     ),
                 ),
             ]);

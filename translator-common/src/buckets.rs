@@ -84,6 +84,19 @@ pub fn fingerprint(meta: u64, i: usize) -> u64 {
     (meta >> (8 * i)) & 0xff
 }
 
+/// The first empty slot of a bucket word, if any.
+#[inline(always)]
+pub fn first_free(meta: u64) -> Option<usize> {
+    let mut i = 0;
+    while i < SLOTS {
+        if fingerprint(meta, i) == 0 {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Where a key lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Place {
@@ -196,5 +209,7 @@ mod tests {
         assert_eq!(fingerprint(meta, 0), 1);
         assert_eq!(fingerprint(meta, 6), 0xfe);
         assert_eq!(fingerprint(meta, 3), 0);
+        assert_eq!(first_free(meta), Some(1));
+        assert_eq!(first_free(0x00fe_fefe_fefe_fefe | LOCK), None);
     }
 }

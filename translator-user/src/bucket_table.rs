@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context as _, ensure};
 use translator_common::buckets::{
     BenchBucket, FP_WRITING, LOCK, OVERFLOW_MAX, OVERFLOW_ONE, PROBES, Place, SLOTS, fingerprint,
-    matching, overflow,
+    first_free, matching, overflow,
 };
 
 /// The hash seed the harness writes to `BENCH_TABLE_CAP[1]`.
@@ -176,17 +176,14 @@ impl BucketTable {
         for _ in 0..PROBES {
             let word = self.word(b);
             let claimed = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
-                match (0..SLOTS).find(|&i| fingerprint(m, i) == 0) {
+                match first_free(m) {
                     Some(i) => Some(m | FP_WRITING << (8 * i)),
                     None if overflow(m) < OVERFLOW_MAX => Some(m + OVERFLOW_ONE),
                     None => None,
                 }
             });
             // The slot claimed: the first free one of the word the update succeeded on.
-            if let Some(i) = claimed
-                .ok()
-                .and_then(|m| (0..SLOTS).find(|&i| fingerprint(m, i) == 0))
-            {
+            if let Some(i) = claimed.ok().and_then(first_free) {
                 let slot = translator_common::buckets::Slot { key: *key, value };
                 // SAFETY: inside the mapping; the slot is ours while its byte says "being
                 // written", nothing else writes it.

@@ -30,7 +30,7 @@ use aya_ebpf::{
 use translator_common::{
     buckets::{
         BenchBucket, FP_WRITING, LOCK as BUCKET_LOCK, OVERFLOW_MAX, OVERFLOW_ONE, PROBES, Place,
-        SLOTS, fingerprint, hash, matching, overflow,
+        SLOTS, first_free, hash, matching, overflow,
     },
     maps::BENCH_FRAME_MAX,
 };
@@ -224,9 +224,9 @@ pub fn bench_lookup(ctx: XdpContext) -> u32 {
 // there (wrapping at the end). A lookup compares the full slots of the window, so deleting is
 // setting a slot empty (no tombstones). An insert takes the lock word of its home's 64 slots
 // (inserts of one key exclude each other: a second one fails, so a key is never in two slots),
-// checks the window for
-// the key, claims an empty slot with a compare-and-swap (when a neighbouring home's insert claimed
-// it first, this insert fails: the prototype does not retry), writes it and marks it full.
+// checks the window for the key, claims an empty slot with a compare-and-swap (when a
+// neighbouring home's insert claimed it first, this insert fails: the prototype does not
+// retry), writes it and marks it full.
 
 /// Slots a key may live in, from its home slot on.
 const WINDOW: u32 = 24;
@@ -498,27 +498,30 @@ fn bk_claim(bucket: *mut BenchBucket) -> Claim {
     while tries < 4 {
         // SAFETY: as above.
         let meta = unsafe { core::ptr::read_volatile(word) };
-        let mut i = 0;
-        while i < SLOTS && fingerprint(meta, i) != 0 {
-            i += 1;
-        }
-        let new = if i < SLOTS {
-            meta | FP_WRITING << (8 * i)
-        } else if overflow(meta) < OVERFLOW_MAX {
-            meta + OVERFLOW_ONE
-        } else {
-            return Claim::Full;
+        let free = first_free(meta);
+        let new = match free {
+            Some(i) => meta | FP_WRITING << (8 * i),
+            None if overflow(meta) < OVERFLOW_MAX => meta + OVERFLOW_ONE,
+            None => return Claim::Full,
         };
         if cas64(word, meta, new) {
-            return if i < SLOTS {
-                Claim::Slot(i)
-            } else {
-                Claim::Full
-            };
+            return free.map_or(Claim::Full, Claim::Slot);
         }
         tries += 1;
     }
     Claim::Contended
+}
+
+/// Writes slot `i` of `bucket`, which this insert has claimed (its byte says "being written").
+#[inline(always)]
+fn bk_fill(bucket: *mut BenchBucket, i: usize, key: &[u32; 7], value: [u64; 2]) {
+    if i < SLOTS {
+        // SAFETY: map value pointer, i < SLOTS; nothing else writes a claimed slot.
+        unsafe {
+            (*bucket).slots[i].key = *key;
+            (*bucket).slots[i].value = value;
+        }
+    }
 }
 
 /// Inserts a new key at its place; `Some(true)` when it went in, `Some(false)` when it was
@@ -535,29 +538,23 @@ fn bk_insert(key: &[u32; 7], value: [u64; 2], at: Place) -> Option<bool> {
     let lock = unsafe { &raw mut (*first).meta };
     // SAFETY: as above.
     let meta = unsafe { core::ptr::read_volatile(lock) };
-    if meta & BUCKET_LOCK == 0 && overflow(meta) == 0 {
-        let mut i = 0;
-        while i < SLOTS && fingerprint(meta, i) != 0 {
-            i += 1;
-        }
-        if i < SLOTS && cas64(lock, meta, meta | BUCKET_LOCK | FP_WRITING << (8 * i)) {
-            // Ours: the lock and slot i. The key is in the home bucket or nowhere (its
-            // overflow count was 0 when the lock was taken).
-            let (found, _) = bk_find_in(first, key, at.fp);
-            let publish = if found.is_some() {
-                FP_WRITING << (8 * i)
-            } else {
-                // SAFETY: the slot is ours while its byte says "being written"; i < SLOTS.
-                unsafe {
-                    (*first).slots[i].key = *key;
-                    (*first).slots[i].value = value;
-                }
-                (FP_WRITING ^ at.fp) << (8 * i)
-            };
-            // SAFETY: as above; the lock bit is ours.
-            unsafe { atomic_xor::<u64, u64, { AO::SeqCst }>(lock, publish | BUCKET_LOCK) };
-            return Some(found.is_none());
-        }
+    if meta & BUCKET_LOCK == 0
+        && overflow(meta) == 0
+        && let Some(i) = first_free(meta)
+        && cas64(lock, meta, meta | BUCKET_LOCK | FP_WRITING << (8 * i))
+    {
+        // Ours: the lock and slot i. The key is in the home bucket or nowhere (its
+        // overflow count was 0 when the lock was taken).
+        let (found, _) = bk_find_in(first, key, at.fp);
+        let publish = if found.is_some() {
+            FP_WRITING << (8 * i)
+        } else {
+            bk_fill(first, i, key, value);
+            (FP_WRITING ^ at.fp) << (8 * i)
+        };
+        // SAFETY: as above; the lock bit is ours.
+        unsafe { atomic_xor::<u64, u64, { AO::SeqCst }>(lock, publish | BUCKET_LOCK) };
+        return Some(found.is_none());
     }
     // SAFETY: as above.
     if unsafe { atomic_or::<u64, u64, { AO::SeqCst }>(lock, BUCKET_LOCK) } & BUCKET_LOCK != 0 {
@@ -584,15 +581,14 @@ fn bk_place_new(key: &[u32; 7], value: [u64; 2], at: Place) -> Option<bool> {
         let bucket = BENCH_BUCKETS.get_ptr_mut(b)?;
         match bk_claim(bucket) {
             Claim::Slot(i) => {
-                // SAFETY: the slot is ours while its byte says "being written"; i < SLOTS.
+                bk_fill(bucket, i, key, value);
+                // SAFETY: map value pointer; the word only changes by atomic operations.
                 unsafe {
-                    (*bucket).slots[i].key = *key;
-                    (*bucket).slots[i].value = value;
                     atomic_xor::<u64, u64, { AO::SeqCst }>(
                         &raw mut (*bucket).meta,
                         (FP_WRITING ^ at.fp) << (8 * i),
-                    );
-                }
+                    )
+                };
                 return Some(true);
             }
             Claim::Full => {}
